@@ -1,0 +1,194 @@
+//! Router configuration: defaults, the TOML file format, and validation.
+//!
+//! Every key is optional; `roundhouse.toml` at the repository root documents each one. Command-line
+//! flags override the file (see `src/main.rs`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the router needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address the WebSocket listener binds (default `127.0.0.1:8080`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// HTTP path of the WebSocket endpoint (default `/ws`).
+    pub path: String,
+    /// The realms served; sessions asking for any other realm are aborted with
+    /// `wamp.error.no_such_realm`.
+    #[serde(rename = "realm")]
+    pub realms: Vec<RealmConfig>,
+    /// Largest WAMP message accepted, in bytes (default 16 MiB). Larger ones abort the session.
+    pub max_message_size: usize,
+    /// Read buffer reserved per connection, in bytes (default 4 KiB; grows only for large frames).
+    pub read_buffer_size: usize,
+    /// Bytes of outgoing frames buffered before a write is forced (default 64 KiB).
+    pub write_buffer_size: usize,
+    /// Messages a session's outbound queue holds before senders wait (default 1024).
+    pub outbound_queue: usize,
+    /// How long a full outbound queue may stay full before its session is closed as stuck, in
+    /// milliseconds (default 10000).
+    pub stuck_timeout_ms: u64,
+    /// How long a new connection may take to finish its WebSocket handshake and send HELLO, in
+    /// milliseconds (default 10000).
+    pub handshake_timeout_ms: u64,
+    /// How long shutdown waits for sessions to take their GOODBYE, in milliseconds (default 2000).
+    pub shutdown_timeout_ms: u64,
+    /// Shards of each realm's registration table, rounded up to a power of two (default 256).
+    pub dealer_shards: usize,
+    /// Most concurrent connections; further ones are refused (default 100000).
+    pub max_connections: usize,
+    /// Log filter when neither `--log-level` nor `RUST_LOG` is given (default `info`).
+    pub log_level: String,
+    /// Log format: `text` or `json` (default `text`).
+    pub log_format: LogFormat,
+}
+
+/// One realm.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmConfig {
+    /// The realm's name (a WAMP URI).
+    pub name: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            path: "/ws".to_owned(),
+            realms: vec![RealmConfig {
+                name: "realm1".to_owned(),
+            }],
+            max_message_size: 16 * 1024 * 1024,
+            read_buffer_size: 4096,
+            write_buffer_size: 64 * 1024,
+            outbound_queue: 1024,
+            stuck_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            shutdown_timeout_ms: 2_000,
+            dealer_shards: 256,
+            max_connections: 100_000,
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl RouterConfig {
+    /// Reads a TOML file; absent keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let config: RouterConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: shown,
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values a router cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.realms.is_empty() {
+            return invalid("at least one [[realm]] is needed");
+        }
+        if let Some(bad) = self.realms.iter().find(|r| !crate::wire::uri::is_valid(&r.name)) {
+            return Err(ConfigError::Invalid(format!(
+                "realm name '{}' is not a valid URI",
+                bad.name
+            )));
+        }
+        if !self.path.starts_with('/') {
+            return invalid("path must start with '/'");
+        }
+        if self.max_message_size < 1024 {
+            return invalid("max_message_size must be at least 1024 bytes");
+        }
+        if self.outbound_queue == 0 || self.max_connections == 0 || self.dealer_shards == 0 {
+            return invalid("outbound_queue, max_connections and dealer_shards must be positive");
+        }
+        Ok(())
+    }
+
+    /// `stuck_timeout_ms` as a duration.
+    pub fn stuck_timeout(&self) -> Duration {
+        Duration::from_millis(self.stuck_timeout_ms)
+    }
+
+    /// `handshake_timeout_ms` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// `shutdown_timeout_ms` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("roundhouse.toml");
+        let config = RouterConfig::from_file(&path).unwrap();
+        let defaults = RouterConfig::default();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.realms.len(), 1);
+        assert_eq!(config.max_message_size, defaults.max_message_size);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<RouterConfig>("lissten = \"x\"").is_err());
+        let config: RouterConfig = toml::from_str("realm = []").unwrap();
+        assert!(config.validate().is_err());
+        let config: RouterConfig = toml::from_str("[[realm]]\nname = \"bad realm\"").unwrap();
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,453 @@
+//! The registration registry: the design card's sharded, wait-free routing table.
+//!
+//! Procedure URIs are hashed into shards. Each shard publishes an immutable map
+//! `URI → Arc<Registration>` through an [`ArcSwap`]; each registration publishes its member list
+//! (callees in registration order) through an `ArcSwap` of its own. Routing a call is therefore
+//! two atomic snapshot loads, one hash lookup and one rule pick: no lock, no allocation, and
+//! wait-free (the round-robin cursor is a `fetch_add`, never a CAS loop).
+//!
+//! Writers (REGISTER, UNREGISTER, session teardown) serialise on the shard's mutex, build the next
+//! version and publish it. Membership changes of an existing procedure — the common churn of
+//! callees joining and leaving — copy only that procedure's member list. Creating or deleting a
+//! procedure copies its shard's map, so the shard count is sized to keep that copy small (see
+//! `RouterConfig::dealer_shards`); BENCHMARKS.md measures it from 1k to 100k procedures.
+//!
+//! # Round-robin across joins and leaves
+//! The contract says a call goes to the member *after the one that served the previous call*.
+//! `ticket % len` breaks that whenever the list changes (Crossbar repeats a callee after a leave).
+//! Here each call takes a ticket `t` from the registration's cursor and serves member
+//! `(t - base + offset) % len`, where `base`/`offset` belong to the member-list version. When a
+//! writer publishes a new version it reads the cursor `t0`, finds the member that served ticket
+//! `t0 - 1` (the previous call; remembered across versions that served no call), and points the
+//! new version's `offset`, with `base = t0`, at the first member that joined after it — wrapping
+//! to the first member. So the rotation continues exactly where it was, whoever joined or left. Calls racing with the publish may still use the old version; concurrent
+//! calls have no order anyway, and the rotation is exact again from the next call on.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use super::rule::InvocationRule;
+use crate::wire::message::MAX_ID;
+
+/// Something that can be a member of a registration: a session handle in the router, a plain id
+/// in unit tests and benches.
+pub trait Member: Clone + Send + Sync + 'static {
+    /// The member's session id; a session is a member of a registration at most once.
+    fn member_id(&self) -> u64;
+}
+
+impl Member for u64 {
+    fn member_id(&self) -> u64 {
+        *self
+    }
+}
+
+/// One version of a registration's member list.
+struct Members<C> {
+    /// Members in registration order, each with its join sequence number.
+    callees: SmallVec<[(C, u64); 4]>,
+    /// Round-robin: the first ticket this version serves ...
+    rr_base: u64,
+    /// ... and the index that ticket goes to.
+    rr_offset: usize,
+    /// The sequence number the next joining member gets.
+    next_seq: u64,
+    /// The sequence number of the member that served the last call before `rr_base`.
+    last_served: Option<u64>,
+}
+
+/// A procedure registration: a URI, its invocation rule and its current members.
+pub struct Registration<C> {
+    /// The registration id every member got in REGISTERED.
+    pub id: u64,
+    /// The procedure URI.
+    pub uri: Arc<str>,
+    /// The invocation rule all members agreed on.
+    pub rule: InvocationRule,
+    members: ArcSwap<Members<C>>,
+    /// Round-robin tickets; outlives member-list versions, padded against false sharing.
+    cursor: CachePadded<AtomicU64>,
+}
+
+impl<C: Member> Registration<C> {
+    /// Picks the member that serves the next call, per the rule. `None` once every member left.
+    #[inline]
+    pub fn pick(&self) -> Option<C> {
+        let members = self.members.load();
+        let len = members.callees.len();
+        if len == 0 {
+            return None;
+        }
+        let index = self.rule.pick(len, || {
+            let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
+            (ticket.wrapping_sub(members.rr_base) as usize).wrapping_add(members.rr_offset) % len
+        });
+        Some(members.callees[index].0.clone())
+    }
+
+    /// True while the session `member_id` is a member.
+    pub fn has_member(&self, member_id: u64) -> bool {
+        self.members
+            .load()
+            .callees
+            .iter()
+            .any(|(c, _)| c.member_id() == member_id)
+    }
+
+    /// The current members, in registration order.
+    pub fn members(&self) -> Vec<C> {
+        self.members.load().callees.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    /// Publishes a new member list, carrying the round-robin rotation over (see module docs).
+    /// Callers hold the shard's write lock.
+    fn publish(&self, old: &Members<C>, callees: SmallVec<[(C, u64); 4]>, next_seq: u64) {
+        let t0 = self.cursor.load(Ordering::SeqCst);
+        let last_served = match old.callees.len() {
+            len if len > 0 && t0 != old.rr_base => {
+                let index = (t0.wrapping_sub(old.rr_base + 1) as usize).wrapping_add(old.rr_offset) % len;
+                Some(old.callees[index].1)
+            }
+            _ => old.last_served,
+        };
+        let rr_offset = last_served
+            .and_then(|last| callees.iter().position(|(_, seq)| *seq > last))
+            .unwrap_or(0);
+        self.members.store(Arc::new(Members {
+            callees,
+            rr_base: t0,
+            rr_offset,
+            next_seq,
+            last_served,
+        }));
+    }
+}
+
+/// Why a REGISTER was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The procedure is registered with the `single` rule (or the new one asks for `single`).
+    AlreadyExists,
+    /// The procedure is shared under another rule, given here.
+    DifferentRule(InvocationRule),
+}
+
+/// What a successful REGISTER did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// The registration id.
+    pub id: u64,
+    /// True when this REGISTER created the registration (it had no members before).
+    pub created: bool,
+}
+
+type ProcedureMap<C> = HashMap<Arc<str>, Arc<Registration<C>>, foldhash::fast::RandomState>;
+
+struct Shard<C> {
+    procedures: ArcSwap<ProcedureMap<C>>,
+    write: Mutex<()>,
+}
+
+/// All registrations of one realm.
+pub struct Registry<C> {
+    shards: Box<[Shard<C>]>,
+    mask: u64,
+    hasher: foldhash::fast::RandomState,
+    by_id: DashMap<u64, Arc<Registration<C>>, foldhash::fast::RandomState>,
+}
+
+impl<C: Member> Registry<C> {
+    /// A registry with `shards` shards (rounded up to a power of two).
+    pub fn new(shards: usize) -> Self {
+        let count = shards.max(1).next_power_of_two();
+        let hasher = foldhash::fast::RandomState::default();
+        let shards = (0..count)
+            .map(|_| Shard {
+                procedures: ArcSwap::from_pointee(ProcedureMap::with_hasher(hasher.clone())),
+                write: Mutex::new(()),
+            })
+            .collect();
+        Registry {
+            shards,
+            mask: count as u64 - 1,
+            hasher,
+            by_id: DashMap::default(),
+        }
+    }
+
+    fn shard(&self, uri: &str) -> &Shard<C> {
+        // The low bits pick the map bucket inside the shard, so the shard uses the high bits.
+        let hash = self.hasher.hash_one(uri);
+        &self.shards[((hash >> 40) & self.mask) as usize]
+    }
+
+    /// The registration for `uri`, if any. Lock-free.
+    #[inline]
+    pub fn lookup(&self, uri: &str) -> Option<Arc<Registration<C>>> {
+        self.shard(uri).procedures.load().get(uri).cloned()
+    }
+
+    /// The registration for `uri` and the member that serves the next call. Lock-free.
+    #[inline]
+    pub fn route(&self, uri: &str) -> Option<(Arc<Registration<C>>, C)> {
+        let registration = self.lookup(uri)?;
+        let member = registration.pick()?;
+        Some((registration, member))
+    }
+
+    /// The registration with this id, if it exists.
+    pub fn get(&self, id: u64) -> Option<Arc<Registration<C>>> {
+        self.by_id.get(&id).map(|r| r.value().clone())
+    }
+
+    /// How many procedures are registered.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Adds `member` to the registration of `uri` under `rule`, creating it if needed.
+    pub fn register(&self, uri: &str, rule: InvocationRule, member: C) -> Result<Registered, RegisterError> {
+        let shard = self.shard(uri);
+        let _write = shard.write.lock();
+        let map = shard.procedures.load();
+        if let Some(existing) = map.get(uri) {
+            if existing.rule != rule {
+                return Err(match existing.rule {
+                    InvocationRule::Single => RegisterError::AlreadyExists,
+                    other => RegisterError::DifferentRule(other),
+                });
+            }
+            if rule == InvocationRule::Single {
+                return Err(RegisterError::AlreadyExists);
+            }
+            let old = existing.members.load();
+            if !old.callees.iter().any(|(c, _)| c.member_id() == member.member_id()) {
+                let mut callees = old.callees.clone();
+                callees.push((member, old.next_seq));
+                existing.publish(&old, callees, old.next_seq + 1);
+            }
+            return Ok(Registered {
+                id: existing.id,
+                created: false,
+            });
+        }
+        let id = self.fresh_id();
+        let mut callees = SmallVec::new();
+        callees.push((member, 0));
+        let registration = Arc::new(Registration {
+            id,
+            uri: Arc::from(uri),
+            rule,
+            members: ArcSwap::from_pointee(Members {
+                callees,
+                rr_base: 0,
+                rr_offset: 0,
+                next_seq: 1,
+                last_served: None,
+            }),
+            cursor: CachePadded::new(AtomicU64::new(0)),
+        });
+        let mut next = ProcedureMap::clone(&map);
+        next.insert(registration.uri.clone(), registration.clone());
+        self.by_id.insert(id, registration);
+        shard.procedures.store(Arc::new(next));
+        Ok(Registered { id, created: true })
+    }
+
+    /// Removes `member_id` from registration `id`. Returns the registration and whether it was
+    /// deleted (its last member left), or `None` when the session was not a member.
+    pub fn unregister(&self, id: u64, member_id: u64) -> Option<(Arc<Registration<C>>, bool)> {
+        let registration = self.get(id)?;
+        let shard = self.shard(&registration.uri);
+        let _write = shard.write.lock();
+        let old = registration.members.load();
+        let position = old.callees.iter().position(|(c, _)| c.member_id() == member_id)?;
+        let mut callees = old.callees.clone();
+        callees.remove(position);
+        let deleted = callees.is_empty();
+        registration.publish(&old, callees, old.next_seq);
+        if deleted {
+            let map = shard.procedures.load();
+            let mut next = ProcedureMap::clone(&map);
+            next.remove(&*registration.uri);
+            shard.procedures.store(Arc::new(next));
+            self.by_id.remove(&id);
+        }
+        Some((registration, deleted))
+    }
+
+    fn fresh_id(&self) -> u64 {
+        loop {
+            let id = fastrand::u64(1..=MAX_ID);
+            if !self.by_id.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InvocationRule::*;
+
+    fn calls(registry: &Registry<u64>, uri: &str, n: usize) -> Vec<u64> {
+        (0..n).map(|_| registry.route(uri).unwrap().1).collect()
+    }
+
+    fn join(registry: &Registry<u64>, uri: &str, rule: InvocationRule, member: u64) -> u64 {
+        registry.register(uri, rule, member).unwrap().id
+    }
+
+    #[test]
+    fn shared_members_get_one_id_and_join_once() {
+        let r = Registry::new(4);
+        let a = r.register("p", RoundRobin, 1).unwrap();
+        let b = r.register("p", RoundRobin, 2).unwrap();
+        let again = r.register("p", RoundRobin, 1).unwrap();
+        assert!(a.created && !b.created && !again.created);
+        assert_eq!((a.id, b.id), (again.id, again.id));
+        assert_eq!(r.get(a.id).unwrap().members(), vec![1, 2]);
+    }
+
+    #[test]
+    fn rule_conflicts_are_refused() {
+        let r = Registry::new(4);
+        join(&r, "single", Single, 1);
+        assert_eq!(r.register("single", Single, 2), Err(RegisterError::AlreadyExists));
+        assert_eq!(r.register("single", Single, 1), Err(RegisterError::AlreadyExists));
+        assert_eq!(r.register("single", First, 2), Err(RegisterError::AlreadyExists));
+        join(&r, "shared", Last, 1);
+        assert_eq!(r.register("shared", First, 2), Err(RegisterError::DifferentRule(Last)));
+        assert_eq!(r.register("shared", Single, 2), Err(RegisterError::DifferentRule(Last)));
+    }
+
+    #[test]
+    fn roundrobin_rotates_in_registration_order() {
+        let r = Registry::new(4);
+        for m in [1, 2, 3] {
+            join(&r, "p", RoundRobin, m);
+        }
+        assert_eq!(calls(&r, "p", 7), vec![1, 2, 3, 1, 2, 3, 1]);
+    }
+
+    #[test]
+    fn roundrobin_continues_after_a_join() {
+        let r = Registry::new(4);
+        join(&r, "p", RoundRobin, 1);
+        join(&r, "p", RoundRobin, 2);
+        assert_eq!(calls(&r, "p", 3), vec![1, 2, 1]);
+        join(&r, "p", RoundRobin, 3);
+        assert_eq!(calls(&r, "p", 4), vec![2, 3, 1, 2]);
+    }
+
+    #[test]
+    fn roundrobin_continues_after_a_leave() {
+        let r = Registry::new(4);
+        let id = join(&r, "p", RoundRobin, 1);
+        join(&r, "p", RoundRobin, 2);
+        join(&r, "p", RoundRobin, 3);
+        assert_eq!(calls(&r, "p", 4), vec![1, 2, 3, 1]);
+        r.unregister(id, 3).unwrap();
+        assert_eq!(calls(&r, "p", 3), vec![2, 1, 2]);
+    }
+
+    #[test]
+    fn roundrobin_skips_to_the_successor_when_the_due_member_leaves() {
+        let r = Registry::new(4);
+        let id = join(&r, "p", RoundRobin, 1);
+        join(&r, "p", RoundRobin, 2);
+        join(&r, "p", RoundRobin, 3);
+        assert_eq!(calls(&r, "p", 1), vec![1]);
+        r.unregister(id, 2).unwrap();
+        assert_eq!(calls(&r, "p", 3), vec![3, 1, 3]);
+        // 3 served last; 1 (due next, by wrapping) leaves, then 4 joins after 3
+        r.unregister(id, 1).unwrap();
+        join(&r, "p", RoundRobin, 4);
+        assert_eq!(calls(&r, "p", 3), vec![4, 3, 4], "after 3 comes the newcomer");
+    }
+
+    #[test]
+    fn first_and_last_fail_over_in_order() {
+        let r = Registry::new(4);
+        let f = join(&r, "f", First, 1);
+        join(&r, "f", First, 2);
+        join(&r, "f", First, 3);
+        assert_eq!(calls(&r, "f", 3), vec![1, 1, 1]);
+        r.unregister(f, 1).unwrap();
+        assert_eq!(calls(&r, "f", 2), vec![2, 2]);
+        join(&r, "f", First, 1);
+        assert_eq!(calls(&r, "f", 1), vec![2], "a newcomer is appended");
+
+        let l = join(&r, "l", Last, 1);
+        join(&r, "l", Last, 2);
+        join(&r, "l", Last, 3);
+        assert_eq!(calls(&r, "l", 2), vec![3, 3]);
+        r.unregister(l, 3).unwrap();
+        assert_eq!(calls(&r, "l", 1), vec![2]);
+        join(&r, "l", Last, 4);
+        assert_eq!(calls(&r, "l", 1), vec![4]);
+    }
+
+    #[test]
+    fn random_reaches_every_member() {
+        let r = Registry::new(4);
+        for m in [1, 2, 3] {
+            join(&r, "p", Random, m);
+        }
+        let got = calls(&r, "p", 3000);
+        for m in [1, 2, 3] {
+            let n = got.iter().filter(|&&x| x == m).count();
+            assert!((700..1300).contains(&n), "member {m} got {n} of 3000");
+        }
+    }
+
+    #[test]
+    fn last_leave_deletes_and_ids_are_not_reused_by_members() {
+        let r = Registry::new(4);
+        let id = join(&r, "p", First, 1);
+        join(&r, "p", First, 2);
+        assert!(r.unregister(id, 3).is_none(), "not a member");
+        assert!(!r.unregister(id, 1).unwrap().1);
+        assert!(r.unregister(id, 1).is_none(), "second unregister");
+        assert!(r.unregister(id, 2).unwrap().1);
+        assert!(r.lookup("p").is_none() && r.get(id).is_none() && r.is_empty());
+        assert!(r.route("p").is_none());
+        let again = join(&r, "p", Single, 5);
+        assert_ne!(again, id);
+    }
+
+    #[test]
+    fn routing_keeps_working_under_concurrent_churn() {
+        let r = Arc::new(Registry::new(2));
+        join(&r, "p", RoundRobin, 1);
+        let churn = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    let id = join(&r, "p", RoundRobin, 2);
+                    r.unregister(id, 2).unwrap();
+                    join(&r, &format!("other{}", fastrand::u8(..)), First, 3);
+                }
+            })
+        };
+        for _ in 0..20_000 {
+            let m = r.route("p").unwrap().1;
+            assert!(m == 1 || m == 2);
+        }
+        churn.join().unwrap();
+    }
+}

@@ -1,0 +1,93 @@
+//! Every error and close reason the router sends, each variant with its URI from the WAMP spec.
+
+use std::fmt;
+
+/// An error URI the router puts in ERROR, ABORT or GOODBYE messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WampError {
+    /// The peer broke the protocol; the session is aborted.
+    ProtocolViolation,
+    /// HELLO named a realm this router does not serve.
+    NoSuchRealm,
+    /// HELLO offered no authentication method this router accepts.
+    NoAuthMethod,
+    /// A URI failed the syntax check, or used the reserved `wamp.` namespace.
+    InvalidUri,
+    /// An option had a value the router does not accept.
+    InvalidArgument,
+    /// CALL to a procedure nobody registered.
+    NoSuchProcedure,
+    /// REGISTER of a procedure registered with the `single` rule.
+    ProcedureAlreadyExists,
+    /// REGISTER of a shared procedure with a different invocation rule.
+    ProcedureExistsWithDifferentInvocationPolicy,
+    /// UNREGISTER of a registration the session is not a member of.
+    NoSuchRegistration,
+    /// UNSUBSCRIBE of a subscription the session does not hold.
+    NoSuchSubscription,
+    /// The call ended because its callee went away.
+    Canceled,
+    /// The session may not do this.
+    NotAuthorized,
+    /// The peer asked for something this router does not implement.
+    FeatureNotSupported,
+    /// Close reason: the router is shutting down.
+    SystemShutdown,
+    /// Close reason: the session is being closed (e.g. a stuck peer).
+    CloseRealm,
+    /// Close reason answering a peer's GOODBYE.
+    GoodbyeAndOut,
+}
+
+impl WampError {
+    /// The URI on the wire.
+    pub const fn uri(self) -> &'static str {
+        match self {
+            WampError::ProtocolViolation => "wamp.error.protocol_violation",
+            WampError::NoSuchRealm => "wamp.error.no_such_realm",
+            WampError::NoAuthMethod => "wamp.error.no_auth_method",
+            WampError::InvalidUri => "wamp.error.invalid_uri",
+            WampError::InvalidArgument => "wamp.error.invalid_argument",
+            WampError::NoSuchProcedure => "wamp.error.no_such_procedure",
+            WampError::ProcedureAlreadyExists => "wamp.error.procedure_already_exists",
+            WampError::ProcedureExistsWithDifferentInvocationPolicy => {
+                "wamp.error.procedure_exists_with_different_invocation_policy"
+            }
+            WampError::NoSuchRegistration => "wamp.error.no_such_registration",
+            WampError::NoSuchSubscription => "wamp.error.no_such_subscription",
+            WampError::Canceled => "wamp.error.canceled",
+            WampError::NotAuthorized => "wamp.error.not_authorized",
+            WampError::FeatureNotSupported => "wamp.error.feature_not_supported",
+            WampError::SystemShutdown => "wamp.close.system_shutdown",
+            WampError::CloseRealm => "wamp.close.close_realm",
+            WampError::GoodbyeAndOut => "wamp.close.goodbye_and_out",
+        }
+    }
+}
+
+impl fmt::Display for WampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.uri())
+    }
+}
+
+/// A WAMP error with a human-readable explanation, sent as the ERROR's first argument (the
+/// convention Crossbar and Autobahn use, so clients show it in their exception text).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error}: {message}")]
+pub struct Refusal {
+    /// The error URI.
+    pub error: WampError,
+    /// Why, for humans.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with a reason.
+    pub fn new(error: WampError, message: impl Into<String>) -> Self {
+        Refusal {
+            error,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Roundhouse: a WAMP v2 router whose dealer routes calls through sharded, wait-free snapshots.
+//!
+//! The route of one CALL reads top to bottom through the modules: [`transport`] (frames) →
+//! [`session`] (decode, state machine) → [`dealer`] (registry lookup, invocation rule) → the
+//! callee session's queue and writer. [`wire`] owns messages and serializers, [`router`] the
+//! listener and shutdown. [`client`] is a small WAMP client used by the tests and the load
+//! generator.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod dealer;
+pub mod error;
+pub mod realm;
+pub mod router;
+pub mod session;
+pub mod transport;
+pub mod wire;
+
+pub use config::{RealmConfig, RouterConfig};
+pub use router::{Router, RouterHandle};

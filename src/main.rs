@@ -1,0 +1,126 @@
+//! `roundhouse`: run the router from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use roundhouse::config::LogFormat;
+use roundhouse::{RealmConfig, Router, RouterConfig};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Roundhouse, a WAMP v2 router with a sharded, wait-free dealer.
+///
+/// With no arguments it serves ws://127.0.0.1:8080/ws with the realm `realm1`, where anonymous
+/// sessions may register and call. Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE
+/// wamp.close.system_shutdown and the process exits 0.
+#[derive(Parser, Debug)]
+#[command(name = "roundhouse", version, about, long_about)]
+struct Cli {
+    /// TOML configuration file; see roundhouse.toml in the repository for every key and its
+    /// default. Flags below override the file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(short, long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// A realm to serve; repeat for several. Replaces the realms of the config file.
+    #[arg(short, long = "realm", value_name = "URI")]
+    realms: Vec<String>,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
+    /// "roundhouse=debug". Overrides RUST_LOG and the config file.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => match RouterConfig::from_file(path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("roundhouse: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => RouterConfig::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if !cli.realms.is_empty() {
+        config.realms = cli
+            .realms
+            .iter()
+            .map(|name| RealmConfig { name: name.clone() })
+            .collect();
+    }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    if let Err(error) = config.validate() {
+        eprintln!("roundhouse: {error}");
+        return ExitCode::from(2);
+    }
+    init_logging(cli.log_level.as_deref(), &config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("roundhouse: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let router = match Router::start(config).await {
+            Ok(router) => router,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the router");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        router.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(flag: Option<&str>, config: &RouterConfig) {
+    let filter = match flag {
+        Some(directive) => EnvFilter::new(directive),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level)),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the router");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,170 @@
+//! The router: listener, realms, sessions, and graceful shutdown.
+//!
+//! [`Router::start`] binds and returns at once with a [`RouterHandle`]; tests, benches and the
+//! load generator embed the router this way, and `main.rs` does the same and waits for a signal.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::RouterConfig;
+use crate::realm::Realm;
+use crate::session::{Outbound, SessionHandle};
+use crate::transport::websocket;
+use crate::wire::message::MAX_ID;
+use crate::wire::Serializer;
+
+/// State every connection task shares.
+pub struct RouterShared {
+    /// The configuration the router was started with.
+    pub config: RouterConfig,
+    /// The realms, by name.
+    pub realms: HashMap<String, Arc<Realm>>,
+    /// Every open session (joined or not yet), by id; ids are unique router-wide.
+    pub sessions: DashMap<u64, Arc<SessionHandle>, foldhash::fast::RandomState>,
+    /// Fires when the router shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl RouterShared {
+    /// Creates a session with a fresh random id and registers it in the session table.
+    pub(crate) fn new_session(&self, serializer: Serializer) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+        loop {
+            let id = fastrand::u64(1..=MAX_ID);
+            if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
+                let (handle, queue) =
+                    SessionHandle::new(id, serializer, self.config.outbound_queue, self.config.stuck_timeout());
+                slot.insert(handle.clone());
+                return (handle, queue);
+            }
+        }
+    }
+}
+
+/// Entry point for starting a router.
+pub struct Router;
+
+impl Router {
+    /// Binds the listener and starts serving. Returns once the port is bound.
+    pub async fn start(config: RouterConfig) -> io::Result<RouterHandle> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let realms = config
+            .realms
+            .iter()
+            .map(|r| (r.name.clone(), Arc::new(Realm::new(&r.name, config.dealer_shards))))
+            .collect();
+        let shared = Arc::new(RouterShared {
+            config,
+            realms,
+            sessions: DashMap::default(),
+            shutdown: CancellationToken::new(),
+        });
+        let connections = TaskTracker::new();
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), connections.clone()));
+        tracing::info!(
+            url = %format!("ws://{local_addr}{}", shared.config.path),
+            realms = ?shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            "router listening"
+        );
+        Ok(RouterHandle {
+            local_addr,
+            shared,
+            connections,
+            accept,
+        })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<RouterShared>, connections: TaskTracker) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = shared.config.max_connections, "connection refused: max_connections reached");
+            continue;
+        };
+        let shared = shared.clone();
+        connections.spawn(async move {
+            websocket::serve(shared, tcp, peer).await;
+            drop(permit);
+        });
+    }
+}
+
+/// A running router.
+pub struct RouterHandle {
+    local_addr: SocketAddr,
+    shared: Arc<RouterShared>,
+    connections: TaskTracker,
+    accept: JoinHandle<()>,
+}
+
+impl RouterHandle {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The WebSocket URL clients connect to.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.local_addr, self.shared.config.path)
+    }
+
+    /// Sessions currently open.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.len()
+    }
+
+    /// The shared state (realms, sessions), for inspection.
+    pub fn shared(&self) -> &Arc<RouterShared> {
+        &self.shared
+    }
+
+    /// Stops accepting, sends every session GOODBYE `wamp.close.system_shutdown`, and waits up to
+    /// `shutdown_timeout_ms` for them to close before dropping the rest.
+    pub async fn shutdown(mut self) {
+        tracing::info!(sessions = self.session_count(), "shutting down");
+        self.shared.shutdown.cancel();
+        let _ = (&mut self.accept).await;
+        self.connections.close();
+        if tokio::time::timeout(self.shared.config.shutdown_timeout(), self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = self.session_count(),
+                "sessions still open after the shutdown timeout; dropping them"
+            );
+            for session in self.shared.sessions.iter() {
+                session.kill();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.connections.wait()).await;
+        }
+        tracing::info!("router stopped");
+    }
+}

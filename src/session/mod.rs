@@ -1,0 +1,127 @@
+//! Sessions: one per connection, run as a reader (this connection's inbound messages, the
+//! protocol state machine in [`protocol`]) and a writer ([`writer`]) joined by a bounded queue.
+//!
+//! Other sessions reach a session only through its [`SessionHandle`]: they put [`Outbound`] items
+//! on its queue. The writer drains the queue in batches and flushes the socket once per batch.
+//!
+//! # Backpressure
+//! Every queue is bounded (`outbound_queue` messages). A sender that finds it full waits for room —
+//! that is how a saturated callee slows its callers down instead of failing their calls. If the
+//! queue stays full for `stuck_timeout`, the receiving peer is declared stuck and its session is
+//! closed; what it had queued or in flight is rerouted or answered with an ERROR by the teardown
+//! (see [`lifecycle`]). Memory per session is therefore bounded by the queue length, and no call
+//! is lost without an ERROR.
+
+pub mod lifecycle;
+pub mod protocol;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::dealer::pending::{InvocationRequest, PendingCall};
+use crate::dealer::registry::Member;
+use crate::wire::{Message, Serializer};
+
+/// Something queued for a session's writer.
+pub enum Outbound {
+    /// A message to send as it is.
+    Message(Message),
+    /// A call routed to this session as callee; the writer numbers it and turns it into INVOCATION.
+    Invocation(InvocationRequest),
+    /// UNREGISTERED for `registration`; the writer must know which registration it ends.
+    Unregistered {
+        /// The UNREGISTER request id.
+        request: u64,
+        /// The registration the session left.
+        registration: u64,
+    },
+    /// The last message of the session (GOODBYE or ABORT); the writer sends it and closes.
+    Close(Message),
+}
+
+/// How other tasks reach a session.
+pub struct SessionHandle {
+    /// The WAMP session id (random in [1, 2^53]).
+    pub id: u64,
+    /// The serializer this session's peer speaks.
+    pub serializer: Serializer,
+    outbound: mpsc::Sender<Outbound>,
+    /// Calls this session is serving as callee, by INVOCATION request id. The writer inserts when
+    /// it sends an INVOCATION, the reader removes on YIELD/ERROR, the teardown drains it.
+    pub(crate) invocations: Mutex<HashMap<u64, PendingCall, foldhash::fast::RandomState>>,
+    /// Cancelled when the session must end now (peer gone, stuck, killed).
+    pub(crate) closing: CancellationToken,
+    stuck_timeout: Duration,
+}
+
+impl SessionHandle {
+    /// A handle and the receiving end of its queue.
+    pub(crate) fn new(
+        id: u64,
+        serializer: Serializer,
+        queue: usize,
+        stuck_timeout: Duration,
+    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+        let (outbound, rx) = mpsc::channel(queue.max(1));
+        let handle = SessionHandle {
+            id,
+            serializer,
+            outbound,
+            invocations: Mutex::default(),
+            closing: CancellationToken::new(),
+            stuck_timeout,
+        };
+        (Arc::new(handle), rx)
+    }
+
+    /// Queues `item` for this session, waiting for room if the queue is full (backpressure).
+    /// Gives the item back if the session is gone or stays stuck past `stuck_timeout` — in the
+    /// latter case the session is closed as stuck.
+    pub(crate) async fn deliver(&self, item: Outbound) -> Result<(), Outbound> {
+        use mpsc::error::TrySendError;
+        let item = match self.outbound.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(item)) => return Err(item),
+            Err(TrySendError::Full(item)) => item,
+        };
+        match tokio::time::timeout(self.stuck_timeout, self.outbound.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(item);
+                Ok(())
+            }
+            Ok(Err(_closed)) => Err(item),
+            Err(_elapsed) => {
+                tracing::warn!(session = self.id, timeout = ?self.stuck_timeout, "outbound queue stayed full; closing the stuck session");
+                self.closing.cancel();
+                Err(item)
+            }
+        }
+    }
+
+    /// Queues a message if there is room right now; `false` if there is not.
+    pub(crate) fn try_send(&self, message: Message) -> bool {
+        self.outbound.try_send(Outbound::Message(message)).is_ok()
+    }
+
+    /// Queues a message; a session that is gone simply does not get it.
+    pub(crate) async fn send(&self, message: Message) {
+        let _ = self.deliver(Outbound::Message(message)).await;
+    }
+
+    /// Asks the session to end now (its teardown still answers its calls).
+    pub fn kill(&self) {
+        self.closing.cancel();
+    }
+}
+
+impl Member for Arc<SessionHandle> {
+    fn member_id(&self) -> u64 {
+        self.id
+    }
+}

@@ -1,0 +1,296 @@
+//! The session state machine: HELLO/WELCOME, then the dealer's messages, GOODBYE and ABORT.
+//!
+//! Anything a peer sends that breaks the protocol ends its session with ABORT
+//! `wamp.error.protocol_violation` and a reason; a request the router merely refuses gets an ERROR
+//! and the session goes on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::{Outbound, SessionHandle};
+use crate::dealer::{self, Dealer, Outcome};
+use crate::error::{Refusal, WampError};
+use crate::realm::Realm;
+use crate::router::RouterShared;
+use crate::wire::{uri, Dict, Message, MessageType, Payload, Value};
+
+/// One item from a transport.
+pub enum Inbound {
+    /// A complete WAMP message frame.
+    Frame(Bytes),
+    /// The transport saw the peer break its rules (wrong frame type, oversized message).
+    Violation(String),
+}
+
+/// What to do after a message.
+enum Flow {
+    Continue,
+    /// End the session, sending this message last (if any).
+    Close(Option<Message>),
+}
+
+/// A session's protocol state, owned by its reader.
+pub struct Session {
+    router: Arc<RouterShared>,
+    handle: Arc<SessionHandle>,
+    realm: Option<Arc<Realm>>,
+    /// Registrations this session is a member of, so leaving can remove it from each.
+    registrations: HashSet<u64>,
+}
+
+impl Session {
+    /// A session that has not said HELLO yet.
+    pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>) -> Self {
+        Session {
+            router,
+            handle,
+            realm: None,
+            registrations: HashSet::new(),
+        }
+    }
+
+    /// Reads and handles messages until the session ends; returns the last message to send.
+    pub async fn run<S: Stream<Item = Inbound> + Unpin>(&mut self, frames: &mut S) -> Option<Message> {
+        let hello_deadline = tokio::time::Instant::now() + self.router.config.handshake_timeout();
+        loop {
+            let inbound = tokio::select! {
+                biased;
+                _ = self.handle.closing.cancelled() => return None,
+                _ = self.router.shutdown.cancelled() => {
+                    return Some(goodbye(WampError::SystemShutdown, "the router is shutting down"));
+                }
+                _ = tokio::time::sleep_until(hello_deadline), if self.realm.is_none() => {
+                    tracing::info!(session = self.handle.id, "no HELLO in time; closing");
+                    return Some(abort(WampError::ProtocolViolation, "no HELLO received in time"));
+                }
+                inbound = frames.next() => inbound,
+            };
+            let frame = match inbound {
+                None => return None,
+                Some(Inbound::Violation(reason)) => return Some(self.violation(&reason)),
+                Some(Inbound::Frame(frame)) => frame,
+            };
+            let message = match self.handle.serializer.decode(frame) {
+                Ok(message) => message,
+                Err(error) => return Some(self.violation(&format!("malformed message: {error}"))),
+            };
+            if let Flow::Close(last) = self.on_message(message).await {
+                return last;
+            }
+        }
+    }
+
+    fn violation(&self, reason: &str) -> Message {
+        tracing::warn!(session = self.handle.id, reason, "protocol violation; aborting session");
+        abort(WampError::ProtocolViolation, reason)
+    }
+
+    async fn on_message(&mut self, message: Message) -> Flow {
+        let Some(realm) = self.realm.clone() else {
+            return match message {
+                Message::Hello { realm, details } => self.on_hello(&realm, &details),
+                other => Flow::Close(Some(
+                    self.violation(&format!("{:?} received before HELLO", other.message_type())),
+                )),
+            };
+        };
+        let dealer = &realm.dealer;
+        match message {
+            Message::Call {
+                request,
+                procedure,
+                payload,
+                ..
+            } => {
+                if let Err(refusal) = dealer.call(&self.handle, request, &procedure, payload).await {
+                    self.refuse(MessageType::Call, request, refusal).await;
+                }
+            }
+            Message::Yield { request, payload, .. } => {
+                Dealer::complete(&self.handle, request, Outcome::Result(payload)).await;
+            }
+            Message::Error {
+                request_type,
+                request,
+                error,
+                payload,
+                ..
+            } => {
+                if request_type != MessageType::Invocation as u64 {
+                    return Flow::Close(Some(self.violation(&format!(
+                        "ERROR for request type {request_type}; peers only answer INVOCATION"
+                    ))));
+                }
+                if !uri::is_valid(&error) {
+                    return Flow::Close(Some(self.violation(&format!("invalid error URI '{error}'"))));
+                }
+                Dealer::complete(&self.handle, request, Outcome::Error { error, payload }).await;
+            }
+            Message::Register {
+                request,
+                options,
+                procedure,
+            } => match dealer.register(&self.handle, &procedure, &options) {
+                Ok(registration) => {
+                    self.registrations.insert(registration);
+                    self.handle.send(Message::Registered { request, registration }).await;
+                }
+                Err(refusal) => self.refuse(MessageType::Register, request, refusal).await,
+            },
+            Message::Unregister { request, registration } => match dealer.unregister(self.handle.id, registration) {
+                Ok(()) => {
+                    self.registrations.remove(&registration);
+                    let _ = self
+                        .handle
+                        .deliver(Outbound::Unregistered { request, registration })
+                        .await;
+                }
+                Err(refusal) => self.refuse(MessageType::Unregister, request, refusal).await,
+            },
+            Message::Goodbye { .. } => {
+                return Flow::Close(Some(goodbye(WampError::GoodbyeAndOut, "")));
+            }
+            Message::Abort { reason, .. } => {
+                tracing::info!(session = self.handle.id, reason, "peer aborted the session");
+                return Flow::Close(None);
+            }
+            Message::Cancel { request, .. } => {
+                tracing::debug!(
+                    session = self.handle.id,
+                    request,
+                    "CANCEL ignored: call_canceling is not offered"
+                );
+            }
+            Message::Subscribe { request, .. } => {
+                self.refuse(MessageType::Subscribe, request, not_offered("subscribe"))
+                    .await;
+            }
+            Message::Unsubscribe { request, .. } => {
+                self.refuse(MessageType::Unsubscribe, request, not_offered("unsubscribe"))
+                    .await;
+            }
+            Message::Publish { request, options, .. } => {
+                if options.get("acknowledge").and_then(Value::as_bool) == Some(true) {
+                    self.refuse(MessageType::Publish, request, not_offered("publish")).await;
+                }
+            }
+            Message::Hello { .. } => {
+                return Flow::Close(Some(self.violation("HELLO received on an established session")))
+            }
+            Message::Authenticate { .. } => {
+                return Flow::Close(Some(self.violation("AUTHENTICATE received without a CHALLENGE")))
+            }
+            other => {
+                let reason = format!("{:?} is a message only routers send", other.message_type());
+                return Flow::Close(Some(self.violation(&reason)));
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_hello(&mut self, realm_name: &str, details: &Dict) -> Flow {
+        if !uri::is_valid(realm_name) {
+            return Flow::Close(Some(self.violation(&format!("invalid realm URI '{realm_name}'"))));
+        }
+        let roles = details.get("roles").and_then(Value::as_dict);
+        if roles.is_none_or(|r| r.is_empty()) {
+            return Flow::Close(Some(
+                self.violation("HELLO.Details.roles must announce at least one role"),
+            ));
+        }
+        if let Some(Value::List(methods)) = details.get("authmethods") {
+            if !methods.is_empty() && !methods.iter().any(|m| m.as_str() == Some("anonymous")) {
+                tracing::info!(
+                    session = self.handle.id,
+                    ?methods,
+                    "HELLO without an authmethod we offer"
+                );
+                return Flow::Close(Some(abort(
+                    WampError::NoAuthMethod,
+                    "this router offers only anonymous authentication",
+                )));
+            }
+        }
+        let Some(realm) = self.router.realms.get(realm_name).cloned() else {
+            tracing::info!(
+                session = self.handle.id,
+                realm = realm_name,
+                "HELLO for an unknown realm"
+            );
+            return Flow::Close(Some(abort(
+                WampError::NoSuchRealm,
+                &format!("no realm '{realm_name}' on this router"),
+            )));
+        };
+        tracing::debug!(session = self.handle.id, realm = realm_name, "session joined");
+        let welcome = Message::Welcome {
+            session: self.handle.id,
+            details: welcome_details(&realm, self.handle.id),
+        };
+        self.realm = Some(realm);
+        // The queue is empty before WELCOME, so this cannot wait.
+        if !self.handle.try_send(welcome) {
+            return Flow::Close(None);
+        }
+        Flow::Continue
+    }
+
+    async fn refuse(&self, request_type: MessageType, request: u64, refusal: Refusal) {
+        tracing::debug!(session = self.handle.id, %refusal, "request refused");
+        let payload = Payload::args(vec![Value::from(refusal.message)]);
+        self.handle
+            .send(Message::error(request_type, request, refusal.error.uri(), payload))
+            .await;
+    }
+
+    /// Removes the session from every registration it holds. Calls routed to it but not yet
+    /// delivered, and calls it was serving, are handled by the teardown after its writer stops.
+    pub fn leave(&mut self) {
+        let Some(realm) = &self.realm else { return };
+        for registration in self.registrations.drain() {
+            let _ = realm.dealer.unregister(self.handle.id, registration);
+        }
+    }
+}
+
+fn not_offered(what: &str) -> Refusal {
+    Refusal::new(
+        WampError::FeatureNotSupported,
+        format!("{what}: this router does not offer the broker role yet"),
+    )
+}
+
+fn abort(reason: WampError, message: &str) -> Message {
+    Message::Abort {
+        details: Dict::new().with("message", message),
+        reason: reason.uri().to_owned(),
+    }
+}
+
+fn goodbye(reason: WampError, message: &str) -> Message {
+    let details = if message.is_empty() {
+        Dict::new()
+    } else {
+        Dict::new().with("message", message)
+    };
+    Message::Goodbye {
+        details,
+        reason: reason.uri().to_owned(),
+    }
+}
+
+fn welcome_details(realm: &Realm, session: u64) -> Dict {
+    let features = dealer::FEATURES.iter().fold(Dict::new(), |d, f| d.with(f, true));
+    let roles = Dict::new().with("dealer", Dict::new().with("features", features));
+    Dict::new()
+        .with("realm", realm.name.as_str())
+        .with("authid", format!("anonymous-{session}"))
+        .with("authrole", "anonymous")
+        .with("authmethod", "anonymous")
+        .with("authprovider", "static")
+        .with("roles", roles)
+        .with("agent", concat!("roundhouse-", env!("CARGO_PKG_VERSION")))
+}

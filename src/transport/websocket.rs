@@ -1,0 +1,185 @@
+//! WAMP over WebSocket (tokio-tungstenite): subprotocol negotiation, frame-type checks, limits.
+//!
+//! `wamp.2.json` travels in text frames and `wamp.2.msgpack` in binary frames; a frame of the other
+//! kind is a protocol violation. A handshake that offers none of our subprotocols, or asks for
+//! another path, is refused with an HTTP error that says why.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, Stream, StreamExt};
+use http::StatusCode;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::router::RouterShared;
+use crate::session::lifecycle;
+use crate::session::protocol::Inbound;
+use crate::wire::Serializer;
+
+/// Serves one accepted TCP connection: handshake, then a WAMP session.
+// The handshake callback's error type is tungstenite's HTTP response; its size is not ours to pick.
+#[allow(clippy::result_large_err)]
+pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let config = &router.config;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_write_buffer_size(
+            config
+                .write_buffer_size
+                .saturating_mul(4)
+                .max(config.max_message_size * 2),
+        )
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    let mut chosen = None;
+    let path = config.path.clone();
+    let callback = |request: &Request, response: Response| negotiate(request, response, &path, &mut chosen);
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws_config));
+    let ws = match tokio::time::timeout(config.handshake_timeout(), handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "WebSocket handshake refused or failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "WebSocket handshake timed out");
+            return;
+        }
+    };
+    let Some(serializer) = chosen else { return };
+    tracing::debug!(%peer, subprotocol = serializer.subprotocol(), "WebSocket connection open");
+    let (sink, stream) = ws.split();
+    lifecycle::run(
+        router,
+        serializer,
+        Frames {
+            inner: stream,
+            serializer,
+        },
+        FrameSink {
+            inner: sink,
+            serializer,
+        },
+    )
+    .await;
+}
+
+/// Picks the first subprotocol in the client's list that we speak.
+#[allow(clippy::result_large_err)] // the signature tungstenite's callback requires
+fn negotiate(
+    request: &Request,
+    mut response: Response,
+    path: &str,
+    chosen: &mut Option<Serializer>,
+) -> Result<Response, ErrorResponse> {
+    if request.uri().path() != path {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("no WAMP endpoint at {}; use {path}", request.uri().path()),
+        ));
+    }
+    let offered = request
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim);
+    let mut offered = offered;
+    let Some(serializer) = offered.find_map(Serializer::from_subprotocol) else {
+        let wanted: Vec<_> = Serializer::ALL.iter().map(|s| s.subprotocol()).collect();
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no supported WAMP subprotocol offered; this router speaks {}",
+                wanted.join(", ")
+            ),
+        ));
+    };
+    response.headers_mut().insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        http::HeaderValue::from_static(serializer.subprotocol()),
+    );
+    *chosen = Some(serializer);
+    Ok(response)
+}
+
+fn refuse(status: StatusCode, reason: String) -> ErrorResponse {
+    tracing::info!(%status, reason, "WebSocket handshake refused");
+    let mut response = ErrorResponse::new(Some(reason));
+    *response.status_mut() = status;
+    response
+}
+
+/// Incoming WAMP frames of one connection.
+struct Frames {
+    inner: SplitStream<WebSocketStream<TcpStream>>,
+    serializer: Serializer,
+}
+
+impl Stream for Frames {
+    type Item = Inbound;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        loop {
+            let binary = self.serializer.is_binary();
+            let item = match ready!(self.inner.poll_next_unpin(cx)) {
+                None | Some(Ok(WsMessage::Close(_))) => return Poll::Ready(None),
+                Some(Ok(WsMessage::Text(text))) if !binary => Inbound::Frame(Bytes::from(text)),
+                Some(Ok(WsMessage::Binary(data))) if binary => Inbound::Frame(data),
+                Some(Ok(WsMessage::Text(_))) => Inbound::Violation("text frame on a wamp.2.msgpack session".into()),
+                Some(Ok(WsMessage::Binary(_))) => Inbound::Violation("binary frame on a wamp.2.json session".into()),
+                Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
+                Some(Err(tungstenite::Error::Capacity(error))) => {
+                    Inbound::Violation(format!("message too large: {error}"))
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "WebSocket read failed");
+                    return Poll::Ready(None);
+                }
+            };
+            return Poll::Ready(Some(item));
+        }
+    }
+}
+
+/// Outgoing WAMP frames of one connection.
+struct FrameSink {
+    inner: SplitSink<WebSocketStream<TcpStream>, WsMessage>,
+    serializer: Serializer,
+}
+
+impl Sink<Bytes> for FrameSink {
+    type Error = tungstenite::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> Result<(), Self::Error> {
+        let message = if self.serializer.is_binary() {
+            WsMessage::Binary(frame)
+        } else {
+            WsMessage::Text(Utf8Bytes::try_from(frame)?)
+        };
+        Pin::new(&mut self.inner).start_send(message)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}

@@ -1,0 +1,611 @@
+//! WAMP messages with typed fields, and their layout on the wire.
+//!
+//! Each layout is written once here, against [`EnvelopeReader`] and [`Format`], and serves every
+//! serializer. Decoding checks arity and element types; URI syntax and what a message may do in a
+//! session's current state are the session's business.
+
+use super::format::{DecodeError, EnvelopeReader, Format, RawKind};
+use super::payload::{Payload, RawPayload};
+use super::value::{Dict, Value};
+use super::Serializer;
+
+/// The largest id a WAMP peer may use: 2^53, so ids survive JavaScript's doubles.
+pub const MAX_ID: u64 = 1 << 53;
+
+/// WAMP message type codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageType {
+    /// HELLO
+    Hello = 1,
+    /// WELCOME
+    Welcome = 2,
+    /// ABORT
+    Abort = 3,
+    /// CHALLENGE
+    Challenge = 4,
+    /// AUTHENTICATE
+    Authenticate = 5,
+    /// GOODBYE
+    Goodbye = 6,
+    /// ERROR
+    Error = 8,
+    /// PUBLISH
+    Publish = 16,
+    /// PUBLISHED
+    Published = 17,
+    /// SUBSCRIBE
+    Subscribe = 32,
+    /// SUBSCRIBED
+    Subscribed = 33,
+    /// UNSUBSCRIBE
+    Unsubscribe = 34,
+    /// UNSUBSCRIBED
+    Unsubscribed = 35,
+    /// EVENT
+    Event = 36,
+    /// CALL
+    Call = 48,
+    /// CANCEL
+    Cancel = 49,
+    /// RESULT
+    Result = 50,
+    /// REGISTER
+    Register = 64,
+    /// REGISTERED
+    Registered = 65,
+    /// UNREGISTER
+    Unregister = 66,
+    /// UNREGISTERED
+    Unregistered = 67,
+    /// INVOCATION
+    Invocation = 68,
+    /// INTERRUPT
+    Interrupt = 69,
+    /// YIELD
+    Yield = 70,
+}
+
+/// One WAMP message. Field names follow the spec's element names.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)] // the fields are the spec's element names
+pub enum Message {
+    Hello {
+        realm: String,
+        details: Dict,
+    },
+    Welcome {
+        session: u64,
+        details: Dict,
+    },
+    Abort {
+        details: Dict,
+        reason: String,
+    },
+    Challenge {
+        auth_method: String,
+        extra: Dict,
+    },
+    Authenticate {
+        signature: String,
+        extra: Dict,
+    },
+    Goodbye {
+        details: Dict,
+        reason: String,
+    },
+    Error {
+        request_type: u64,
+        request: u64,
+        details: Dict,
+        error: String,
+        payload: Payload,
+    },
+    Publish {
+        request: u64,
+        options: Dict,
+        topic: String,
+        payload: Payload,
+    },
+    Published {
+        request: u64,
+        publication: u64,
+    },
+    Subscribe {
+        request: u64,
+        options: Dict,
+        topic: String,
+    },
+    Subscribed {
+        request: u64,
+        subscription: u64,
+    },
+    Unsubscribe {
+        request: u64,
+        subscription: u64,
+    },
+    Unsubscribed {
+        request: u64,
+        details: Option<Dict>,
+    },
+    Event {
+        subscription: u64,
+        publication: u64,
+        details: Dict,
+        payload: Payload,
+    },
+    Call {
+        request: u64,
+        options: Dict,
+        procedure: String,
+        payload: Payload,
+    },
+    Cancel {
+        request: u64,
+        options: Dict,
+    },
+    Result {
+        request: u64,
+        details: Dict,
+        payload: Payload,
+    },
+    Register {
+        request: u64,
+        options: Dict,
+        procedure: String,
+    },
+    Registered {
+        request: u64,
+        registration: u64,
+    },
+    Unregister {
+        request: u64,
+        registration: u64,
+    },
+    Unregistered {
+        request: u64,
+        details: Option<Dict>,
+    },
+    Invocation {
+        request: u64,
+        registration: u64,
+        details: Dict,
+        payload: Payload,
+    },
+    Interrupt {
+        request: u64,
+        options: Dict,
+    },
+    Yield {
+        request: u64,
+        options: Dict,
+        payload: Payload,
+    },
+}
+
+impl Message {
+    /// The message's type code.
+    pub fn message_type(&self) -> MessageType {
+        use MessageType as T;
+        match self {
+            Message::Hello { .. } => T::Hello,
+            Message::Welcome { .. } => T::Welcome,
+            Message::Abort { .. } => T::Abort,
+            Message::Challenge { .. } => T::Challenge,
+            Message::Authenticate { .. } => T::Authenticate,
+            Message::Goodbye { .. } => T::Goodbye,
+            Message::Error { .. } => T::Error,
+            Message::Publish { .. } => T::Publish,
+            Message::Published { .. } => T::Published,
+            Message::Subscribe { .. } => T::Subscribe,
+            Message::Subscribed { .. } => T::Subscribed,
+            Message::Unsubscribe { .. } => T::Unsubscribe,
+            Message::Unsubscribed { .. } => T::Unsubscribed,
+            Message::Event { .. } => T::Event,
+            Message::Call { .. } => T::Call,
+            Message::Cancel { .. } => T::Cancel,
+            Message::Result { .. } => T::Result,
+            Message::Register { .. } => T::Register,
+            Message::Registered { .. } => T::Registered,
+            Message::Unregister { .. } => T::Unregister,
+            Message::Unregistered { .. } => T::Unregistered,
+            Message::Invocation { .. } => T::Invocation,
+            Message::Interrupt { .. } => T::Interrupt,
+            Message::Yield { .. } => T::Yield,
+        }
+    }
+
+    /// An ERROR answering a request of type `request_type`.
+    pub fn error(request_type: MessageType, request: u64, error: &str, payload: Payload) -> Message {
+        Message::Error {
+            request_type: request_type as u64,
+            request,
+            details: Dict::new(),
+            error: error.to_owned(),
+            payload,
+        }
+    }
+}
+
+/// Decodes one message; `serializer` tags the payload bytes it keeps.
+pub fn decode<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Message, DecodeError> {
+    let ty = need(r.uint(), "message type")?;
+    let msg = match ty {
+        1 => Message::Hello {
+            realm: need(r.string(), "Realm|uri")?,
+            details: need(r.dict(), "Details|dict")?,
+        },
+        2 => Message::Welcome {
+            session: id(r, "Session|id")?,
+            details: need(r.dict(), "Details|dict")?,
+        },
+        3 => Message::Abort {
+            details: need(r.dict(), "Details|dict")?,
+            reason: need(r.string(), "Reason|uri")?,
+        },
+        4 => Message::Challenge {
+            auth_method: need(r.string(), "AuthMethod|string")?,
+            extra: need(r.dict(), "Extra|dict")?,
+        },
+        5 => Message::Authenticate {
+            signature: need(r.string(), "Signature|string")?,
+            extra: need(r.dict(), "Extra|dict")?,
+        },
+        6 => Message::Goodbye {
+            details: need(r.dict(), "Details|dict")?,
+            reason: need(r.string(), "Reason|uri")?,
+        },
+        8 => Message::Error {
+            request_type: need(r.uint(), "REQUEST.Type|int")?,
+            request: id(r, "REQUEST.Request|id")?,
+            details: need(r.dict(), "Details|dict")?,
+            error: need(r.string(), "Error|uri")?,
+            payload: payload(r, serializer)?,
+        },
+        16 => Message::Publish {
+            request: id(r, "Request|id")?,
+            options: need(r.dict(), "Options|dict")?,
+            topic: need(r.string(), "Topic|uri")?,
+            payload: payload(r, serializer)?,
+        },
+        17 => Message::Published {
+            request: id(r, "Request|id")?,
+            publication: id(r, "Publication|id")?,
+        },
+        32 => Message::Subscribe {
+            request: id(r, "Request|id")?,
+            options: need(r.dict(), "Options|dict")?,
+            topic: need(r.string(), "Topic|uri")?,
+        },
+        33 => Message::Subscribed {
+            request: id(r, "Request|id")?,
+            subscription: id(r, "Subscription|id")?,
+        },
+        34 => Message::Unsubscribe {
+            request: id(r, "Request|id")?,
+            subscription: id(r, "Subscription|id")?,
+        },
+        35 => Message::Unsubscribed {
+            request: id(r, "Request|id")?,
+            details: r.dict()?,
+        },
+        36 => Message::Event {
+            subscription: id(r, "Subscription|id")?,
+            publication: id(r, "Publication|id")?,
+            details: need(r.dict(), "Details|dict")?,
+            payload: payload(r, serializer)?,
+        },
+        48 => Message::Call {
+            request: id(r, "Request|id")?,
+            options: need(r.dict(), "Options|dict")?,
+            procedure: need(r.string(), "Procedure|uri")?,
+            payload: payload(r, serializer)?,
+        },
+        49 => Message::Cancel {
+            request: id(r, "Request|id")?,
+            options: need(r.dict(), "Options|dict")?,
+        },
+        50 => Message::Result {
+            request: id(r, "Request|id")?,
+            details: need(r.dict(), "Details|dict")?,
+            payload: payload(r, serializer)?,
+        },
+        64 => Message::Register {
+            request: id(r, "Request|id")?,
+            options: need(r.dict(), "Options|dict")?,
+            procedure: need(r.string(), "Procedure|uri")?,
+        },
+        65 => Message::Registered {
+            request: id(r, "Request|id")?,
+            registration: id(r, "Registration|id")?,
+        },
+        66 => Message::Unregister {
+            request: id(r, "Request|id")?,
+            registration: id(r, "Registration|id")?,
+        },
+        67 => Message::Unregistered {
+            request: id(r, "Request|id")?,
+            details: r.dict()?,
+        },
+        68 => Message::Invocation {
+            request: id(r, "Request|id")?,
+            registration: id(r, "Registration|id")?,
+            details: need(r.dict(), "Details|dict")?,
+            payload: payload(r, serializer)?,
+        },
+        69 => Message::Interrupt {
+            request: id(r, "Request|id")?,
+            options: need(r.dict(), "Options|dict")?,
+        },
+        70 => Message::Yield {
+            request: id(r, "Request|id")?,
+            options: need(r.dict(), "Options|dict")?,
+            payload: payload(r, serializer)?,
+        },
+        other => return Err(DecodeError(format!("unknown message type {other}"))),
+    };
+    r.end()?;
+    Ok(msg)
+}
+
+fn need<T>(element: Result<Option<T>, DecodeError>, name: &str) -> Result<T, DecodeError> {
+    match element {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(DecodeError(format!("message too short: missing {name}"))),
+        Err(e) => Err(DecodeError(format!("{name}: {}", e.0))),
+    }
+}
+
+fn id<R: EnvelopeReader>(r: &mut R, name: &str) -> Result<u64, DecodeError> {
+    let n = need(r.uint(), name)?;
+    if n > MAX_ID {
+        return Err(DecodeError(format!("{name} {n} is larger than 2^53")));
+    }
+    Ok(n)
+}
+
+fn payload<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Payload, DecodeError> {
+    let Some(args) = r.raw(RawKind::List)? else {
+        return Ok(Payload::Empty);
+    };
+    let kwargs = r.raw(RawKind::Dict)?;
+    Ok(Payload::Raw(RawPayload {
+        serializer,
+        args: Some(args),
+        kwargs,
+    }))
+}
+
+/// Writes the elements of one message, putting separators between them.
+struct Elements<'a, F: Format> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+    target: Serializer,
+    _format: std::marker::PhantomData<F>,
+}
+
+impl<F: Format> Elements<'_, F> {
+    fn next(&mut self) -> &mut Vec<u8> {
+        if !self.first {
+            F::separator(self.out);
+        }
+        self.first = false;
+        self.out
+    }
+
+    fn uint(&mut self, n: u64) -> &mut Self {
+        F::uint(self.next(), n);
+        self
+    }
+
+    fn string(&mut self, s: &str) -> &mut Self {
+        F::string(self.next(), s);
+        self
+    }
+
+    fn dict(&mut self, d: &Dict) -> &mut Self {
+        F::dict(self.next(), d);
+        self
+    }
+
+    fn payload(&mut self, payload: &Payload) {
+        let target = self.target;
+        match payload {
+            Payload::Empty => {}
+            Payload::Raw(raw) if raw.serializer == target => {
+                match &raw.args {
+                    Some(args) => self.next().extend_from_slice(args),
+                    None => F::value(self.next(), &Value::List(Vec::new())),
+                }
+                if let Some(kwargs) = &raw.kwargs {
+                    self.next().extend_from_slice(kwargs);
+                }
+            }
+            Payload::Raw(raw) => {
+                self.transcoded(raw.serializer, raw.args.as_deref(), Value::List(Vec::new()));
+                if let Some(kwargs) = &raw.kwargs {
+                    self.transcoded(raw.serializer, Some(kwargs), Value::Dict(Dict::new()));
+                }
+            }
+            Payload::Values(args, kwargs) => {
+                let out = self.next();
+                F::begin(out, args.len());
+                for (i, arg) in args.iter().enumerate() {
+                    if i > 0 {
+                        F::separator(out);
+                    }
+                    F::value(out, arg);
+                }
+                F::end(out);
+                if let Some(kwargs) = kwargs {
+                    F::dict(self.next(), kwargs);
+                }
+            }
+        }
+    }
+
+    /// Re-encodes a payload element from another serializer. The element was validated when it
+    /// was received, so a parse failure here means a serializer disagreement; the element is
+    /// replaced by an empty one rather than sending a broken frame.
+    fn transcoded(&mut self, from: Serializer, bytes: Option<&[u8]>, empty: Value) {
+        let value = match bytes.map(|b| from.parse_value(b)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "payload could not be transcoded; sending it empty");
+                empty
+            }
+            None => empty,
+        };
+        F::value(self.next(), &value);
+    }
+}
+
+/// Encodes `msg` in format `F` (whose serializer is `target`), appending to `out`.
+pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
+    let payload = match msg {
+        Message::Error { payload, .. }
+        | Message::Publish { payload, .. }
+        | Message::Event { payload, .. }
+        | Message::Call { payload, .. }
+        | Message::Result { payload, .. }
+        | Message::Invocation { payload, .. }
+        | Message::Yield { payload, .. } => Some(payload),
+        _ => None,
+    };
+    let fixed = match msg {
+        Message::Unsubscribed { details, .. } | Message::Unregistered { details, .. } => {
+            2 + usize::from(details.is_some())
+        }
+        Message::Error { .. } => 5,
+        Message::Publish { .. }
+        | Message::Subscribe { .. }
+        | Message::Event { .. }
+        | Message::Call { .. }
+        | Message::Register { .. }
+        | Message::Invocation { .. } => 4,
+        _ => 3,
+    };
+    F::begin(out, fixed + payload.map_or(0, |p| p.element_count()));
+    let mut w = Elements::<F> {
+        out,
+        first: true,
+        target,
+        _format: std::marker::PhantomData,
+    };
+    w.uint(msg.message_type() as u64);
+    match msg {
+        Message::Hello { realm, details } => {
+            w.string(realm).dict(details);
+        }
+        Message::Welcome { session, details } => {
+            w.uint(*session).dict(details);
+        }
+        Message::Abort { details, reason } | Message::Goodbye { details, reason } => {
+            w.dict(details).string(reason);
+        }
+        Message::Challenge { auth_method, extra } => {
+            w.string(auth_method).dict(extra);
+        }
+        Message::Authenticate { signature, extra } => {
+            w.string(signature).dict(extra);
+        }
+        Message::Error {
+            request_type,
+            request,
+            details,
+            error,
+            payload,
+        } => {
+            w.uint(*request_type)
+                .uint(*request)
+                .dict(details)
+                .string(error)
+                .payload(payload);
+        }
+        Message::Publish {
+            request,
+            options,
+            topic,
+            payload,
+        } => {
+            w.uint(*request).dict(options).string(topic).payload(payload);
+        }
+        Message::Published { request, publication } => {
+            w.uint(*request).uint(*publication);
+        }
+        Message::Subscribe {
+            request,
+            options,
+            topic,
+        } => {
+            w.uint(*request).dict(options).string(topic);
+        }
+        Message::Subscribed { request, subscription } => {
+            w.uint(*request).uint(*subscription);
+        }
+        Message::Unsubscribe { request, subscription } => {
+            w.uint(*request).uint(*subscription);
+        }
+        Message::Unsubscribed { request, details } | Message::Unregistered { request, details } => {
+            w.uint(*request);
+            if let Some(d) = details {
+                w.dict(d);
+            }
+        }
+        Message::Event {
+            subscription,
+            publication,
+            details,
+            payload,
+        } => {
+            w.uint(*subscription).uint(*publication).dict(details).payload(payload);
+        }
+        Message::Call {
+            request,
+            options,
+            procedure,
+            payload,
+        } => {
+            w.uint(*request).dict(options).string(procedure).payload(payload);
+        }
+        Message::Cancel { request, options } | Message::Interrupt { request, options } => {
+            w.uint(*request).dict(options);
+        }
+        Message::Result {
+            request,
+            details,
+            payload,
+        } => {
+            w.uint(*request).dict(details).payload(payload);
+        }
+        Message::Register {
+            request,
+            options,
+            procedure,
+        } => {
+            w.uint(*request).dict(options).string(procedure);
+        }
+        Message::Registered { request, registration } => {
+            w.uint(*request).uint(*registration);
+        }
+        Message::Unregister { request, registration } => {
+            w.uint(*request).uint(*registration);
+        }
+        Message::Invocation {
+            request,
+            registration,
+            details,
+            payload,
+        } => {
+            w.uint(*request).uint(*registration).dict(details).payload(payload);
+        }
+        Message::Yield {
+            request,
+            options,
+            payload,
+        } => {
+            w.uint(*request).dict(options).payload(payload);
+        }
+    }
+    F::end(w.out);
+}
