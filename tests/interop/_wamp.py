@@ -1,0 +1,385 @@
+"""Shared helpers for the Roundhouse third-party interop suite.
+
+Every session is a plain autobahn-python asyncio ``ApplicationSession``
+connected with ``ApplicationRunner(...).run(make, start_loop=False)`` -- i.e.
+exactly what a new user gets from autobahn's defaults -- except that the
+serializer list is pinned to a single serializer so that each scenario runs
+once over JSON and once over MessagePack.
+
+Everything that waits on the router goes through :func:`bounded`, so a broken
+router fails a test within a few seconds instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from typing import Any, Callable
+
+import txaio
+
+txaio.use_asyncio()
+
+from autobahn.asyncio.wamp import ApplicationRunner, ApplicationSession  # noqa: E402
+from autobahn.wamp import message  # noqa: E402
+from autobahn.wamp.exception import ApplicationError  # noqa: E402
+from autobahn.wamp.request import Endpoint, RegisterRequest, UnregisterRequest  # noqa: E402
+from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer  # noqa: E402
+from autobahn.wamp.types import CallResult, RegisterOptions  # noqa: E402
+
+URL = os.environ.get("ROUNDHOUSE_URL", "ws://127.0.0.1:8080/ws")
+REALM = os.environ.get("ROUNDHOUSE_REALM", "realm1")
+# Upper bound for any single await on the router.
+TIMEOUT = float(os.environ.get("INTEROP_TIMEOUT", "5"))
+# After an *abrupt* drop (no GOODBYE) the router learns about it on the dropped
+# connection, which races with the caller's next CALL on another connection.
+# Give it this long to notice before asserting the failover target.
+SETTLE = float(os.environ.get("INTEROP_SETTLE", "0.3"))
+
+SERIALIZERS = {"json": JsonSerializer, "msgpack": MsgPackSerializer}
+
+# The ways a callee can stop being a member of a registration.
+#   unregister: UNREGISTER, session stays joined
+#   goodbye:    session.leave() -> WAMP GOODBYE, then the transport closes
+#   ws_close:   WebSocket close handshake without any WAMP GOODBYE
+#   tcp_abort:  asyncio transport.abort() - TCP connection torn down, no
+#               WebSocket close frame, no GOODBYE
+LEAVE_KINDS = ["unregister", "goodbye", "ws_close", "tcp_abort"]
+DROP_KINDS = ["goodbye", "ws_close", "tcp_abort"]
+
+SHARED_POLICIES = ["roundrobin", "random", "first", "last"]
+
+# WAMP error URIs the router must use.
+NO_SUCH_PROCEDURE = "wamp.error.no_such_procedure"
+NO_SUCH_REGISTRATION = "wamp.error.no_such_registration"
+PROCEDURE_ALREADY_EXISTS = "wamp.error.procedure_already_exists"
+DIFFERENT_POLICY = "wamp.error.procedure_exists_with_different_invocation_policy"
+INVALID_ARGUMENT = "wamp.error.invalid_argument"
+CANCELED = "wamp.error.canceled"
+
+_uri_counter = itertools.count(1)
+
+
+def new_uri(tag: str) -> str:
+    """A procedure URI unique to this test run (tests never share state)."""
+    return f"com.roundhouse.interop.{tag}.p{next(_uri_counter)}_{uuid.uuid4().hex[:10]}"
+
+
+async def bounded(awaitable, what: str, timeout: float = TIMEOUT):
+    """Await ``awaitable`` for at most ``timeout`` seconds; fail the test otherwise."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(
+            f"router did not answer within {timeout:.1f}s: {what}"
+        ) from None
+
+
+async def expect_error(awaitable, uri: str, what: str) -> ApplicationError:
+    """Await ``awaitable`` (bounded) and require an ApplicationError with ``uri``."""
+    try:
+        res = await bounded(awaitable, what)
+    except ApplicationError as e:
+        assert e.error == uri, (
+            f"{what}: expected error {uri!r}, got {e.error!r} "
+            f"(args={list(e.args)!r}, kwargs={e.kwargs!r})"
+        )
+        return e
+    raise AssertionError(f"{what}: expected error {uri!r}, but it succeeded with {res!r}")
+
+
+class Client(ApplicationSession):
+    """An ApplicationSession that exposes join/leave/disconnect as futures."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        loop = asyncio.get_running_loop()
+        self.name: str = config.extra.get("name", "?")
+        self.joined: asyncio.Future = loop.create_future()
+        self.gone: asyncio.Future = loop.create_future()
+        self.leave_details = None
+
+    def onJoin(self, details):
+        if not self.joined.done():
+            self.joined.set_result(details)
+
+    def onLeave(self, details):
+        self.leave_details = details
+        if not self.joined.done():
+            self.joined.set_exception(
+                ConnectionError(
+                    f"session {self.name} closed before WELCOME: "
+                    f"{details.reason} {details.message or ''}"
+                )
+            )
+        return super().onLeave(details)
+
+    def onDisconnect(self):
+        super().onDisconnect()
+        if not self.joined.done():
+            self.joined.set_exception(
+                ConnectionError(f"transport of {self.name} closed before WELCOME")
+            )
+        if not self.gone.done():
+            self.gone.set_result(True)
+
+    # -- helpers -----------------------------------------------------------
+
+    @property
+    def serializer_id(self) -> str | None:
+        t = self._transport
+        return t._serializer.SERIALIZER_ID if t is not None else None
+
+    def tcp_transport(self):
+        """The underlying asyncio transport of the WebSocket connection."""
+        return self._transport.transport
+
+
+async def connect(serializer: str, name: str, url: str = URL, realm: str = REALM) -> Client:
+    """Connect + join one session with autobahn's defaults and one serializer."""
+    loop = asyncio.get_running_loop()
+    created: asyncio.Future = loop.create_future()
+
+    def make(cfg):
+        s = Client(cfg)
+        if not created.done():
+            created.set_result(s)
+        return s
+
+    runner = ApplicationRunner(
+        url, realm, extra={"name": name}, serializers=[SERIALIZERS[serializer]()]
+    )
+    _transport, proto = await bounded(
+        runner.run(make, start_loop=False), f"TCP connect of session {name} to {url}"
+    )
+    # the session object is created once the WebSocket opening handshake is done
+    done, _ = await asyncio.wait(
+        [created, proto.is_closed], timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+    )
+    if created not in done:
+        try:
+            proto.transport.abort()
+        except Exception:
+            pass
+        if proto.is_closed in done:
+            raise AssertionError(
+                f"WebSocket opening handshake of {name} ({serializer}) to {url} failed: "
+                f"connection closed before it completed (wrong path, subprotocol "
+                f"wamp.2.{serializer} refused, or no answer within autobahn's "
+                f"2.5 s openHandshakeTimeout)"
+            )
+        raise AssertionError(
+            f"WebSocket opening handshake of {name} ({serializer}) to {url} timed out"
+        )
+    session: Client = created.result()
+    await bounded(asyncio.shield(session.joined), f"HELLO/WELCOME of session {name} ({serializer})")
+    assert session.serializer_id == serializer, (
+        f"negotiated serializer {session.serializer_id!r}, expected {serializer!r}"
+    )
+    return session
+
+
+class Wamp:
+    """Per-test session pool; everything it opened is torn down afterwards."""
+
+    def __init__(self):
+        self.sessions: list[Client] = []
+        self._cleanups: list[Callable[[], Any]] = []
+
+    async def connect(self, serializer: str, name: str) -> Client:
+        s = await connect(serializer, name)
+        self.sessions.append(s)
+        return s
+
+    def on_cleanup(self, fn: Callable[[], Any]) -> None:
+        self._cleanups.append(fn)
+
+    async def close(self) -> None:
+        for fn in self._cleanups:
+            try:
+                fn()
+            except Exception:
+                pass
+        for s in self.sessions:
+            if s._transport is None:
+                continue
+            try:
+                if s._session_id and not s._goodbye_sent:
+                    closed = s.leave()
+                    if asyncio.isfuture(closed):
+                        await asyncio.wait_for(closed, 2.0)
+                else:
+                    s._transport.close()
+                    await asyncio.wait_for(asyncio.shield(s.gone), 2.0)
+            except Exception:
+                try:
+                    if s._transport is not None:
+                        s._transport.transport.abort()
+                except Exception:
+                    pass
+        # let connection_lost callbacks run before the loop goes away
+        await asyncio.sleep(0.01)
+
+
+# -- callees ---------------------------------------------------------------
+
+
+def name_handler(name: str, hits: list | None = None):
+    """A procedure that answers with the callee's name."""
+
+    def handler(*args, **kwargs):
+        if hits is not None:
+            hits.append(name)
+        return name
+
+    return handler
+
+
+async def register_named(
+    session: Client, uri: str, invoke: str | None = None, hits: list | None = None
+):
+    """Register ``uri`` on ``session`` with an autobahn RegisterOptions(invoke=...)."""
+    opts = RegisterOptions(invoke=invoke) if invoke is not None else None
+    return await bounded(
+        session.register(name_handler(session.name, hits), uri, options=opts),
+        f"REGISTER {uri} by {session.name} (invoke={invoke})",
+    )
+
+
+async def call_names(caller: Client, uri: str, n: int) -> list:
+    """n sequential calls, each awaited before the next; returns who answered."""
+    out = []
+    for i in range(n):
+        out.append(await bounded(caller.call(uri), f"CALL #{i + 1} of {uri}"))
+    return out
+
+
+async def depart(session: Client, kind: str, registration=None) -> None:
+    """Make ``session`` stop serving ``registration`` in the given way."""
+    if kind == "unregister":
+        await bounded(registration.unregister(), f"UNREGISTER by {session.name}")
+    elif kind == "goodbye":
+        # leave() sends GOODBYE and resolves once the router answered GOODBYE
+        # and the WebSocket is closed.
+        closed = session.leave()
+        if asyncio.isfuture(closed):
+            await bounded(closed, f"GOODBYE of {session.name}")
+        await bounded(asyncio.shield(session.gone), f"disconnect of {session.name}")
+    elif kind == "ws_close":
+        # WebSocket close handshake, no WAMP GOODBYE
+        session._transport.close()
+        await bounded(asyncio.shield(session.gone), f"WebSocket close of {session.name}")
+        await asyncio.sleep(SETTLE)
+    elif kind == "tcp_abort":
+        # tear the TCP connection down: no close frame, no GOODBYE
+        session.tcp_transport().abort()
+        await bounded(asyncio.shield(session.gone), f"TCP abort of {session.name}")
+        await asyncio.sleep(SETTLE)
+    else:  # pragma: no cover
+        raise ValueError(kind)
+
+
+# -- wire-level helpers (bypass autobahn's client-side validation) ---------
+
+
+class RawRegister(message.Register):
+    """A REGISTER whose Options dict is sent verbatim.
+
+    autobahn validates ``invoke`` client-side (an ``assert`` in both
+    ``RegisterOptions`` and ``message.Register``) and never puts
+    ``invoke: "single"`` on the wire, so to check the router's handling of an
+    unknown policy or an explicit "single" we build the message ourselves.
+    """
+
+    __slots__ = ("raw_options",)
+
+    def marshal_options(self):
+        return dict(self.raw_options)
+
+
+async def raw_register(session: Client, uri: str, options: dict, handler=None):
+    """Send REGISTER with verbatim ``options``; returns autobahn's Registration."""
+    handler = handler or name_handler(session.name)
+    request_id = session._request_id_gen.next()
+    on_reply = txaio.create_future()
+    session._register_reqs[request_id] = RegisterRequest(
+        request_id, on_reply, uri, Endpoint(handler, None, None)
+    )
+    msg = RawRegister(request_id, uri)
+    msg.raw_options = options
+    session._transport.send(msg)
+    return await bounded(on_reply, f"REGISTER {uri} with raw options {options!r}")
+
+
+def raw_unregister(session: Client, registration_id: int):
+    """Send UNREGISTER for an id regardless of autobahn's local bookkeeping.
+
+    ``Registration.unregister()`` refuses client-side ("registration no longer
+    active") once a registration was unregistered, so a second UNREGISTER has
+    to be sent by hand.
+    """
+    request_id = session._request_id_gen.next()
+    on_reply = txaio.create_future()
+    session._unregister_reqs[request_id] = UnregisterRequest(
+        request_id, on_reply, registration_id
+    )
+    session._transport.send(message.Unregister(request_id, registration_id))
+    return on_reply
+
+
+# -- payload comparison ------------------------------------------------------
+
+
+def first_difference(a, b, path: str = "$") -> str | None:
+    """Type-strict structural comparison (True != 1, 1 != 1.0, list vs dict...)."""
+    if isinstance(a, tuple):
+        a = list(a)
+    if isinstance(b, tuple):
+        b = list(b)
+    if type(a) is not type(b):
+        return f"{path}: type {type(a).__name__} {a!r} != {type(b).__name__} {b!r}"
+    if isinstance(a, dict):
+        if set(a) != set(b):
+            return f"{path}: keys {sorted(a)!r} != {sorted(b)!r}"
+        for k in a:
+            d = first_difference(a[k], b[k], f"{path}[{k!r}]")
+            if d:
+                return d
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: length {len(a)} != {len(b)} ({a!r} != {b!r})"
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = first_difference(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    if a != b:
+        return f"{path}: {a!r} != {b!r}"
+    return None
+
+
+def assert_same(expected, got, what: str) -> None:
+    d = first_difference(expected, got)
+    assert d is None, f"{what} changed in transit: {d}"
+
+
+def normalize_result(res) -> tuple[list, dict]:
+    """autobahn's call() result -> (args, kwargs)."""
+    if isinstance(res, CallResult):
+        return list(res.results), dict(res.kwresults)
+    if res is None:
+        return [], {}
+    return [res], {}
+
+
+def echo_handler(received: list):
+    """Callee that records what it got and yields it straight back."""
+
+    def echo(*args, **kwargs):
+        received.append((list(args), dict(kwargs)))
+        return CallResult(*args, **kwargs)
+
+    return echo
