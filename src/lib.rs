@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod dealer;

@@ -32,6 +32,9 @@ async fn welcome_announces_what_is_implemented() {
         let dealer = roles.get("dealer").and_then(Value::as_dict).unwrap();
         let features = dealer.get("features").and_then(Value::as_dict).unwrap();
         assert_eq!(features.get("shared_registration"), Some(&Value::Bool(true)));
+        let broker = roles.get("broker").and_then(Value::as_dict).unwrap();
+        let features = broker.get("features").and_then(Value::as_dict).unwrap();
+        assert_eq!(features.get("publisher_exclusion"), Some(&Value::Bool(true)));
         assert_eq!(details.get("authrole").and_then(Value::as_str), Some("anonymous"));
         assert_eq!(details.get("realm").and_then(Value::as_str), Some(REALM));
     }

@@ -37,6 +37,25 @@ use smallvec::SmallVec;
 use super::rule::InvocationRule;
 use crate::wire::message::MAX_ID;
 
+/// What members of one entry must agree on: the invocation rule for registrations, nothing (`()`)
+/// for subscriptions, which share the same table structure.
+pub trait Policy: Copy + Eq + Send + Sync + 'static {
+    /// True when an entry under this policy admits a single member only.
+    fn is_exclusive(self) -> bool;
+}
+
+impl Policy for InvocationRule {
+    fn is_exclusive(self) -> bool {
+        self == InvocationRule::Single
+    }
+}
+
+impl Policy for () {
+    fn is_exclusive(self) -> bool {
+        false
+    }
+}
+
 /// Something that can be a member of a registration: a session handle in the router, a plain id
 /// in unit tests and benches.
 pub trait Member: Clone + Send + Sync + 'static {
@@ -64,14 +83,15 @@ struct Members<C> {
     last_served: Option<u64>,
 }
 
-/// A procedure registration: a URI, its invocation rule and its current members.
-pub struct Registration<C> {
+/// An entry of the table: a procedure registration (a URI, its invocation rule, its callees) or,
+/// with `P = ()`, a subscription (a topic and its subscribers).
+pub struct Registration<C, P = InvocationRule> {
     /// The registration id every member got in REGISTERED.
     pub id: u64,
     /// The procedure URI.
     pub uri: Arc<str>,
-    /// The invocation rule all members agreed on.
-    pub rule: InvocationRule,
+    /// The invocation rule (or other policy) all members agreed on.
+    pub policy: P,
     members: ArcSwap<Members<C>>,
     /// Round-robin tickets; outlives member-list versions, padded against false sharing.
     cursor: CachePadded<AtomicU64>,
@@ -86,13 +106,15 @@ impl<C: Member> Registration<C> {
         if len == 0 {
             return None;
         }
-        let index = self.rule.pick(len, || {
+        let index = self.policy.pick(len, || {
             let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
             (ticket.wrapping_sub(members.rr_base) as usize).wrapping_add(members.rr_offset) % len
         });
         Some(members.callees[index].0.clone())
     }
+}
 
+impl<C: Member, P: Policy> Registration<C, P> {
     /// True while the session `member_id` is a member.
     pub fn has_member(&self, member_id: u64) -> bool {
         self.members
@@ -104,7 +126,12 @@ impl<C: Member> Registration<C> {
 
     /// The current members, in registration order.
     pub fn members(&self) -> Vec<C> {
-        self.members.load().callees.iter().map(|(c, _)| c.clone()).collect()
+        self.snapshot().iter().cloned().collect()
+    }
+
+    /// The current member list, held as a snapshot (for fan-out across awaits).
+    pub fn snapshot(&self) -> MemberSnapshot<C> {
+        MemberSnapshot(self.members.load_full())
     }
 
     /// Publishes a new member list, carrying the round-robin rotation over (see module docs).
@@ -131,13 +158,23 @@ impl<C: Member> Registration<C> {
     }
 }
 
+/// One version of an entry's member list, kept alive while it is iterated.
+pub struct MemberSnapshot<C>(Arc<Members<C>>);
+
+impl<C> MemberSnapshot<C> {
+    /// The members, in the order they joined.
+    pub fn iter(&self) -> impl Iterator<Item = &C> {
+        self.0.callees.iter().map(|(c, _)| c)
+    }
+}
+
 /// Why a REGISTER was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegisterError {
-    /// The procedure is registered with the `single` rule (or the new one asks for `single`).
+pub enum RegisterError<P = InvocationRule> {
+    /// The entry admits one member only (the `single` rule), or a new one asks for that.
     AlreadyExists,
-    /// The procedure is shared under another rule, given here.
-    DifferentRule(InvocationRule),
+    /// The entry is shared under another policy, given here.
+    DifferentRule(P),
 }
 
 /// What a successful REGISTER did.
@@ -149,22 +186,22 @@ pub struct Registered {
     pub created: bool,
 }
 
-type ProcedureMap<C> = HashMap<Arc<str>, Arc<Registration<C>>, foldhash::fast::RandomState>;
+type ProcedureMap<C, P> = HashMap<Arc<str>, Arc<Registration<C, P>>, foldhash::fast::RandomState>;
 
-struct Shard<C> {
-    procedures: ArcSwap<ProcedureMap<C>>,
+struct Shard<C, P> {
+    procedures: ArcSwap<ProcedureMap<C, P>>,
     write: Mutex<()>,
 }
 
-/// All registrations of one realm.
-pub struct Registry<C> {
-    shards: Box<[Shard<C>]>,
+/// All registrations (or subscriptions) of one realm, keyed by URI and by id.
+pub struct Registry<C, P = InvocationRule> {
+    shards: Box<[Shard<C, P>]>,
     mask: u64,
     hasher: foldhash::fast::RandomState,
-    by_id: DashMap<u64, Arc<Registration<C>>, foldhash::fast::RandomState>,
+    by_id: DashMap<u64, Arc<Registration<C, P>>, foldhash::fast::RandomState>,
 }
 
-impl<C: Member> Registry<C> {
+impl<C: Member, P: Policy> Registry<C, P> {
     /// A registry with `shards` shards (rounded up to a power of two).
     pub fn new(shards: usize) -> Self {
         let count = shards.max(1).next_power_of_two();
@@ -183,7 +220,7 @@ impl<C: Member> Registry<C> {
         }
     }
 
-    fn shard(&self, uri: &str) -> &Shard<C> {
+    fn shard(&self, uri: &str) -> &Shard<C, P> {
         // The low bits pick the map bucket inside the shard, so the shard uses the high bits.
         let hash = self.hasher.hash_one(uri);
         &self.shards[((hash >> 40) & self.mask) as usize]
@@ -191,20 +228,12 @@ impl<C: Member> Registry<C> {
 
     /// The registration for `uri`, if any. Lock-free.
     #[inline]
-    pub fn lookup(&self, uri: &str) -> Option<Arc<Registration<C>>> {
+    pub fn lookup(&self, uri: &str) -> Option<Arc<Registration<C, P>>> {
         self.shard(uri).procedures.load().get(uri).cloned()
     }
 
-    /// The registration for `uri` and the member that serves the next call. Lock-free.
-    #[inline]
-    pub fn route(&self, uri: &str) -> Option<(Arc<Registration<C>>, C)> {
-        let registration = self.lookup(uri)?;
-        let member = registration.pick()?;
-        Some((registration, member))
-    }
-
     /// The registration with this id, if it exists.
-    pub fn get(&self, id: u64) -> Option<Arc<Registration<C>>> {
+    pub fn get(&self, id: u64) -> Option<Arc<Registration<C, P>>> {
         self.by_id.get(&id).map(|r| r.value().clone())
     }
 
@@ -218,20 +247,17 @@ impl<C: Member> Registry<C> {
         self.by_id.is_empty()
     }
 
-    /// Adds `member` to the registration of `uri` under `rule`, creating it if needed.
-    pub fn register(&self, uri: &str, rule: InvocationRule, member: C) -> Result<Registered, RegisterError> {
+    /// Adds `member` to the entry of `uri` under `policy`, creating it if needed.
+    pub fn register(&self, uri: &str, policy: P, member: C) -> Result<Registered, RegisterError<P>> {
         let shard = self.shard(uri);
         let _write = shard.write.lock();
         let map = shard.procedures.load();
         if let Some(existing) = map.get(uri) {
-            if existing.rule != rule {
-                return Err(match existing.rule {
-                    InvocationRule::Single => RegisterError::AlreadyExists,
-                    other => RegisterError::DifferentRule(other),
-                });
-            }
-            if rule == InvocationRule::Single {
+            if existing.policy.is_exclusive() {
                 return Err(RegisterError::AlreadyExists);
+            }
+            if existing.policy != policy {
+                return Err(RegisterError::DifferentRule(existing.policy));
             }
             let old = existing.members.load();
             if !old.callees.iter().any(|(c, _)| c.member_id() == member.member_id()) {
@@ -250,7 +276,7 @@ impl<C: Member> Registry<C> {
         let registration = Arc::new(Registration {
             id,
             uri: Arc::from(uri),
-            rule,
+            policy,
             members: ArcSwap::from_pointee(Members {
                 callees,
                 rr_base: 0,
@@ -269,7 +295,7 @@ impl<C: Member> Registry<C> {
 
     /// Removes `member_id` from registration `id`. Returns the registration and whether it was
     /// deleted (its last member left), or `None` when the session was not a member.
-    pub fn unregister(&self, id: u64, member_id: u64) -> Option<(Arc<Registration<C>>, bool)> {
+    pub fn unregister(&self, id: u64, member_id: u64) -> Option<(Arc<Registration<C, P>>, bool)> {
         let registration = self.get(id)?;
         let shard = self.shard(&registration.uri);
         let _write = shard.write.lock();
@@ -305,7 +331,7 @@ mod tests {
     use InvocationRule::*;
 
     fn calls(registry: &Registry<u64>, uri: &str, n: usize) -> Vec<u64> {
-        (0..n).map(|_| registry.route(uri).unwrap().1).collect()
+        (0..n).map(|_| registry.lookup(uri).unwrap().pick().unwrap()).collect()
     }
 
     fn join(registry: &Registry<u64>, uri: &str, rule: InvocationRule, member: u64) -> u64 {
@@ -425,7 +451,7 @@ mod tests {
         assert!(r.unregister(id, 1).is_none(), "second unregister");
         assert!(r.unregister(id, 2).unwrap().1);
         assert!(r.lookup("p").is_none() && r.get(id).is_none() && r.is_empty());
-        assert!(r.route("p").is_none());
+        assert!(r.lookup("p").is_none());
         let again = join(&r, "p", Single, 5);
         assert_ne!(again, id);
     }
@@ -445,7 +471,7 @@ mod tests {
             })
         };
         for _ in 0..20_000 {
-            let m = r.route("p").unwrap().1;
+            let m = r.lookup("p").unwrap().pick().unwrap();
             assert!(m == 1 || m == 2);
         }
         churn.join().unwrap();

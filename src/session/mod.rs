@@ -41,6 +41,8 @@ pub enum Outbound {
         /// The registration the session left.
         registration: u64,
     },
+    /// A message already encoded in this session's serializer (an EVENT shared by subscribers).
+    Frame(bytes::Bytes),
     /// The last message of the session (GOODBYE or ABORT); the writer sends it and closes.
     Close(Message),
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use super::{Outbound, SessionHandle};
+use crate::broker;
 use crate::dealer::{self, Dealer, Outcome};
 use crate::error::{Refusal, WampError};
 use crate::realm::Realm;
@@ -39,6 +40,8 @@ pub struct Session {
     realm: Option<Arc<Realm>>,
     /// Registrations this session is a member of, so leaving can remove it from each.
     registrations: HashSet<u64>,
+    /// Subscriptions this session holds, likewise.
+    subscriptions: HashSet<u64>,
 }
 
 impl Session {
@@ -49,6 +52,7 @@ impl Session {
             handle,
             realm: None,
             registrations: HashSet::new(),
+            subscriptions: HashSet::new(),
         }
     }
 
@@ -164,17 +168,42 @@ impl Session {
                     "CANCEL ignored: call_canceling is not offered"
                 );
             }
-            Message::Subscribe { request, .. } => {
-                self.refuse(MessageType::Subscribe, request, not_offered("subscribe"))
-                    .await;
+            Message::Subscribe {
+                request,
+                options,
+                topic,
+            } => match realm.broker.subscribe(&self.handle, &topic, &options) {
+                Ok(subscription) => {
+                    self.subscriptions.insert(subscription);
+                    self.handle.send(Message::Subscribed { request, subscription }).await;
+                }
+                Err(refusal) => self.refuse(MessageType::Subscribe, request, refusal).await,
+            },
+            Message::Unsubscribe { request, subscription } => {
+                match realm.broker.unsubscribe(self.handle.id, subscription) {
+                    Ok(()) => {
+                        self.subscriptions.remove(&subscription);
+                        self.handle.send(Message::Unsubscribed { request, details: None }).await;
+                    }
+                    Err(refusal) => self.refuse(MessageType::Unsubscribe, request, refusal).await,
+                }
             }
-            Message::Unsubscribe { request, .. } => {
-                self.refuse(MessageType::Unsubscribe, request, not_offered("unsubscribe"))
-                    .await;
-            }
-            Message::Publish { request, options, .. } => {
-                if options.get("acknowledge").and_then(Value::as_bool) == Some(true) {
-                    self.refuse(MessageType::Publish, request, not_offered("publish")).await;
+            Message::Publish {
+                request,
+                options,
+                topic,
+                payload,
+            } => {
+                let acknowledge = options.get("acknowledge").and_then(Value::as_bool) == Some(true);
+                match realm.broker.publish(&self.handle, &topic, &options, payload).await {
+                    Ok(publication) if acknowledge => {
+                        self.handle.send(Message::Published { request, publication }).await;
+                    }
+                    Ok(_) => {}
+                    Err(refusal) if acknowledge => self.refuse(MessageType::Publish, request, refusal).await,
+                    Err(refusal) => {
+                        tracing::debug!(session = self.handle.id, %refusal, "unacknowledged publish refused")
+                    }
                 }
             }
             Message::Hello { .. } => {
@@ -253,14 +282,10 @@ impl Session {
         for registration in self.registrations.drain() {
             let _ = realm.dealer.unregister(self.handle.id, registration);
         }
+        for subscription in self.subscriptions.drain() {
+            let _ = realm.broker.unsubscribe(self.handle.id, subscription);
+        }
     }
-}
-
-fn not_offered(what: &str) -> Refusal {
-    Refusal::new(
-        WampError::FeatureNotSupported,
-        format!("{what}: this router does not offer the broker role yet"),
-    )
 }
 
 fn abort(reason: WampError, message: &str) -> Message {
@@ -283,8 +308,10 @@ fn goodbye(reason: WampError, message: &str) -> Message {
 }
 
 fn welcome_details(realm: &Realm, session: u64) -> Dict {
-    let features = dealer::FEATURES.iter().fold(Dict::new(), |d, f| d.with(f, true));
-    let roles = Dict::new().with("dealer", Dict::new().with("features", features));
+    let features = |list: &[&str]| list.iter().fold(Dict::new(), |d, f| d.with(f, true));
+    let roles = Dict::new()
+        .with("dealer", Dict::new().with("features", features(dealer::FEATURES)))
+        .with("broker", Dict::new().with("features", features(broker::FEATURES)));
     Dict::new()
         .with("realm", realm.name.as_str())
         .with("authid", format!("anonymous-{session}"))

@@ -70,6 +70,13 @@ where
                     confirmed.remove(&registration);
                     (Message::Unregistered { request, details: None }, false)
                 }
+                Outbound::Frame(frame) => {
+                    if !write_frame(&mut sink, &handle, frame).await {
+                        unsent.extend(items);
+                        break 'run;
+                    }
+                    continue;
+                }
                 Outbound::Close(message) => (message, true),
                 Outbound::Invocation(call) => {
                     if !call.registration.has_member(handle.id) {
@@ -141,7 +148,15 @@ where
 {
     let mut frame = Vec::with_capacity(128);
     handle.serializer.encode(message, &mut frame);
-    match sink.feed(Bytes::from(frame)).await {
+    write_frame(sink, handle, Bytes::from(frame)).await
+}
+
+async fn write_frame<S>(sink: &mut S, handle: &SessionHandle, frame: Bytes) -> bool
+where
+    S: Sink<Bytes> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    match sink.feed(frame).await {
         Ok(()) => true,
         Err(error) => {
             tracing::debug!(session = handle.id, %error, "write failed; closing session");
