@@ -272,3 +272,24 @@ impl Receiver {
         self.timeout = timeout;
     }
 }
+
+/// Answers every INVOCATION the client receives with a YIELD of the same payload, until the
+/// connection closes. Writes are flushed once per burst of invocations already received.
+pub async fn echo_invocations(client: Client) {
+    let (mut tx, mut rx) = client.split();
+    while let Ok(message) = rx.recv_forever().await {
+        if let Message::Invocation { request, payload, .. } = message {
+            if tx
+                .send(&Message::Yield {
+                    request,
+                    options: Dict::new(),
+                    payload,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}

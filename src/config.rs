@@ -37,7 +37,9 @@ pub struct RouterConfig {
     pub handshake_timeout_ms: u64,
     /// How long shutdown waits for sessions to take their GOODBYE, in milliseconds (default 2000).
     pub shutdown_timeout_ms: u64,
-    /// Shards of each realm's registration table, rounded up to a power of two (default 256).
+    /// Shards of each realm's registration and subscription tables, rounded up to a power of two
+    /// (default 4096). Creating or deleting a procedure copies one shard (procedures / shards
+    /// entries); each shard costs about 80 bytes per table.
     pub dealer_shards: usize,
     /// Most concurrent connections; further ones are refused (default 100000).
     pub max_connections: usize,
@@ -81,7 +83,7 @@ impl Default for RouterConfig {
             stuck_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             shutdown_timeout_ms: 2_000,
-            dealer_shards: 256,
+            dealer_shards: 4096,
             max_connections: 100_000,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
