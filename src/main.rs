@@ -1,5 +1,6 @@
 //! `roundhouse`: run the router from the command line.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Roundhouse, a WAMP v2 router with a sharded, wait-free dealer.
 ///
 /// With no arguments it serves ws://127.0.0.1:8080/ws with the realm `realm1`, where anonymous
-/// sessions may register and call. Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE
+/// sessions may register, call, subscribe and publish. Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE
 /// wamp.close.system_shutdown and the process exits 0.
 #[derive(Parser, Debug)]
 #[command(name = "roundhouse", version, about, long_about)]
@@ -82,6 +83,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let signal = match shutdown_signal() {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let router = match Router::start(config).await {
             Ok(router) => router,
             Err(error) => {
@@ -89,7 +97,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        signal.await;
         router.shutdown().await;
         ExitCode::SUCCESS
     })
@@ -102,25 +110,24 @@ fn init_logging(flag: Option<&str>, config: &RouterConfig) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGINT and SIGTERM handlers (before the router starts, so an early signal still
+/// shuts down gracefully) and returns a future that completes on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the router");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-    }
+    })
 }
