@@ -91,10 +91,9 @@ where
                 }
             };
             let mut written = write(&mut sink, &handle, &message).await;
-            for call in released {
-                if !written {
-                    break;
-                }
+            let mut released = released.into_iter();
+            while written {
+                let Some(call) = released.next() else { break };
                 if call.registration.has_member(handle.id) {
                     let message = invocation(&handle, &mut last_invocation, call);
                     written = write(&mut sink, &handle, &message).await;
@@ -103,18 +102,18 @@ where
                 }
             }
             if !written {
+                unsent.extend(released.map(Outbound::Invocation));
                 unsent.extend(items);
                 break 'run;
             }
             if last {
-                let _ = sink.close().await;
+                let _ = guarded(&handle, "close", sink.close()).await;
                 unsent.extend(items);
                 break 'run;
             }
         }
         drop(items);
-        if let Err(error) = sink.flush().await {
-            tracing::debug!(session = handle.id, %error, "flush failed; closing session");
+        if !guarded(&handle, "flush", sink.flush()).await {
             break;
         }
     }
@@ -156,11 +155,25 @@ where
     S: Sink<Bytes> + Unpin,
     S::Error: std::fmt::Display,
 {
-    match sink.feed(frame).await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::debug!(session = handle.id, %error, "write failed; closing session");
-            false
-        }
+    guarded(handle, "write", sink.feed(frame)).await
+}
+
+/// Runs one socket operation unless the session closes meanwhile: a peer that stopped reading
+/// must not hold its writer, and with it the session's teardown, forever. `false` on failure.
+async fn guarded<E: std::fmt::Display>(
+    handle: &SessionHandle,
+    what: &str,
+    operation: impl std::future::Future<Output = Result<(), E>>,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = handle.closing.cancelled() => false,
+        result = operation => match result {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(session = handle.id, %error, "{what} failed; closing session");
+                false
+            }
+        },
     }
 }
