@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::dealer::registry::Registry;
 use crate::error::{Refusal, WampError};
@@ -106,18 +107,22 @@ impl Broker {
             details: Dict::new(),
             payload,
         };
-        let mut frames: [Option<Bytes>; 2] = [None, None];
+        // One encoding per serializer in use among the subscribers, made on first need.
+        let mut frames: SmallVec<[(Serializer, Bytes); 3]> = SmallVec::new();
         for subscriber in subscription.snapshot().iter() {
             if exclude_me && subscriber.id == publisher.id {
                 continue;
             }
-            let slot = &mut frames[usize::from(subscriber.serializer == Serializer::MsgPack)];
-            let frame = slot.get_or_insert_with(|| {
-                let mut out = Vec::with_capacity(128);
-                subscriber.serializer.encode(&event, &mut out);
-                Bytes::from(out)
-            });
-            let _ = subscriber.deliver(Outbound::Frame(frame.clone())).await;
+            let frame = match frames.iter().find(|(s, _)| *s == subscriber.serializer) {
+                Some((_, frame)) => frame.clone(),
+                None => {
+                    let mut out = Vec::with_capacity(128);
+                    subscriber.serializer.encode(&event, &mut out);
+                    frames.push((subscriber.serializer, Bytes::from(out)));
+                    frames[frames.len() - 1].1.clone()
+                }
+            };
+            let _ = subscriber.deliver(Outbound::Frame(frame)).await;
         }
         Ok(publication)
     }
