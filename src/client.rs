@@ -9,12 +9,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::transport::rawsocket::{self, RawFrame};
 use crate::wire::{DecodeError, Dict, Message, Payload, Serializer, Value};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -37,18 +43,36 @@ pub enum ClientError {
     /// The router answered with something other than what the request expects (ERROR, ABORT...).
     #[error("unexpected reply: {0:?}")]
     Unexpected(Box<Message>),
+    /// The RawSocket handshake was refused with this error code (1-4, see the spec).
+    #[error("RawSocket handshake refused with error {0}")]
+    Refused(u8),
+    /// The socket failed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The sending half of a transport.
+enum Outgoing {
+    WebSocket(SplitSink<Ws, WsMessage>),
+    RawSocket(FramedWrite<OwnedWriteHalf, rawsocket::Codec>),
+}
+
+/// The receiving half of a transport.
+enum Incoming {
+    WebSocket(SplitStream<Ws>),
+    RawSocket(FramedRead<OwnedReadHalf, rawsocket::Codec>),
 }
 
 /// Sends messages to the router.
 pub struct Sender {
-    sink: SplitSink<Ws, WsMessage>,
+    sink: Outgoing,
     serializer: Serializer,
     next_request: u64,
 }
 
 /// Receives messages from the router.
 pub struct Receiver {
-    stream: SplitStream<Ws>,
+    stream: Incoming,
     serializer: Serializer,
     timeout: Duration,
 }
@@ -73,7 +97,39 @@ impl Client {
         let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
         let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         let (sink, stream) = ws.split();
-        Ok(Client {
+        Ok(Self::from_halves(
+            Outgoing::WebSocket(sink),
+            Incoming::WebSocket(stream),
+            serializer,
+        ))
+    }
+
+    /// Opens a RawSocket connection to `addr`, announcing that we accept messages up to
+    /// `2^(9 + max_exponent)` bytes; no HELLO yet.
+    pub async fn connect_rawsocket(
+        addr: SocketAddr,
+        serializer: Serializer,
+        max_exponent: u8,
+    ) -> Result<Self, ClientError> {
+        let id = rawsocket::serializer_id(serializer).ok_or(ClientError::Refused(1))?;
+        let mut tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        tcp.write_all(&[rawsocket::MAGIC, (max_exponent << 4) | id, 0, 0])
+            .await?;
+        let mut reply = [0u8; 4];
+        tcp.read_exact(&mut reply).await?;
+        if reply[0] != rawsocket::MAGIC || reply[1] & 0x0f != id {
+            return Err(ClientError::Refused(reply[1] >> 4));
+        }
+        let max_incoming = rawsocket::announced_length(max_exponent);
+        let (read, write) = tcp.into_split();
+        let sink = Outgoing::RawSocket(FramedWrite::new(write, rawsocket::Codec { max_incoming }));
+        let stream = Incoming::RawSocket(FramedRead::new(read, rawsocket::Codec { max_incoming }));
+        Ok(Self::from_halves(sink, stream, serializer))
+    }
+
+    fn from_halves(sink: Outgoing, stream: Incoming, serializer: Serializer) -> Self {
+        Client {
             tx: Sender {
                 sink,
                 serializer,
@@ -85,7 +141,7 @@ impl Client {
                 timeout: Duration::from_secs(5),
             },
             session: 0,
-        })
+        }
     }
 
     /// Connects and joins `realm` as caller, callee, publisher and subscriber.
@@ -206,34 +262,54 @@ impl Sender {
     /// Sends one message.
     pub async fn send(&mut self, message: &Message) -> Result<(), ClientError> {
         self.feed(message).await?;
-        Ok(self.sink.flush().await?)
+        self.flush().await
     }
 
     /// Queues one message without flushing (for batching; call [`Sender::flush`]).
     pub async fn feed(&mut self, message: &Message) -> Result<(), ClientError> {
         let mut frame = Vec::with_capacity(64);
         self.serializer.encode(message, &mut frame);
-        let frame = if self.serializer.is_binary() {
-            WsMessage::Binary(Bytes::from(frame))
-        } else {
-            WsMessage::Text(Utf8Bytes::try_from(frame).map_err(|_| ClientError::Closed)?)
-        };
-        Ok(self.sink.feed(frame).await?)
+        let frame = Bytes::from(frame);
+        match &mut self.sink {
+            Outgoing::WebSocket(sink) if self.serializer.is_binary() => Ok(sink.feed(WsMessage::Binary(frame)).await?),
+            Outgoing::WebSocket(sink) => {
+                let text = Utf8Bytes::try_from(frame).map_err(|_| ClientError::Closed)?;
+                Ok(sink.feed(WsMessage::Text(text)).await?)
+            }
+            Outgoing::RawSocket(sink) => Ok(sink.feed(RawFrame::Message(frame)).await?),
+        }
     }
 
     /// Flushes queued messages.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        Ok(self.sink.flush().await?)
+        match &mut self.sink {
+            Outgoing::WebSocket(sink) => Ok(sink.flush().await?),
+            Outgoing::RawSocket(sink) => Ok(sink.flush().await?),
+        }
     }
 
     /// Sends a raw WebSocket message (to test how the router handles bad input).
     pub async fn send_raw(&mut self, frame: WsMessage) -> Result<(), ClientError> {
-        Ok(self.sink.send(frame).await?)
+        match &mut self.sink {
+            Outgoing::WebSocket(sink) => Ok(sink.send(frame).await?),
+            Outgoing::RawSocket(_) => Err(ClientError::Closed),
+        }
+    }
+
+    /// Sends a raw RawSocket frame (to test how the router handles bad input and PINGs).
+    pub async fn send_raw_frame(&mut self, frame: RawFrame) -> Result<(), ClientError> {
+        match &mut self.sink {
+            Outgoing::RawSocket(sink) => Ok(sink.send(frame).await?),
+            Outgoing::WebSocket(_) => Err(ClientError::Closed),
+        }
     }
 
     /// Closes the connection without GOODBYE.
     pub async fn close(&mut self) {
-        let _ = self.sink.close().await;
+        let _ = match &mut self.sink {
+            Outgoing::WebSocket(sink) => sink.close().await.map_err(ClientError::from),
+            Outgoing::RawSocket(sink) => sink.close().await.map_err(ClientError::from),
+        };
     }
 
     /// A fresh request id (sequential, as the spec asks of session-scope ids).
@@ -255,15 +331,43 @@ impl Receiver {
 
     /// Receives the next message, however long it takes.
     pub async fn recv_forever(&mut self) -> Result<Message, ClientError> {
+        Ok(self.serializer.decode(self.next_frame().await?)?)
+    }
+
+    /// The next transport frame holding a WAMP message (RawSocket PONGs are skipped; the router
+    /// sends no PINGs).
+    pub async fn next_frame(&mut self) -> Result<Bytes, ClientError> {
         loop {
-            let frame = match self.stream.next().await {
-                None | Some(Ok(WsMessage::Close(_))) => return Err(ClientError::Closed),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(WsMessage::Text(t))) => Bytes::from(t),
-                Some(Ok(WsMessage::Binary(b))) => b,
-                Some(Ok(_)) => continue,
-            };
-            return Ok(self.serializer.decode(frame)?);
+            match &mut self.stream {
+                Incoming::WebSocket(stream) => match stream.next().await {
+                    None | Some(Ok(WsMessage::Close(_))) => return Err(ClientError::Closed),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(WsMessage::Text(t))) => return Ok(Bytes::from(t)),
+                    Some(Ok(WsMessage::Binary(b))) => return Ok(b),
+                    Some(Ok(_)) => continue,
+                },
+                Incoming::RawSocket(stream) => match stream.next().await {
+                    None => return Err(ClientError::Closed),
+                    Some(Err(rawsocket::FrameError::Io(e))) => return Err(e.into()),
+                    Some(Err(rawsocket::FrameError::Violation(_))) => return Err(ClientError::Closed),
+                    Some(Ok(RawFrame::Message(frame))) => return Ok(frame),
+                    Some(Ok(_)) => continue,
+                },
+            }
+        }
+    }
+
+    /// The next raw RawSocket frame of any type (PONGs included), for transport tests.
+    pub async fn next_raw_frame(&mut self) -> Result<RawFrame, ClientError> {
+        match &mut self.stream {
+            Incoming::RawSocket(stream) => match tokio::time::timeout(self.timeout, stream.next()).await {
+                Err(_) => Err(ClientError::Timeout),
+                Ok(None) => Err(ClientError::Closed),
+                Ok(Some(Err(rawsocket::FrameError::Io(e)))) => Err(e.into()),
+                Ok(Some(Err(rawsocket::FrameError::Violation(_)))) => Err(ClientError::Closed),
+                Ok(Some(Ok(frame))) => Ok(frame),
+            },
+            Incoming::WebSocket(_) => Err(ClientError::Closed),
         }
     }
 

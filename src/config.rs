@@ -17,6 +17,11 @@ pub struct RouterConfig {
     pub listen: SocketAddr,
     /// HTTP path of the WebSocket endpoint (default `/ws`).
     pub path: String,
+    /// Also accept RawSocket connections on the WebSocket port, told apart by their first octet
+    /// (0x7F, which never starts an HTTP request). Default true.
+    pub rawsocket_on_websocket_port: bool,
+    /// A separate address for RawSocket only (default: none).
+    pub rawsocket_listen: Option<SocketAddr>,
     /// The realms served; sessions asking for any other realm are aborted with
     /// `wamp.error.no_such_realm`.
     #[serde(rename = "realm")]
@@ -73,6 +78,8 @@ impl Default for RouterConfig {
         RouterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             path: "/ws".to_owned(),
+            rawsocket_on_websocket_port: true,
+            rawsocket_listen: None,
             realms: vec![RealmConfig {
                 name: "realm1".to_owned(),
             }],

@@ -31,6 +31,8 @@ pub enum WampError {
     NotAuthorized,
     /// The peer asked for something this router does not implement.
     FeatureNotSupported,
+    /// A message was larger than the receiving peer accepts.
+    PayloadSizeExceeded,
     /// Close reason: the router is shutting down.
     SystemShutdown,
     /// Close reason: the session is being closed (e.g. a stuck peer).
@@ -58,6 +60,7 @@ impl WampError {
             WampError::Canceled => "wamp.error.canceled",
             WampError::NotAuthorized => "wamp.error.not_authorized",
             WampError::FeatureNotSupported => "wamp.error.feature_not_supported",
+            WampError::PayloadSizeExceeded => "wamp.error.payload_size_exceeded",
             WampError::SystemShutdown => "wamp.close.system_shutdown",
             WampError::CloseRealm => "wamp.close.close_realm",
             WampError::GoodbyeAndOut => "wamp.close.goodbye_and_out",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::RouterConfig;
 use crate::realm::Realm;
 use crate::session::{Outbound, SessionHandle};
-use crate::transport::websocket;
+use crate::transport::{rawsocket, websocket};
 use crate::wire::message::MAX_ID;
 use crate::wire::Serializer;
 
@@ -72,15 +72,39 @@ impl Router {
             sessions: DashMap::default(),
             shutdown: CancellationToken::new(),
         });
+        let rawsocket = match shared.config.rawsocket_listen {
+            Some(address) => Some(TcpListener::bind(address).await?),
+            None => None,
+        };
+        let rawsocket_addr = rawsocket.as_ref().map(TcpListener::local_addr).transpose()?;
         let connections = TaskTracker::new();
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), connections.clone()));
+        let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+        let mut accept = vec![tokio::spawn(accept_loop(
+            listener,
+            Listener::Main,
+            shared.clone(),
+            connections.clone(),
+            limit.clone(),
+        ))];
+        if let Some(listener) = rawsocket {
+            let rawsocket = accept_loop(
+                listener,
+                Listener::RawSocket,
+                shared.clone(),
+                connections.clone(),
+                limit,
+            );
+            accept.push(tokio::spawn(rawsocket));
+        }
         tracing::info!(
             url = %format!("ws://{local_addr}{}", shared.config.path),
+            rawsocket = ?rawsocket_addr.or(shared.config.rawsocket_on_websocket_port.then_some(local_addr)),
             realms = ?shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             "router listening"
         );
         Ok(RouterHandle {
             local_addr,
+            rawsocket_addr,
             shared,
             connections,
             accept,
@@ -88,8 +112,22 @@ impl Router {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<RouterShared>, connections: TaskTracker) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+/// What a listening socket serves.
+#[derive(Clone, Copy)]
+enum Listener {
+    /// WebSocket, and RawSocket too when `rawsocket_on_websocket_port` is set.
+    Main,
+    /// RawSocket only.
+    RawSocket,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Listener,
+    shared: Arc<RouterShared>,
+    connections: TaskTracker,
+    limit: Arc<Semaphore>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -110,24 +148,52 @@ async fn accept_loop(listener: TcpListener, shared: Arc<RouterShared>, connectio
         };
         let shared = shared.clone();
         connections.spawn(async move {
-            websocket::serve(shared, tcp, peer).await;
+            serve(shared, tcp, peer, kind).await;
             drop(permit);
         });
+    }
+}
+
+/// Hands a connection to its transport; on the main port the first octet tells RawSocket (0x7F)
+/// from an HTTP request.
+async fn serve(shared: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr, kind: Listener) {
+    let is_rawsocket = match kind {
+        Listener::RawSocket => true,
+        Listener::Main if shared.config.rawsocket_on_websocket_port => {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(shared.config.handshake_timeout(), tcp.peek(&mut first)).await {
+                Ok(Ok(1)) => first[0] == rawsocket::MAGIC,
+                _ => return,
+            }
+        }
+        Listener::Main => false,
+    };
+    if is_rawsocket {
+        rawsocket::serve(shared, tcp, peer).await;
+    } else {
+        websocket::serve(shared, tcp, peer).await;
     }
 }
 
 /// A running router.
 pub struct RouterHandle {
     local_addr: SocketAddr,
+    rawsocket_addr: Option<SocketAddr>,
     shared: Arc<RouterShared>,
     connections: TaskTracker,
-    accept: JoinHandle<()>,
+    accept: Vec<JoinHandle<()>>,
 }
 
 impl RouterHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the RawSocket-only listener, if one is configured (RawSocket is also
+    /// served on [`RouterHandle::local_addr`] unless `rawsocket_on_websocket_port` is off).
+    pub fn rawsocket_addr(&self) -> Option<SocketAddr> {
+        self.rawsocket_addr
     }
 
     /// The WebSocket URL clients connect to.
@@ -150,7 +216,9 @@ impl RouterHandle {
     pub async fn shutdown(mut self) {
         tracing::info!(sessions = self.session_count(), "shutting down");
         self.shared.shutdown.cancel();
-        let _ = (&mut self.accept).await;
+        for accept in &mut self.accept {
+            let _ = accept.await;
+        }
         self.connections.close();
         if tokio::time::timeout(self.shared.config.shutdown_timeout(), self.connections.wait())
             .await

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures_util::{Sink, Stream};
 
 use super::protocol::{Inbound, Session};
@@ -17,17 +16,19 @@ use super::writer::{self, WriterExit};
 use super::{Outbound, SessionHandle};
 use crate::dealer::pending;
 use crate::router::RouterShared;
+use crate::transport::OutFrame;
 use crate::wire::Serializer;
 
 /// Runs one session over a transport's frame stream and sink, until it ends and is torn down.
-pub async fn run<R, W>(router: Arc<RouterShared>, serializer: Serializer, mut frames: R, sink: W)
+/// `max_outgoing` is the largest message the peer accepts.
+pub async fn run<R, W>(router: Arc<RouterShared>, serializer: Serializer, mut frames: R, sink: W, max_outgoing: usize)
 where
     R: Stream<Item = Inbound> + Unpin,
-    W: Sink<Bytes> + Unpin + Send + 'static,
+    W: Sink<OutFrame> + Unpin + Send + 'static,
     W::Error: std::fmt::Display,
 {
     let (handle, queue) = router.new_session(serializer);
-    let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone()));
+    let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), max_outgoing));
     let mut session = Session::new(router.clone(), handle.clone());
     let last = session.run(&mut frames).await;
     session.leave();

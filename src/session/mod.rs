@@ -43,6 +43,8 @@ pub enum Outbound {
     },
     /// A message already encoded in this session's serializer (an EVENT shared by subscribers).
     Frame(bytes::Bytes),
+    /// A transport PONG echoing a PING's payload.
+    Pong(bytes::Bytes),
     /// The last message of the session (GOODBYE or ABORT); the writer sends it and closes.
     Close(Message),
 }

@@ -24,6 +24,8 @@ pub enum Inbound {
     Frame(Bytes),
     /// The transport saw the peer break its rules (wrong frame type, oversized message).
     Violation(String),
+    /// A transport-level PING whose payload must be echoed in a PONG (RawSocket).
+    Ping(Bytes),
 }
 
 /// What to do after a message.
@@ -76,6 +78,10 @@ impl Session {
                 None => return None,
                 Some(Inbound::Violation(reason)) => return Some(self.violation(&reason)),
                 Some(Inbound::Frame(frame)) => frame,
+                Some(Inbound::Ping(payload)) => {
+                    let _ = self.handle.deliver(Outbound::Pong(payload)).await;
+                    continue;
+                }
             };
             let message = match self.handle.serializer.decode(frame) {
                 Ok(message) => message,

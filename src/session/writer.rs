@@ -7,6 +7,10 @@
 //! registrations it has confirmed (REGISTERED written, UNREGISTERED not yet) and holds back
 //! INVOCATIONs for an unconfirmed one until its REGISTERED is written. An INVOCATION for a
 //! registration the session has already left is routed to another member instead.
+//!
+//! A message larger than the peer accepts (RawSocket peers announce a limit) is never written:
+//! a call too large for its callee is answered to its caller with `wamp.error.payload_size_exceeded`,
+//! a result or error too large for its caller is replaced by that error, an event is dropped.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +20,9 @@ use futures_util::{Sink, SinkExt};
 
 use super::{Outbound, SessionHandle};
 use crate::dealer::pending::{self, InvocationRequest, PendingCall};
-use crate::wire::Message;
+use crate::error::WampError;
+use crate::transport::OutFrame;
+use crate::wire::{Message, MessageType, Payload, Value};
 
 /// Most items taken from the queue per write batch (and so per flush).
 const BATCH: usize = 128;
@@ -29,26 +35,39 @@ pub struct WriterExit {
     pub unsent: Vec<Outbound>,
 }
 
+/// Whether the writer goes on after an item.
+#[derive(PartialEq, Eq)]
+enum Step {
+    Continue,
+    Stop,
+}
+
 /// Runs until the session closes: a `Close` item is written, the socket fails, or `closing` fires.
+/// `max_outgoing` is the largest message the peer accepts.
 pub async fn run<S>(
-    mut sink: S,
+    sink: S,
     mut queue: tokio::sync::mpsc::Receiver<Outbound>,
     handle: Arc<SessionHandle>,
+    max_outgoing: usize,
 ) -> WriterExit
 where
-    S: Sink<Bytes> + Unpin,
+    S: Sink<OutFrame> + Unpin,
     S::Error: std::fmt::Display,
 {
+    let mut writer = Writer {
+        sink,
+        handle,
+        max_outgoing,
+        last_invocation: 0,
+        confirmed: HashSet::new(),
+        held: Vec::new(),
+        unsent: Vec::new(),
+    };
     let mut batch = Vec::with_capacity(BATCH);
-    let mut unsent = Vec::new();
-    // INVOCATION request ids are sequential in this session, in the order they hit the wire.
-    let mut last_invocation = 0u64;
-    let mut confirmed: HashSet<u64> = HashSet::new();
-    let mut held: Vec<InvocationRequest> = Vec::new();
     'run: loop {
         let received = tokio::select! {
             biased;
-            _ = handle.closing.cancelled() => break,
+            _ = writer.handle.closing.cancelled() => break,
             n = queue.recv_many(&mut batch, BATCH) => n,
         };
         if received == 0 {
@@ -56,124 +75,224 @@ where
         }
         let mut items = batch.drain(..);
         while let Some(item) = items.next() {
-            let mut released = Vec::new();
-            let (message, last) = match item {
-                Outbound::Message(message) => {
-                    if let Message::Registered { registration, .. } = message {
-                        confirmed.insert(registration);
-                        let (now, later) = held.drain(..).partition(|c| c.registration.id == registration);
-                        (released, held) = (now, later);
-                    }
-                    (message, false)
-                }
-                Outbound::Unregistered { request, registration } => {
-                    confirmed.remove(&registration);
-                    (Message::Unregistered { request, details: None }, false)
-                }
-                Outbound::Frame(frame) => {
-                    if !write_frame(&mut sink, &handle, frame).await {
-                        unsent.extend(items);
-                        break 'run;
-                    }
-                    continue;
-                }
-                Outbound::Close(message) => (message, true),
-                Outbound::Invocation(call) => {
-                    if !call.registration.has_member(handle.id) {
-                        pending::reroute(call);
-                        continue;
-                    }
-                    if !confirmed.contains(&call.registration.id) {
-                        held.push(call);
-                        continue;
-                    }
-                    (invocation(&handle, &mut last_invocation, call), false)
-                }
-            };
-            let mut written = write(&mut sink, &handle, &message).await;
-            let mut released = released.into_iter();
-            while written {
-                let Some(call) = released.next() else { break };
-                if call.registration.has_member(handle.id) {
-                    let message = invocation(&handle, &mut last_invocation, call);
-                    written = write(&mut sink, &handle, &message).await;
-                } else {
-                    pending::reroute(call);
-                }
-            }
-            if !written {
-                unsent.extend(released.map(Outbound::Invocation));
-                unsent.extend(items);
-                break 'run;
-            }
-            if last {
-                let _ = guarded(&handle, "close", sink.close()).await;
-                unsent.extend(items);
+            if writer.item(item).await == Step::Stop {
+                writer.unsent.extend(items);
                 break 'run;
             }
         }
         drop(items);
-        if !guarded(&handle, "flush", sink.flush()).await {
+        if !writer.guarded("flush", |sink| sink.flush()).await {
             break;
         }
     }
-    handle.closing.cancel();
+    writer.handle.closing.cancel();
+    let Writer { mut unsent, held, .. } = writer;
     unsent.extend(held.into_iter().map(Outbound::Invocation));
     WriterExit { queue, unsent }
 }
 
-/// Numbers a call, records it as pending at this callee, and makes its INVOCATION.
-fn invocation(handle: &SessionHandle, last_invocation: &mut u64, call: InvocationRequest) -> Message {
-    *last_invocation += 1;
-    let request = *last_invocation;
-    let pending = PendingCall {
-        caller: call.caller,
-        caller_request: call.caller_request,
-    };
-    handle.invocations.lock().insert(request, pending);
-    Message::Invocation {
-        request,
-        registration: call.registration.id,
-        details: call.details,
-        payload: call.payload,
+struct Writer<S> {
+    sink: S,
+    handle: Arc<SessionHandle>,
+    max_outgoing: usize,
+    /// INVOCATION request ids are sequential in this session, in the order they hit the wire.
+    last_invocation: u64,
+    /// Registrations whose REGISTERED was written (and UNREGISTERED not yet).
+    confirmed: HashSet<u64>,
+    /// Calls waiting for their registration's REGISTERED to be written.
+    held: Vec<InvocationRequest>,
+    /// Items taken but not written, for the teardown.
+    unsent: Vec<Outbound>,
+}
+
+impl<S> Writer<S>
+where
+    S: Sink<OutFrame> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    async fn item(&mut self, item: Outbound) -> Step {
+        match item {
+            Outbound::Message(message) => {
+                let registered = match message {
+                    Message::Registered { registration, .. } => Some(registration),
+                    _ => None,
+                };
+                if self.message(&message).await == Step::Stop {
+                    return Step::Stop;
+                }
+                match registered {
+                    Some(registration) => self.confirm(registration).await,
+                    None => Step::Continue,
+                }
+            }
+            Outbound::Unregistered { request, registration } => {
+                self.confirmed.remove(&registration);
+                self.message(&Message::Unregistered { request, details: None }).await
+            }
+            Outbound::Invocation(call) => self.invocation(call).await,
+            Outbound::Frame(frame) if frame.len() > self.max_outgoing => {
+                tracing::warn!(
+                    session = self.handle.id,
+                    size = frame.len(),
+                    "event larger than the peer accepts; dropped"
+                );
+                Step::Continue
+            }
+            Outbound::Frame(frame) => self.frame(OutFrame::Message(frame)).await,
+            Outbound::Pong(payload) => self.frame(OutFrame::Pong(payload)).await,
+            Outbound::Close(message) => {
+                if self.message(&message).await == Step::Continue {
+                    self.guarded("close", |sink| sink.close()).await;
+                }
+                Step::Stop
+            }
+        }
+    }
+
+    /// REGISTERED for `registration` is written: calls held for it may go now.
+    async fn confirm(&mut self, registration: u64) -> Step {
+        self.confirmed.insert(registration);
+        let (ready, waiting) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|c| c.registration.id == registration);
+        self.held = waiting;
+        let mut ready: std::vec::IntoIter<InvocationRequest> = ready.into_iter();
+        while let Some(call) = ready.next() {
+            if self.invocation(call).await == Step::Stop {
+                self.unsent.extend(ready.map(Outbound::Invocation));
+                return Step::Stop;
+            }
+        }
+        Step::Continue
+    }
+
+    async fn invocation(&mut self, call: InvocationRequest) -> Step {
+        // The callee may have unregistered (and been sent UNREGISTERED) after the call was routed
+        // here: then it must not get the call; another member will.
+        if !call.registration.has_member(self.handle.id) {
+            pending::reroute(call);
+            return Step::Continue;
+        }
+        if !self.confirmed.contains(&call.registration.id) {
+            self.held.push(call);
+            return Step::Continue;
+        }
+        let InvocationRequest {
+            registration,
+            caller,
+            caller_request,
+            details,
+            payload,
+            ..
+        } = call;
+        let request = self.last_invocation + 1;
+        let message = Message::Invocation {
+            request,
+            registration: registration.id,
+            details,
+            payload,
+        };
+        let frame = self.encode(&message);
+        if frame.len() > self.max_outgoing {
+            tracing::info!(
+                session = self.handle.id,
+                size = frame.len(),
+                "call larger than the callee accepts"
+            );
+            let reason = format!(
+                "the call is {} bytes; the callee accepts at most {}",
+                frame.len(),
+                self.max_outgoing
+            );
+            let error = Message::error(
+                MessageType::Call,
+                caller_request,
+                WampError::PayloadSizeExceeded.uri(),
+                Payload::args(vec![Value::from(reason)]),
+            );
+            tokio::spawn(async move { caller.send(error).await });
+            return Step::Continue;
+        }
+        self.last_invocation = request;
+        self.handle
+            .invocations
+            .lock()
+            .insert(request, PendingCall { caller, caller_request });
+        self.frame(OutFrame::Message(frame)).await
+    }
+
+    async fn message(&mut self, message: &Message) -> Step {
+        let mut frame = self.encode(message);
+        if frame.len() > self.max_outgoing {
+            tracing::info!(
+                session = self.handle.id,
+                size = frame.len(),
+                "message larger than the peer accepts"
+            );
+            match too_large(message, frame.len(), self.max_outgoing) {
+                Some(replacement) => frame = self.encode(&replacement),
+                None => return Step::Continue,
+            }
+        }
+        self.frame(OutFrame::Message(frame)).await
+    }
+
+    fn encode(&self, message: &Message) -> Bytes {
+        let mut out = Vec::with_capacity(128);
+        self.handle.serializer.encode(message, &mut out);
+        Bytes::from(out)
+    }
+
+    async fn frame(&mut self, frame: OutFrame) -> Step {
+        if self.guarded("write", |sink| sink.feed(frame)).await {
+            Step::Continue
+        } else {
+            Step::Stop
+        }
+    }
+
+    /// Runs one socket operation unless the session closes meanwhile: a peer that stopped reading
+    /// must not hold its writer, and with it the session's teardown, forever. `false` on failure.
+    async fn guarded<'a, F, Fut>(&'a mut self, what: &str, operation: F) -> bool
+    where
+        F: FnOnce(&'a mut S) -> Fut,
+        Fut: std::future::Future<Output = Result<(), S::Error>> + 'a,
+    {
+        let closing = self.handle.closing.clone();
+        let session = self.handle.id;
+        tokio::select! {
+            biased;
+            _ = closing.cancelled() => false,
+            result = operation(&mut self.sink) => match result {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::debug!(session, %error, "{what} failed; closing session");
+                    false
+                }
+            },
+        }
     }
 }
 
-/// Encodes and queues one frame on the socket; `false` when the connection failed.
-async fn write<S>(sink: &mut S, handle: &SessionHandle, message: &Message) -> bool
-where
-    S: Sink<Bytes> + Unpin,
-    S::Error: std::fmt::Display,
-{
-    let mut frame = Vec::with_capacity(128);
-    handle.serializer.encode(message, &mut frame);
-    write_frame(sink, handle, Bytes::from(frame)).await
-}
-
-async fn write_frame<S>(sink: &mut S, handle: &SessionHandle, frame: Bytes) -> bool
-where
-    S: Sink<Bytes> + Unpin,
-    S::Error: std::fmt::Display,
-{
-    guarded(handle, "write", sink.feed(frame)).await
-}
-
-/// Runs one socket operation unless the session closes meanwhile: a peer that stopped reading
-/// must not hold its writer, and with it the session's teardown, forever. `false` on failure.
-async fn guarded<E: std::fmt::Display>(
-    handle: &SessionHandle,
-    what: &str,
-    operation: impl std::future::Future<Output = Result<(), E>>,
-) -> bool {
-    tokio::select! {
-        biased;
-        _ = handle.closing.cancelled() => false,
-        result = operation => match result {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::debug!(session = handle.id, %error, "{what} failed; closing session");
-                false
-            }
-        },
+/// What to send instead of a message too large for the peer, if anything.
+fn too_large(message: &Message, size: usize, limit: usize) -> Option<Message> {
+    let reason = || {
+        Payload::args(vec![Value::from(format!(
+            "the message is {size} bytes; this peer accepts {limit}"
+        ))])
+    };
+    let uri = WampError::PayloadSizeExceeded.uri();
+    match message {
+        Message::Result { request, .. } => Some(Message::error(MessageType::Call, *request, uri, reason())),
+        Message::Error {
+            request_type, request, ..
+        } => Some(Message::Error {
+            request_type: *request_type,
+            request: *request,
+            details: Default::default(),
+            error: uri.to_owned(),
+            payload: reason(),
+        }),
+        _ => None,
     }
 }

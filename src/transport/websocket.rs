@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use super::OutFrame;
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
@@ -59,9 +60,7 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     let Some(serializer) = chosen else { return };
     tracing::debug!(%peer, subprotocol = serializer.subprotocol(), "WebSocket connection open");
     let (sink, stream) = ws.split();
-    lifecycle::run(
-        router,
-        serializer,
+    let (frames, sink) = (
         Frames {
             inner: stream,
             serializer,
@@ -70,8 +69,9 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
             inner: sink,
             serializer,
         },
-    )
-    .await;
+    );
+    // A WebSocket peer announces no limit of its own.
+    lifecycle::run(router, serializer, frames, sink, usize::MAX).await;
 }
 
 /// Picks the first subprotocol in the client's list that we speak.
@@ -159,18 +159,18 @@ struct FrameSink {
     serializer: Serializer,
 }
 
-impl Sink<Bytes> for FrameSink {
+impl Sink<OutFrame> for FrameSink {
     type Error = tungstenite::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Pin::new(&mut self.inner).poll_ready(cx)
     }
 
-    fn start_send(mut self: Pin<&mut Self>, frame: Bytes) -> Result<(), Self::Error> {
-        let message = if self.serializer.is_binary() {
-            WsMessage::Binary(frame)
-        } else {
-            WsMessage::Text(Utf8Bytes::try_from(frame)?)
+    fn start_send(mut self: Pin<&mut Self>, frame: OutFrame) -> Result<(), Self::Error> {
+        let message = match frame {
+            OutFrame::Message(frame) if self.serializer.is_binary() => WsMessage::Binary(frame),
+            OutFrame::Message(frame) => WsMessage::Text(Utf8Bytes::try_from(frame)?),
+            OutFrame::Pong(payload) => WsMessage::Pong(payload),
         };
         Pin::new(&mut self.inner).start_send(message)
     }
