@@ -65,8 +65,9 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// A handle and the receiving end of its queue.
-    pub(crate) fn new(
+    /// A handle and the receiving end of its queue. The router pairs them with a transport; a
+    /// caller that drains the queue itself gets a session without one (benches do this).
+    pub fn new(
         id: u64,
         serializer: Serializer,
         queue: usize,
