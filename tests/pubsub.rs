@@ -175,36 +175,176 @@ async fn unsubscribing_and_leaving_stop_events() {
 }
 
 #[tokio::test]
-async fn subscribe_refuses_invalid_uris_and_patterns() {
+async fn subscribe_refuses_invalid_uris_and_unknown_match_policies() {
     let router = router().await;
     let mut client = join(&router, SERIALIZERS[0]).await;
+    for (topic, options, error) in [
+        ("a..b", Dict::new(), "wamp.error.invalid_uri"),
+        ("a b", Dict::new().with("match", "wildcard"), "wamp.error.invalid_uri"),
+        (
+            "com.example",
+            Dict::new().with("match", "regex"),
+            "wamp.error.invalid_argument",
+        ),
+    ] {
+        let request = client.request_id();
+        client
+            .send(&Message::Subscribe {
+                request,
+                options,
+                topic: topic.into(),
+            })
+            .await
+            .unwrap();
+        assert_error(&client.recv().await.unwrap(), MessageType::Subscribe, error);
+    }
+}
+
+async fn subscribe_with(client: &mut Client, topic: &str, options: Dict) -> u64 {
     let request = client.request_id();
-    client
-        .send(&Message::Subscribe {
-            request,
-            options: Dict::new(),
-            topic: "a..b".into(),
-        })
-        .await
-        .unwrap();
-    assert_error(
-        &client.recv().await.unwrap(),
-        MessageType::Subscribe,
-        "wamp.error.invalid_uri",
-    );
-    let request = client.request_id();
-    let options = Dict::new().with("match", "prefix");
     client
         .send(&Message::Subscribe {
             request,
             options,
-            topic: "com.example".into(),
+            topic: topic.into(),
         })
         .await
         .unwrap();
-    assert_error(
-        &client.recv().await.unwrap(),
-        MessageType::Subscribe,
-        "wamp.error.invalid_argument",
+    match client.recv().await.unwrap() {
+        Message::Subscribed { subscription, .. } => subscription,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn next_event(client: &mut Client) -> (u64, Dict) {
+    match client.recv().await.unwrap() {
+        Message::Event {
+            subscription, details, ..
+        } => (subscription, details),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn prefix_and_wildcard_subscriptions_get_the_topic_in_details() {
+    for ser in SERIALIZERS {
+        let router = router().await;
+        let mut prefix = join(&router, ser).await;
+        let mut wildcard = join(&router, ser).await;
+        let mut exact = join(&router, ser).await;
+        let p = subscribe_with(&mut prefix, "com.myapp.topic", Dict::new().with("match", "prefix")).await;
+        let w = subscribe_with(
+            &mut wildcard,
+            "com.myapp..update",
+            Dict::new().with("match", "wildcard"),
+        )
+        .await;
+        let e = subscribe_with(&mut exact, "com.myapp.topic.update", Dict::new()).await;
+        assert!(p != w && w != e && p != e, "one subscription per (topic, match)");
+        let mut publisher = join(&router, ser).await;
+        publish(&mut publisher, "com.myapp.topic.update", Dict::new(), vec![]).await;
+        let (id, details) = next_event(&mut prefix).await;
+        assert_eq!(
+            (id, details.get("topic").and_then(Value::as_str)),
+            (p, Some("com.myapp.topic.update"))
+        );
+        let (id, details) = next_event(&mut wildcard).await;
+        assert_eq!(
+            (id, details.get("topic").and_then(Value::as_str)),
+            (w, Some("com.myapp.topic.update"))
+        );
+        let (id, details) = next_event(&mut exact).await;
+        assert_eq!(id, e);
+        assert!(details.get("topic").is_none(), "exact matches carry no topic");
+        // A string prefix, not a component prefix; wildcards match whole components only.
+        publish(&mut publisher, "com.myapp.topics.update", Dict::new(), vec![]).await;
+        assert_eq!(next_event(&mut prefix).await.0, p);
+        assert_eq!(next_event(&mut wildcard).await.0, w);
+        publish(&mut publisher, "com.myapp.a.b.update", Dict::new(), vec![]).await;
+        expect_no_message(&mut wildcard).await;
+        expect_no_message(&mut exact).await;
+    }
+}
+
+#[tokio::test]
+async fn exclude_and_eligible_lists_pick_the_recipients() {
+    let router = router().await;
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut client = join(&router, SERIALIZERS[1]).await;
+        subscribe(&mut client, "com.example.t").await;
+        subs.push(client);
+    }
+    let ids: Vec<u64> = subs.iter().map(|c| c.session_id()).collect();
+    let mut publisher = join(&router, SERIALIZERS[0]).await;
+    let list = |xs: &[u64]| Value::List(xs.iter().map(|x| Value::UInt(*x)).collect());
+    let cases = [
+        (Dict::new().with("exclude", list(&[ids[0]])), [false, true, true]),
+        (
+            Dict::new().with("eligible", list(&[ids[0], ids[2]])),
+            [true, false, true],
+        ),
+        (
+            Dict::new()
+                .with("eligible", list(&[ids[0], ids[2]]))
+                .with("exclude", list(&[ids[2]])),
+            [true, false, false],
+        ),
+        (
+            Dict::new().with(
+                "exclude_authid",
+                Value::List(vec![Value::from(format!("anonymous-{}", ids[1]))]),
+            ),
+            [true, false, true],
+        ),
+        (
+            Dict::new().with("eligible_authrole", Value::List(vec![Value::from("anonymous")])),
+            [true, true, true],
+        ),
+        (
+            Dict::new().with("eligible_authrole", Value::List(vec![Value::from("admin")])),
+            [false, false, false],
+        ),
+    ];
+    for (options, expected) in cases {
+        publish(&mut publisher, "com.example.t", options.clone(), vec![]).await;
+        for (client, receives) in subs.iter_mut().zip(expected) {
+            if receives {
+                next_event(client).await;
+            } else {
+                expect_no_message(client).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn disclose_me_names_the_publisher() {
+    let router = router().await;
+    let mut sub = join(&router, SERIALIZERS[0]).await;
+    subscribe(&mut sub, "com.example.t").await;
+    let mut publisher = join(&router, SERIALIZERS[1]).await;
+    publish(&mut publisher, "com.example.t", Dict::new(), vec![]).await;
+    assert!(
+        next_event(&mut sub).await.1.get("publisher").is_none(),
+        "not disclosed unless asked"
+    );
+    publish(
+        &mut publisher,
+        "com.example.t",
+        Dict::new().with("disclose_me", true),
+        vec![],
+    )
+    .await;
+    let (_, details) = next_event(&mut sub).await;
+    assert_eq!(details.get("publisher"), Some(&Value::UInt(publisher.session_id())));
+    let authid = format!("anonymous-{}", publisher.session_id());
+    assert_eq!(
+        details.get("publisher_authid").and_then(Value::as_str),
+        Some(authid.as_str())
+    );
+    assert_eq!(
+        details.get("publisher_authrole").and_then(Value::as_str),
+        Some("anonymous")
     );
 }

@@ -1,61 +1,129 @@
 //! The broker: the pub/sub role of one realm.
 //!
-//! Subscriptions live in the same sharded snapshot table as registrations
-//! ([`crate::dealer::registry::Registry`], with no policy to agree on), so a PUBLISH loads one
-//! snapshot of the topic's subscribers and takes no lock that SUBSCRIBE takes. Every subscriber of
-//! one subscription gets the same EVENT, so it is encoded once per serializer and the same frame
-//! bytes are queued to each of them.
+//! Subscriptions live in the same snapshot tables as registrations
+//! ([`crate::dealer::registry::Registry`], with no policy to agree on), one table per match
+//! policy: exact topics in a sharded table (one lookup per PUBLISH), prefix and wildcard patterns
+//! in one-shard tables that a PUBLISH scans. A PUBLISH loads snapshots and takes no lock that
+//! SUBSCRIBE takes. Every subscriber of one subscription gets the same EVENT, so it is encoded
+//! once per serializer and the same frame bytes are queued to each of them.
+
+mod filter;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::dealer::registry::Registry;
+use crate::dealer::registry::{Registration, Registry};
 use crate::error::{Refusal, WampError};
 use crate::session::{Outbound, SessionHandle};
 use crate::wire::message::MAX_ID;
 use crate::wire::{uri, Dict, Message, Payload, Serializer, Value};
 
+use filter::Recipients;
+
 /// The features the broker announces in `WELCOME.Details.roles.broker.features`.
-pub const FEATURES: &[&str] = &["publisher_exclusion"];
+pub const FEATURES: &[&str] = &[
+    "publisher_exclusion",
+    "subscriber_blackwhite_listing",
+    "publisher_identification",
+    "pattern_based_subscription",
+];
+
+/// A subscription: a topic or pattern and its subscribers.
+pub type Subscription = Registration<Arc<SessionHandle>, ()>;
+
+/// How a subscription matches topics (`SUBSCRIBE.Options.match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchPolicy {
+    /// The topic equals the subscription's URI.
+    Exact,
+    /// The topic starts with the subscription's URI (a string prefix).
+    Prefix,
+    /// Same number of components, and every non-empty component of the pattern is equal.
+    Wildcard,
+}
+
+impl MatchPolicy {
+    /// Reads `Options.match`; absent means exact.
+    pub fn from_option(value: Option<&Value>) -> Result<Self, String> {
+        match value.map(|v| v.as_str()) {
+            None | Some(Some("exact")) => Ok(MatchPolicy::Exact),
+            Some(Some("prefix")) => Ok(MatchPolicy::Prefix),
+            Some(Some("wildcard")) => Ok(MatchPolicy::Wildcard),
+            Some(other) => Err(format!(
+                "unknown match policy {other:?} (expected exact, prefix or wildcard)"
+            )),
+        }
+    }
+
+    fn accepts(self, uri: &str) -> bool {
+        match self {
+            MatchPolicy::Exact | MatchPolicy::Prefix => uri::is_valid(uri),
+            MatchPolicy::Wildcard => {
+                !uri.is_empty()
+                    && uri
+                        .split('.')
+                        .all(|c| !c.chars().any(|ch| ch.is_whitespace() || ch == '#'))
+            }
+        }
+    }
+}
+
+/// True when `topic` matches the wildcard `pattern` (empty components match any one component).
+pub fn wildcard_matches(pattern: &str, topic: &str) -> bool {
+    let mut topic_parts = topic.split('.');
+    for part in pattern.split('.') {
+        match topic_parts.next() {
+            Some(t) if part.is_empty() || part == t => {}
+            _ => return false,
+        }
+    }
+    topic_parts.next().is_none()
+}
 
 /// The pub/sub router of one realm.
 pub struct Broker {
-    subscriptions: Registry<Arc<SessionHandle>, ()>,
+    exact: Registry<Arc<SessionHandle>, ()>,
+    prefix: Registry<Arc<SessionHandle>, ()>,
+    wildcard: Registry<Arc<SessionHandle>, ()>,
 }
 
 impl Broker {
-    /// A broker whose subscription table has `shards` shards.
+    /// A broker whose exact-topic table has `shards` shards.
     pub fn new(shards: usize) -> Self {
         Broker {
-            subscriptions: Registry::new(shards),
+            exact: Registry::new(shards),
+            prefix: Registry::new(1),
+            wildcard: Registry::new(1),
         }
     }
 
-    /// How many topics have subscribers.
+    /// How many subscriptions (topics and patterns) have subscribers.
     pub fn subscription_count(&self) -> usize {
-        self.subscriptions.len()
+        self.exact.len() + self.prefix.len() + self.wildcard.len()
     }
 
-    /// SUBSCRIBE: adds the session to the subscription of `topic`, returning its id.
+    fn table(&self, policy: MatchPolicy) -> &Registry<Arc<SessionHandle>, ()> {
+        match policy {
+            MatchPolicy::Exact => &self.exact,
+            MatchPolicy::Prefix => &self.prefix,
+            MatchPolicy::Wildcard => &self.wildcard,
+        }
+    }
+
+    /// SUBSCRIBE: adds the session to the subscription of (`topic`, match policy), returning its
+    /// id; every subscriber of the same topic and policy gets the same id.
     pub fn subscribe(&self, subscriber: &Arc<SessionHandle>, topic: &str, options: &Dict) -> Result<u64, Refusal> {
-        if !uri::is_valid(topic) {
+        let policy = MatchPolicy::from_option(options.get("match"))
+            .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
+        if !policy.accepts(topic) {
             return Err(Refusal::new(
                 WampError::InvalidUri,
-                format!("invalid topic URI '{topic}'"),
+                format!("invalid topic URI '{topic}' for {policy:?} match"),
             ));
         }
-        match options.get("match").map(|m| m.as_str()) {
-            None | Some(Some("exact")) => {}
-            Some(other) => {
-                return Err(Refusal::new(
-                    WampError::InvalidArgument,
-                    format!("match policy {other:?} is not supported: subscriptions match exactly"),
-                ))
-            }
-        }
-        match self.subscriptions.register(topic, (), subscriber.clone()) {
+        match self.table(policy).register(topic, (), subscriber.clone()) {
             Ok(subscribed) => Ok(subscribed.id),
             Err(_) => unreachable!("subscriptions have no policy to conflict on"),
         }
@@ -63,17 +131,18 @@ impl Broker {
 
     /// UNSUBSCRIBE: removes the session from a subscription it holds.
     pub fn unsubscribe(&self, session: u64, subscription: u64) -> Result<(), Refusal> {
-        match self.subscriptions.unregister(subscription, session) {
-            Some(_) => Ok(()),
-            None => Err(Refusal::new(
-                WampError::NoSuchSubscription,
-                format!("session holds no subscription {subscription}"),
-            )),
+        let tables = [&self.exact, &self.prefix, &self.wildcard];
+        if tables.iter().any(|t| t.unregister(subscription, session).is_some()) {
+            return Ok(());
         }
+        Err(Refusal::new(
+            WampError::NoSuchSubscription,
+            format!("session holds no subscription {subscription}"),
+        ))
     }
 
-    /// PUBLISH: sends an EVENT to every subscriber of `topic` (but the publisher, unless it set
-    /// `exclude_me: false`). Returns the publication id.
+    /// PUBLISH: sends an EVENT to every eligible subscriber of every subscription matching
+    /// `topic`. Returns the publication id.
     pub async fn publish(
         &self,
         publisher: &SessionHandle,
@@ -87,43 +156,100 @@ impl Broker {
                 format!("cannot publish to topic URI '{topic}'"),
             ));
         }
-        let exclude_me = match options.get("exclude_me") {
-            None => true,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(Refusal::new(
-                    WampError::InvalidArgument,
-                    format!("exclude_me must be a boolean, got {other:?}"),
-                ))
-            }
-        };
+        let recipients =
+            Recipients::from_options(publisher, options).map_err(|r| Refusal::new(WampError::InvalidArgument, r))?;
         let publication = fastrand::u64(1..=MAX_ID);
-        let Some(subscription) = self.subscriptions.lookup(topic) else {
-            return Ok(publication);
-        };
-        let event = Message::Event {
-            subscription: subscription.id,
-            publication,
-            details: Dict::new(),
-            payload,
-        };
-        // One encoding per serializer in use among the subscribers, made on first need.
-        let mut frames: SmallVec<[(Serializer, Bytes); 3]> = SmallVec::new();
-        for subscriber in subscription.snapshot().iter() {
-            if exclude_me && subscriber.id == publisher.id {
-                continue;
+        let mut details = Dict::new();
+        if options.get("disclose_me").and_then(Value::as_bool) == Some(true) {
+            details.insert("publisher", publisher.id);
+            if let Some(identity) = publisher.identity() {
+                details.insert("publisher_authid", identity.authid.as_str());
+                details.insert("publisher_authrole", identity.authrole.as_str());
             }
-            let frame = match frames.iter().find(|(s, _)| *s == subscriber.serializer) {
-                Some((_, frame)) => frame.clone(),
-                None => {
-                    let mut out = Vec::with_capacity(128);
-                    subscriber.serializer.encode(&event, &mut out);
-                    frames.push((subscriber.serializer, Bytes::from(out)));
-                    frames[frames.len() - 1].1.clone()
-                }
+        }
+        for (subscription, pattern) in self.matching(topic) {
+            let mut details = details.clone();
+            if pattern {
+                details.insert("topic", topic);
+            }
+            let event = Message::Event {
+                subscription: subscription.id,
+                publication,
+                details,
+                payload: payload.clone(),
             };
-            let _ = subscriber.deliver(Outbound::Frame(frame)).await;
+            deliver(&subscription, &event, &recipients).await;
         }
         Ok(publication)
+    }
+
+    /// Subscriptions matching `topic`, each with whether it is a pattern subscription.
+    fn matching(&self, topic: &str) -> SmallVec<[(Arc<Subscription>, bool); 2]> {
+        let mut found = SmallVec::new();
+        if let Some(exact) = self.exact.lookup(topic) {
+            found.push((exact, false));
+        }
+        if !self.prefix.is_empty() {
+            self.prefix.for_each(|s| {
+                if topic.starts_with(&*s.uri) {
+                    found.push((s.clone(), true));
+                }
+            });
+        }
+        if !self.wildcard.is_empty() {
+            self.wildcard.for_each(|s| {
+                if wildcard_matches(&s.uri, topic) {
+                    found.push((s.clone(), true));
+                }
+            });
+        }
+        found
+    }
+}
+
+/// Queues `event` to every eligible subscriber, encoding it once per serializer in use.
+async fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients) {
+    let mut frames: SmallVec<[(Serializer, Bytes); 3]> = SmallVec::new();
+    for subscriber in subscription.snapshot().iter() {
+        if !recipients.admits(subscriber) {
+            continue;
+        }
+        let frame = match frames.iter().find(|(s, _)| *s == subscriber.serializer) {
+            Some((_, frame)) => frame.clone(),
+            None => {
+                let mut out = Vec::with_capacity(128);
+                subscriber.serializer.encode(event, &mut out);
+                let frame = Bytes::from(out);
+                frames.push((subscriber.serializer, frame.clone()));
+                frame
+            }
+        };
+        let _ = subscriber.deliver(Outbound::Frame(frame)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_whole_components() {
+        assert!(wildcard_matches("com.myapp..update", "com.myapp.foo.update"));
+        assert!(!wildcard_matches("com.myapp..update", "com.myapp.foo.bar.update"));
+        assert!(!wildcard_matches("com.myapp..update", "com.myapp.update"));
+        assert!(wildcard_matches(".a.", "x.a.y"));
+        assert!(!wildcard_matches("a.b", "a.b.c"));
+    }
+
+    #[test]
+    fn match_policies_parse() {
+        assert_eq!(MatchPolicy::from_option(None), Ok(MatchPolicy::Exact));
+        assert_eq!(
+            MatchPolicy::from_option(Some(&Value::from("prefix"))),
+            Ok(MatchPolicy::Prefix)
+        );
+        assert!(MatchPolicy::from_option(Some(&Value::from("regex"))).is_err());
+        assert!(MatchPolicy::Wildcard.accepts("a..b"));
+        assert!(!MatchPolicy::Exact.accepts("a..b"));
     }
 }

@@ -237,6 +237,14 @@ impl<C: Member, P: Policy> Registry<C, P> {
         self.by_id.get(&id).map(|r| r.value().clone())
     }
 
+    /// Visits every entry (a snapshot per shard). Meant for small tables (pattern subscriptions
+    /// live in one-shard tables); it is O(entries + shards).
+    pub fn for_each(&self, mut visit: impl FnMut(&Arc<Registration<C, P>>)) {
+        for shard in self.shards.iter() {
+            shard.procedures.load().values().for_each(&mut visit);
+        }
+    }
+
     /// How many procedures are registered.
     pub fn len(&self) -> usize {
         self.by_id.len()

@@ -62,6 +62,17 @@ pub struct SessionHandle {
     /// Cancelled when the session must end now (peer gone, stuck, killed).
     pub(crate) closing: CancellationToken,
     stuck_timeout: Duration,
+    /// Who the session authenticated as; set once, at WELCOME.
+    identity: std::sync::OnceLock<Identity>,
+}
+
+/// Who a session is, as WELCOME told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `authid`.
+    pub authid: String,
+    /// `authrole`.
+    pub authrole: String,
 }
 
 impl SessionHandle {
@@ -81,6 +92,7 @@ impl SessionHandle {
             invocations: Mutex::default(),
             closing: CancellationToken::new(),
             stuck_timeout,
+            identity: std::sync::OnceLock::new(),
         };
         (Arc::new(handle), rx)
     }
@@ -117,6 +129,16 @@ impl SessionHandle {
     /// Queues a message; a session that is gone simply does not get it.
     pub(crate) async fn send(&self, message: Message) {
         let _ = self.deliver(Outbound::Message(message)).await;
+    }
+
+    /// The session's identity; `None` before WELCOME.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.get()
+    }
+
+    /// Records the session's identity at WELCOME (later calls are ignored).
+    pub fn set_identity(&self, identity: Identity) {
+        let _ = self.identity.set(identity);
     }
 
     /// Asks the session to end now (its teardown still answers its calls).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use super::{Outbound, SessionHandle};
+use super::{Identity, Outbound, SessionHandle};
 use crate::broker;
 use crate::dealer::{self, Dealer, Outcome};
 use crate::error::{Refusal, WampError};
@@ -261,10 +261,15 @@ impl Session {
             )));
         };
         tracing::debug!(session = self.handle.id, realm = realm_name, "session joined");
+        let identity = Identity {
+            authid: format!("anonymous-{}", self.handle.id),
+            authrole: "anonymous".to_owned(),
+        };
         let welcome = Message::Welcome {
             session: self.handle.id,
-            details: welcome_details(&realm, self.handle.id),
+            details: welcome_details(&realm, &identity),
         };
+        self.handle.set_identity(identity);
         self.realm = Some(realm);
         // The queue is empty before WELCOME, so this cannot wait.
         if !self.handle.try_send(welcome) {
@@ -313,15 +318,15 @@ fn goodbye(reason: WampError, message: &str) -> Message {
     }
 }
 
-fn welcome_details(realm: &Realm, session: u64) -> Dict {
+fn welcome_details(realm: &Realm, identity: &Identity) -> Dict {
     let features = |list: &[&str]| list.iter().fold(Dict::new(), |d, f| d.with(f, true));
     let roles = Dict::new()
         .with("dealer", Dict::new().with("features", features(dealer::FEATURES)))
         .with("broker", Dict::new().with("features", features(broker::FEATURES)));
     Dict::new()
         .with("realm", realm.name.as_str())
-        .with("authid", format!("anonymous-{session}"))
-        .with("authrole", "anonymous")
+        .with("authid", identity.authid.as_str())
+        .with("authrole", identity.authrole.as_str())
         .with("authmethod", "anonymous")
         .with("authprovider", "static")
         .with("roles", roles)
