@@ -243,7 +243,7 @@ async fn handshakes_without_our_subprotocol_or_path_get_http_errors() {
     let router = router().await;
     let addr = router.local_addr();
     for (path, protocol, status) in [
-        ("/ws", "wamp.2.cbor", "400"),
+        ("/ws", "wamp.2.ubjson", "400"),
         ("/ws", "", "400"),
         ("/other", "wamp.2.json", "404"),
     ] {
@@ -284,7 +284,7 @@ async fn the_client_may_pick_among_several_subprotocols() {
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(router.url()).unwrap();
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
-        "wamp.2.cbor, wamp.2.msgpack, wamp.2.json".parse().unwrap(),
+        "wamp.2.ubjson, wamp.2.msgpack, wamp.2.json".parse().unwrap(),
     );
     let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "wamp.2.msgpack");

@@ -16,7 +16,7 @@ use crate::dealer::{self, Dealer, Outcome};
 use crate::error::{Refusal, WampError};
 use crate::realm::Realm;
 use crate::router::RouterShared;
-use crate::wire::{uri, Dict, Message, MessageType, Payload, Value};
+use crate::wire::{uri, validate, Dict, Message, MessageType, Payload, Value};
 
 /// One item from a transport.
 pub enum Inbound {
@@ -83,9 +83,14 @@ impl Session {
                     continue;
                 }
             };
-            let message = match self.handle.serializer.decode(frame) {
+            let message = match self
+                .handle
+                .serializer
+                .decode(frame)
+                .and_then(|m| validate::check(&m).map(|()| m))
+            {
                 Ok(message) => message,
-                Err(error) => return Some(self.violation(&format!("malformed message: {error}"))),
+                Err(error) => return Some(self.violation(&format!("invalid message: {error}"))),
             };
             if let Flow::Close(last) = self.on_message(message).await {
                 return last;

@@ -46,13 +46,13 @@ pub enum HandshakeError {
     MaxConnectionCountReached = 4,
 }
 
-/// The serializer id of the handshake, for the serializers RawSocket defines ids for.
-#[allow(unreachable_patterns)] // serializers without a RawSocket id may be added
+/// The serializer id of the handshake. Every serializer we speak has one; the `Option` keeps
+/// room for one that RawSocket defines no id for.
 pub fn serializer_id(serializer: Serializer) -> Option<u8> {
     match serializer {
         Serializer::Json => Some(1),
         Serializer::MsgPack => Some(2),
-        _ => None,
+        Serializer::Cbor => Some(3),
     }
 }
 

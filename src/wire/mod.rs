@@ -3,12 +3,14 @@
 //! Nothing here knows about routing; the session layer decodes a frame into a [`Message`], hands
 //! it on, and encodes whatever it is asked to send.
 
+pub mod cbor;
 pub mod format;
 pub mod json;
 pub mod message;
 pub mod msgpack;
 pub mod payload;
 pub mod uri;
+pub mod validate;
 pub mod value;
 
 use bytes::Bytes;
@@ -25,17 +27,20 @@ pub enum Serializer {
     Json,
     /// `wamp.2.msgpack`, carried in binary frames.
     MsgPack,
+    /// `wamp.2.cbor`, carried in binary frames.
+    Cbor,
 }
 
 impl Serializer {
     /// Every serializer this router speaks, in order of preference.
-    pub const ALL: [Serializer; 2] = [Serializer::Json, Serializer::MsgPack];
+    pub const ALL: [Serializer; 3] = [Serializer::Json, Serializer::MsgPack, Serializer::Cbor];
 
     /// The WebSocket subprotocol name.
     pub fn subprotocol(self) -> &'static str {
         match self {
             Serializer::Json => "wamp.2.json",
             Serializer::MsgPack => "wamp.2.msgpack",
+            Serializer::Cbor => "wamp.2.cbor",
         }
     }
 
@@ -46,7 +51,7 @@ impl Serializer {
 
     /// True when frames of this serializer are WebSocket binary frames.
     pub fn is_binary(self) -> bool {
-        matches!(self, Serializer::MsgPack)
+        matches!(self, Serializer::MsgPack | Serializer::Cbor)
     }
 
     /// Decodes one frame into a message.
@@ -54,6 +59,7 @@ impl Serializer {
         match self {
             Serializer::Json => message::decode(&mut json::JsonReader::new(frame)?, self),
             Serializer::MsgPack => message::decode(&mut msgpack::MsgPackReader::new(frame)?, self),
+            Serializer::Cbor => message::decode(&mut cbor::CborReader::new(frame)?, self),
         }
     }
 
@@ -62,6 +68,7 @@ impl Serializer {
         match self {
             Serializer::Json => message::encode::<json::Json>(message, self, out),
             Serializer::MsgPack => message::encode::<msgpack::MsgPack>(message, self, out),
+            Serializer::Cbor => message::encode::<cbor::Cbor>(message, self, out),
         }
     }
 
@@ -70,6 +77,7 @@ impl Serializer {
         match self {
             Serializer::Json => json::parse_value(bytes),
             Serializer::MsgPack => msgpack::parse_value(bytes),
+            Serializer::Cbor => cbor::parse_value(bytes),
         }
     }
 }

@@ -263,5 +263,5 @@ pub fn assert_nothing_after_unregistered(callee: &Callee) {
     }
 }
 
-/// Both serializers, for tests that run over each.
-pub const SERIALIZERS: [Serializer; 2] = [Serializer::Json, Serializer::MsgPack];
+/// Every serializer, for tests that run over each.
+pub const SERIALIZERS: [Serializer; 3] = [Serializer::Json, Serializer::MsgPack, Serializer::Cbor];
