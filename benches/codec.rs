@@ -17,9 +17,7 @@ fn messages(serializer: Serializer) -> Vec<(&'static str, Message)> {
         payload: Payload::Values(vec![Value::Bytes(vec![7; 16])], None),
     };
     serializer.encode(&sample, &mut wire);
-    let Message::Result { payload, .. } = serializer.decode(Bytes::from(wire)).unwrap() else {
-        unreachable!()
-    };
+    let Message::Result { payload, .. } = serializer.decode(Bytes::from(wire)).unwrap() else { unreachable!() };
     vec![
         (
             "call",
@@ -39,22 +37,8 @@ fn messages(serializer: Serializer) -> Vec<(&'static str, Message)> {
                 payload: payload.clone(),
             },
         ),
-        (
-            "yield",
-            Message::Yield {
-                request: 987,
-                options: Dict::new(),
-                payload: payload.clone(),
-            },
-        ),
-        (
-            "result",
-            Message::Result {
-                request: 123_456,
-                details: Dict::new(),
-                payload,
-            },
-        ),
+        ("yield", Message::Yield { request: 987, options: Dict::new(), payload: payload.clone() }),
+        ("result", Message::Result { request: 123_456, details: Dict::new(), payload }),
     ]
 }
 
@@ -75,11 +59,7 @@ fn codec(c: &mut Criterion) {
                     serializer.encode(black_box(m), &mut out);
                 })
             });
-            let other = if serializer == Serializer::Json {
-                Serializer::MsgPack
-            } else {
-                Serializer::Json
-            };
+            let other = if serializer == Serializer::Json { Serializer::MsgPack } else { Serializer::Json };
             group.bench_with_input(BenchmarkId::new("encode_transcoded", name), &message, |b, m| {
                 let mut out = Vec::with_capacity(256);
                 b.iter(|| {

@@ -13,16 +13,9 @@ use roundhouse::{Router, RouterConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn call_round_trip(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let router = runtime.block_on(async {
-        let config = RouterConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..RouterConfig::default()
-        };
+        let config = RouterConfig { listen: "127.0.0.1:0".parse().unwrap(), ..RouterConfig::default() };
         Router::start(config).await.unwrap()
     });
     let mut group = c.benchmark_group("call_round_trip");
@@ -33,10 +26,7 @@ fn call_round_trip(c: &mut Criterion) {
                 let callees = if rule == InvocationRule::Single { 1 } else { 4 };
                 for _ in 0..callees {
                     let mut callee = Client::join(&router.url(), "realm1", serializer).await.unwrap();
-                    callee
-                        .register(&procedure, Dict::new().with("invoke", rule.as_str()))
-                        .await
-                        .unwrap();
+                    callee.register(&procedure, Dict::new().with("invoke", rule.as_str())).await.unwrap();
                     tokio::spawn(echo_invocations(callee));
                 }
                 Client::join(&router.url(), "realm1", serializer).await.unwrap()

@@ -15,11 +15,7 @@ use roundhouse::session::SessionHandle;
 use roundhouse::wire::{Dict, Payload, Serializer, Value};
 
 fn fanout(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("fanout");
     group.sample_size(10);
     for subscribers in [1u64, 100, 10_000] {
@@ -27,11 +23,7 @@ fn fanout(c: &mut Criterion) {
         let delivered = Arc::new(AtomicU64::new(0));
         let publisher = runtime.block_on(async {
             for id in 0..subscribers {
-                let serializer = if id % 2 == 0 {
-                    Serializer::Json
-                } else {
-                    Serializer::MsgPack
-                };
+                let serializer = if id % 2 == 0 { Serializer::Json } else { Serializer::MsgPack };
                 let (handle, mut queue) = SessionHandle::new(id + 1, serializer, 1024, Duration::from_secs(10));
                 broker.subscribe(&handle, "com.example.ticker", &Dict::new()).unwrap();
                 let delivered = delivered.clone();
@@ -52,10 +44,7 @@ fn fanout(c: &mut Criterion) {
                     let start = Instant::now();
                     for i in 0..events {
                         let payload = Payload::args(vec![Value::UInt(i), Value::from("tick")]);
-                        broker
-                            .publish(&publisher, "com.example.ticker", &Dict::new(), payload)
-                            .await
-                            .unwrap();
+                        broker.publish(&publisher, "com.example.ticker", &Dict::new(), payload).await.unwrap();
                     }
                     while delivered.load(Ordering::Relaxed) < target {
                         tokio::task::yield_now().await;

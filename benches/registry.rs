@@ -12,9 +12,7 @@ use roundhouse::RouterConfig;
 fn filled(procedures: u64) -> Registry<u64> {
     let registry = Registry::new(RouterConfig::default().dealer_shards);
     for i in 0..procedures {
-        registry
-            .register(&format!("com.example.p{i}"), InvocationRule::RoundRobin, i)
-            .unwrap();
+        registry.register(&format!("com.example.p{i}"), InvocationRule::RoundRobin, i).unwrap();
     }
     registry
 }
@@ -34,10 +32,7 @@ fn register_unregister(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("join_shared", procedures), &registry, |b, r| {
             b.iter(|| {
-                let id = r
-                    .register(black_box("com.example.p1"), InvocationRule::RoundRobin, u64::MAX)
-                    .unwrap()
-                    .id;
+                let id = r.register(black_box("com.example.p1"), InvocationRule::RoundRobin, u64::MAX).unwrap().id;
                 r.unregister(id, u64::MAX)
             })
         });

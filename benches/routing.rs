@@ -19,13 +19,7 @@ fn registry(rule: InvocationRule, callees: u64) -> Registry<u64> {
     }
     // Neighbours, so the lookup is not in an otherwise empty table.
     for i in 0..10_000 {
-        registry
-            .register(
-                &format!("com.example.other.p{i}"),
-                InvocationRule::Single,
-                1_000_000 + i,
-            )
-            .unwrap();
+        registry.register(&format!("com.example.other.p{i}"), InvocationRule::Single, 1_000_000 + i).unwrap();
     }
     registry
 }

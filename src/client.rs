@@ -90,18 +90,13 @@ impl Client {
     /// Opens a WebSocket to `url` offering one serializer; no HELLO yet.
     pub async fn connect(url: &str, serializer: Serializer) -> Result<Self, ClientError> {
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            http::HeaderValue::from_static(serializer.subprotocol()),
-        );
+        request
+            .headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(serializer.subprotocol()));
         let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
         let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         let (sink, stream) = ws.split();
-        Ok(Self::from_halves(
-            Outgoing::WebSocket(sink),
-            Incoming::WebSocket(stream),
-            serializer,
-        ))
+        Ok(Self::from_halves(Outgoing::WebSocket(sink), Incoming::WebSocket(stream), serializer))
     }
 
     /// Opens a RawSocket connection to `addr`, announcing that we accept messages up to
@@ -114,8 +109,7 @@ impl Client {
         let id = rawsocket::serializer_id(serializer).ok_or(ClientError::Refused(1))?;
         let mut tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        tcp.write_all(&[rawsocket::MAGIC, (max_exponent << 4) | id, 0, 0])
-            .await?;
+        tcp.write_all(&[rawsocket::MAGIC, (max_exponent << 4) | id, 0, 0]).await?;
         let mut reply = [0u8; 4];
         tcp.read_exact(&mut reply).await?;
         if reply[0] != rawsocket::MAGIC || reply[1] & 0x0f != id {
@@ -130,16 +124,8 @@ impl Client {
 
     fn from_halves(sink: Outgoing, stream: Incoming, serializer: Serializer) -> Self {
         Client {
-            tx: Sender {
-                sink,
-                serializer,
-                next_request: 0,
-            },
-            rx: Receiver {
-                stream,
-                serializer,
-                timeout: Duration::from_secs(5),
-            },
+            tx: Sender { sink, serializer, next_request: 0 },
+            rx: Receiver { stream, serializer, timeout: Duration::from_secs(5) },
             session: 0,
         }
     }
@@ -153,15 +139,19 @@ impl Client {
 
     /// Sends HELLO and waits for WELCOME; returns the session id.
     pub async fn hello(&mut self, realm: &str) -> Result<u64, ClientError> {
-        let role = || Value::Dict(Dict::new().with("features", Dict::new()));
-        let roles = ["caller", "callee", "publisher", "subscriber"]
-            .iter()
-            .fold(Dict::new(), |d, r| d.with(r, role()));
-        self.send(&Message::Hello {
-            realm: realm.to_owned(),
-            details: Dict::new().with("roles", roles),
-        })
-        .await?;
+        self.hello_with_features(realm, &[]).await
+    }
+
+    /// Sends HELLO announcing every role, with `features` (e.g. `call_canceling`) announced for
+    /// the callee and caller roles, and waits for WELCOME.
+    pub async fn hello_with_features(&mut self, realm: &str, features: &[&str]) -> Result<u64, ClientError> {
+        let announced = features.iter().fold(Dict::new(), |d, f| d.with(f, true));
+        let role = |name: &str| {
+            let features = if name == "callee" || name == "caller" { announced.clone() } else { Dict::new() };
+            Value::Dict(Dict::new().with("features", features))
+        };
+        let roles = ["caller", "callee", "publisher", "subscriber"].iter().fold(Dict::new(), |d, r| d.with(r, role(r)));
+        self.send(&Message::Hello { realm: realm.to_owned(), details: Dict::new().with("roles", roles) }).await?;
         match self.recv().await? {
             Message::Welcome { session, .. } => {
                 self.session = session;
@@ -194,17 +184,9 @@ impl Client {
     /// REGISTER; returns the registration id, or the router's reply if it was not REGISTERED.
     pub async fn register(&mut self, procedure: &str, options: Dict) -> Result<u64, ClientError> {
         let request = self.request_id();
-        self.send(&Message::Register {
-            request,
-            options,
-            procedure: procedure.to_owned(),
-        })
-        .await?;
+        self.send(&Message::Register { request, options, procedure: procedure.to_owned() }).await?;
         match self.recv().await? {
-            Message::Registered {
-                request: r,
-                registration,
-            } if r == request => Ok(registration),
+            Message::Registered { request: r, registration } if r == request => Ok(registration),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
     }
@@ -222,33 +204,17 @@ impl Client {
     /// CALL and wait for its RESULT (any other reply, such as ERROR, is `Unexpected`).
     pub async fn call(&mut self, procedure: &str, args: Vec<Value>) -> Result<Payload, ClientError> {
         let request = self.request_id();
-        let payload = if args.is_empty() {
-            Payload::Empty
-        } else {
-            Payload::args(args)
-        };
-        self.send(&Message::Call {
-            request,
-            options: Dict::new(),
-            procedure: procedure.to_owned(),
-            payload,
-        })
-        .await?;
+        let payload = if args.is_empty() { Payload::Empty } else { Payload::args(args) };
+        self.send(&Message::Call { request, options: Dict::new(), procedure: procedure.to_owned(), payload }).await?;
         match self.recv().await? {
-            Message::Result {
-                request: r, payload, ..
-            } if r == request => Ok(payload),
+            Message::Result { request: r, payload, .. } if r == request => Ok(payload),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
     }
 
     /// Sends GOODBYE and waits for the router's GOODBYE.
     pub async fn goodbye(mut self) -> Result<Message, ClientError> {
-        self.send(&Message::Goodbye {
-            details: Dict::new(),
-            reason: "wamp.close.close_realm".into(),
-        })
-        .await?;
+        self.send(&Message::Goodbye { details: Dict::new(), reason: "wamp.close.close_realm".into() }).await?;
         self.recv().await
     }
 
@@ -383,15 +349,7 @@ pub async fn echo_invocations(client: Client) {
     let (mut tx, mut rx) = client.split();
     while let Ok(message) = rx.recv_forever().await {
         if let Message::Invocation { request, payload, .. } = message {
-            if tx
-                .send(&Message::Yield {
-                    request,
-                    options: Dict::new(),
-                    payload,
-                })
-                .await
-                .is_err()
-            {
+            if tx.send(&Message::Yield { request, options: Dict::new(), payload }).await.is_err() {
                 return;
             }
         }

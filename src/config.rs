@@ -60,6 +60,21 @@ pub struct RouterConfig {
 pub struct RealmConfig {
     /// The realm's name (a WAMP URI).
     pub name: String,
+    /// Whether callers may ask to be disclosed to callees (`CALL.Options.disclose_me`); when
+    /// false such calls get `wamp.error.option_disallowed.disclose_me`. Default true.
+    #[serde(default = "yes")]
+    pub allow_disclose_caller: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RealmConfig {
+    /// A realm with default settings.
+    pub fn named(name: &str) -> Self {
+        RealmConfig { name: name.to_owned(), allow_disclose_caller: true }
+    }
 }
 
 /// How log lines are written.
@@ -80,9 +95,7 @@ impl Default for RouterConfig {
             path: "/ws".to_owned(),
             rawsocket_on_websocket_port: true,
             rawsocket_listen: None,
-            realms: vec![RealmConfig {
-                name: "realm1".to_owned(),
-            }],
+            realms: vec![RealmConfig::named("realm1")],
             max_message_size: 16 * 1024 * 1024,
             read_buffer_size: 4096,
             write_buffer_size: 64 * 1024,
@@ -126,14 +139,9 @@ impl RouterConfig {
     /// Reads a TOML file; absent keys keep their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let config: RouterConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: shown,
-            source: Box::new(source),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let config: RouterConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown, source: Box::new(source) })?;
         config.validate()?;
         Ok(config)
     }
@@ -145,10 +153,7 @@ impl RouterConfig {
             return invalid("at least one [[realm]] is needed");
         }
         if let Some(bad) = self.realms.iter().find(|r| !crate::wire::uri::is_valid(&r.name)) {
-            return Err(ConfigError::Invalid(format!(
-                "realm name '{}' is not a valid URI",
-                bad.name
-            )));
+            return Err(ConfigError::Invalid(format!("realm name '{}' is not a valid URI", bad.name)));
         }
         if !self.path.starts_with('/') {
             return invalid("path must start with '/'");

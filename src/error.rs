@@ -25,8 +25,16 @@ pub enum WampError {
     NoSuchRegistration,
     /// UNSUBSCRIBE of a subscription the session does not hold.
     NoSuchSubscription,
-    /// The call ended because its callee went away.
+    /// The call ended because its callee went away, or its caller canceled it.
     Canceled,
+    /// The call ran past its `timeout`.
+    Timeout,
+    /// A callee answers this when it cannot take the call now (call reroute).
+    Unavailable,
+    /// Every member of a registration answered `unavailable`.
+    NoAvailableCallee,
+    /// The realm does not allow `disclose_me`.
+    OptionDisallowedDiscloseMe,
     /// The session may not do this.
     NotAuthorized,
     /// The peer asked for something this router does not implement.
@@ -58,6 +66,10 @@ impl WampError {
             WampError::NoSuchRegistration => "wamp.error.no_such_registration",
             WampError::NoSuchSubscription => "wamp.error.no_such_subscription",
             WampError::Canceled => "wamp.error.canceled",
+            WampError::Timeout => "wamp.error.timeout",
+            WampError::Unavailable => "wamp.error.unavailable",
+            WampError::NoAvailableCallee => "wamp.error.no_available_callee",
+            WampError::OptionDisallowedDiscloseMe => "wamp.error.option_disallowed.disclose_me",
             WampError::NotAuthorized => "wamp.error.not_authorized",
             WampError::FeatureNotSupported => "wamp.error.feature_not_supported",
             WampError::PayloadSizeExceeded => "wamp.error.payload_size_exceeded",
@@ -88,9 +100,6 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal with a reason.
     pub fn new(error: WampError, message: impl Into<String>) -> Self {
-        Refusal {
-            error,
-            message: message.into(),
-        }
+        Refusal { error, message: message.into() }
     }
 }

@@ -60,11 +60,7 @@ fn main() -> ExitCode {
         config.listen = listen;
     }
     if !cli.realms.is_empty() {
-        config.realms = cli
-            .realms
-            .iter()
-            .map(|name| RealmConfig { name: name.clone() })
-            .collect();
+        config.realms = cli.realms.iter().map(|name| RealmConfig::named(name)).collect();
     }
     if let Some(format) = cli.log_format {
         config.log_format = format;

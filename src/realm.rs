@@ -1,6 +1,7 @@
 //! A realm: a routing namespace with its own dealer and broker. Sessions join exactly one realm.
 
 use crate::broker::Broker;
+use crate::config::RealmConfig;
 use crate::dealer::Dealer;
 
 /// One realm served by the router.
@@ -14,11 +15,12 @@ pub struct Realm {
 }
 
 impl Realm {
-    /// A realm whose registration and subscription tables have `shards` shards each.
-    pub fn new(name: &str, shards: usize) -> Self {
+    /// A realm whose registration and subscription tables have `shards` shards each. Must be
+    /// created inside a tokio runtime (the dealer starts its timeout sweeper).
+    pub fn new(config: &RealmConfig, shards: usize) -> Self {
         Realm {
-            name: name.to_owned(),
-            dealer: Dealer::new(shards),
+            name: config.name.clone(),
+            dealer: Dealer::new(shards, config.allow_disclose_caller),
             broker: Broker::new(shards),
         }
     }

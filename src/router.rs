@@ -56,22 +56,13 @@ pub struct Router;
 impl Router {
     /// Binds the listener and starts serving. Returns once the port is bound.
     pub async fn start(config: RouterConfig) -> io::Result<RouterHandle> {
-        config
-            .validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let realms = config
-            .realms
-            .iter()
-            .map(|r| (r.name.clone(), Arc::new(Realm::new(&r.name, config.dealer_shards))))
-            .collect();
-        let shared = Arc::new(RouterShared {
-            config,
-            realms,
-            sessions: DashMap::default(),
-            shutdown: CancellationToken::new(),
-        });
+        let realms =
+            config.realms.iter().map(|r| (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards)))).collect();
+        let shared =
+            Arc::new(RouterShared { config, realms, sessions: DashMap::default(), shutdown: CancellationToken::new() });
         let rawsocket = match shared.config.rawsocket_listen {
             Some(address) => Some(TcpListener::bind(address).await?),
             None => None,
@@ -87,13 +78,7 @@ impl Router {
             limit.clone(),
         ))];
         if let Some(listener) = rawsocket {
-            let rawsocket = accept_loop(
-                listener,
-                Listener::RawSocket,
-                shared.clone(),
-                connections.clone(),
-                limit,
-            );
+            let rawsocket = accept_loop(listener, Listener::RawSocket, shared.clone(), connections.clone(), limit);
             accept.push(tokio::spawn(rawsocket));
         }
         tracing::info!(
@@ -102,13 +87,7 @@ impl Router {
             realms = ?shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             "router listening"
         );
-        Ok(RouterHandle {
-            local_addr,
-            rawsocket_addr,
-            shared,
-            connections,
-            accept,
-        })
+        Ok(RouterHandle { local_addr, rawsocket_addr, shared, connections, accept })
     }
 }
 
@@ -220,10 +199,7 @@ impl RouterHandle {
             let _ = accept.await;
         }
         self.connections.close();
-        if tokio::time::timeout(self.shared.config.shutdown_timeout(), self.connections.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.shared.config.shutdown_timeout(), self.connections.wait()).await.is_err() {
             tracing::warn!(
                 sessions = self.session_count(),
                 "sessions still open after the shutdown timeout; dropping them"

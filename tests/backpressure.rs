@@ -23,14 +23,9 @@ async fn pipeline(
         for _ in 0..count {
             let request = tx.request_id();
             let payload = Payload::args(vec![Value::Bytes(vec![0xab; size])]);
-            tx.send(&Message::Call {
-                request,
-                options: Dict::new(),
-                procedure: procedure.clone(),
-                payload,
-            })
-            .await
-            .unwrap();
+            tx.send(&Message::Call { request, options: Dict::new(), procedure: procedure.clone(), payload })
+                .await
+                .unwrap();
         }
         tx
     });
@@ -56,15 +51,7 @@ async fn pipeline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_callee_slows_callers_without_failing_calls() {
     let router = router_with(|c| c.outbound_queue = 2).await;
-    let _callee = Callee::start(
-        &router,
-        Serializer::Json,
-        "A",
-        "com.example.busy",
-        Dict::new(),
-        Behavior::Echo,
-    )
-    .await;
+    let _callee = Callee::start(&router, Serializer::Json, "A", "com.example.busy", Dict::new(), Behavior::Echo).await;
     let (results, errors) = pipeline(&router, "com.example.busy", 3000, 64).await;
     assert_eq!((results, errors.len()), (3000, 0), "{errors:?}");
 }
@@ -79,25 +66,12 @@ async fn a_stuck_callee_is_evicted_and_its_calls_go_to_the_standby() {
     // A registers first, then never reads its socket again.
     let mut stuck = join(&router, Serializer::MsgPack).await;
     stuck.register("com.example.ha", rule("first")).await.unwrap();
-    let standby = Callee::start(
-        &router,
-        Serializer::MsgPack,
-        "B",
-        "com.example.ha",
-        rule("first"),
-        Behavior::Echo,
-    )
-    .await;
+    let standby =
+        Callee::start(&router, Serializer::MsgPack, "B", "com.example.ha", rule("first"), Behavior::Echo).await;
     assert_eq!(router.session_count(), 2);
     let (results, errors) = pipeline(&router, "com.example.ha", 64, 256 * 1024).await;
     assert!(errors.iter().all(|e| e == "wamp.error.canceled"), "{errors:?}");
-    assert!(
-        results > 0 && standby.invocation_count() == results,
-        "the standby served the rest"
-    );
-    println!(
-        "{results} results from the standby, {} canceled at the stuck callee",
-        errors.len()
-    );
+    assert!(results > 0 && standby.invocation_count() == results, "the standby served the rest");
+    println!("{results} results from the standby, {} canceled at the stuck callee", errors.len());
     drop(stuck);
 }

@@ -34,15 +34,7 @@ async fn register_refuses_invalid_and_reserved_uris() {
 #[tokio::test]
 async fn unregister_by_a_non_member_twice_or_unknown_is_no_such_registration() {
     let router = router().await;
-    let a = Callee::start(
-        &router,
-        Serializer::Json,
-        "A",
-        "com.example.p",
-        rule("first"),
-        Behavior::Name,
-    )
-    .await;
+    let a = Callee::start(&router, Serializer::Json, "A", "com.example.p", rule("first"), Behavior::Name).await;
     let mut b = join(&router, Serializer::Json).await;
     let reply = unexpected(b.unregister(a.registration).await);
     assert_error(&reply, MessageType::Unregister, "wamp.error.no_such_registration");
@@ -53,11 +45,7 @@ async fn unregister_by_a_non_member_twice_or_unknown_is_no_such_registration() {
     let reply = unexpected(b.unregister(id).await);
     assert_error(&reply, MessageType::Unregister, "wamp.error.no_such_registration");
     let mut caller = join(&router, Serializer::Json).await;
-    assert_eq!(
-        call_names(&mut caller, "com.example.p", 1).await,
-        ["A"],
-        "A is untouched"
-    );
+    assert_eq!(call_names(&mut caller, "com.example.p", 1).await, ["A"], "A is untouched");
 }
 
 #[tokio::test]
@@ -81,16 +69,8 @@ async fn a_callee_error_reaches_the_caller_unchanged() {
             })
             .await
             .unwrap();
-        let Message::Invocation {
-            request: invocation, ..
-        } = callee.recv().await.unwrap()
-        else {
-            panic!()
-        };
-        let payload = Payload::Values(
-            vec![Value::UInt(1), Value::from("two")],
-            Some(Dict::new().with("x", 3u64)),
-        );
+        let Message::Invocation { request: invocation, .. } = callee.recv().await.unwrap() else { panic!() };
+        let payload = Payload::Values(vec![Value::UInt(1), Value::from("two")], Some(Dict::new().with("x", 3u64)));
         callee
             .send(&Message::Error {
                 request_type: MessageType::Invocation as u64,
@@ -102,17 +82,8 @@ async fn a_callee_error_reaches_the_caller_unchanged() {
             .await
             .unwrap();
         match caller.recv().await.unwrap() {
-            Message::Error {
-                request_type,
-                request: r,
-                error,
-                payload,
-                ..
-            } => {
-                assert_eq!(
-                    (request_type, r, error.as_str()),
-                    (MessageType::Call as u64, request, "com.example.oops")
-                );
+            Message::Error { request_type, request: r, error, payload, .. } => {
+                assert_eq!((request_type, r, error.as_str()), (MessageType::Call as u64, request, "com.example.oops"));
                 let (args, kwargs) = payload.to_values().unwrap();
                 assert_eq!(args, vec![Value::UInt(1), Value::from("two")]);
                 assert_eq!(kwargs, Dict::new().with("x", 3u64));
@@ -131,16 +102,9 @@ fn rich_args() -> (Vec<Value>, Dict) {
         Value::Bool(true),
         Value::Null,
         Value::Bytes(vec![0, 1, 2, 254, 255]),
-        Value::List(vec![Value::Dict(
-            Dict::new().with("deep", Value::List(vec![Value::UInt(7)])),
-        )]),
+        Value::List(vec![Value::Dict(Dict::new().with("deep", Value::List(vec![Value::UInt(7)])))]),
     ];
-    (
-        args,
-        Dict::new()
-            .with("k", "v")
-            .with("bin", Value::Bytes(b"\x00raw".to_vec())),
-    )
+    (args, Dict::new().with("k", "v").with("bin", Value::Bytes(b"\x00raw".to_vec())))
 }
 
 #[tokio::test]
@@ -148,29 +112,14 @@ async fn payloads_pass_through_and_transcode_between_serializers() {
     for callee_ser in SERIALIZERS {
         for caller_ser in SERIALIZERS {
             let router = router().await;
-            let callee = Callee::start(
-                &router,
-                callee_ser,
-                "E",
-                "com.example.echo",
-                Dict::new(),
-                Behavior::Echo,
-            )
-            .await;
+            let callee = Callee::start(&router, callee_ser, "E", "com.example.echo", Dict::new(), Behavior::Echo).await;
             let mut caller = join(&router, caller_ser).await;
             let (args, kwargs) = rich_args();
             let request = caller.request_id();
             let payload = Payload::Values(args.clone(), Some(kwargs.clone()));
-            let call = Message::Call {
-                request,
-                options: Dict::new(),
-                procedure: "com.example.echo".into(),
-                payload,
-            };
+            let call = Message::Call { request, options: Dict::new(), procedure: "com.example.echo".into(), payload };
             caller.send(&call).await.unwrap();
-            let Message::Result { payload, details, .. } = caller.recv().await.unwrap() else {
-                panic!()
-            };
+            let Message::Result { payload, details, .. } = caller.recv().await.unwrap() else { panic!() };
             assert!(details.is_empty());
             assert_eq!(
                 payload.to_values().unwrap(),
@@ -178,9 +127,7 @@ async fn payloads_pass_through_and_transcode_between_serializers() {
                 "{caller_ser:?} -> {callee_ser:?}"
             );
             let seen = callee.invocations.lock()[0].clone();
-            let Message::Invocation { payload, details, .. } = seen else {
-                panic!()
-            };
+            let Message::Invocation { payload, details, .. } = seen else { panic!() };
             assert!(details.is_empty(), "INVOCATION.Details is {{}}");
             assert_eq!(payload.to_values().unwrap(), (args, kwargs));
         }
@@ -196,19 +143,10 @@ async fn json_binary_is_the_nul_prefixed_base64_string() {
     let request = caller.request_id();
     let payload = Payload::args(vec![Value::Bytes(vec![1, 2, 3])]);
     caller
-        .send(&Message::Call {
-            request,
-            options: Dict::new(),
-            procedure: "com.example.bin".into(),
-            payload,
-        })
+        .send(&Message::Call { request, options: Dict::new(), procedure: "com.example.bin".into(), payload })
         .await
         .unwrap();
-    let Message::Invocation {
-        payload: roundhouse::wire::Payload::Raw(raw),
-        ..
-    } = callee.recv().await.unwrap()
-    else {
+    let Message::Invocation { payload: roundhouse::wire::Payload::Raw(raw), .. } = callee.recv().await.unwrap() else {
         panic!()
     };
     assert_eq!(&raw.args.unwrap()[..], br#"["\u0000AQID"]"#);
@@ -217,24 +155,9 @@ async fn json_binary_is_the_nul_prefixed_base64_string() {
 #[tokio::test]
 async fn invocation_ids_are_sequential_per_callee() {
     let router = router().await;
-    let a = Callee::start(
-        &router,
-        Serializer::Json,
-        "A",
-        "com.example.rr",
-        rule("roundrobin"),
-        Behavior::Name,
-    )
-    .await;
-    let b = Callee::start(
-        &router,
-        Serializer::MsgPack,
-        "B",
-        "com.example.rr",
-        rule("roundrobin"),
-        Behavior::Name,
-    )
-    .await;
+    let a = Callee::start(&router, Serializer::Json, "A", "com.example.rr", rule("roundrobin"), Behavior::Name).await;
+    let b =
+        Callee::start(&router, Serializer::MsgPack, "B", "com.example.rr", rule("roundrobin"), Behavior::Name).await;
     let mut caller = join(&router, Serializer::Json).await;
     call_names(&mut caller, "com.example.rr", 10).await;
     for callee in [&a, &b] {
@@ -243,9 +166,7 @@ async fn invocation_ids_are_sequential_per_callee() {
             .lock()
             .iter()
             .map(|m| match m {
-                Message::Invocation {
-                    request, registration, ..
-                } => {
+                Message::Invocation { request, registration, .. } => {
                     assert_eq!(*registration, callee.registration);
                     *request
                 }
@@ -261,15 +182,7 @@ async fn a_callee_that_leaves_cancels_its_calls_in_flight() {
     for how in [Leave::Drop, Leave::Goodbye] {
         for ser in SERIALIZERS {
             let router = router().await;
-            let holder = Callee::start(
-                &router,
-                ser,
-                "H",
-                "com.example.slow",
-                rule("roundrobin"),
-                Behavior::Hold,
-            )
-            .await;
+            let holder = Callee::start(&router, ser, "H", "com.example.slow", rule("roundrobin"), Behavior::Hold).await;
             let mut caller = join(&router, ser).await;
             let mut requests = Vec::new();
             for _ in 0..3 {
@@ -291,9 +204,7 @@ async fn a_callee_that_leaves_cancels_its_calls_in_flight() {
             for _ in 0..3 {
                 let reply = caller.recv().await.unwrap();
                 assert_error(&reply, MessageType::Call, "wamp.error.canceled");
-                let Message::Error { request, .. } = reply else {
-                    unreachable!()
-                };
+                let Message::Error { request, .. } = reply else { unreachable!() };
                 canceled.push(request);
             }
             canceled.sort();
@@ -318,22 +229,10 @@ async fn a_late_yield_for_a_caller_that_left_is_dropped_quietly() {
         })
         .await
         .unwrap();
-    let Message::Invocation {
-        request: invocation, ..
-    } = callee.recv().await.unwrap()
-    else {
-        panic!()
-    };
+    let Message::Invocation { request: invocation, .. } = callee.recv().await.unwrap() else { panic!() };
     drop(caller);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    callee
-        .send(&Message::Yield {
-            request: invocation,
-            options: Dict::new(),
-            payload: Payload::Empty,
-        })
-        .await
-        .unwrap();
+    callee.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     // The callee's session carries on: it still serves the next caller.
     let mut next = join(&router, Serializer::Json).await;
     let request = next.request_id();
@@ -345,20 +244,8 @@ async fn a_late_yield_for_a_caller_that_left_is_dropped_quietly() {
     })
     .await
     .unwrap();
-    let Message::Invocation {
-        request: invocation, ..
-    } = callee.recv().await.unwrap()
-    else {
-        panic!()
-    };
-    callee
-        .send(&Message::Yield {
-            request: invocation,
-            options: Dict::new(),
-            payload: Payload::Empty,
-        })
-        .await
-        .unwrap();
+    let Message::Invocation { request: invocation, .. } = callee.recv().await.unwrap() else { panic!() };
+    callee.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     assert!(matches!(next.recv().await.unwrap(), Message::Result { request: r, .. } if r == request));
 }
 
@@ -370,15 +257,8 @@ async fn calls_survive_membership_churn() {
     let router = router().await;
     let procedure = "com.example.churn";
     // One member that never leaves, so calls always have somewhere to go.
-    let anchor = Callee::start(
-        &router,
-        Serializer::Json,
-        "anchor",
-        procedure,
-        rule("roundrobin"),
-        Behavior::Name,
-    )
-    .await;
+    let anchor =
+        Callee::start(&router, Serializer::Json, "anchor", procedure, rule("roundrobin"), Behavior::Name).await;
     let results = Arc::new(AtomicUsize::new(0));
     let defined_errors = Arc::new(AtomicUsize::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
@@ -448,8 +328,5 @@ async fn calls_survive_membership_churn() {
     assert!(rounds > 5, "only {rounds} churn rounds");
     assert!(answered > 100, "only {answered} results");
     assert!(anchor.invocation_count() > 0);
-    println!(
-        "{rounds} churn rounds, {answered} results, {} defined errors",
-        defined_errors.load(Ordering::Relaxed)
-    );
+    println!("{rounds} churn rounds, {answered} results, {} defined errors", defined_errors.load(Ordering::Relaxed));
 }

@@ -32,10 +32,7 @@ fn start(args: &[&str]) -> (Child, String) {
 }
 
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-s", name, &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -69,13 +66,8 @@ async fn realms_come_from_flags_and_the_config_file() {
     let config = std::env::temp_dir().join(format!("roundhouse-test-{}.toml", std::process::id()));
     std::fs::write(&config, "[[realm]]\nname = \"com.example.fromfile\"\n").unwrap();
     let (mut child, url) = start(&["--config", config.to_str().unwrap()]);
-    Client::join(&url, "com.example.fromfile", Serializer::MsgPack)
-        .await
-        .unwrap();
-    assert!(
-        Client::join(&url, "realm1", Serializer::MsgPack).await.is_err(),
-        "the file replaced realm1"
-    );
+    Client::join(&url, "com.example.fromfile", Serializer::MsgPack).await.unwrap();
+    assert!(Client::join(&url, "realm1", Serializer::MsgPack).await.is_err(), "the file replaced realm1");
     child.kill().unwrap();
     let _ = child.wait();
 
@@ -92,25 +84,13 @@ fn help_explains_and_bad_config_is_refused() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
-    for flag in [
-        "--config",
-        "--listen",
-        "--realm",
-        "--log-level",
-        "ws://127.0.0.1:8080/ws",
-    ] {
+    for flag in ["--config", "--listen", "--realm", "--log-level", "ws://127.0.0.1:8080/ws"] {
         assert!(text.contains(flag), "--help mentions {flag}");
     }
     let config = std::env::temp_dir().join(format!("roundhouse-bad-{}.toml", std::process::id()));
     std::fs::write(&config, "lissten = \"127.0.0.1:1\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["--config", config.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("lissten"),
-        "names the bad key"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lissten"), "names the bad key");
     std::fs::remove_file(config).ok();
 }

@@ -96,14 +96,8 @@ fn encode(serializer: Serializer, message: &Message) -> Vec<u8> {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    assert!(
-        s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit()),
-        "bad hex {s:?}"
-    );
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    assert!(s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit()), "bad hex {s:?}");
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
 /// Bytes for display: text for JSON, hex otherwise.
@@ -118,21 +112,13 @@ fn show(serializer: Serializer, bytes: &[u8]) -> String {
 /// Where several are present they must agree.
 fn variant_bytes(variant: &JsonValue, context: &str) -> Vec<u8> {
     let from_hex = variant.get("bytes_hex").and_then(JsonValue::as_str).map(hex);
-    let from_text = variant
-        .get("bytes")
-        .and_then(JsonValue::as_str)
-        .map(|s| s.as_bytes().to_vec());
+    let from_text = variant.get("bytes").and_then(JsonValue::as_str).map(|s| s.as_bytes().to_vec());
     let from_b64 = variant.get("bytes_base64").and_then(JsonValue::as_str).map(|s| {
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .unwrap_or_else(|e| panic!("{context}: bad base64: {e}"))
+        base64::engine::general_purpose::STANDARD.decode(s).unwrap_or_else(|e| panic!("{context}: bad base64: {e}"))
     });
     let all: Vec<_> = [from_hex, from_text, from_b64].into_iter().flatten().collect();
     assert!(!all.is_empty(), "{context}: variant has no bytes");
-    assert!(
-        all.windows(2).all(|w| w[0] == w[1]),
-        "{context}: the variant's representations disagree"
-    );
+    assert!(all.windows(2).all(|w| w[0] == w[1]), "{context}: the variant's representations disagree");
     all.into_iter().next().expect("one representation")
 }
 
@@ -172,9 +158,7 @@ fn attributes(message: &Message) -> BTreeMap<&'static str, Value> {
     a.insert("message_type", Value::UInt(message.message_type() as u64));
     let dict = |d: &Dict| Value::Dict(d.clone());
     let payload = |a: &mut BTreeMap<&'static str, Value>, p: &Payload| {
-        let (args, kwargs) = p
-            .to_values()
-            .unwrap_or_else(|e| panic!("payload of {message:?} does not parse: {e}"));
+        let (args, kwargs) = p.to_values().unwrap_or_else(|e| panic!("payload of {message:?} does not parse: {e}"));
         let n = p.element_count();
         a.insert("args", if n >= 1 { Value::List(args) } else { Value::Null });
         a.insert("kwargs", if n >= 2 { Value::Dict(kwargs) } else { Value::Null });
@@ -203,25 +187,14 @@ fn attributes(message: &Message) -> BTreeMap<&'static str, Value> {
             a.insert("signature", Value::from(signature.as_str()));
             a.insert("extra", dict(extra));
         }
-        Message::Error {
-            request_type,
-            request,
-            details,
-            error,
-            payload: p,
-        } => {
+        Message::Error { request_type, request, details, error, payload: p } => {
             a.insert("request_type", Value::UInt(*request_type));
             a.insert("request_id", Value::UInt(*request));
             a.insert("details", dict(details));
             a.insert("error", Value::from(error.as_str()));
             payload(&mut a, p);
         }
-        Message::Publish {
-            request,
-            options,
-            topic,
-            payload: p,
-        } => {
+        Message::Publish { request, options, topic, payload: p } => {
             a.insert("request_id", Value::UInt(*request));
             a.insert("options", dict(options));
             a.insert("topic", Value::from(topic.as_str()));
@@ -231,11 +204,7 @@ fn attributes(message: &Message) -> BTreeMap<&'static str, Value> {
             a.insert("request_id", Value::UInt(*request));
             a.insert("publication_id", Value::UInt(*publication));
         }
-        Message::Subscribe {
-            request,
-            options,
-            topic,
-        } => {
+        Message::Subscribe { request, options, topic } => {
             a.insert("request_id", Value::UInt(*request));
             a.insert("options", dict(options));
             a.insert("topic", Value::from(topic.as_str()));
@@ -248,12 +217,7 @@ fn attributes(message: &Message) -> BTreeMap<&'static str, Value> {
             a.insert("request_id", Value::UInt(*request));
             a.insert("details", details.as_ref().map_or(Value::Null, dict));
         }
-        Message::Event {
-            subscription,
-            publication,
-            details,
-            payload: p,
-        } => {
+        Message::Event { subscription, publication, details, payload: p } => {
             for key in ["subscription", "subscription_id"] {
                 a.insert(key, Value::UInt(*subscription));
             }
@@ -263,12 +227,7 @@ fn attributes(message: &Message) -> BTreeMap<&'static str, Value> {
             a.insert("details", dict(details));
             payload(&mut a, p);
         }
-        Message::Call {
-            request,
-            options,
-            procedure,
-            payload: p,
-        } => {
+        Message::Call { request, options, procedure, payload: p } => {
             a.insert("request_id", Value::UInt(*request));
             a.insert("options", dict(options));
             a.insert("procedure", Value::from(procedure.as_str()));
@@ -278,29 +237,17 @@ fn attributes(message: &Message) -> BTreeMap<&'static str, Value> {
             a.insert("request_id", Value::UInt(*request));
             a.insert("options", dict(options));
         }
-        Message::Yield {
-            request,
-            options,
-            payload: p,
-        } => {
+        Message::Yield { request, options, payload: p } => {
             a.insert("request_id", Value::UInt(*request));
             a.insert("options", dict(options));
             payload(&mut a, p);
         }
-        Message::Result {
-            request,
-            details,
-            payload: p,
-        } => {
+        Message::Result { request, details, payload: p } => {
             a.insert("request_id", Value::UInt(*request));
             a.insert("details", dict(details));
             payload(&mut a, p);
         }
-        Message::Register {
-            request,
-            options,
-            procedure,
-        } => {
+        Message::Register { request, options, procedure } => {
             a.insert("request_id", Value::UInt(*request));
             a.insert("options", dict(options));
             a.insert("procedure", Value::from(procedure.as_str()));
@@ -309,12 +256,7 @@ fn attributes(message: &Message) -> BTreeMap<&'static str, Value> {
             a.insert("request_id", Value::UInt(*request));
             a.insert("registration_id", Value::UInt(*registration));
         }
-        Message::Invocation {
-            request,
-            registration,
-            details,
-            payload: p,
-        } => {
+        Message::Invocation { request, registration, details, payload: p } => {
             a.insert("request_id", Value::UInt(*request));
             a.insert("registration_id", Value::UInt(*registration));
             a.insert("details", dict(details));
@@ -329,24 +271,13 @@ fn assert_attributes(message: &Message, expected: &Map<String, JsonValue>, conte
     let actual = attributes(message);
     for (key, want) in expected {
         let Some(got) = actual.get(key.as_str()) else {
-            panic!(
-                "{context}: attribute {key:?} has no counterpart in {message:?} (known: {:?})",
-                actual.keys()
-            );
+            panic!("{context}: attribute {key:?} has no counterpart in {message:?} (known: {:?})", actual.keys());
         };
-        assert_eq!(
-            normalized(got),
-            normalized(&from_json(want)),
-            "{context}: attribute {key}"
-        );
+        assert_eq!(normalized(got), normalized(&from_json(want)), "{context}: attribute {key}");
     }
     for key in ["args", "kwargs", "payload"] {
         if let Some(got) = actual.get(key).filter(|_| !expected.contains_key(key)) {
-            assert_eq!(
-                *got,
-                Value::Null,
-                "{context}: {key} is not in the sample, so must be absent"
-            );
+            assert_eq!(*got, Value::Null, "{context}: {key} is not in the sample, so must be absent");
         }
     }
 }
@@ -382,12 +313,8 @@ impl Tally {
 
 /// A serialization sample: decode every variant, re-encode in every serializer.
 fn check_serialization_sample(sample: &JsonValue, context: &str, tally: &mut Tally) {
-    let serializers = sample["serializers"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{context}: no serializers"));
-    let expected = sample["expected_attributes"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{context}: no attributes"));
+    let serializers = sample["serializers"].as_object().unwrap_or_else(|| panic!("{context}: no serializers"));
+    let expected = sample["expected_attributes"].as_object().unwrap_or_else(|| panic!("{context}: no attributes"));
     let message_type = expected["message_type"].as_u64().expect("message_type");
     for (key, variants) in serializers {
         if !Serializer::ALL.iter().any(|s| vector_key(*s) == key) {
@@ -395,15 +322,9 @@ fn check_serialization_sample(sample: &JsonValue, context: &str, tally: &mut Tal
         }
     }
     let variants_of = |s: Serializer| -> Vec<Vec<u8>> {
-        serializers
-            .get(vector_key(s))
-            .and_then(JsonValue::as_array)
-            .map_or(Vec::new(), |vs| {
-                vs.iter()
-                    .enumerate()
-                    .map(|(i, v)| variant_bytes(v, &format!("{context} {}[{i}]", vector_key(s))))
-                    .collect()
-            })
+        serializers.get(vector_key(s)).and_then(JsonValue::as_array).map_or(Vec::new(), |vs| {
+            vs.iter().enumerate().map(|(i, v)| variant_bytes(v, &format!("{context} {}[{i}]", vector_key(s)))).collect()
+        })
     };
     let transparent = expected.get("payload").is_some_and(|p| !p.is_null());
     let unsupported = UNSUPPORTED_TYPES.iter().find(|(code, _)| *code == message_type);
@@ -450,18 +371,10 @@ fn check_serialization_sample(sample: &JsonValue, context: &str, tally: &mut Tal
 
 /// A validation sample: the plain-list message, in each serializer, must be accepted or refused.
 fn check_validation_sample(sample: &JsonValue, context: &str, tally: &mut Tally) {
-    let wmsg = sample["wmsg"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{context}: wmsg is not a list"));
+    let wmsg = sample["wmsg"].as_array().unwrap_or_else(|| panic!("{context}: wmsg is not a list"));
     let expected_error = sample.get("expected_error").filter(|e| !e.is_null());
-    let contains = expected_error
-        .and_then(|e| e.get("contains"))
-        .and_then(JsonValue::as_str)
-        .unwrap_or("");
-    let message_type = wmsg
-        .first()
-        .and_then(JsonValue::as_u64)
-        .expect("wmsg starts with a type");
+    let contains = expected_error.and_then(|e| e.get("contains")).and_then(JsonValue::as_str).unwrap_or("");
+    let message_type = wmsg.first().and_then(JsonValue::as_u64).expect("wmsg starts with a type");
     let mut elements: Vec<Value> = wmsg.iter().map(from_json).collect();
     for serializer in Serializer::ALL {
         let context = format!("{context} ({})", vector_key(serializer));
@@ -479,9 +392,7 @@ fn check_validation_sample(sample: &JsonValue, context: &str, tally: &mut Tally)
             }
         }
         let frame = encode_value(serializer, &Value::List(elements.clone()));
-        let result = serializer
-            .decode(Bytes::from(frame))
-            .and_then(|m| validate::check(&m).map(|()| m));
+        let result = serializer.decode(Bytes::from(frame)).and_then(|m| validate::check(&m).map(|()| m));
         match (result, expected_error) {
             (Ok(_), None) => {}
             (Err(e), None) => panic!("{context}: valid message refused: {e}"),
@@ -505,9 +416,7 @@ fn single_message_vectors() {
         if file.get("sequence").is_some() {
             continue;
         }
-        let samples = file["samples"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{name}: neither samples nor sequence"));
+        let samples = file["samples"].as_array().unwrap_or_else(|| panic!("{name}: neither samples nor sequence"));
         tally.files += 1;
         for (i, sample) in samples.iter().enumerate() {
             let description = sample["description"].as_str().unwrap_or("");
@@ -520,10 +429,7 @@ fn single_message_vectors() {
             }
         }
     }
-    assert!(
-        tally.files > 0 && tally.decoded > 0 && tally.validated > 0,
-        "no vectors were checked"
-    );
+    assert!(tally.files > 0 && tally.decoded > 0 && tally.validated > 0, "no vectors were checked");
     let skipped: Vec<_> = tally.skipped.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!(
         "conformance: {} files, {} samples; checked {} decodes, {} encodes, {} validations; \
@@ -533,11 +439,7 @@ fn single_message_vectors() {
         tally.decoded,
         tally.encoded,
         tally.validated,
-        if skipped.is_empty() {
-            "none".into()
-        } else {
-            skipped.join(", ")
-        },
+        if skipped.is_empty() { "none".into() } else { skipped.join(", ") },
         tally.gaps.len()
     );
     for gap in &tally.gaps {
@@ -589,41 +491,27 @@ fn client_message(attrs: &Map<String, JsonValue>, bindings: &Bindings, context: 
     };
     let kind = attrs.get("type").and_then(JsonValue::as_str).expect("type");
     match kind {
-        "SUBSCRIBE" => Message::Subscribe {
-            request: int("request_id"),
-            options: dict("options"),
-            topic: string("topic"),
-        },
-        "UNSUBSCRIBE" => Message::Unsubscribe {
-            request: int("request_id"),
-            subscription: int("subscription_id"),
-        },
+        "SUBSCRIBE" => {
+            Message::Subscribe { request: int("request_id"), options: dict("options"), topic: string("topic") }
+        }
+        "UNSUBSCRIBE" => Message::Unsubscribe { request: int("request_id"), subscription: int("subscription_id") },
         "PUBLISH" => Message::Publish {
             request: int("request_id"),
             options: dict("options"),
             topic: string("topic"),
             payload: payload(),
         },
-        "REGISTER" => Message::Register {
-            request: int("request_id"),
-            options: dict("options"),
-            procedure: string("procedure"),
-        },
-        "UNREGISTER" => Message::Unregister {
-            request: int("request_id"),
-            registration: int("registration_id"),
-        },
+        "REGISTER" => {
+            Message::Register { request: int("request_id"), options: dict("options"), procedure: string("procedure") }
+        }
+        "UNREGISTER" => Message::Unregister { request: int("request_id"), registration: int("registration_id") },
         "CALL" => Message::Call {
             request: int("request_id"),
             options: dict("options"),
             procedure: string("procedure"),
             payload: payload(),
         },
-        "YIELD" => Message::Yield {
-            request: int("request_id"),
-            options: dict("options"),
-            payload: payload(),
-        },
+        "YIELD" => Message::Yield { request: int("request_id"), options: dict("options"), payload: payload() },
         other => panic!("{context}: the conformance test cannot send {other} yet; extend client_message"),
     }
 }
@@ -632,26 +520,16 @@ fn client_message(attrs: &Map<String, JsonValue>, bindings: &Bindings, context: 
 /// router-assigned ids on first sight and holding them to it afterwards.
 fn assert_router_message(message: &Message, attrs: &Map<String, JsonValue>, bindings: &mut Bindings, context: &str) {
     let kind = attrs.get("type").and_then(JsonValue::as_str).expect("type");
-    assert_eq!(
-        format!("{:?}", message.message_type()).to_uppercase(),
-        kind,
-        "{context}: got {message:?}"
-    );
+    assert_eq!(format!("{:?}", message.message_type()).to_uppercase(), kind, "{context}: got {message:?}");
     let actual = attributes(message);
     for (key, want) in attrs.iter().filter(|(k, _)| *k != "type") {
-        let got = actual
-            .get(key.as_str())
-            .unwrap_or_else(|| panic!("{context}: no attribute {key} in {message:?}"));
+        let got = actual.get(key.as_str()).unwrap_or_else(|| panic!("{context}: no attribute {key} in {message:?}"));
         match (assigned_id_kind(key), want.as_u64(), got) {
             (Some(kind), Some(placeholder), Value::UInt(id)) => {
                 let bound = *bindings.entry((kind, placeholder)).or_insert(*id);
                 assert_eq!(*id, bound, "{context}: {key} differs from the {kind} id seen before");
             }
-            _ => assert_eq!(
-                normalized(got),
-                normalized(&from_json(want)),
-                "{context}: attribute {key}"
-            ),
+            _ => assert_eq!(normalized(got), normalized(&from_json(want)), "{context}: attribute {key}"),
         }
     }
 }
@@ -662,10 +540,7 @@ async fn replay(name: &str, vector: &JsonValue, serializer: Serializer) -> usize
     let mut clients: BTreeMap<String, Client> = BTreeMap::new();
     for session in vector["sessions"].as_array().expect("sessions") {
         let id = session["session_id"].as_str().expect("session_id");
-        let realm = session
-            .get("realm")
-            .and_then(JsonValue::as_str)
-            .unwrap_or(common::REALM);
+        let realm = session.get("realm").and_then(JsonValue::as_str).unwrap_or(common::REALM);
         let client = Client::join(&router.url(), realm, serializer).await.expect("joins");
         clients.insert(id.to_owned(), client);
     }
@@ -673,38 +548,21 @@ async fn replay(name: &str, vector: &JsonValue, serializer: Serializer) -> usize
     let mut events: BTreeMap<String, usize> = BTreeMap::new();
     let steps = vector["sequence"].as_array().expect("sequence");
     for step in steps {
-        let context = format!(
-            "{name} step {} ({}, {})",
-            step["step"],
-            step["description"],
-            vector_key(serializer)
-        );
+        let context = format!("{name} step {} ({}, {})", step["step"], step["description"], vector_key(serializer));
         let attrs = step["message"].as_object().expect("message");
         let (from, to) = (step["from"].as_str().expect("from"), step["to"].as_str().expect("to"));
         if to == "router" {
             let message = client_message(attrs, &bindings, &context);
             // What the router will decode must also pass the validator.
             let frame = encode(serializer, &message);
-            let decoded = serializer
-                .decode(Bytes::from(frame))
-                .unwrap_or_else(|e| panic!("{context}: {e}"));
+            let decoded = serializer.decode(Bytes::from(frame)).unwrap_or_else(|e| panic!("{context}: {e}"));
             validate::check(&decoded).unwrap_or_else(|e| panic!("{context}: {e}"));
-            let client = clients
-                .get_mut(from)
-                .unwrap_or_else(|| panic!("{context}: no session {from}"));
-            client
-                .send(&message)
-                .await
-                .unwrap_or_else(|e| panic!("{context}: send: {e:?}"));
+            let client = clients.get_mut(from).unwrap_or_else(|| panic!("{context}: no session {from}"));
+            client.send(&message).await.unwrap_or_else(|e| panic!("{context}: send: {e:?}"));
         } else {
             assert_eq!(from, "router", "{context}: only session-router steps are supported");
-            let client = clients
-                .get_mut(to)
-                .unwrap_or_else(|| panic!("{context}: no session {to}"));
-            let message = client
-                .recv()
-                .await
-                .unwrap_or_else(|e| panic!("{context}: nothing received: {e:?}"));
+            let client = clients.get_mut(to).unwrap_or_else(|| panic!("{context}: no session {to}"));
+            let message = client.recv().await.unwrap_or_else(|e| panic!("{context}: nothing received: {e:?}"));
             assert_router_message(&message, attrs, &mut bindings, &context);
             if matches!(message, Message::Event { .. }) {
                 *events.entry(to.to_owned()).or_default() += 1;
@@ -716,26 +574,16 @@ async fn replay(name: &str, vector: &JsonValue, serializer: Serializer) -> usize
         client.rx.set_timeout(Duration::from_millis(200));
         match client.recv().await {
             Err(ClientError::Timeout) => {}
-            other => panic!(
-                "{name} ({}): {id} got more than the sequence: {other:?}",
-                vector_key(serializer)
-            ),
+            other => panic!("{name} ({}): {id} got more than the sequence: {other:?}", vector_key(serializer)),
         }
     }
     let outcome = vector.get("expected_outcome").and_then(JsonValue::as_object);
     if let Some(count) = outcome.and_then(|o| o.get("event_count")).and_then(JsonValue::as_u64) {
         assert_eq!(events.values().sum::<usize>() as u64, count, "{name}: event_count");
     }
-    if let Some(recipients) = outcome
-        .and_then(|o| o.get("event_recipients"))
-        .and_then(JsonValue::as_array)
-    {
+    if let Some(recipients) = outcome.and_then(|o| o.get("event_recipients")).and_then(JsonValue::as_array) {
         let want: Vec<&str> = recipients.iter().filter_map(JsonValue::as_str).collect();
-        assert_eq!(
-            events.keys().map(String::as_str).collect::<Vec<_>>(),
-            want,
-            "{name}: event_recipients"
-        );
+        assert_eq!(events.keys().map(String::as_str).collect::<Vec<_>>(), want, "{name}: event_recipients");
     }
     steps.len()
 }

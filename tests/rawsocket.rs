@@ -13,9 +13,7 @@ use roundhouse::wire::{Dict, Message, MessageType, Payload, Serializer, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn raw_join(addr: std::net::SocketAddr, serializer: Serializer) -> Client {
-    let mut client = Client::connect_rawsocket(addr, serializer, 15)
-        .await
-        .expect("RawSocket handshake");
+    let mut client = Client::connect_rawsocket(addr, serializer, 15).await.expect("RawSocket handshake");
     client.hello(REALM).await.expect("joins over RawSocket");
     client
 }
@@ -28,15 +26,8 @@ async fn rawsocket_sessions_share_the_websocket_port_and_mix_with_websocket_peer
         let mut callee = callee;
         callee.register("com.example.raw", rule("roundrobin")).await.unwrap();
         tokio::spawn(roundhouse::client::echo_invocations(callee));
-        let _ws_member = Callee::start(
-            &router,
-            Serializer::Json,
-            "W",
-            "com.example.raw",
-            rule("roundrobin"),
-            Behavior::Echo,
-        )
-        .await;
+        let _ws_member =
+            Callee::start(&router, Serializer::Json, "W", "com.example.raw", rule("roundrobin"), Behavior::Echo).await;
         let mut caller = join(&router, SERIALIZERS[1]).await;
         for _ in 0..4 {
             let args = vec![Value::from("x"), Value::Bytes(vec![1, 2, 3])];
@@ -48,31 +39,20 @@ async fn rawsocket_sessions_share_the_websocket_port_and_mix_with_websocket_peer
         let mut raw_sub = raw_join(router.local_addr(), ser).await;
         for sub in [&mut ws_sub, &mut raw_sub] {
             let request = sub.request_id();
-            sub.send(&Message::Subscribe {
-                request,
-                options: Dict::new(),
-                topic: "com.example.t".into(),
-            })
-            .await
-            .unwrap();
+            sub.send(&Message::Subscribe { request, options: Dict::new(), topic: "com.example.t".into() })
+                .await
+                .unwrap();
             assert!(matches!(sub.recv().await.unwrap(), Message::Subscribed { .. }));
         }
         let mut publisher = raw_join(router.local_addr(), ser).await;
         let request = publisher.request_id();
         let payload = Payload::args(vec![Value::UInt(42)]);
         publisher
-            .send(&Message::Publish {
-                request,
-                options: Dict::new(),
-                topic: "com.example.t".into(),
-                payload,
-            })
+            .send(&Message::Publish { request, options: Dict::new(), topic: "com.example.t".into(), payload })
             .await
             .unwrap();
         for sub in [&mut ws_sub, &mut raw_sub] {
-            let Message::Event { payload, .. } = sub.recv().await.unwrap() else {
-                panic!()
-            };
+            let Message::Event { payload, .. } = sub.recv().await.unwrap() else { panic!() };
             assert_eq!(payload.to_values().unwrap().0, vec![Value::UInt(42)]);
         }
     }
@@ -89,20 +69,14 @@ async fn a_separate_rawsocket_port_serves_only_rawsocket() {
     let client = raw_join(addr, Serializer::MsgPack).await;
     assert!(client.session_id() > 0);
     // The main port no longer takes RawSocket.
-    assert!(Client::connect_rawsocket(router.local_addr(), Serializer::Json, 15)
-        .await
-        .is_err());
+    assert!(Client::connect_rawsocket(router.local_addr(), Serializer::Json, 15).await.is_err());
     join(&router, Serializer::Json).await;
 }
 
 #[tokio::test]
 async fn handshake_refusals_say_why() {
     let router = router().await;
-    for (request, code) in [
-        ([0x7f, 0xf7, 0, 0], 1u8),
-        ([0x7f, 0xf1, 0, 1], 3),
-        ([0x7f, 0xf0, 0, 0], 1),
-    ] {
+    for (request, code) in [([0x7f, 0xf7, 0, 0], 1u8), ([0x7f, 0xf1, 0, 1], 3), ([0x7f, 0xf0, 0, 0], 1)] {
         let mut tcp = tokio::net::TcpStream::connect(router.local_addr()).await.unwrap();
         tcp.write_all(&request).await.unwrap();
         let mut reply = [0u8; 4];
@@ -116,15 +90,8 @@ async fn handshake_refusals_say_why() {
 async fn ping_is_answered_with_the_same_payload() {
     let router = router().await;
     let mut client = raw_join(router.local_addr(), Serializer::Json).await;
-    client
-        .tx
-        .send_raw_frame(RawFrame::Ping(Bytes::from_static(b"are you there")))
-        .await
-        .unwrap();
-    assert_eq!(
-        client.rx.next_raw_frame().await.unwrap(),
-        RawFrame::Pong(Bytes::from_static(b"are you there"))
-    );
+    client.tx.send_raw_frame(RawFrame::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
+    assert_eq!(client.rx.next_raw_frame().await.unwrap(), RawFrame::Pong(Bytes::from_static(b"are you there")));
 }
 
 #[tokio::test]
@@ -133,14 +100,7 @@ async fn frames_over_the_announced_length_or_with_a_bad_header_are_violations() 
     let mut big = raw_join(router.local_addr(), Serializer::Json).await;
     let request = big.request_id();
     let payload = Payload::args(vec![Value::from("x".repeat(100_000))]);
-    big.send(&Message::Call {
-        request,
-        options: Dict::new(),
-        procedure: "com.x".into(),
-        payload,
-    })
-    .await
-    .unwrap();
+    big.send(&Message::Call { request, options: Dict::new(), procedure: "com.x".into(), payload }).await.unwrap();
     assert!(matches!(big.recv().await, Ok(Message::Abort { reason, .. }) if reason == "wamp.error.protocol_violation"));
     let mut bad = raw_join(router.local_addr(), Serializer::Json).await;
     bad.tx.send_raw_frame(RawFrame::Pong(Bytes::new())).await.unwrap();
@@ -159,17 +119,11 @@ async fn frames_over_the_announced_length_or_with_a_bad_header_are_violations() 
 async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
     let router = router().await;
     // The callee accepts at most 2^9 = 512 bytes.
-    let mut small = Client::connect_rawsocket(router.local_addr(), Serializer::MsgPack, 0)
-        .await
-        .unwrap();
+    let mut small = Client::connect_rawsocket(router.local_addr(), Serializer::MsgPack, 0).await.unwrap();
     small.hello(REALM).await.unwrap();
     small.register("com.example.small", Dict::new()).await.unwrap();
     let mut caller = join(&router, Serializer::Json).await;
-    let reply = unexpected(
-        caller
-            .call("com.example.small", vec![Value::from("y".repeat(2000))])
-            .await,
-    );
+    let reply = unexpected(caller.call("com.example.small", vec![Value::from("y".repeat(2000))]).await);
     assert_error(&reply, MessageType::Call, "wamp.error.payload_size_exceeded");
     // A small call still goes through, and a RESULT too large for a small caller becomes an error.
     let request = caller.request_id();
@@ -182,31 +136,11 @@ async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
         })
         .await
         .unwrap();
-    let Message::Invocation {
-        request: invocation, ..
-    } = small.recv().await.unwrap()
-    else {
-        panic!()
-    };
-    small
-        .send(&Message::Yield {
-            request: invocation,
-            options: Dict::new(),
-            payload: Payload::Empty,
-        })
-        .await
-        .unwrap();
+    let Message::Invocation { request: invocation, .. } = small.recv().await.unwrap() else { panic!() };
+    small.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     assert!(matches!(caller.recv().await.unwrap(), Message::Result { .. }));
 
-    let _echo = Callee::start(
-        &router,
-        Serializer::Json,
-        "E",
-        "com.example.big",
-        Dict::new(),
-        Behavior::Echo,
-    )
-    .await;
+    let _echo = Callee::start(&router, Serializer::Json, "E", "com.example.big", Dict::new(), Behavior::Echo).await;
     let request = small.request_id();
     let payload = Payload::args(vec![Value::from("z".repeat(300))]);
     small
@@ -218,19 +152,11 @@ async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
         })
         .await
         .unwrap();
-    assert!(
-        matches!(small.recv().await.unwrap(), Message::Result { .. }),
-        "300 bytes fit"
-    );
+    assert!(matches!(small.recv().await.unwrap(), Message::Result { .. }), "300 bytes fit");
     let request = small.request_id();
     let payload = Payload::args(vec![Value::from("z".repeat(450)), Value::from("w".repeat(100))]);
     small
-        .send(&Message::Call {
-            request,
-            options: Dict::new(),
-            procedure: "com.example.big".into(),
-            payload,
-        })
+        .send(&Message::Call { request, options: Dict::new(), procedure: "com.example.big".into(), payload })
         .await
         .unwrap();
     match small.recv().await {

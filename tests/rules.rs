@@ -18,15 +18,9 @@ async fn roundrobin_rotates_in_registration_order() {
     for ser in SERIALIZERS {
         let router = router().await;
         let cs = callees(&router, ser, "roundrobin", &["A", "B", "C"]).await;
-        assert!(
-            cs.iter().all(|c| c.registration == cs[0].registration),
-            "one shared registration id"
-        );
+        assert!(cs.iter().all(|c| c.registration == cs[0].registration), "one shared registration id");
         let mut caller = join(&router, ser).await;
-        assert_eq!(
-            call_names(&mut caller, "com.example.work", 7).await,
-            ["A", "B", "C", "A", "B", "C", "A"]
-        );
+        assert_eq!(call_names(&mut caller, "com.example.work", 7).await, ["A", "B", "C", "A", "B", "C", "A"]);
     }
 }
 
@@ -38,10 +32,7 @@ async fn roundrobin_continues_after_a_join() {
         let mut caller = join(&router, ser).await;
         assert_eq!(call_names(&mut caller, "com.example.work", 3).await, ["A", "B", "A"]);
         cs.extend(callees(&router, ser, "roundrobin", &["C"]).await);
-        assert_eq!(
-            call_names(&mut caller, "com.example.work", 4).await,
-            ["B", "C", "A", "B"]
-        );
+        assert_eq!(call_names(&mut caller, "com.example.work", 4).await, ["B", "C", "A", "B"]);
     }
 }
 
@@ -51,17 +42,10 @@ async fn roundrobin_continues_after_each_kind_of_leave() {
         let router = router().await;
         let cs = callees(&router, Serializer::Json, "roundrobin", &["A", "B", "C"]).await;
         let mut caller = join(&router, Serializer::Json).await;
-        assert_eq!(
-            call_names(&mut caller, "com.example.work", 4).await,
-            ["A", "B", "C", "A"]
-        );
+        assert_eq!(call_names(&mut caller, "com.example.work", 4).await, ["A", "B", "C", "A"]);
         cs[2].leave(how).await;
         wait_members(&router, "com.example.work", 2).await;
-        assert_eq!(
-            call_names(&mut caller, "com.example.work", 3).await,
-            ["B", "A", "B"],
-            "{how:?}"
-        );
+        assert_eq!(call_names(&mut caller, "com.example.work", 3).await, ["B", "A", "B"], "{how:?}");
     }
 }
 
@@ -75,17 +59,9 @@ async fn first_fails_over_to_the_next_in_order() {
             assert_eq!(call_names(&mut caller, "com.example.work", 3).await, ["A", "A", "A"]);
             cs[0].leave(how).await;
             wait_members(&router, "com.example.work", 2).await;
-            assert_eq!(
-                call_names(&mut caller, "com.example.work", 2).await,
-                ["B", "B"],
-                "{how:?}"
-            );
+            assert_eq!(call_names(&mut caller, "com.example.work", 2).await, ["B", "B"], "{how:?}");
             let newcomer = callees(&router, ser, "first", &["D"]).await;
-            assert_eq!(
-                call_names(&mut caller, "com.example.work", 1).await,
-                ["B"],
-                "newcomers are appended"
-            );
+            assert_eq!(call_names(&mut caller, "com.example.work", 1).await, ["B"], "newcomers are appended");
             cs[1].leave(how).await;
             wait_members(&router, "com.example.work", 2).await;
             assert_eq!(call_names(&mut caller, "com.example.work", 1).await, ["C"]);
@@ -104,17 +80,9 @@ async fn last_fails_over_to_the_previous_in_order() {
             assert_eq!(call_names(&mut caller, "com.example.work", 2).await, ["C", "C"]);
             cs[2].leave(how).await;
             wait_members(&router, "com.example.work", 2).await;
-            assert_eq!(
-                call_names(&mut caller, "com.example.work", 2).await,
-                ["B", "B"],
-                "{how:?}"
-            );
+            assert_eq!(call_names(&mut caller, "com.example.work", 2).await, ["B", "B"], "{how:?}");
             let _d = callees(&router, ser, "last", &["D"]).await;
-            assert_eq!(
-                call_names(&mut caller, "com.example.work", 1).await,
-                ["D"],
-                "the newcomer is last"
-            );
+            assert_eq!(call_names(&mut caller, "com.example.work", 1).await, ["D"], "the newcomer is last");
         }
     }
 }
@@ -138,15 +106,8 @@ async fn random_spreads_over_every_member() {
 async fn single_serves_its_only_callee_and_refuses_a_second() {
     for ser in SERIALIZERS {
         let router = router().await;
-        let _a = Callee::start(
-            &router,
-            ser,
-            "A",
-            "com.example.one",
-            roundhouse::wire::Dict::new(),
-            Behavior::Name,
-        )
-        .await;
+        let _a =
+            Callee::start(&router, ser, "A", "com.example.one", roundhouse::wire::Dict::new(), Behavior::Name).await;
         let mut other = join(&router, ser).await;
         let refused = unexpected(other.register("com.example.one", rule("single")).await);
         assert_error(&refused, MessageType::Register, "wamp.error.procedure_already_exists");
@@ -160,30 +121,13 @@ async fn single_serves_its_only_callee_and_refuses_a_second() {
 #[tokio::test]
 async fn a_different_rule_on_a_shared_registration_is_refused() {
     let router = router().await;
-    let _a = Callee::start(
-        &router,
-        Serializer::Json,
-        "A",
-        "com.example.p",
-        rule("roundrobin"),
-        Behavior::Name,
-    )
-    .await;
+    let _a = Callee::start(&router, Serializer::Json, "A", "com.example.p", rule("roundrobin"), Behavior::Name).await;
     let mut other = join(&router, Serializer::MsgPack).await;
     for options in [rule("first"), rule("single"), roundhouse::wire::Dict::new()] {
         let refused = unexpected(other.register("com.example.p", options).await);
-        assert_error(
-            &refused,
-            MessageType::Register,
-            "wamp.error.procedure_exists_with_different_invocation_policy",
-        );
-        let roundhouse::wire::Message::Error { payload, .. } = refused else {
-            unreachable!()
-        };
-        assert!(
-            first_arg(&payload).contains("'roundrobin'"),
-            "the error says which rule exists"
-        );
+        assert_error(&refused, MessageType::Register, "wamp.error.procedure_exists_with_different_invocation_policy");
+        let roundhouse::wire::Message::Error { payload, .. } = refused else { unreachable!() };
+        assert!(first_arg(&payload).contains("'roundrobin'"), "the error says which rule exists");
     }
 }
 

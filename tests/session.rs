@@ -17,16 +17,8 @@ async fn welcome_announces_what_is_implemented() {
         let router = router().await;
         let mut client = Client::connect(&router.url(), ser).await.unwrap();
         let roles = Dict::new().with("caller", Dict::new());
-        client
-            .send(&Message::Hello {
-                realm: REALM.into(),
-                details: Dict::new().with("roles", roles),
-            })
-            .await
-            .unwrap();
-        let Message::Welcome { session, details } = client.recv().await.unwrap() else {
-            panic!()
-        };
+        client.send(&Message::Hello { realm: REALM.into(), details: Dict::new().with("roles", roles) }).await.unwrap();
+        let Message::Welcome { session, details } = client.recv().await.unwrap() else { panic!() };
         assert!((1..=1u64 << 53).contains(&session));
         let roles = details.get("roles").and_then(Value::as_dict).unwrap();
         let dealer = roles.get("dealer").and_then(Value::as_dict).unwrap();
@@ -63,10 +55,7 @@ async fn an_unknown_realm_is_aborted_with_no_such_realm() {
         },
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        client.recv().await,
-        Err(ClientError::Closed) | Err(ClientError::Transport(_))
-    ));
+    assert!(matches!(client.recv().await, Err(ClientError::Closed) | Err(ClientError::Transport(_))));
 }
 
 #[tokio::test]
@@ -83,22 +72,10 @@ async fn goodbye_is_answered_and_the_session_closes() {
 #[tokio::test]
 async fn a_realm_keeps_its_registrations_to_itself() {
     let router = router().await;
-    let _a = Callee::start(
-        &router,
-        Serializer::Json,
-        "A",
-        "com.example.p",
-        Dict::new(),
-        Behavior::Name,
-    )
-    .await;
+    let _a = Callee::start(&router, Serializer::Json, "A", "com.example.p", Dict::new(), Behavior::Name).await;
     let mut other = Client::join(&router.url(), "realm2", Serializer::Json).await.unwrap();
     let reply = unexpected(other.call("com.example.p", vec![]).await);
-    assert_error(
-        &reply,
-        roundhouse::wire::MessageType::Call,
-        "wamp.error.no_such_procedure",
-    );
+    assert_error(&reply, roundhouse::wire::MessageType::Call, "wamp.error.no_such_procedure");
 }
 
 /// Sends `frame` on a fresh connection and expects ABORT protocol_violation, then checks that a
@@ -112,10 +89,7 @@ async fn assert_aborted(router: &roundhouse::RouterHandle, ser: Serializer, hell
     match bad.recv().await {
         Ok(Message::Abort { reason, details }) => {
             assert_eq!(reason, "wamp.error.protocol_violation", "{frame:?}");
-            assert!(details
-                .get("message")
-                .and_then(Value::as_str)
-                .is_some_and(|m| !m.is_empty()));
+            assert!(details.get("message").and_then(Value::as_str).is_some_and(|m| !m.is_empty()));
         }
         other => panic!("{frame:?}: expected ABORT, got {other:?}"),
     }
@@ -125,75 +99,32 @@ async fn assert_aborted(router: &roundhouse::RouterHandle, ser: Serializer, hell
 #[tokio::test]
 async fn bad_input_is_aborted_and_disturbs_nobody() {
     let router = router_with(|c| c.max_message_size = 64 * 1024).await;
-    let _callee = Callee::start(
-        &router,
-        Serializer::Json,
-        "A",
-        "com.example.ok",
-        Dict::new(),
-        Behavior::Name,
-    )
-    .await;
+    let _callee = Callee::start(&router, Serializer::Json, "A", "com.example.ok", Dict::new(), Behavior::Name).await;
     let mut witness = join(&router, Serializer::MsgPack).await;
     let text = |s: &str| WsMessage::Text(Utf8Bytes::from(s));
     let cases: Vec<(Serializer, bool, WsMessage)> = vec![
         (Serializer::Json, false, text("[1, \"realm1\", {\"roles\": ")),
         (Serializer::Json, false, text("{\"not\": \"an array\"}")),
         (Serializer::Json, false, text("[64, 1, {}, \"com.example.x\"]")),
-        (
-            Serializer::Json,
-            true,
-            text("[1, \"realm1\", {\"roles\": {\"caller\": {}}}]"),
-        ),
+        (Serializer::Json, true, text("[1, \"realm1\", {\"roles\": {\"caller\": {}}}]")),
         (Serializer::Json, true, text("[999, 1, {}]")),
         (Serializer::Json, true, text("[48, 1, {}]")),
         (Serializer::Json, true, text("[48, \"1\", {}, \"com.example.ok\"]")),
-        (
-            Serializer::Json,
-            true,
-            text("[48, 1, {}, \"com.example.ok\", {\"not\": \"a list\"}]"),
-        ),
-        (
-            Serializer::Json,
-            true,
-            text("[48, 9007199254740993, {}, \"com.example.ok\"]"),
-        ),
+        (Serializer::Json, true, text("[48, 1, {}, \"com.example.ok\", {\"not\": \"a list\"}]")),
+        (Serializer::Json, true, text("[48, 9007199254740993, {}, \"com.example.ok\"]")),
         (Serializer::Json, true, text("[68, 1, 1, {}]")),
         (Serializer::Json, true, text("[8, 48, 1, {}, \"com.x\"]")),
         (Serializer::Json, true, text("[]")),
-        (
-            Serializer::Json,
-            true,
-            WsMessage::Binary(vec![0x93, 0x30, 0x01, 0x80].into()),
-        ),
-        (
-            Serializer::Json,
-            true,
-            text(&format!(
-                "[48, 1, {{}}, \"com.example.ok\", [\"{}\"]]",
-                "x".repeat(100_000)
-            )),
-        ),
-        (
-            Serializer::MsgPack,
-            true,
-            WsMessage::Binary((0..64).map(|_| fastrand::u8(..)).collect::<Vec<u8>>().into()),
-        ),
-        (
-            Serializer::MsgPack,
-            true,
-            WsMessage::Binary(vec![0xdd, 0xff, 0xff, 0xff, 0xff].into()),
-        ),
+        (Serializer::Json, true, WsMessage::Binary(vec![0x93, 0x30, 0x01, 0x80].into())),
+        (Serializer::Json, true, text(&format!("[48, 1, {{}}, \"com.example.ok\", [\"{}\"]]", "x".repeat(100_000)))),
+        (Serializer::MsgPack, true, WsMessage::Binary((0..64).map(|_| fastrand::u8(..)).collect::<Vec<u8>>().into())),
+        (Serializer::MsgPack, true, WsMessage::Binary(vec![0xdd, 0xff, 0xff, 0xff, 0xff].into())),
         (Serializer::MsgPack, false, text("[1, \"realm1\", {}]")),
         (Serializer::MsgPack, true, WsMessage::Binary(vec![0xc1].into())),
     ];
     for (ser, hello_first, frame) in cases {
         assert_aborted(&router, ser, hello_first, frame).await;
-        assert_eq!(
-            call_names(&mut witness, "com.example.ok", 1).await,
-            ["A"],
-            "other sessions are undisturbed"
-        );
+        assert_eq!(call_names(&mut witness, "com.example.ok", 1).await, ["A"], "other sessions are undisturbed");
     }
     wait_until(|| router.session_count() == 2).await;
 }
@@ -202,13 +133,7 @@ async fn bad_input_is_aborted_and_disturbs_nobody() {
 async fn hello_without_roles_or_with_foreign_authmethods_is_refused() {
     let router = router().await;
     let mut client = Client::connect(&router.url(), Serializer::Json).await.unwrap();
-    client
-        .send(&Message::Hello {
-            realm: REALM.into(),
-            details: Dict::new(),
-        })
-        .await
-        .unwrap();
+    client.send(&Message::Hello { realm: REALM.into(), details: Dict::new() }).await.unwrap();
     assert!(
         matches!(client.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation")
     );
@@ -216,13 +141,7 @@ async fn hello_without_roles_or_with_foreign_authmethods_is_refused() {
     let details = Dict::new()
         .with("roles", Dict::new().with("caller", Dict::new()))
         .with("authmethods", Value::List(vec![Value::from("ticket")]));
-    client
-        .send(&Message::Hello {
-            realm: REALM.into(),
-            details,
-        })
-        .await
-        .unwrap();
+    client.send(&Message::Hello { realm: REALM.into(), details }).await.unwrap();
     assert!(
         matches!(client.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.no_auth_method")
     );
@@ -242,17 +161,12 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
 async fn handshakes_without_our_subprotocol_or_path_get_http_errors() {
     let router = router().await;
     let addr = router.local_addr();
-    for (path, protocol, status) in [
-        ("/ws", "wamp.2.ubjson", "400"),
-        ("/ws", "", "400"),
-        ("/other", "wamp.2.json", "404"),
-    ] {
+    for (path, protocol, status) in
+        [("/ws", "wamp.2.ubjson", "400"), ("/ws", "", "400"), ("/other", "wamp.2.json", "404")]
+    {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let header = if protocol.is_empty() {
-            String::new()
-        } else {
-            format!("Sec-WebSocket-Protocol: {protocol}\r\n")
-        };
+        let header =
+            if protocol.is_empty() { String::new() } else { format!("Sec-WebSocket-Protocol: {protocol}\r\n") };
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{header}\r\n"
@@ -260,14 +174,8 @@ async fn handshakes_without_our_subprotocol_or_path_get_http_errors() {
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_string(&mut response)).await;
-        assert!(
-            response.starts_with(&format!("HTTP/1.1 {status}")),
-            "{path} {protocol}: {response}"
-        );
-        assert!(
-            response.contains("wamp.2.json") || status == "404",
-            "says what it speaks: {response}"
-        );
+        assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path} {protocol}: {response}");
+        assert!(response.contains("wamp.2.json") || status == "404", "says what it speaks: {response}");
     }
     // Garbage instead of HTTP is dropped without harm.
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -282,10 +190,9 @@ async fn the_client_may_pick_among_several_subprotocols() {
     let router = router().await;
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(router.url()).unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "wamp.2.ubjson, wamp.2.msgpack, wamp.2.json".parse().unwrap(),
-    );
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "wamp.2.ubjson, wamp.2.msgpack, wamp.2.json".parse().unwrap());
     let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "wamp.2.msgpack");
 }
@@ -302,10 +209,7 @@ async fn shutdown_says_goodbye_to_every_session() {
             other => panic!("{other:?}"),
         }
     }
-    tokio::time::timeout(Duration::from_secs(5), shutdown)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), shutdown).await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -57,15 +57,9 @@ impl Recipients {
         };
         let listed = |list: &[String], value: &str| list.iter().any(|x| x == value);
         !listed(&self.exclude_authid, &identity.authid)
-            && self
-                .eligible_authid
-                .as_deref()
-                .is_none_or(|e| listed(e, &identity.authid))
+            && self.eligible_authid.as_deref().is_none_or(|e| listed(e, &identity.authid))
             && !listed(&self.exclude_authrole, &identity.authrole)
-            && self
-                .eligible_authrole
-                .as_deref()
-                .is_none_or(|e| listed(e, &identity.authrole))
+            && self.eligible_authrole.as_deref().is_none_or(|e| listed(e, &identity.authrole))
     }
 }
 
@@ -74,10 +68,7 @@ fn ids(options: &Dict, key: &str) -> Result<Option<Vec<u64>>, String> {
         None => Ok(None),
         Some(Value::List(items)) => items
             .iter()
-            .map(|v| {
-                v.as_u64()
-                    .ok_or_else(|| format!("{key} must be a list of session ids, got {v:?}"))
-            })
+            .map(|v| v.as_u64().ok_or_else(|| format!("{key} must be a list of session ids, got {v:?}")))
             .collect::<Result<_, _>>()
             .map(Some),
         Some(other) => Err(format!("{key} must be a list of session ids, got {other:?}")),
@@ -89,11 +80,7 @@ fn strings(options: &Dict, key: &str) -> Result<Option<Vec<String>>, String> {
         None => Ok(None),
         Some(Value::List(items)) => items
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("{key} must be a list of strings, got {v:?}"))
-            })
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("{key} must be a list of strings, got {v:?}")))
             .collect::<Result<_, _>>()
             .map(Some),
         Some(other) => Err(format!("{key} must be a list of strings, got {other:?}")),

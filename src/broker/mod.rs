@@ -23,12 +23,8 @@ use crate::wire::{uri, Dict, Message, Payload, Serializer, Value};
 use filter::Recipients;
 
 /// The features the broker announces in `WELCOME.Details.roles.broker.features`.
-pub const FEATURES: &[&str] = &[
-    "publisher_exclusion",
-    "subscriber_blackwhite_listing",
-    "publisher_identification",
-    "pattern_based_subscription",
-];
+pub const FEATURES: &[&str] =
+    &["publisher_exclusion", "subscriber_blackwhite_listing", "publisher_identification", "pattern_based_subscription"];
 
 /// A subscription: a topic or pattern and its subscribers.
 pub type Subscription = Registration<Arc<SessionHandle>, ()>;
@@ -51,9 +47,7 @@ impl MatchPolicy {
             None | Some(Some("exact")) => Ok(MatchPolicy::Exact),
             Some(Some("prefix")) => Ok(MatchPolicy::Prefix),
             Some(Some("wildcard")) => Ok(MatchPolicy::Wildcard),
-            Some(other) => Err(format!(
-                "unknown match policy {other:?} (expected exact, prefix or wildcard)"
-            )),
+            Some(other) => Err(format!("unknown match policy {other:?} (expected exact, prefix or wildcard)")),
         }
     }
 
@@ -61,10 +55,7 @@ impl MatchPolicy {
         match self {
             MatchPolicy::Exact | MatchPolicy::Prefix => uri::is_valid(uri),
             MatchPolicy::Wildcard => {
-                !uri.is_empty()
-                    && uri
-                        .split('.')
-                        .all(|c| !c.chars().any(|ch| ch.is_whitespace() || ch == '#'))
+                !uri.is_empty() && uri.split('.').all(|c| !c.chars().any(|ch| ch.is_whitespace() || ch == '#'))
             }
         }
     }
@@ -92,11 +83,7 @@ pub struct Broker {
 impl Broker {
     /// A broker whose exact-topic table has `shards` shards.
     pub fn new(shards: usize) -> Self {
-        Broker {
-            exact: Registry::new(shards),
-            prefix: Registry::new(1),
-            wildcard: Registry::new(1),
-        }
+        Broker { exact: Registry::new(shards), prefix: Registry::new(1), wildcard: Registry::new(1) }
     }
 
     /// How many subscriptions (topics and patterns) have subscribers.
@@ -135,10 +122,7 @@ impl Broker {
         if tables.iter().any(|t| t.unregister(subscription, session).is_some()) {
             return Ok(());
         }
-        Err(Refusal::new(
-            WampError::NoSuchSubscription,
-            format!("session holds no subscription {subscription}"),
-        ))
+        Err(Refusal::new(WampError::NoSuchSubscription, format!("session holds no subscription {subscription}")))
     }
 
     /// PUBLISH: sends an EVENT to every eligible subscriber of every subscription matching
@@ -151,10 +135,7 @@ impl Broker {
         payload: Payload,
     ) -> Result<u64, Refusal> {
         if !uri::is_valid(topic) || uri::is_reserved(topic) {
-            return Err(Refusal::new(
-                WampError::InvalidUri,
-                format!("cannot publish to topic URI '{topic}'"),
-            ));
+            return Err(Refusal::new(WampError::InvalidUri, format!("cannot publish to topic URI '{topic}'")));
         }
         let recipients =
             Recipients::from_options(publisher, options).map_err(|r| Refusal::new(WampError::InvalidArgument, r))?;
@@ -172,12 +153,8 @@ impl Broker {
             if pattern {
                 details.insert("topic", topic);
             }
-            let event = Message::Event {
-                subscription: subscription.id,
-                publication,
-                details,
-                payload: payload.clone(),
-            };
+            let event =
+                Message::Event { subscription: subscription.id, publication, details, payload: payload.clone() };
             deliver(&subscription, &event, &recipients).await;
         }
         Ok(publication)
@@ -244,10 +221,7 @@ mod tests {
     #[test]
     fn match_policies_parse() {
         assert_eq!(MatchPolicy::from_option(None), Ok(MatchPolicy::Exact));
-        assert_eq!(
-            MatchPolicy::from_option(Some(&Value::from("prefix"))),
-            Ok(MatchPolicy::Prefix)
-        );
+        assert_eq!(MatchPolicy::from_option(Some(&Value::from("prefix"))), Ok(MatchPolicy::Prefix));
         assert!(MatchPolicy::from_option(Some(&Value::from("regex"))).is_err());
         assert!(MatchPolicy::Wildcard.accepts("a..b"));
         assert!(!MatchPolicy::Exact.accepts("a..b"));

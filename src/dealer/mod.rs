@@ -1,55 +1,86 @@
 //! The dealer: the RPC role of one realm.
 //!
 //! [`registry`] holds who registered what (sharded, wait-free reads), [`rule`] decides which member
-//! serves a call, [`pending`] tracks calls in flight. This module turns REGISTER, UNREGISTER,
-//! CALL, YIELD and a callee's ERROR into operations on those.
+//! serves a call, [`pending`] tracks calls in flight and ends them (results, cancels, callee or
+//! caller leaving), [`timeout`] expires calls that asked for a timeout. This module turns REGISTER,
+//! UNREGISTER, CALL, CANCEL, YIELD and a callee's ERROR into operations on those.
 
 pub mod pending;
 pub mod registry;
 pub mod rule;
+pub mod timeout;
 
 use std::sync::Arc;
 
 use crate::error::{Refusal, WampError};
 use crate::session::SessionHandle;
-use crate::wire::{uri, Dict, Message, MessageType, Payload};
+use crate::wire::{uri, Dict, Message, MessageType, Payload, Value};
 
-use pending::InvocationRequest;
-use registry::{RegisterError, Registry};
+use pending::{CallOptions, CallState, CancelMode, InvocationRequest};
+use registry::{Member, RegisterError, Registry};
 use rule::InvocationRule;
-
-/// A registration whose members are sessions.
-pub type Registration = registry::Registration<Arc<SessionHandle>>;
 
 /// The features the dealer announces in `WELCOME.Details.roles.dealer.features`: exactly what is
 /// implemented, nothing more.
-pub const FEATURES: &[&str] = &["shared_registration"];
+pub const FEATURES: &[&str] = &[
+    "shared_registration",
+    "progressive_call_results",
+    "call_canceling",
+    "call_timeout",
+    "caller_identification",
+    "call_reroute",
+];
+
+/// What a callee asked for in `REGISTER.Options`, kept with its membership.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CalleeOptions {
+    /// `disclose_caller`: calls to this callee name their caller.
+    pub disclose_caller: bool,
+    /// `forward_timeout`: the callee enforces `CALL.Options.timeout` itself.
+    pub forward_timeout: bool,
+}
+
+/// A member of a registration: a callee session and its options.
+#[derive(Clone)]
+pub struct Callee {
+    /// The callee's session.
+    pub session: Arc<SessionHandle>,
+    /// Its REGISTER options.
+    pub options: CalleeOptions,
+}
+
+impl Member for Callee {
+    fn member_id(&self) -> u64 {
+        self.session.id
+    }
+}
+
+/// A registration whose members are callee sessions.
+pub type Registration = registry::Registration<Callee>;
 
 /// The RPC router of one realm.
 pub struct Dealer {
-    registry: Registry<Arc<SessionHandle>>,
+    registry: Registry<Callee>,
+    timeouts: Arc<timeout::Timeouts>,
+    allow_disclose_caller: bool,
 }
 
 impl Dealer {
-    /// A dealer whose registry has `shards` shards.
-    pub fn new(shards: usize) -> Self {
-        Dealer {
-            registry: Registry::new(shards),
-        }
+    /// A dealer whose registry has `shards` shards. Starts the realm's timeout sweeper, so it must
+    /// be created inside a tokio runtime.
+    pub fn new(shards: usize, allow_disclose_caller: bool) -> Self {
+        Dealer { registry: Registry::new(shards), timeouts: timeout::Timeouts::start(), allow_disclose_caller }
     }
 
     /// The registrations.
-    pub fn registry(&self) -> &Registry<Arc<SessionHandle>> {
+    pub fn registry(&self) -> &Registry<Callee> {
         &self.registry
     }
 
     /// REGISTER: adds `callee` to the registration of `procedure`, returning its id.
     pub fn register(&self, callee: &Arc<SessionHandle>, procedure: &str, options: &Dict) -> Result<u64, Refusal> {
         if !uri::is_valid(procedure) {
-            return Err(Refusal::new(
-                WampError::InvalidUri,
-                format!("invalid procedure URI '{procedure}'"),
-            ));
+            return Err(Refusal::new(WampError::InvalidUri, format!("invalid procedure URI '{procedure}'")));
         }
         if uri::is_reserved(procedure) {
             return Err(Refusal::new(
@@ -68,7 +99,10 @@ impl Dealer {
         }
         let rule = InvocationRule::from_option(options.get("invoke"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
-        match self.registry.register(procedure, rule, callee.clone()) {
+        let flag = |key: &str| options.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let options =
+            CalleeOptions { disclose_caller: flag("disclose_caller"), forward_timeout: flag("forward_timeout") };
+        match self.registry.register(procedure, rule, Callee { session: callee.clone(), options }) {
             Ok(registered) => Ok(registered.id),
             Err(RegisterError::AlreadyExists) => Err(Refusal::new(
                 WampError::ProcedureAlreadyExists,
@@ -99,48 +133,72 @@ impl Dealer {
         caller: &Arc<SessionHandle>,
         request: u64,
         procedure: &str,
+        options: &Dict,
         payload: Payload,
     ) -> Result<(), Refusal> {
         let Some(registration) = self.registry.lookup(procedure) else {
             let reason = if uri::is_valid(procedure) {
-                Refusal::new(
-                    WampError::NoSuchProcedure,
-                    format!("no callee registered for procedure '{procedure}'"),
-                )
+                Refusal::new(WampError::NoSuchProcedure, format!("no callee registered for procedure '{procedure}'"))
             } else {
                 Refusal::new(WampError::InvalidUri, format!("invalid procedure URI '{procedure}'"))
             };
             return Err(reason);
         };
-        pending::dispatch(InvocationRequest {
+        let options = call_options(options)?;
+        if options.disclose_me && !self.allow_disclose_caller {
+            return Err(Refusal::new(
+                WampError::OptionDisallowedDiscloseMe,
+                "this realm does not disclose callers to callees",
+            ));
+        }
+        caller.calls.lock().insert(request, CallState::Queued);
+        let call = InvocationRequest {
             registration,
             caller: caller.clone(),
             caller_request: request,
+            options,
             details: Dict::new(),
             payload,
             attempts: 0,
-        })
-        .await;
+            unavailable: Default::default(),
+            progress: false,
+            timer: (options.timeout_ms > 0).then(|| self.timeouts.clone()),
+        };
+        pending::dispatch(call).await;
         Ok(())
     }
 
-    /// YIELD or a callee's ERROR: forwards the outcome of invocation `request` to its caller. An
-    /// unknown id (a call already cancelled by a leave) is dropped quietly.
+    /// CANCEL: ends the caller's call `request` in the mode it asks for.
+    pub async fn cancel(caller: &SessionHandle, request: u64, options: &Dict) -> Result<(), Refusal> {
+        let mode = CancelMode::from_option(options.get("mode"))
+            .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
+        pending::cancel(caller, request, mode, WampError::Canceled).await;
+        Ok(())
+    }
+
+    /// YIELD or a callee's ERROR: forwards the outcome of invocation `request` to its caller. A
+    /// progressive result keeps the call open; `wamp.error.unavailable` sends the call to another
+    /// member (call reroute). An unknown id (a call already ended) is dropped quietly.
     pub async fn complete(callee: &SessionHandle, request: u64, outcome: Outcome) {
-        let Some(call) = callee.invocations.lock().remove(&request) else {
-            tracing::debug!(
-                session = callee.id,
-                request,
-                "outcome for an unknown invocation dropped"
-            );
+        if let Outcome::Progress(payload) = outcome {
+            let target =
+                callee.invocations.lock().get(&request).map(|c| (c.caller.clone(), c.caller_request, c.progress));
+            if let Some((caller, caller_request, true)) = target {
+                let details = Dict::new().with("progress", true);
+                caller.send(Message::Result { request: caller_request, details, payload }).await;
+            }
+            return;
+        }
+        let Some(mut call) = callee.invocations.lock().remove(&request) else {
+            tracing::debug!(session = callee.id, request, "outcome for an unknown or ended invocation dropped");
             return;
         };
         let message = match outcome {
-            Outcome::Result(payload) => Message::Result {
-                request: call.caller_request,
-                details: Dict::new(),
-                payload,
-            },
+            Outcome::Error { error, .. } if error == WampError::Unavailable.uri() => {
+                call.unavailable.push(callee.id);
+                return pending::reroute(call);
+            }
+            Outcome::Result(payload) => Message::Result { request: call.caller_request, details: Dict::new(), payload },
             Outcome::Error { error, payload } => Message::Error {
                 request_type: MessageType::Call as u64,
                 request: call.caller_request,
@@ -148,15 +206,39 @@ impl Dealer {
                 error,
                 payload,
             },
+            Outcome::Progress(_) => unreachable!("handled above"),
         };
+        call.caller.calls.lock().remove(&call.caller_request);
         call.caller.send(message).await;
     }
+}
+
+fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
+    let flag = |key: &str| match options.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(Refusal::new(WampError::InvalidArgument, format!("{key} must be a boolean, got {other:?}"))),
+    };
+    let timeout_ms = match options.get("timeout") {
+        None => 0,
+        Some(Value::UInt(ms)) => *ms,
+        Some(Value::Float(ms)) if *ms >= 0.0 && ms.is_finite() => *ms as u64,
+        Some(other) => {
+            return Err(Refusal::new(
+                WampError::InvalidArgument,
+                format!("timeout must be a non-negative number of milliseconds, got {other:?}"),
+            ))
+        }
+    };
+    Ok(CallOptions { receive_progress: flag("receive_progress")?, disclose_me: flag("disclose_me")?, timeout_ms })
 }
 
 /// How a callee answered an invocation.
 pub enum Outcome {
     /// YIELD.
     Result(Payload),
+    /// YIELD with `Options.progress`: one progressive result, more to come.
+    Progress(Payload),
     /// ERROR, with the callee's error URI.
     Error {
         /// The error URI, passed through unchanged.

@@ -112,16 +112,34 @@ impl<C: Member> Registration<C> {
         });
         Some(members.callees[index].0.clone())
     }
+
+    /// Like [`Registration::pick`], skipping the members in `excluded` (call reroute): round-robin
+    /// moves on to the next member, random picks among the others, first takes the earliest and
+    /// last the latest member not excluded.
+    pub fn pick_excluding(&self, excluded: &[u64]) -> Option<C> {
+        if excluded.is_empty() {
+            return self.pick();
+        }
+        let members = self.members.load();
+        let mut candidates = members.callees.iter().map(|(c, _)| c).filter(|c| !excluded.contains(&c.member_id()));
+        match self.policy {
+            InvocationRule::Single | InvocationRule::First => candidates.next().cloned(),
+            InvocationRule::Last => candidates.last().cloned(),
+            InvocationRule::Random => {
+                let candidates: SmallVec<[&C; 8]> = candidates.collect();
+                (!candidates.is_empty()).then(|| candidates[fastrand::usize(..candidates.len())].clone())
+            }
+            InvocationRule::RoundRobin => {
+                (0..members.callees.len()).filter_map(|_| self.pick()).find(|c| !excluded.contains(&c.member_id()))
+            }
+        }
+    }
 }
 
 impl<C: Member, P: Policy> Registration<C, P> {
     /// True while the session `member_id` is a member.
     pub fn has_member(&self, member_id: u64) -> bool {
-        self.members
-            .load()
-            .callees
-            .iter()
-            .any(|(c, _)| c.member_id() == member_id)
+        self.members.load().callees.iter().any(|(c, _)| c.member_id() == member_id)
     }
 
     /// The current members, in registration order.
@@ -145,16 +163,8 @@ impl<C: Member, P: Policy> Registration<C, P> {
             }
             _ => old.last_served,
         };
-        let rr_offset = last_served
-            .and_then(|last| callees.iter().position(|(_, seq)| *seq > last))
-            .unwrap_or(0);
-        self.members.store(Arc::new(Members {
-            callees,
-            rr_base: t0,
-            rr_offset,
-            next_seq,
-            last_served,
-        }));
+        let rr_offset = last_served.and_then(|last| callees.iter().position(|(_, seq)| *seq > last)).unwrap_or(0);
+        self.members.store(Arc::new(Members { callees, rr_base: t0, rr_offset, next_seq, last_served }));
     }
 }
 
@@ -212,12 +222,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
                 write: Mutex::new(()),
             })
             .collect();
-        Registry {
-            shards,
-            mask: count as u64 - 1,
-            hasher,
-            by_id: DashMap::default(),
-        }
+        Registry { shards, mask: count as u64 - 1, hasher, by_id: DashMap::default() }
     }
 
     fn shard(&self, uri: &str) -> &Shard<C, P> {
@@ -273,10 +278,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
                 callees.push((member, old.next_seq));
                 existing.publish(&old, callees, old.next_seq + 1);
             }
-            return Ok(Registered {
-                id: existing.id,
-                created: false,
-            });
+            return Ok(Registered { id: existing.id, created: false });
         }
         let id = self.fresh_id();
         let mut callees = SmallVec::new();

@@ -45,9 +45,7 @@ impl InvocationRule {
         let Some(value) = value else {
             return Ok(InvocationRule::Single);
         };
-        let name = value
-            .as_str()
-            .ok_or_else(|| format!("invoke must be a string, got {value:?}"))?;
+        let name = value.as_str().ok_or_else(|| format!("invoke must be a string, got {value:?}"))?;
         Self::ALL.into_iter().find(|r| r.as_str() == name).ok_or_else(|| {
             format!("unknown invocation rule '{name}' (expected single, roundrobin, random, first or last)")
         })

@@ -5,7 +5,8 @@
 //! 2. the writer sends the last message (GOODBYE/ABORT) if there is one, and stops;
 //! 3. the queue is closed — senders racing with us get their item back and route it elsewhere —
 //!    and whatever was still queued is drained: undelivered calls go to another member;
-//! 4. calls the session was serving end with `wamp.error.canceled` for their callers.
+//! 4. calls the session was serving end with `wamp.error.canceled` for their callers;
+//! 5. calls the session made that are still running are interrupted at callees that support it.
 
 use std::sync::Arc;
 
@@ -76,6 +77,7 @@ async fn teardown(handle: &SessionHandle, exit: WriterExit) {
         );
     }
     for call in in_flight {
-        call.cancel().await;
+        pending::callee_gone(call).await;
     }
+    pending::caller_gone(handle).await;
 }

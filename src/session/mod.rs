@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::dealer::pending::{InvocationRequest, PendingCall};
+use crate::dealer::pending::{CallState, InvocationRequest};
 use crate::dealer::registry::Member;
 use crate::wire::{Message, Serializer};
 
@@ -58,7 +58,10 @@ pub struct SessionHandle {
     outbound: mpsc::Sender<Outbound>,
     /// Calls this session is serving as callee, by INVOCATION request id. The writer inserts when
     /// it sends an INVOCATION, the reader removes on YIELD/ERROR, the teardown drains it.
-    pub(crate) invocations: Mutex<HashMap<u64, PendingCall, foldhash::fast::RandomState>>,
+    pub(crate) invocations: Mutex<HashMap<u64, InvocationRequest, foldhash::fast::RandomState>>,
+    /// This session's own calls, by CALL request id, as the caller sees them. Inserted when a
+    /// call is routed, updated when a callee's writer sends it, removed when it is answered.
+    pub(crate) calls: Mutex<HashMap<u64, CallState, foldhash::fast::RandomState>>,
     /// Cancelled when the session must end now (peer gone, stuck, killed).
     pub(crate) closing: CancellationToken,
     stuck_timeout: Duration,
@@ -66,13 +69,43 @@ pub struct SessionHandle {
     identity: std::sync::OnceLock<Identity>,
 }
 
-/// Who a session is, as WELCOME told it.
+/// Who a session is, as WELCOME told it, and what it announced in HELLO.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// `authid`.
     pub authid: String,
     /// `authrole`.
     pub authrole: String,
+    /// The callee features it announced.
+    pub features: CalleeFeatures,
+}
+
+/// Callee features a session announced in `HELLO.Details.roles.callee.features`; the dealer only
+/// uses a feature with a callee that announced it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CalleeFeatures {
+    /// It can take `receive_progress` and send progressive YIELDs.
+    pub progressive_call_results: bool,
+    /// It understands INTERRUPT.
+    pub call_canceling: bool,
+}
+
+impl CalleeFeatures {
+    /// Reads the features from HELLO.Details.
+    pub fn from_hello(details: &crate::wire::Dict) -> Self {
+        let features = details
+            .get("roles")
+            .and_then(|r| r.as_dict())
+            .and_then(|r| r.get("callee"))
+            .and_then(|c| c.as_dict())
+            .and_then(|c| c.get("features"))
+            .and_then(|f| f.as_dict());
+        let has = |name: &str| features.and_then(|f| f.get(name)).and_then(|v| v.as_bool()).unwrap_or(false);
+        CalleeFeatures {
+            progressive_call_results: has("progressive_call_results"),
+            call_canceling: has("call_canceling"),
+        }
+    }
 }
 
 impl SessionHandle {
@@ -90,6 +123,7 @@ impl SessionHandle {
             serializer,
             outbound,
             invocations: Mutex::default(),
+            calls: Mutex::default(),
             closing: CancellationToken::new(),
             stuck_timeout,
             identity: std::sync::OnceLock::new(),

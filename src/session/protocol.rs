@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use super::{Identity, Outbound, SessionHandle};
+use super::{CalleeFeatures, Identity, Outbound, SessionHandle};
 use crate::broker;
 use crate::dealer::{self, Dealer, Outcome};
 use crate::error::{Refusal, WampError};
@@ -49,13 +49,7 @@ pub struct Session {
 impl Session {
     /// A session that has not said HELLO yet.
     pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>) -> Self {
-        Session {
-            router,
-            handle,
-            realm: None,
-            registrations: HashSet::new(),
-            subscriptions: HashSet::new(),
-        }
+        Session { router, handle, realm: None, registrations: HashSet::new(), subscriptions: HashSet::new() }
     }
 
     /// Reads and handles messages until the session ends; returns the last message to send.
@@ -83,12 +77,7 @@ impl Session {
                     continue;
                 }
             };
-            let message = match self
-                .handle
-                .serializer
-                .decode(frame)
-                .and_then(|m| validate::check(&m).map(|()| m))
-            {
+            let message = match self.handle.serializer.decode(frame).and_then(|m| validate::check(&m).map(|()| m)) {
                 Ok(message) => message,
                 Err(error) => return Some(self.violation(&format!("invalid message: {error}"))),
             };
@@ -107,61 +96,49 @@ impl Session {
         let Some(realm) = self.realm.clone() else {
             return match message {
                 Message::Hello { realm, details } => self.on_hello(&realm, &details),
-                other => Flow::Close(Some(
-                    self.violation(&format!("{:?} received before HELLO", other.message_type())),
-                )),
+                other => {
+                    Flow::Close(Some(self.violation(&format!("{:?} received before HELLO", other.message_type()))))
+                }
             };
         };
         let dealer = &realm.dealer;
         match message {
-            Message::Call {
-                request,
-                procedure,
-                payload,
-                ..
-            } => {
-                if let Err(refusal) = dealer.call(&self.handle, request, &procedure, payload).await {
+            Message::Call { request, options, procedure, payload } => {
+                if let Err(refusal) = dealer.call(&self.handle, request, &procedure, &options, payload).await {
                     self.refuse(MessageType::Call, request, refusal).await;
                 }
             }
-            Message::Yield { request, payload, .. } => {
-                Dealer::complete(&self.handle, request, Outcome::Result(payload)).await;
+            Message::Yield { request, options, payload } => {
+                let outcome = match options.get("progress").and_then(Value::as_bool) {
+                    Some(true) => Outcome::Progress(payload),
+                    _ => Outcome::Result(payload),
+                };
+                Dealer::complete(&self.handle, request, outcome).await;
             }
-            Message::Error {
-                request_type,
-                request,
-                error,
-                payload,
-                ..
-            } => {
+            Message::Error { request_type, request, error, payload, .. } => {
                 if request_type != MessageType::Invocation as u64 {
-                    return Flow::Close(Some(self.violation(&format!(
-                        "ERROR for request type {request_type}; peers only answer INVOCATION"
-                    ))));
+                    return Flow::Close(Some(
+                        self.violation(&format!("ERROR for request type {request_type}; peers only answer INVOCATION")),
+                    ));
                 }
                 if !uri::is_valid(&error) {
                     return Flow::Close(Some(self.violation(&format!("invalid error URI '{error}'"))));
                 }
                 Dealer::complete(&self.handle, request, Outcome::Error { error, payload }).await;
             }
-            Message::Register {
-                request,
-                options,
-                procedure,
-            } => match dealer.register(&self.handle, &procedure, &options) {
-                Ok(registration) => {
-                    self.registrations.insert(registration);
-                    self.handle.send(Message::Registered { request, registration }).await;
+            Message::Register { request, options, procedure } => {
+                match dealer.register(&self.handle, &procedure, &options) {
+                    Ok(registration) => {
+                        self.registrations.insert(registration);
+                        self.handle.send(Message::Registered { request, registration }).await;
+                    }
+                    Err(refusal) => self.refuse(MessageType::Register, request, refusal).await,
                 }
-                Err(refusal) => self.refuse(MessageType::Register, request, refusal).await,
-            },
+            }
             Message::Unregister { request, registration } => match dealer.unregister(self.handle.id, registration) {
                 Ok(()) => {
                     self.registrations.remove(&registration);
-                    let _ = self
-                        .handle
-                        .deliver(Outbound::Unregistered { request, registration })
-                        .await;
+                    let _ = self.handle.deliver(Outbound::Unregistered { request, registration }).await;
                 }
                 Err(refusal) => self.refuse(MessageType::Unregister, request, refusal).await,
             },
@@ -172,24 +149,20 @@ impl Session {
                 tracing::info!(session = self.handle.id, reason, "peer aborted the session");
                 return Flow::Close(None);
             }
-            Message::Cancel { request, .. } => {
-                tracing::debug!(
-                    session = self.handle.id,
-                    request,
-                    "CANCEL ignored: call_canceling is not offered"
-                );
-            }
-            Message::Subscribe {
-                request,
-                options,
-                topic,
-            } => match realm.broker.subscribe(&self.handle, &topic, &options) {
-                Ok(subscription) => {
-                    self.subscriptions.insert(subscription);
-                    self.handle.send(Message::Subscribed { request, subscription }).await;
+            Message::Cancel { request, options } => {
+                if let Err(refusal) = Dealer::cancel(&self.handle, request, &options).await {
+                    self.refuse(MessageType::Cancel, request, refusal).await;
                 }
-                Err(refusal) => self.refuse(MessageType::Subscribe, request, refusal).await,
-            },
+            }
+            Message::Subscribe { request, options, topic } => {
+                match realm.broker.subscribe(&self.handle, &topic, &options) {
+                    Ok(subscription) => {
+                        self.subscriptions.insert(subscription);
+                        self.handle.send(Message::Subscribed { request, subscription }).await;
+                    }
+                    Err(refusal) => self.refuse(MessageType::Subscribe, request, refusal).await,
+                }
+            }
             Message::Unsubscribe { request, subscription } => {
                 match realm.broker.unsubscribe(self.handle.id, subscription) {
                     Ok(()) => {
@@ -199,12 +172,7 @@ impl Session {
                     Err(refusal) => self.refuse(MessageType::Unsubscribe, request, refusal).await,
                 }
             }
-            Message::Publish {
-                request,
-                options,
-                topic,
-                payload,
-            } => {
+            Message::Publish { request, options, topic, payload } => {
                 let acknowledge = options.get("acknowledge").and_then(Value::as_bool) == Some(true);
                 match realm.broker.publish(&self.handle, &topic, &options, payload).await {
                     Ok(publication) if acknowledge => {
@@ -237,17 +205,11 @@ impl Session {
         }
         let roles = details.get("roles").and_then(Value::as_dict);
         if roles.is_none_or(|r| r.is_empty()) {
-            return Flow::Close(Some(
-                self.violation("HELLO.Details.roles must announce at least one role"),
-            ));
+            return Flow::Close(Some(self.violation("HELLO.Details.roles must announce at least one role")));
         }
         if let Some(Value::List(methods)) = details.get("authmethods") {
             if !methods.is_empty() && !methods.iter().any(|m| m.as_str() == Some("anonymous")) {
-                tracing::info!(
-                    session = self.handle.id,
-                    ?methods,
-                    "HELLO without an authmethod we offer"
-                );
+                tracing::info!(session = self.handle.id, ?methods, "HELLO without an authmethod we offer");
                 return Flow::Close(Some(abort(
                     WampError::NoAuthMethod,
                     "this router offers only anonymous authentication",
@@ -255,11 +217,7 @@ impl Session {
             }
         }
         let Some(realm) = self.router.realms.get(realm_name).cloned() else {
-            tracing::info!(
-                session = self.handle.id,
-                realm = realm_name,
-                "HELLO for an unknown realm"
-            );
+            tracing::info!(session = self.handle.id, realm = realm_name, "HELLO for an unknown realm");
             return Flow::Close(Some(abort(
                 WampError::NoSuchRealm,
                 &format!("no realm '{realm_name}' on this router"),
@@ -269,11 +227,9 @@ impl Session {
         let identity = Identity {
             authid: format!("anonymous-{}", self.handle.id),
             authrole: "anonymous".to_owned(),
+            features: CalleeFeatures::from_hello(details),
         };
-        let welcome = Message::Welcome {
-            session: self.handle.id,
-            details: welcome_details(&realm, &identity),
-        };
+        let welcome = Message::Welcome { session: self.handle.id, details: welcome_details(&realm, &identity) };
         self.handle.set_identity(identity);
         self.realm = Some(realm);
         // The queue is empty before WELCOME, so this cannot wait.
@@ -286,9 +242,7 @@ impl Session {
     async fn refuse(&self, request_type: MessageType, request: u64, refusal: Refusal) {
         tracing::debug!(session = self.handle.id, %refusal, "request refused");
         let payload = Payload::args(vec![Value::from(refusal.message)]);
-        self.handle
-            .send(Message::error(request_type, request, refusal.error.uri(), payload))
-            .await;
+        self.handle.send(Message::error(request_type, request, refusal.error.uri(), payload)).await;
     }
 
     /// Removes the session from every registration it holds. Calls routed to it but not yet
@@ -305,22 +259,12 @@ impl Session {
 }
 
 fn abort(reason: WampError, message: &str) -> Message {
-    Message::Abort {
-        details: Dict::new().with("message", message),
-        reason: reason.uri().to_owned(),
-    }
+    Message::Abort { details: Dict::new().with("message", message), reason: reason.uri().to_owned() }
 }
 
 fn goodbye(reason: WampError, message: &str) -> Message {
-    let details = if message.is_empty() {
-        Dict::new()
-    } else {
-        Dict::new().with("message", message)
-    };
-    Message::Goodbye {
-        details,
-        reason: reason.uri().to_owned(),
-    }
+    let details = if message.is_empty() { Dict::new() } else { Dict::new().with("message", message) };
+    Message::Goodbye { details, reason: reason.uri().to_owned() }
 }
 
 fn welcome_details(realm: &Realm, identity: &Identity) -> Dict {

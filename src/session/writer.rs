@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 
 use super::{Outbound, SessionHandle};
-use crate::dealer::pending::{self, InvocationRequest, PendingCall};
+use crate::dealer::pending::{self, CallState, InvocationRequest};
 use crate::error::WampError;
 use crate::transport::OutFrame;
 use crate::wire::{Message, MessageType, Payload, Value};
@@ -152,9 +152,8 @@ where
     /// REGISTERED for `registration` is written: calls held for it may go now.
     async fn confirm(&mut self, registration: u64) -> Step {
         self.confirmed.insert(registration);
-        let (ready, waiting) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|c| c.registration.id == registration);
+        let (ready, waiting) =
+            std::mem::take(&mut self.held).into_iter().partition(|c| c.registration.id == registration);
         self.held = waiting;
         let mut ready: std::vec::IntoIter<InvocationRequest> = ready.into_iter();
         while let Some(call) = ready.next() {
@@ -166,7 +165,7 @@ where
         Step::Continue
     }
 
-    async fn invocation(&mut self, call: InvocationRequest) -> Step {
+    async fn invocation(&mut self, mut call: InvocationRequest) -> Step {
         // The callee may have unregistered (and been sent UNREGISTERED) after the call was routed
         // here: then it must not get the call; another member will.
         if !call.registration.has_member(self.handle.id) {
@@ -177,58 +176,37 @@ where
             self.held.push(call);
             return Step::Continue;
         }
-        let InvocationRequest {
-            registration,
-            caller,
-            caller_request,
-            details,
-            payload,
-            ..
-        } = call;
         let request = self.last_invocation + 1;
-        let message = Message::Invocation {
-            request,
-            registration: registration.id,
-            details,
-            payload,
-        };
+        let details = std::mem::take(&mut call.details);
+        let message =
+            Message::Invocation { request, registration: call.registration.id, details, payload: call.payload.clone() };
         let frame = self.encode(&message);
         if frame.len() > self.max_outgoing {
-            tracing::info!(
-                session = self.handle.id,
-                size = frame.len(),
-                "call larger than the callee accepts"
-            );
-            let reason = format!(
-                "the call is {} bytes; the callee accepts at most {}",
-                frame.len(),
-                self.max_outgoing
-            );
-            let error = Message::error(
-                MessageType::Call,
-                caller_request,
-                WampError::PayloadSizeExceeded.uri(),
-                Payload::args(vec![Value::from(reason)]),
-            );
-            tokio::spawn(async move { caller.send(error).await });
+            tracing::info!(session = self.handle.id, size = frame.len(), "call larger than the callee accepts");
+            let reason = format!("the call is {} bytes; the callee accepts at most {}", frame.len(), self.max_outgoing);
+            tokio::spawn(async move { pending::answer_error(call, WampError::PayloadSizeExceeded, &reason).await });
             return Step::Continue;
         }
+        let (caller, caller_request) = (call.caller.clone(), call.caller_request);
+        // Pending at this callee first, then running for the caller: a cancel that sees the call
+        // running will find it here.
+        self.handle.invocations.lock().insert(request, call);
+        match caller.calls.lock().get_mut(&caller_request) {
+            Some(state) => *state = CallState::Running { callee: Arc::downgrade(&self.handle), invocation: request },
+            None => {
+                // Canceled (or the caller left) while the call waited in the queue.
+                self.handle.invocations.lock().remove(&request);
+                return Step::Continue;
+            }
+        }
         self.last_invocation = request;
-        self.handle
-            .invocations
-            .lock()
-            .insert(request, PendingCall { caller, caller_request });
         self.frame(OutFrame::Message(frame)).await
     }
 
     async fn message(&mut self, message: &Message) -> Step {
         let mut frame = self.encode(message);
         if frame.len() > self.max_outgoing {
-            tracing::info!(
-                session = self.handle.id,
-                size = frame.len(),
-                "message larger than the peer accepts"
-            );
+            tracing::info!(session = self.handle.id, size = frame.len(), "message larger than the peer accepts");
             match too_large(message, frame.len(), self.max_outgoing) {
                 Some(replacement) => frame = self.encode(&replacement),
                 None => return Step::Continue,
@@ -276,17 +254,11 @@ where
 
 /// What to send instead of a message too large for the peer, if anything.
 fn too_large(message: &Message, size: usize, limit: usize) -> Option<Message> {
-    let reason = || {
-        Payload::args(vec![Value::from(format!(
-            "the message is {size} bytes; this peer accepts {limit}"
-        ))])
-    };
+    let reason = || Payload::args(vec![Value::from(format!("the message is {size} bytes; this peer accepts {limit}"))]);
     let uri = WampError::PayloadSizeExceeded.uri();
     match message {
         Message::Result { request, .. } => Some(Message::error(MessageType::Call, *request, uri, reason())),
-        Message::Error {
-            request_type, request, ..
-        } => Some(Message::Error {
+        Message::Error { request_type, request, .. } => Some(Message::Error {
             request_type: *request_type,
             request: *request,
             details: Default::default(),

@@ -104,12 +104,8 @@ pub async fn serve(router: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAd
     tracing::debug!(%peer, serializer = serializer.subprotocol(), peer_max, "RawSocket connection open");
     let (read, write) = tcp.into_split();
     let max_incoming = announced_length(our_exponent).max(router.config.max_message_size.min(MAX_FRAME));
-    let frames = Frames {
-        inner: FramedRead::new(read, Codec { max_incoming }),
-    };
-    let sink = FrameSink {
-        inner: FramedWrite::new(write, Codec { max_incoming }),
-    };
+    let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
+    let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
     lifecycle::run(router, serializer, frames, sink, peer_max).await;
 }
 
@@ -152,9 +148,7 @@ impl Decoder for Codec {
         let kind = src[0];
         let length = usize::from(src[1]) << 16 | usize::from(src[2]) << 8 | usize::from(src[3]);
         if kind & 0xf8 != 0 || kind > 2 {
-            return Err(FrameError::Violation(format!(
-                "invalid RawSocket frame header octet {kind:#04x}"
-            )));
+            return Err(FrameError::Violation(format!("invalid RawSocket frame header octet {kind:#04x}")));
         }
         if length > self.max_incoming {
             return Err(FrameError::Violation(format!(
@@ -186,10 +180,7 @@ impl Encoder<RawFrame> for Codec {
             RawFrame::Pong(p) => (2, p),
         };
         if payload.len() > MAX_FRAME {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "frame longer than 2^24 - 1 bytes",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame longer than 2^24 - 1 bytes"));
         }
         dst.reserve(4 + payload.len());
         dst.put_u8(kind);
@@ -270,21 +261,11 @@ mod tests {
     fn frames_round_trip_and_limits_hold() {
         let mut codec = Codec { max_incoming: 8 };
         let mut buf = BytesMut::new();
-        codec
-            .encode(RawFrame::Message(Bytes::from_static(b"[1,2]")), &mut buf)
-            .unwrap();
-        codec
-            .encode(RawFrame::Ping(Bytes::from_static(b"hi")), &mut buf)
-            .unwrap();
+        codec.encode(RawFrame::Message(Bytes::from_static(b"[1,2]")), &mut buf).unwrap();
+        codec.encode(RawFrame::Ping(Bytes::from_static(b"hi")), &mut buf).unwrap();
         assert_eq!(&buf[..4], &[0, 0, 0, 5]);
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(RawFrame::Message(Bytes::from_static(b"[1,2]")))
-        );
-        assert_eq!(
-            codec.decode(&mut buf).unwrap(),
-            Some(RawFrame::Ping(Bytes::from_static(b"hi")))
-        );
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(RawFrame::Message(Bytes::from_static(b"[1,2]"))));
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(RawFrame::Ping(Bytes::from_static(b"hi"))));
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         let mut big = BytesMut::from(&[0u8, 0, 0, 9][..]);
         assert!(matches!(codec.decode(&mut big), Err(FrameError::Violation(_))));

@@ -34,12 +34,7 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(config.write_buffer_size)
-        .max_write_buffer_size(
-            config
-                .write_buffer_size
-                .saturating_mul(4)
-                .max(config.max_message_size * 2),
-        )
+        .max_write_buffer_size(config.write_buffer_size.saturating_mul(4).max(config.max_message_size * 2))
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut chosen = None;
@@ -60,16 +55,7 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     let Some(serializer) = chosen else { return };
     tracing::debug!(%peer, subprotocol = serializer.subprotocol(), "WebSocket connection open");
     let (sink, stream) = ws.split();
-    let (frames, sink) = (
-        Frames {
-            inner: stream,
-            serializer,
-        },
-        FrameSink {
-            inner: sink,
-            serializer,
-        },
-    );
+    let (frames, sink) = (Frames { inner: stream, serializer }, FrameSink { inner: sink, serializer });
     // A WebSocket peer announces no limit of its own.
     lifecycle::run(router, serializer, frames, sink, usize::MAX).await;
 }
@@ -83,10 +69,7 @@ fn negotiate(
     chosen: &mut Option<Serializer>,
 ) -> Result<Response, ErrorResponse> {
     if request.uri().path() != path {
-        return Err(refuse(
-            StatusCode::NOT_FOUND,
-            format!("no WAMP endpoint at {}; use {path}", request.uri().path()),
-        ));
+        return Err(refuse(StatusCode::NOT_FOUND, format!("no WAMP endpoint at {}; use {path}", request.uri().path())));
     }
     let offered = request
         .headers()
@@ -100,16 +83,12 @@ fn negotiate(
         let wanted: Vec<_> = Serializer::ALL.iter().map(|s| s.subprotocol()).collect();
         return Err(refuse(
             StatusCode::BAD_REQUEST,
-            format!(
-                "no supported WAMP subprotocol offered; this router speaks {}",
-                wanted.join(", ")
-            ),
+            format!("no supported WAMP subprotocol offered; this router speaks {}", wanted.join(", ")),
         ));
     };
-    response.headers_mut().insert(
-        http::header::SEC_WEBSOCKET_PROTOCOL,
-        http::HeaderValue::from_static(serializer.subprotocol()),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(serializer.subprotocol()));
     *chosen = Some(serializer);
     Ok(response)
 }

@@ -64,12 +64,7 @@ impl CborReader {
             _ => return Err(DecodeError::new("message is not a CBOR array")),
         };
         let pos = cursor.pos;
-        Ok(CborReader {
-            buf: frame,
-            pos,
-            remaining,
-            done: false,
-        })
+        Ok(CborReader { buf: frame, pos, remaining, done: false })
     }
 
     /// A cursor on the next element, or `None` when the message array has ended.
@@ -86,10 +81,7 @@ impl CborReader {
             // Running out of bytes here surfaces as "truncated" when the element is read.
             None => {}
         }
-        Some(Cursor {
-            buf: &self.buf,
-            pos: self.pos,
-        })
+        Some(Cursor { buf: &self.buf, pos: self.pos })
     }
 }
 
@@ -127,10 +119,7 @@ impl EnvelopeReader for CborReader {
     fn raw(&mut self, kind: RawKind) -> Result<Option<Bytes>, DecodeError> {
         let Some(mut c) = self.next() else { return Ok(None) };
         let start = c.pos;
-        let ok = matches!(
-            (kind, c.item()?),
-            (RawKind::List, Item::Array(_)) | (RawKind::Dict, Item::Map(_))
-        );
+        let ok = matches!((kind, c.item()?), (RawKind::List, Item::Array(_)) | (RawKind::Dict, Item::Map(_)));
         if !ok {
             return Err(DecodeError::new(match kind {
                 RawKind::List => "Arguments must be a list",
@@ -162,11 +151,7 @@ impl EnvelopeReader for CborReader {
                     self.done = true;
                 }
                 Some(_) => return Err(DecodeError::new("too many elements for this message type")),
-                None => {
-                    return Err(DecodeError::new(
-                        "truncated CBOR data: indefinite-length array without break",
-                    ))
-                }
+                None => return Err(DecodeError::new("truncated CBOR data: indefinite-length array without break")),
             },
         }
         if self.pos != self.buf.len() {
@@ -260,9 +245,7 @@ impl<'a> Cursor<'a> {
                 if indefinite {
                     return Ok(Len::Indefinite);
                 }
-                usize::try_from(head.arg)
-                    .map(Len::Definite)
-                    .map_err(|_| DecodeError::new("CBOR length out of range"))
+                usize::try_from(head.arg).map(Len::Definite).map_err(|_| DecodeError::new("CBOR length out of range"))
             };
             return Ok(match head.major {
                 UINT | NEGINT | TAG if indefinite => {
@@ -303,9 +286,7 @@ impl<'a> Cursor<'a> {
                 return Ok(());
             }
             if head.major != major || head.info == 31 {
-                return Err(DecodeError::new(
-                    "malformed CBOR: bad chunk in indefinite-length string",
-                ));
+                return Err(DecodeError::new("malformed CBOR: bad chunk in indefinite-length string"));
             }
             let n = usize::try_from(head.arg).map_err(|_| DecodeError::new("CBOR length out of range"))?;
             chunk(self.take(n)?);
@@ -442,9 +423,7 @@ impl<'a> Cursor<'a> {
 
 /// The value `-1 - n` of a CBOR negative integer, if an `i64` can hold it.
 fn negative(n: u64) -> Result<i64, DecodeError> {
-    i64::try_from(n)
-        .map(|n| -1 - n)
-        .map_err(|_| DecodeError::new("CBOR negative integer out of range"))
+    i64::try_from(n).map(|n| -1 - n).map_err(|_| DecodeError::new("CBOR negative integer out of range"))
 }
 
 /// Widens an IEEE 754 half-precision float.
@@ -548,10 +527,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     fn encoded(v: &Value) -> Vec<u8> {
@@ -589,11 +565,7 @@ mod tests {
             Value::Bytes(vec![0, 1, 2, 255]),
             Value::List(vec![]),
             Value::Dict(Dict::new()),
-            Value::Dict(
-                Dict::new()
-                    .with("a", Value::List(vec![Value::UInt(1); 30]))
-                    .with("b", Value::Null),
-            ),
+            Value::Dict(Dict::new().with("a", Value::List(vec![Value::UInt(1); 30])).with("b", Value::Null)),
         ]);
         assert_eq!(parse_value(&encoded(&v)).unwrap(), v);
         match parse_value(&encoded(&Value::Float(f64::NAN))).unwrap() {
@@ -632,16 +604,10 @@ mod tests {
             (Value::from("IETF"), "6449455446"),
             (Value::from("\u{6c34}"), "63e6b0b4"),
             (Value::List(vec![Value::UInt(1); 23]), &format!("97{}", "01".repeat(23))),
-            (
-                Value::List(vec![Value::UInt(1); 24]),
-                &format!("9818{}", "01".repeat(24)),
-            ),
+            (Value::List(vec![Value::UInt(1); 24]), &format!("9818{}", "01".repeat(24))),
             (Value::from("a".repeat(23).as_str()), &format!("77{}", "61".repeat(23))),
             (Value::Bytes(vec![0; 300]), &format!("59012c{}", "00".repeat(300))),
-            (
-                Value::Dict(Dict::new().with("a", 1u64).with("b", Value::List(vec![]))),
-                "a26161016162 80",
-            ),
+            (Value::Dict(Dict::new().with("a", 1u64).with("b", Value::List(vec![]))), "a26161016162 80"),
         ] {
             assert_eq!(encoded(&v), hex(&h.replace(' ', "")), "{v:?}");
         }
@@ -665,10 +631,7 @@ mod tests {
         ] {
             assert_eq!(parse_value(&hex(h)).unwrap(), v, "{h}");
         }
-        assert!(
-            parse_value(&hex("3b8000000000000000")).is_err(),
-            "below i64::MIN must be refused"
-        );
+        assert!(parse_value(&hex("3b8000000000000000")).is_err(), "below i64::MIN must be refused");
     }
 
     #[test]
@@ -679,19 +642,11 @@ mod tests {
             ("7fff", Value::from("")),
             ("9f018202039f0405ffff", {
                 let inner = Value::List(vec![Value::UInt(4), Value::UInt(5)]);
-                Value::List(vec![
-                    Value::UInt(1),
-                    Value::List(vec![Value::UInt(2), Value::UInt(3)]),
-                    inner,
-                ])
+                Value::List(vec![Value::UInt(1), Value::List(vec![Value::UInt(2), Value::UInt(3)]), inner])
             }),
             (
                 "bf61610161629f0203ffff",
-                Value::Dict(
-                    Dict::new()
-                        .with("a", 1u64)
-                        .with("b", Value::List(vec![Value::UInt(2), Value::UInt(3)])),
-                ),
+                Value::Dict(Dict::new().with("a", 1u64).with("b", Value::List(vec![Value::UInt(2), Value::UInt(3)]))),
             ),
             ("bf7f6161ff01ff", Value::Dict(Dict::new().with("a", 1u64))),
         ];

@@ -31,12 +31,7 @@ pub struct JsonReader {
 impl JsonReader {
     /// Starts reading `frame`, which must hold a JSON array.
     pub fn new(frame: Bytes) -> Result<Self, DecodeError> {
-        let mut reader = JsonReader {
-            buf: frame,
-            pos: 0,
-            first: true,
-            done: false,
-        };
+        let mut reader = JsonReader { buf: frame, pos: 0, first: true, done: false };
         reader.skip_ws();
         if reader.peek() != Some(b'[') {
             return Err(DecodeError::new("message is not a JSON array"));
@@ -102,9 +97,7 @@ impl EnvelopeReader for JsonReader {
             _ => {}
         }
         let text = std::str::from_utf8(digits).map_err(|_| DecodeError::new("bad integer"))?;
-        text.parse()
-            .map(Some)
-            .map_err(|_| DecodeError::new("integer out of range"))
+        text.parse().map(Some).map_err(|_| DecodeError::new("integer out of range"))
     }
 
     fn string(&mut self) -> Result<Option<String>, DecodeError> {
@@ -361,9 +354,7 @@ fn from_simd(v: simd_json::BorrowedValue<'_>) -> Value {
             _ => Value::Str(s.into_owned()),
         },
         B::Array(items) => Value::List(items.into_iter().map(from_simd).collect()),
-        B::Object(map) => Value::Dict(Dict(
-            map.into_iter().map(|(k, v)| (k.into_owned(), from_simd(v))).collect(),
-        )),
+        B::Object(map) => Value::Dict(Dict(map.into_iter().map(|(k, v)| (k.into_owned(), from_simd(v))).collect())),
     }
 }
 
@@ -474,10 +465,7 @@ mod tests {
         let d = r.dict().unwrap().unwrap();
         assert_eq!(
             d.get("a"),
-            Some(&Value::List(vec![
-                Value::UInt(1),
-                Value::Dict(Dict::new().with("b", Value::Null))
-            ]))
+            Some(&Value::List(vec![Value::UInt(1), Value::Dict(Dict::new().with("b", Value::Null))]))
         );
         assert_eq!(r.string().unwrap().as_deref(), Some("com.x"));
         assert_eq!(&r.raw(RawKind::List).unwrap().unwrap()[..], br#"[1, "two", 3.5e2]"#);
@@ -488,16 +476,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in [
-            r#"[1,"#,
-            r#"[1 2]"#,
-            r#"[01x]"#,
-            r#"["a\q"]"#,
-            r#"[[1,]]"#,
-            r#"[{"a" 1}]"#,
-            r#"[1] x"#,
-            "[tru]",
-        ] {
+        for bad in [r#"[1,"#, r#"[1 2]"#, r#"[01x]"#, r#"["a\q"]"#, r#"[[1,]]"#, r#"[{"a" 1}]"#, r#"[1] x"#, "[tru]"] {
             let mut r = reader(bad);
             let result = (|| {
                 while r.value()?.is_some() {}

@@ -70,117 +70,30 @@ pub enum MessageType {
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)] // the fields are the spec's element names
 pub enum Message {
-    Hello {
-        realm: String,
-        details: Dict,
-    },
-    Welcome {
-        session: u64,
-        details: Dict,
-    },
-    Abort {
-        details: Dict,
-        reason: String,
-    },
-    Challenge {
-        auth_method: String,
-        extra: Dict,
-    },
-    Authenticate {
-        signature: String,
-        extra: Dict,
-    },
-    Goodbye {
-        details: Dict,
-        reason: String,
-    },
-    Error {
-        request_type: u64,
-        request: u64,
-        details: Dict,
-        error: String,
-        payload: Payload,
-    },
-    Publish {
-        request: u64,
-        options: Dict,
-        topic: String,
-        payload: Payload,
-    },
-    Published {
-        request: u64,
-        publication: u64,
-    },
-    Subscribe {
-        request: u64,
-        options: Dict,
-        topic: String,
-    },
-    Subscribed {
-        request: u64,
-        subscription: u64,
-    },
-    Unsubscribe {
-        request: u64,
-        subscription: u64,
-    },
-    Unsubscribed {
-        request: u64,
-        details: Option<Dict>,
-    },
-    Event {
-        subscription: u64,
-        publication: u64,
-        details: Dict,
-        payload: Payload,
-    },
-    Call {
-        request: u64,
-        options: Dict,
-        procedure: String,
-        payload: Payload,
-    },
-    Cancel {
-        request: u64,
-        options: Dict,
-    },
-    Result {
-        request: u64,
-        details: Dict,
-        payload: Payload,
-    },
-    Register {
-        request: u64,
-        options: Dict,
-        procedure: String,
-    },
-    Registered {
-        request: u64,
-        registration: u64,
-    },
-    Unregister {
-        request: u64,
-        registration: u64,
-    },
-    Unregistered {
-        request: u64,
-        details: Option<Dict>,
-    },
-    Invocation {
-        request: u64,
-        registration: u64,
-        details: Dict,
-        payload: Payload,
-    },
-    Interrupt {
-        request: u64,
-        options: Dict,
-    },
-    Yield {
-        request: u64,
-        options: Dict,
-        payload: Payload,
-    },
+    Hello { realm: String, details: Dict },
+    Welcome { session: u64, details: Dict },
+    Abort { details: Dict, reason: String },
+    Challenge { auth_method: String, extra: Dict },
+    Authenticate { signature: String, extra: Dict },
+    Goodbye { details: Dict, reason: String },
+    Error { request_type: u64, request: u64, details: Dict, error: String, payload: Payload },
+    Publish { request: u64, options: Dict, topic: String, payload: Payload },
+    Published { request: u64, publication: u64 },
+    Subscribe { request: u64, options: Dict, topic: String },
+    Subscribed { request: u64, subscription: u64 },
+    Unsubscribe { request: u64, subscription: u64 },
+    Unsubscribed { request: u64, details: Option<Dict> },
+    Event { subscription: u64, publication: u64, details: Dict, payload: Payload },
+    Call { request: u64, options: Dict, procedure: String, payload: Payload },
+    Cancel { request: u64, options: Dict },
+    Result { request: u64, details: Dict, payload: Payload },
+    Register { request: u64, options: Dict, procedure: String },
+    Registered { request: u64, registration: u64 },
+    Unregister { request: u64, registration: u64 },
+    Unregistered { request: u64, details: Option<Dict> },
+    Invocation { request: u64, registration: u64, details: Dict, payload: Payload },
+    Interrupt { request: u64, options: Dict },
+    Yield { request: u64, options: Dict, payload: Payload },
 }
 
 impl Message {
@@ -231,18 +144,9 @@ impl Message {
 pub fn decode<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Message, DecodeError> {
     let ty = need(r.uint(), "message type")?;
     let msg = match ty {
-        1 => Message::Hello {
-            realm: need(r.string(), "Realm|uri")?,
-            details: need(r.dict(), "Details|dict")?,
-        },
-        2 => Message::Welcome {
-            session: id(r, "Session|id")?,
-            details: need(r.dict(), "Details|dict")?,
-        },
-        3 => Message::Abort {
-            details: need(r.dict(), "Details|dict")?,
-            reason: need(r.string(), "Reason|uri")?,
-        },
+        1 => Message::Hello { realm: need(r.string(), "Realm|uri")?, details: need(r.dict(), "Details|dict")? },
+        2 => Message::Welcome { session: id(r, "Session|id")?, details: need(r.dict(), "Details|dict")? },
+        3 => Message::Abort { details: need(r.dict(), "Details|dict")?, reason: need(r.string(), "Reason|uri")? },
         4 => Message::Challenge {
             auth_method: need(r.string(), "AuthMethod|string")?,
             extra: need(r.dict(), "Extra|dict")?,
@@ -251,10 +155,7 @@ pub fn decode<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Me
             signature: need(r.string(), "Signature|string")?,
             extra: need(r.dict(), "Extra|dict")?,
         },
-        6 => Message::Goodbye {
-            details: need(r.dict(), "Details|dict")?,
-            reason: need(r.string(), "Reason|uri")?,
-        },
+        6 => Message::Goodbye { details: need(r.dict(), "Details|dict")?, reason: need(r.string(), "Reason|uri")? },
         8 => Message::Error {
             request_type: need(r.uint(), "REQUEST.Type|int")?,
             request: id(r, "REQUEST.Request|id")?,
@@ -268,27 +169,15 @@ pub fn decode<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Me
             topic: need(r.string(), "Topic|uri")?,
             payload: payload(r, serializer)?,
         },
-        17 => Message::Published {
-            request: id(r, "Request|id")?,
-            publication: id(r, "Publication|id")?,
-        },
+        17 => Message::Published { request: id(r, "Request|id")?, publication: id(r, "Publication|id")? },
         32 => Message::Subscribe {
             request: id(r, "Request|id")?,
             options: need(r.dict(), "Options|dict")?,
             topic: need(r.string(), "Topic|uri")?,
         },
-        33 => Message::Subscribed {
-            request: id(r, "Request|id")?,
-            subscription: id(r, "Subscription|id")?,
-        },
-        34 => Message::Unsubscribe {
-            request: id(r, "Request|id")?,
-            subscription: id(r, "Subscription|id")?,
-        },
-        35 => Message::Unsubscribed {
-            request: id(r, "Request|id")?,
-            details: r.dict()?,
-        },
+        33 => Message::Subscribed { request: id(r, "Request|id")?, subscription: id(r, "Subscription|id")? },
+        34 => Message::Unsubscribe { request: id(r, "Request|id")?, subscription: id(r, "Subscription|id")? },
+        35 => Message::Unsubscribed { request: id(r, "Request|id")?, details: r.dict()? },
         36 => Message::Event {
             subscription: id(r, "Subscription|id")?,
             publication: id(r, "Publication|id")?,
@@ -301,10 +190,7 @@ pub fn decode<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Me
             procedure: need(r.string(), "Procedure|uri")?,
             payload: payload(r, serializer)?,
         },
-        49 => Message::Cancel {
-            request: id(r, "Request|id")?,
-            options: need(r.dict(), "Options|dict")?,
-        },
+        49 => Message::Cancel { request: id(r, "Request|id")?, options: need(r.dict(), "Options|dict")? },
         50 => Message::Result {
             request: id(r, "Request|id")?,
             details: need(r.dict(), "Details|dict")?,
@@ -315,28 +201,16 @@ pub fn decode<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Me
             options: need(r.dict(), "Options|dict")?,
             procedure: need(r.string(), "Procedure|uri")?,
         },
-        65 => Message::Registered {
-            request: id(r, "Request|id")?,
-            registration: id(r, "Registration|id")?,
-        },
-        66 => Message::Unregister {
-            request: id(r, "Request|id")?,
-            registration: id(r, "Registration|id")?,
-        },
-        67 => Message::Unregistered {
-            request: id(r, "Request|id")?,
-            details: r.dict()?,
-        },
+        65 => Message::Registered { request: id(r, "Request|id")?, registration: id(r, "Registration|id")? },
+        66 => Message::Unregister { request: id(r, "Request|id")?, registration: id(r, "Registration|id")? },
+        67 => Message::Unregistered { request: id(r, "Request|id")?, details: r.dict()? },
         68 => Message::Invocation {
             request: id(r, "Request|id")?,
             registration: id(r, "Registration|id")?,
             details: need(r.dict(), "Details|dict")?,
             payload: payload(r, serializer)?,
         },
-        69 => Message::Interrupt {
-            request: id(r, "Request|id")?,
-            options: need(r.dict(), "Options|dict")?,
-        },
+        69 => Message::Interrupt { request: id(r, "Request|id")?, options: need(r.dict(), "Options|dict")? },
         70 => Message::Yield {
             request: id(r, "Request|id")?,
             options: need(r.dict(), "Options|dict")?,
@@ -369,11 +243,7 @@ fn payload<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Paylo
         return Ok(Payload::Empty);
     };
     let kwargs = r.raw(RawKind::Dict)?;
-    Ok(Payload::Raw(RawPayload {
-        serializer,
-        args: Some(args),
-        kwargs,
-    }))
+    Ok(Payload::Raw(RawPayload { serializer, args: Some(args), kwargs }))
 }
 
 /// Writes the elements of one message, putting separators between them.
@@ -486,12 +356,7 @@ pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
         _ => 3,
     };
     F::begin(out, fixed + payload.map_or(0, |p| p.element_count()));
-    let mut w = Elements::<F> {
-        out,
-        first: true,
-        target,
-        _format: std::marker::PhantomData,
-    };
+    let mut w = Elements::<F> { out, first: true, target, _format: std::marker::PhantomData };
     w.uint(msg.message_type() as u64);
     match msg {
         Message::Hello { realm, details } => {
@@ -509,35 +374,16 @@ pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
         Message::Authenticate { signature, extra } => {
             w.string(signature).dict(extra);
         }
-        Message::Error {
-            request_type,
-            request,
-            details,
-            error,
-            payload,
-        } => {
-            w.uint(*request_type)
-                .uint(*request)
-                .dict(details)
-                .string(error)
-                .payload(payload);
+        Message::Error { request_type, request, details, error, payload } => {
+            w.uint(*request_type).uint(*request).dict(details).string(error).payload(payload);
         }
-        Message::Publish {
-            request,
-            options,
-            topic,
-            payload,
-        } => {
+        Message::Publish { request, options, topic, payload } => {
             w.uint(*request).dict(options).string(topic).payload(payload);
         }
         Message::Published { request, publication } => {
             w.uint(*request).uint(*publication);
         }
-        Message::Subscribe {
-            request,
-            options,
-            topic,
-        } => {
+        Message::Subscribe { request, options, topic } => {
             w.uint(*request).dict(options).string(topic);
         }
         Message::Subscribed { request, subscription } => {
@@ -552,37 +398,19 @@ pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
                 w.dict(d);
             }
         }
-        Message::Event {
-            subscription,
-            publication,
-            details,
-            payload,
-        } => {
+        Message::Event { subscription, publication, details, payload } => {
             w.uint(*subscription).uint(*publication).dict(details).payload(payload);
         }
-        Message::Call {
-            request,
-            options,
-            procedure,
-            payload,
-        } => {
+        Message::Call { request, options, procedure, payload } => {
             w.uint(*request).dict(options).string(procedure).payload(payload);
         }
         Message::Cancel { request, options } | Message::Interrupt { request, options } => {
             w.uint(*request).dict(options);
         }
-        Message::Result {
-            request,
-            details,
-            payload,
-        } => {
+        Message::Result { request, details, payload } => {
             w.uint(*request).dict(details).payload(payload);
         }
-        Message::Register {
-            request,
-            options,
-            procedure,
-        } => {
+        Message::Register { request, options, procedure } => {
             w.uint(*request).dict(options).string(procedure);
         }
         Message::Registered { request, registration } => {
@@ -591,19 +419,10 @@ pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
         Message::Unregister { request, registration } => {
             w.uint(*request).uint(*registration);
         }
-        Message::Invocation {
-            request,
-            registration,
-            details,
-            payload,
-        } => {
+        Message::Invocation { request, registration, details, payload } => {
             w.uint(*request).uint(*registration).dict(details).payload(payload);
         }
-        Message::Yield {
-            request,
-            options,
-            payload,
-        } => {
+        Message::Yield { request, options, payload } => {
             w.uint(*request).dict(options).payload(payload);
         }
     }

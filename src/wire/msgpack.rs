@@ -29,11 +29,7 @@ impl MsgPackReader {
             _ => return Err(DecodeError::new("message is not a MessagePack array")),
         };
         let pos = cursor.pos;
-        Ok(MsgPackReader {
-            buf: frame,
-            pos,
-            remaining,
-        })
+        Ok(MsgPackReader { buf: frame, pos, remaining })
     }
 
     fn next(&mut self) -> Option<Cursor<'_>> {
@@ -41,10 +37,7 @@ impl MsgPackReader {
             return None;
         }
         self.remaining -= 1;
-        Some(Cursor {
-            buf: &self.buf,
-            pos: self.pos,
-        })
+        Some(Cursor { buf: &self.buf, pos: self.pos })
     }
 }
 
@@ -82,10 +75,7 @@ impl EnvelopeReader for MsgPackReader {
     fn raw(&mut self, kind: RawKind) -> Result<Option<Bytes>, DecodeError> {
         let Some(mut c) = self.next() else { return Ok(None) };
         let start = c.pos;
-        let ok = matches!(
-            (kind, c.header()?),
-            (RawKind::List, Header::Array(_)) | (RawKind::Dict, Header::Map(_))
-        );
+        let ok = matches!((kind, c.header()?), (RawKind::List, Header::Array(_)) | (RawKind::Dict, Header::Map(_)));
         if !ok {
             return Err(DecodeError::new(match kind {
                 RawKind::List => "Arguments must be a list",

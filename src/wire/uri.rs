@@ -5,10 +5,7 @@
 
 /// True when `uri` is a valid loose URI with no empty components.
 pub fn is_valid(uri: &str) -> bool {
-    !uri.is_empty()
-        && uri
-            .split('.')
-            .all(|c| !c.is_empty() && !c.chars().any(|ch| ch.is_whitespace() || ch == '#'))
+    !uri.is_empty() && uri.split('.').all(|c| !c.is_empty() && !c.chars().any(|ch| ch.is_whitespace() || ch == '#'))
 }
 
 /// True when `uri` is in the `wamp.` namespace that only the router may register or publish in.

@@ -52,11 +52,8 @@ const PUBLISH_OPTIONS: &[(&str, Rule)] = &[
     ("enc_serializer", Rule::OneOf(ENC_SERIALIZERS)),
 ];
 
-const SUBSCRIBE_OPTIONS: &[(&str, Rule)] = &[
-    ("match", Rule::OneOf(MATCH_POLICIES)),
-    ("get_retained", Rule::Bool),
-    ("forward_for", Rule::ForwardFor),
-];
+const SUBSCRIBE_OPTIONS: &[(&str, Rule)] =
+    &[("match", Rule::OneOf(MATCH_POLICIES)), ("get_retained", Rule::Bool), ("forward_for", Rule::ForwardFor)];
 
 const EVENT_DETAILS: &[(&str, Rule)] = &[
     ("publisher", Rule::Id),
@@ -89,10 +86,7 @@ fn check_dict(dict: &Dict, name: &str, rules: &[(&str, Rule)]) -> Result<(), Dec
             continue;
         };
         if let Err(expected) = check_value(*rule, value) {
-            return Err(DecodeError(format!(
-                "{name}.{key} must be {expected}, got {}",
-                describe(value)
-            )));
+            return Err(DecodeError(format!("{name}.{key} must be {expected}, got {}", describe(value))));
         }
     }
     Ok(())
@@ -129,9 +123,7 @@ fn check_value(rule: Rule, value: &Value) -> Result<(), String> {
 /// `authrole` must be strings when present.
 fn forward_hop(hop: &Dict) -> bool {
     matches!(hop.get("session"), Some(Value::UInt(n)) if *n <= MAX_ID)
-        && ["authid", "authrole"]
-            .iter()
-            .all(|k| matches!(hop.get(k), None | Some(Value::Str(_))))
+        && ["authid", "authrole"].iter().all(|k| matches!(hop.get(k), None | Some(Value::Str(_))))
 }
 
 /// A short description of what a peer sent, without echoing arbitrarily large values back.
@@ -156,38 +148,19 @@ mod tests {
     use crate::wire::Payload;
 
     fn publish(options: Dict) -> Message {
-        Message::Publish {
-            request: 1,
-            options,
-            topic: "com.example.t".into(),
-            payload: Payload::Empty,
-        }
+        Message::Publish { request: 1, options, topic: "com.example.t".into(), payload: Payload::Empty }
     }
 
     fn subscribe(options: Dict) -> Message {
-        Message::Subscribe {
-            request: 1,
-            options,
-            topic: "com.example.t".into(),
-        }
+        Message::Subscribe { request: 1, options, topic: "com.example.t".into() }
     }
 
     fn event(details: Dict) -> Message {
-        Message::Event {
-            subscription: 1,
-            publication: 2,
-            details,
-            payload: Payload::Empty,
-        }
+        Message::Event { subscription: 1, publication: 2, details, payload: Payload::Empty }
     }
 
     fn hop(session: impl Into<Value>) -> Value {
-        Value::Dict(
-            Dict::new()
-                .with("session", session)
-                .with("authid", "r1")
-                .with("authrole", "router"),
-        )
+        Value::Dict(Dict::new().with("session", session).with("authid", "r1").with("authrole", "router"))
     }
 
     #[test]
@@ -215,10 +188,7 @@ mod tests {
     #[test]
     fn names_the_key_and_the_expected_type() {
         let cases = [
-            (
-                publish(Dict::new().with("acknowledge", 1u64)),
-                "PUBLISH.Options.acknowledge must be a boolean",
-            ),
+            (publish(Dict::new().with("acknowledge", 1u64)), "PUBLISH.Options.acknowledge must be a boolean"),
             (
                 publish(Dict::new().with("exclude", Value::List(vec![Value::Int(-1)]))),
                 "PUBLISH.Options.exclude must be a list of ids",
@@ -227,45 +197,19 @@ mod tests {
                 publish(Dict::new().with("exclude", Value::List(vec![Value::UInt(MAX_ID + 1)]))),
                 "PUBLISH.Options.exclude must be a list of ids",
             ),
-            (
-                publish(Dict::new().with("eligible_authid", "a")),
-                "PUBLISH.Options.eligible_authid",
-            ),
-            (
-                publish(Dict::new().with("enc_serializer", "xml")),
-                "PUBLISH.Options.enc_serializer must be one of",
-            ),
-            (
-                publish(Dict::new().with("forward_for", Value::List(vec![hop("s")]))),
-                "PUBLISH.Options.forward_for",
-            ),
-            (
-                subscribe(Dict::new().with("match", "regex")),
-                "SUBSCRIBE.Options.match must be one of exact",
-            ),
-            (
-                subscribe(Dict::new().with("get_retained", Value::Null)),
-                "SUBSCRIBE.Options.get_retained",
-            ),
-            (
-                event(Dict::new().with("publisher", "x")),
-                "EVENT.Details.publisher must be an id",
-            ),
-            (
-                event(Dict::new().with("topic", 1u64)),
-                "EVENT.Details.topic must be a string",
-            ),
+            (publish(Dict::new().with("eligible_authid", "a")), "PUBLISH.Options.eligible_authid"),
+            (publish(Dict::new().with("enc_serializer", "xml")), "PUBLISH.Options.enc_serializer must be one of"),
+            (publish(Dict::new().with("forward_for", Value::List(vec![hop("s")]))), "PUBLISH.Options.forward_for"),
+            (subscribe(Dict::new().with("match", "regex")), "SUBSCRIBE.Options.match must be one of exact"),
+            (subscribe(Dict::new().with("get_retained", Value::Null)), "SUBSCRIBE.Options.get_retained"),
+            (event(Dict::new().with("publisher", "x")), "EVENT.Details.publisher must be an id"),
+            (event(Dict::new().with("topic", 1u64)), "EVENT.Details.topic must be a string"),
         ];
         for (message, expected) in cases {
             let error = check(&message).unwrap_err().0;
-            assert!(
-                error.starts_with(expected),
-                "{error:?} does not start with {expected:?}"
-            );
+            assert!(error.starts_with(expected), "{error:?} does not start with {expected:?}");
         }
-        let long = check(&event(Dict::new().with("retained", "x".repeat(1000))))
-            .unwrap_err()
-            .0;
+        let long = check(&event(Dict::new().with("retained", "x".repeat(1000)))).unwrap_err().0;
         assert!(long.len() < 100, "{long}");
     }
 }

@@ -22,10 +22,7 @@ pub async fn router() -> RouterHandle {
 pub async fn router_with(adjust: impl FnOnce(&mut RouterConfig)) -> RouterHandle {
     let mut config = RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        realms: vec![
-            RealmConfig { name: REALM.into() },
-            RealmConfig { name: "realm2".into() },
-        ],
+        realms: vec![RealmConfig::named(REALM), RealmConfig::named("realm2")],
         handshake_timeout_ms: 2_000,
         shutdown_timeout_ms: 1_000,
         ..RouterConfig::default()
@@ -36,9 +33,7 @@ pub async fn router_with(adjust: impl FnOnce(&mut RouterConfig)) -> RouterHandle
 
 /// A joined client of `realm1`.
 pub async fn join(router: &RouterHandle, serializer: Serializer) -> Client {
-    Client::join(&router.url(), REALM, serializer)
-        .await
-        .expect("joins realm1")
+    Client::join(&router.url(), REALM, serializer).await.expect("joins realm1")
 }
 
 pub fn rule(name: &str) -> Dict {
@@ -67,9 +62,7 @@ pub async fn call_names(caller: &mut Client, procedure: &str, n: usize) -> Vec<S
 /// Asserts `reply` is an ERROR for a request of type `kind` with URI `uri`.
 pub fn assert_error(reply: &Message, kind: MessageType, uri: &str) {
     match reply {
-        Message::Error {
-            request_type, error, ..
-        } => {
+        Message::Error { request_type, error, .. } => {
             assert_eq!(*request_type, kind as u64, "error answers {kind:?}: {reply:?}");
             assert_eq!(error, uri, "{reply:?}");
         }
@@ -137,35 +130,15 @@ impl Callee {
         let registration = client.register(procedure, options).await.expect("registers");
         let invocations = Arc::new(Mutex::new(Vec::new()));
         let (commands, rx) = mpsc::channel(4);
-        let task = tokio::spawn(serve(
-            client,
-            name.to_owned(),
-            behavior,
-            invocations.clone(),
-            rx,
-            registration,
-        ));
-        Callee {
-            name: name.to_owned(),
-            session,
-            registration,
-            invocations,
-            commands,
-            task,
-        }
+        let task = tokio::spawn(serve(client, name.to_owned(), behavior, invocations.clone(), rx, registration));
+        Callee { name: name.to_owned(), session, registration, invocations, commands, task }
     }
 
     /// Leaves as told and waits until the router confirmed it (or the socket is gone).
     pub async fn leave(&self, how: Leave) {
         let (done, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Leave(how, done))
-            .await
-            .expect("callee task alive");
-        tokio::time::timeout(Duration::from_secs(5), wait)
-            .await
-            .expect("leave confirmed")
-            .ok();
+        self.commands.send(Command::Leave(how, done)).await.expect("callee task alive");
+        tokio::time::timeout(Duration::from_secs(5), wait).await.expect("leave confirmed").ok();
     }
 
     pub fn invocation_count(&self) -> usize {
@@ -215,9 +188,7 @@ async fn serve(
         };
         let Ok(message) = message else { return };
         match message {
-            Message::Invocation {
-                request, ref payload, ..
-            } => {
+            Message::Invocation { request, ref payload, .. } => {
                 let answer = payload.clone();
                 invocations.lock().push(message);
                 let payload = match behavior {
@@ -225,13 +196,7 @@ async fn serve(
                     Behavior::Name => Payload::args(vec![Value::from(name.as_str())]),
                     Behavior::Echo => answer,
                 };
-                let _ = tx
-                    .send(&Message::Yield {
-                        request,
-                        options: Dict::new(),
-                        payload,
-                    })
-                    .await;
+                let _ = tx.send(&Message::Yield { request, options: Dict::new(), payload }).await;
             }
             Message::Unregistered { .. } | Message::Goodbye { .. } => {
                 if let Some((how, done)) = leaving.take() {
@@ -240,10 +205,9 @@ async fn serve(
                         return;
                     }
                     // Unregistered: any later INVOCATION would be a router bug; record it.
-                    invocations.lock().push(Message::Abort {
-                        details: Dict::new(),
-                        reason: "marker: UNREGISTERED received".into(),
-                    });
+                    invocations
+                        .lock()
+                        .push(Message::Abort { details: Dict::new(), reason: "marker: UNREGISTERED received".into() });
                 }
             }
             _ => {}
@@ -255,10 +219,7 @@ async fn serve(
 pub fn assert_nothing_after_unregistered(callee: &Callee) {
     let record = callee.invocations.lock();
     if let Some(marker) = record.iter().position(|m| matches!(m, Message::Abort { .. })) {
-        let late = record[marker + 1..]
-            .iter()
-            .filter(|m| matches!(m, Message::Invocation { .. }))
-            .count();
+        let late = record[marker + 1..].iter().filter(|m| matches!(m, Message::Invocation { .. })).count();
         assert_eq!(late, 0, "{} got {late} INVOCATIONs after UNREGISTERED", callee.name);
     }
 }
