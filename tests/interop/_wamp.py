@@ -27,7 +27,12 @@ from autobahn.wamp import message  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.request import Endpoint, RegisterRequest, UnregisterRequest  # noqa: E402
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer  # noqa: E402
-from autobahn.wamp.types import CallResult, RegisterOptions  # noqa: E402
+from autobahn.wamp.types import (  # noqa: E402
+    CallResult,
+    PublishOptions,
+    RegisterOptions,
+    SubscribeOptions,
+)
 
 URL = os.environ.get("ROUNDHOUSE_URL", "ws://127.0.0.1:8080/ws")
 REALM = os.environ.get("ROUNDHOUSE_REALM", "realm1")
@@ -383,3 +388,65 @@ def echo_handler(received: list):
         return CallResult(*args, **kwargs)
 
     return echo
+
+
+# -- pub/sub -----------------------------------------------------------------
+
+
+class Inbox:
+    """Records the events one subscriber receives, in arrival order.
+
+    ``events`` holds ``(args, kwargs, details)`` tuples; ``wait_for(n)`` waits
+    (bounded) until at least ``n`` events arrived.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.events: list[tuple[list, dict, Any]] = []
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+
+    def handler(self, *args, details=None, **kwargs):
+        self.events.append((list(args), dict(kwargs), details))
+        still = []
+        for n, fut in self._waiters:
+            if len(self.events) >= n:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                still.append((n, fut))
+        self._waiters = still
+
+    async def wait_for(self, n: int, what: str) -> list:
+        if len(self.events) < n:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append((n, fut))
+            await bounded(
+                fut,
+                f"{self.name} waiting for event #{n}: {what} "
+                f"(got {len(self.events)}: {self.payloads()!r})",
+            )
+        return self.events
+
+    def labels(self) -> list:
+        """args[0] of every event, in arrival order."""
+        return [a[0] if a else None for a, _, _ in self.events]
+
+    def payloads(self) -> list:
+        return [(a, k) for a, k, _ in self.events]
+
+
+async def subscribe_inbox(session: Client, topic: str, inbox: Inbox):
+    """SUBSCRIBE ``topic`` (exact match) delivering events with details into ``inbox``."""
+    return await bounded(
+        session.subscribe(inbox.handler, topic, options=SubscribeOptions(details=True)),
+        f"SUBSCRIBE {topic} by {session.name}",
+    )
+
+
+async def publish_ack(session: Client, topic: str, *args, exclude_me=None, **kwargs):
+    """PUBLISH with acknowledge=True; returns autobahn's Publication."""
+    opts = PublishOptions(acknowledge=True, exclude_me=exclude_me)
+    return await bounded(
+        session.publish(topic, *args, options=opts, **kwargs),
+        f"acknowledged PUBLISH to {topic} by {session.name} (exclude_me={exclude_me})",
+    )
