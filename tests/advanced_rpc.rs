@@ -332,3 +332,72 @@ async fn welcome_announces_the_advanced_rpc_features() {
         assert_eq!(features.get(feature), Some(&Value::Bool(true)), "{feature}");
     }
 }
+
+#[tokio::test]
+async fn pattern_registrations_are_chosen_as_the_spec_says() {
+    let router = router().await;
+    let registrations = [
+        ("a1.b2.c3.d4.e55", "exact"),
+        ("a1.b2.c3", "prefix"),
+        ("a1.b2.c3.d4", "prefix"),
+        ("a1.b2..d4.e5", "wildcard"),
+        ("a1.b2.c33..e5", "wildcard"),
+        ("a1.b2..d4.e5..g7", "wildcard"),
+        ("a1.b2..d4..f6.g7", "wildcard"),
+    ];
+    let mut callees = Vec::new();
+    for (uri, policy) in registrations {
+        let mut callee = peer(&router, &[]).await;
+        callee.register(uri, Dict::new().with("match", policy)).await.unwrap();
+        callees.push(callee);
+    }
+    let mut caller = peer(&router, &[]).await;
+    for (called, expected) in [
+        ("a1.b2.c3.d4.e55", 0),
+        ("a1.b2.c3.d98.e74", 1),
+        ("a1.b2.c3.d4.e325", 2),
+        ("a1.b2.c55.d4.e5", 3),
+        ("a1.b2.c33.d4.e5", 4),
+        ("a1.b2.c88.d4.e5.f6.g7", 5),
+    ] {
+        let request = call(&mut caller, called, Dict::new()).await;
+        let (id, details) = invocation(&mut callees[expected]).await;
+        let shown = details.get("procedure").and_then(Value::as_str);
+        assert_eq!(shown, (expected != 0).then_some(called), "{called}: the called URI for pattern matches only");
+        yield_(&mut callees[expected], id, Dict::new(), "ok").await;
+        assert!(matches!(caller.recv().await.unwrap(), Message::Result { request: r, .. } if r == request));
+    }
+    let reply = unexpected(caller.call("a2.b2.c2.d2.e2", vec![]).await);
+    assert_error(&reply, MessageType::Call, "wamp.error.no_such_procedure");
+    for callee in &mut callees {
+        silent(callee).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pattern_registration_is_keyed_by_uri_and_match_and_has_its_own_rule() {
+    let router = router().await;
+    let mut a = peer(&router, &[]).await;
+    let mut b = peer(&router, &[]).await;
+    let prefix_rr = Dict::new().with("match", "prefix").with("invoke", "roundrobin");
+    let id_a = a.register("com.example", prefix_rr.clone()).await.unwrap();
+    let id_b = b.register("com.example", prefix_rr).await.unwrap();
+    assert_eq!(id_a, id_b, "one shared prefix registration");
+    // The same URI with exact matching is a different registration, with a rule of its own.
+    let mut c = peer(&router, &[]).await;
+    let exact = c.register("com.example", Dict::new().with("invoke", "first")).await.unwrap();
+    assert_ne!(exact, id_a);
+    let refused =
+        unexpected(c.register("com.example", Dict::new().with("match", "prefix").with("invoke", "last")).await);
+    assert_error(&refused, MessageType::Register, "wamp.error.procedure_exists_with_different_invocation_policy");
+    let mut caller = peer(&router, &[]).await;
+    for expected in [0usize, 1, 0] {
+        let request = call(&mut caller, "com.example.x", Dict::new()).await;
+        let member = if expected == 0 { &mut a } else { &mut b };
+        let (id, _) = invocation(member).await;
+        yield_(member, id, Dict::new(), "ok").await;
+        assert!(matches!(caller.recv().await.unwrap(), Message::Result { request: r, .. } if r == request));
+    }
+    let refused = unexpected(a.register("com.example", Dict::new().with("match", "regex")).await);
+    assert_error(&refused, MessageType::Register, "wamp.error.invalid_argument");
+}

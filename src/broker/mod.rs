@@ -18,7 +18,8 @@ use crate::dealer::registry::{Registration, Registry};
 use crate::error::{Refusal, WampError};
 use crate::session::{Outbound, SessionHandle};
 use crate::wire::message::MAX_ID;
-use crate::wire::{uri, Dict, Message, Payload, Serializer, Value};
+use crate::wire::uri::{self, wildcard_matches, MatchPolicy};
+use crate::wire::{Dict, Message, Payload, Serializer, Value};
 
 use filter::Recipients;
 
@@ -28,50 +29,6 @@ pub const FEATURES: &[&str] =
 
 /// A subscription: a topic or pattern and its subscribers.
 pub type Subscription = Registration<Arc<SessionHandle>, ()>;
-
-/// How a subscription matches topics (`SUBSCRIBE.Options.match`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchPolicy {
-    /// The topic equals the subscription's URI.
-    Exact,
-    /// The topic starts with the subscription's URI (a string prefix).
-    Prefix,
-    /// Same number of components, and every non-empty component of the pattern is equal.
-    Wildcard,
-}
-
-impl MatchPolicy {
-    /// Reads `Options.match`; absent means exact.
-    pub fn from_option(value: Option<&Value>) -> Result<Self, String> {
-        match value.map(|v| v.as_str()) {
-            None | Some(Some("exact")) => Ok(MatchPolicy::Exact),
-            Some(Some("prefix")) => Ok(MatchPolicy::Prefix),
-            Some(Some("wildcard")) => Ok(MatchPolicy::Wildcard),
-            Some(other) => Err(format!("unknown match policy {other:?} (expected exact, prefix or wildcard)")),
-        }
-    }
-
-    fn accepts(self, uri: &str) -> bool {
-        match self {
-            MatchPolicy::Exact | MatchPolicy::Prefix => uri::is_valid(uri),
-            MatchPolicy::Wildcard => {
-                !uri.is_empty() && uri.split('.').all(|c| !c.chars().any(|ch| ch.is_whitespace() || ch == '#'))
-            }
-        }
-    }
-}
-
-/// True when `topic` matches the wildcard `pattern` (empty components match any one component).
-pub fn wildcard_matches(pattern: &str, topic: &str) -> bool {
-    let mut topic_parts = topic.split('.');
-    for part in pattern.split('.') {
-        match topic_parts.next() {
-            Some(t) if part.is_empty() || part == t => {}
-            _ => return false,
-        }
-    }
-    topic_parts.next().is_none()
-}
 
 /// The pub/sub router of one realm.
 pub struct Broker {
@@ -202,28 +159,5 @@ async fn deliver(subscription: &Subscription, event: &Message, recipients: &Reci
             }
         };
         let _ = subscriber.deliver(Outbound::Frame(frame)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcards_match_whole_components() {
-        assert!(wildcard_matches("com.myapp..update", "com.myapp.foo.update"));
-        assert!(!wildcard_matches("com.myapp..update", "com.myapp.foo.bar.update"));
-        assert!(!wildcard_matches("com.myapp..update", "com.myapp.update"));
-        assert!(wildcard_matches(".a.", "x.a.y"));
-        assert!(!wildcard_matches("a.b", "a.b.c"));
-    }
-
-    #[test]
-    fn match_policies_parse() {
-        assert_eq!(MatchPolicy::from_option(None), Ok(MatchPolicy::Exact));
-        assert_eq!(MatchPolicy::from_option(Some(&Value::from("prefix"))), Ok(MatchPolicy::Prefix));
-        assert!(MatchPolicy::from_option(Some(&Value::from("regex"))).is_err());
-        assert!(MatchPolicy::Wildcard.accepts("a..b"));
-        assert!(!MatchPolicy::Exact.accepts("a..b"));
     }
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use crate::error::{Refusal, WampError};
 use crate::session::SessionHandle;
-use crate::wire::{uri, Dict, Message, MessageType, Payload, Value};
+use crate::wire::uri::{self, MatchPolicy};
+use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
 use pending::{CallOptions, CallState, CancelMode, InvocationRequest};
 use registry::{Member, RegisterError, Registry};
@@ -29,6 +30,7 @@ pub const FEATURES: &[&str] = &[
     "call_timeout",
     "caller_identification",
     "call_reroute",
+    "pattern_based_registration",
 ];
 
 /// What a callee asked for in `REGISTER.Options`, kept with its membership.
@@ -59,8 +61,14 @@ impl Member for Callee {
 pub type Registration = registry::Registration<Callee>;
 
 /// The RPC router of one realm.
+///
+/// Registrations live in one table per match policy: exact URIs in the sharded table (the hot
+/// path: one lookup per CALL), prefix and wildcard patterns in one-shard tables that a CALL scans
+/// only when no exact registration matches. All three are snapshot tables: routing never waits.
 pub struct Dealer {
-    registry: Registry<Callee>,
+    exact: Registry<Callee>,
+    prefix: Registry<Callee>,
+    wildcard: Registry<Callee>,
     timeouts: Arc<timeout::Timeouts>,
     allow_disclose_caller: bool,
 }
@@ -69,17 +77,66 @@ impl Dealer {
     /// A dealer whose registry has `shards` shards. Starts the realm's timeout sweeper, so it must
     /// be created inside a tokio runtime.
     pub fn new(shards: usize, allow_disclose_caller: bool) -> Self {
-        Dealer { registry: Registry::new(shards), timeouts: timeout::Timeouts::start(), allow_disclose_caller }
+        Dealer {
+            exact: Registry::new(shards),
+            prefix: Registry::new(1),
+            wildcard: Registry::new(1),
+            timeouts: timeout::Timeouts::start(),
+            allow_disclose_caller,
+        }
     }
 
-    /// The registrations.
+    /// The exact-match registrations.
     pub fn registry(&self) -> &Registry<Callee> {
-        &self.registry
+        &self.exact
+    }
+
+    fn table(&self, policy: MatchPolicy) -> &Registry<Callee> {
+        match policy {
+            MatchPolicy::Exact => &self.exact,
+            MatchPolicy::Prefix => &self.prefix,
+            MatchPolicy::Wildcard => &self.wildcard,
+        }
+    }
+
+    /// The registration a CALL to `procedure` goes to, per the spec's selection: an exact match,
+    /// else the most specific prefix match, else the most specific wildcard match. The flag says
+    /// whether it is a pattern registration.
+    pub fn lookup(&self, procedure: &str) -> Option<(Arc<Registration>, bool)> {
+        if let Some(exact) = self.exact.lookup(procedure) {
+            return Some((exact, false));
+        }
+        let mut best: Option<(Arc<Registration>, usize)> = None;
+        if !self.prefix.is_empty() {
+            self.prefix.for_each(|r| {
+                let rank = uri::prefix_rank(&r.uri);
+                if uri::component_prefix_matches(&r.uri, procedure) && best.as_ref().is_none_or(|(_, b)| rank > *b) {
+                    best = Some((r.clone(), rank));
+                }
+            });
+        }
+        if let Some((registration, _)) = best {
+            return Some((registration, true));
+        }
+        let mut best: Option<(Arc<Registration>, Vec<usize>)> = None;
+        if !self.wildcard.is_empty() {
+            self.wildcard.for_each(|r| {
+                if uri::wildcard_matches(&r.uri, procedure) {
+                    let rank = uri::wildcard_rank(&r.uri);
+                    if best.as_ref().is_none_or(|(_, b)| rank > *b) {
+                        best = Some((r.clone(), rank));
+                    }
+                }
+            });
+        }
+        best.map(|(registration, _)| (registration, true))
     }
 
     /// REGISTER: adds `callee` to the registration of `procedure`, returning its id.
     pub fn register(&self, callee: &Arc<SessionHandle>, procedure: &str, options: &Dict) -> Result<u64, Refusal> {
-        if !uri::is_valid(procedure) {
+        let policy = MatchPolicy::from_option(options.get("match"))
+            .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
+        if !policy.accepts(procedure) {
             return Err(Refusal::new(WampError::InvalidUri, format!("invalid procedure URI '{procedure}'")));
         }
         if uri::is_reserved(procedure) {
@@ -88,21 +145,12 @@ impl Dealer {
                 format!("procedure URI '{procedure}' is in the reserved wamp. namespace"),
             ));
         }
-        match options.get("match").map(|m| m.as_str()) {
-            None | Some(Some("exact")) => {}
-            Some(other) => {
-                return Err(Refusal::new(
-                    WampError::InvalidArgument,
-                    format!("match policy {other:?} is not supported: registrations match exactly"),
-                ))
-            }
-        }
         let rule = InvocationRule::from_option(options.get("invoke"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
         let flag = |key: &str| options.get(key).and_then(Value::as_bool).unwrap_or(false);
         let options =
             CalleeOptions { disclose_caller: flag("disclose_caller"), forward_timeout: flag("forward_timeout") };
-        match self.registry.register(procedure, rule, Callee { session: callee.clone(), options }) {
+        match self.table(policy).register(procedure, rule, Callee { session: callee.clone(), options }) {
             Ok(registered) => Ok(registered.id),
             Err(RegisterError::AlreadyExists) => Err(Refusal::new(
                 WampError::ProcedureAlreadyExists,
@@ -117,13 +165,14 @@ impl Dealer {
 
     /// UNREGISTER: removes the session from a registration it is a member of.
     pub fn unregister(&self, session: u64, registration: u64) -> Result<(), Refusal> {
-        match self.registry.unregister(registration, session) {
-            Some(_) => Ok(()),
-            None => Err(Refusal::new(
-                WampError::NoSuchRegistration,
-                format!("session is not registered under registration {registration}"),
-            )),
+        let tables = [&self.exact, &self.prefix, &self.wildcard];
+        if tables.iter().any(|t| t.unregister(registration, session).is_some()) {
+            return Ok(());
         }
+        Err(Refusal::new(
+            WampError::NoSuchRegistration,
+            format!("session is not registered under registration {registration}"),
+        ))
     }
 
     /// CALL: routes the call by the registration's rule and queues the INVOCATION at the callee.
@@ -136,7 +185,7 @@ impl Dealer {
         options: &Dict,
         payload: Payload,
     ) -> Result<(), Refusal> {
-        let Some(registration) = self.registry.lookup(procedure) else {
+        let Some((registration, pattern)) = self.lookup(procedure) else {
             let reason = if uri::is_valid(procedure) {
                 Refusal::new(WampError::NoSuchProcedure, format!("no callee registered for procedure '{procedure}'"))
             } else {
@@ -163,6 +212,7 @@ impl Dealer {
             unavailable: Default::default(),
             progress: false,
             timer: (options.timeout_ms > 0).then(|| self.timeouts.clone()),
+            called: pattern.then(|| procedure.into()),
         };
         pending::dispatch(call).await;
         Ok(())

@@ -57,6 +57,8 @@ pub struct InvocationRequest {
     /// Where to start the call's timeout once its callee is known (unless that callee takes
     /// `forward_timeout`); `None` for calls without a timeout, or once started.
     pub timer: Option<Arc<Timeouts>>,
+    /// The procedure called, when it reached a pattern registration (`INVOCATION.Details.procedure`).
+    pub called: Option<Box<str>>,
 }
 
 /// The caller's view of one of its calls.
@@ -139,6 +141,9 @@ pub async fn dispatch(mut call: InvocationRequest) {
 fn prepare(call: &mut InvocationRequest, callee: &Callee) {
     let features = callee.session.identity().map(|i| i.features).unwrap_or_default();
     let mut details = Dict::new();
+    if let Some(procedure) = &call.called {
+        details.insert("procedure", &**procedure);
+    }
     call.progress = call.options.receive_progress && features.progressive_call_results;
     if call.progress {
         details.insert("receive_progress", true);

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -209,6 +209,9 @@ pub struct Registry<C, P = InvocationRule> {
     mask: u64,
     hasher: foldhash::fast::RandomState,
     by_id: DashMap<u64, Arc<Registration<C, P>>, foldhash::fast::RandomState>,
+    /// Entries, kept apart from `by_id` so that asking is one atomic load, not a walk over the
+    /// map's locked shards (PUBLISH asks on every event whether pattern tables are empty).
+    count: AtomicUsize,
 }
 
 impl<C: Member, P: Policy> Registry<C, P> {
@@ -222,7 +225,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
                 write: Mutex::new(()),
             })
             .collect();
-        Registry { shards, mask: count as u64 - 1, hasher, by_id: DashMap::default() }
+        Registry { shards, mask: count as u64 - 1, hasher, by_id: DashMap::default(), count: AtomicUsize::new(0) }
     }
 
     fn shard(&self, uri: &str) -> &Shard<C, P> {
@@ -252,12 +255,12 @@ impl<C: Member, P: Policy> Registry<C, P> {
 
     /// How many procedures are registered.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// True when nothing is registered.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len() == 0
     }
 
     /// Adds `member` to the entry of `uri` under `policy`, creating it if needed.
@@ -299,6 +302,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
         let mut next = ProcedureMap::clone(&map);
         next.insert(registration.uri.clone(), registration.clone());
         self.by_id.insert(id, registration);
+        self.count.fetch_add(1, Ordering::Relaxed);
         shard.procedures.store(Arc::new(next));
         Ok(Registered { id, created: true })
     }
@@ -321,6 +325,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
             next.remove(&*registration.uri);
             shard.procedures.store(Arc::new(next));
             self.by_id.remove(&id);
+            self.count.fetch_sub(1, Ordering::Relaxed);
         }
         Some((registration, deleted))
     }
