@@ -23,6 +23,8 @@ pub enum WampError {
     ProcedureExistsWithDifferentInvocationPolicy,
     /// UNREGISTER of a registration the session is not a member of.
     NoSuchRegistration,
+    /// A meta API call named a session that is not in the realm.
+    NoSuchSession,
     /// UNSUBSCRIBE of a subscription the session does not hold.
     NoSuchSubscription,
     /// The call ended because its callee went away, or its caller canceled it.
@@ -65,6 +67,7 @@ impl WampError {
             }
             WampError::NoSuchRegistration => "wamp.error.no_such_registration",
             WampError::NoSuchSubscription => "wamp.error.no_such_subscription",
+            WampError::NoSuchSession => "wamp.error.no_such_session",
             WampError::Canceled => "wamp.error.canceled",
             WampError::Timeout => "wamp.error.timeout",
             WampError::Unavailable => "wamp.error.unavailable",

@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod dealer;
 pub mod error;
+pub mod meta;
 pub mod realm;
 pub mod router;
 pub mod session;

@@ -1,8 +1,13 @@
 //! A realm: a routing namespace with its own dealer and broker. Sessions join exactly one realm.
 
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
 use crate::broker::Broker;
 use crate::config::RealmConfig;
 use crate::dealer::Dealer;
+use crate::session::SessionHandle;
 
 /// One realm served by the router.
 pub struct Realm {
@@ -12,6 +17,8 @@ pub struct Realm {
     pub dealer: Dealer,
     /// Its pub/sub router.
     pub broker: Broker,
+    /// Its joined sessions (meta API).
+    pub sessions: DashMap<u64, Arc<SessionHandle>, foldhash::fast::RandomState>,
 }
 
 impl Realm {
@@ -22,6 +29,7 @@ impl Realm {
             name: config.name.clone(),
             dealer: Dealer::new(shards, config.allow_disclose_caller),
             broker: Broker::new(shards),
+            sessions: DashMap::default(),
         }
     }
 

@@ -118,8 +118,8 @@ async fn frames_over_the_announced_length_or_with_a_bad_header_are_violations() 
 #[tokio::test]
 async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
     let router = router().await;
-    // The callee accepts at most 2^9 = 512 bytes.
-    let mut small = Client::connect_rawsocket(router.local_addr(), Serializer::MsgPack, 0).await.unwrap();
+    // The callee accepts at most 2^10 = 1024 bytes.
+    let mut small = Client::connect_rawsocket(router.local_addr(), Serializer::MsgPack, 1).await.unwrap();
     small.hello(REALM).await.unwrap();
     small.register("com.example.small", Dict::new()).await.unwrap();
     let mut caller = join(&router, Serializer::Json).await;
@@ -154,7 +154,7 @@ async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
         .unwrap();
     assert!(matches!(small.recv().await.unwrap(), Message::Result { .. }), "300 bytes fit");
     let request = small.request_id();
-    let payload = Payload::args(vec![Value::from("z".repeat(450)), Value::from("w".repeat(100))]);
+    let payload = Payload::args(vec![Value::from("z".repeat(900)), Value::from("w".repeat(300))]);
     small
         .send(&Message::Call { request, options: Dict::new(), procedure: "com.example.big".into(), payload })
         .await
@@ -163,5 +163,18 @@ async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
         Ok(reply) => assert_error(&reply, MessageType::Call, "wamp.error.payload_size_exceeded"),
         Err(ClientError::Closed) => panic!("the session must survive"),
         Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_peer_too_small_for_welcome_gets_an_abort_not_silence() {
+    let router = router().await;
+    let mut tiny = Client::connect_rawsocket(router.local_addr(), Serializer::Json, 0).await.unwrap();
+    match tiny.hello(REALM).await {
+        Err(ClientError::Unexpected(reply)) => match *reply {
+            Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.payload_size_exceeded"),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
     }
 }

@@ -37,6 +37,20 @@ impl Recipients {
         })
     }
 
+    /// No filter at all (events the router publishes itself).
+    pub fn everyone() -> Self {
+        Recipients {
+            publisher: 0,
+            exclude_me: false,
+            exclude: Vec::new(),
+            eligible: None,
+            exclude_authid: Vec::new(),
+            eligible_authid: None,
+            exclude_authrole: Vec::new(),
+            eligible_authrole: None,
+        }
+    }
+
     /// True when `subscriber` should get the event.
     pub fn admits(&self, subscriber: &SessionHandle) -> bool {
         if (self.exclude_me && subscriber.id == self.publisher) || self.exclude.contains(&subscriber.id) {

@@ -105,6 +105,22 @@ impl Broker {
                 details.insert("publisher_authrole", identity.authrole.as_str());
             }
         }
+        self.fan_out(topic, publication, &details, payload, &recipients).await;
+        Ok(publication)
+    }
+
+    /// Publishes an event on behalf of the router itself (meta events, testaments): no publisher
+    /// to exclude, no options, and the reserved `wamp.` namespace allowed. Builds the payload only
+    /// when someone listens.
+    pub async fn publish_internal(&self, topic: &str, payload: impl FnOnce() -> Payload) {
+        if self.matching(topic).is_empty() {
+            return;
+        }
+        let recipients = Recipients::everyone();
+        self.fan_out(topic, fastrand::u64(1..=MAX_ID), &Dict::new(), payload(), &recipients).await;
+    }
+
+    async fn fan_out(&self, topic: &str, publication: u64, details: &Dict, payload: Payload, recipients: &Recipients) {
         for (subscription, pattern) in self.matching(topic) {
             let mut details = details.clone();
             if pattern {
@@ -112,9 +128,8 @@ impl Broker {
             }
             let event =
                 Message::Event { subscription: subscription.id, publication, details, payload: payload.clone() };
-            deliver(&subscription, &event, &recipients).await;
+            deliver(&subscription, &event, recipients).await;
         }
-        Ok(publication)
     }
 
     /// Subscriptions matching `topic`, each with whether it is a pattern subscription.

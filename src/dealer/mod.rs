@@ -31,6 +31,10 @@ pub const FEATURES: &[&str] = &[
     "caller_identification",
     "call_reroute",
     "pattern_based_registration",
+    "registration_meta_api",
+    "session_meta_api",
+    "testament_meta_api",
+    "registration_revocation",
 ];
 
 /// What a callee asked for in `REGISTER.Options`, kept with its membership.
@@ -132,8 +136,33 @@ impl Dealer {
         best.map(|(registration, _)| (registration, true))
     }
 
-    /// REGISTER: adds `callee` to the registration of `procedure`, returning its id.
-    pub fn register(&self, callee: &Arc<SessionHandle>, procedure: &str, options: &Dict) -> Result<u64, Refusal> {
+    /// The registration with this id, and its match policy.
+    pub fn get(&self, id: u64) -> Option<(Arc<Registration>, MatchPolicy)> {
+        [MatchPolicy::Exact, MatchPolicy::Prefix, MatchPolicy::Wildcard]
+            .into_iter()
+            .find_map(|policy| self.table(policy).get(id).map(|r| (r, policy)))
+    }
+
+    /// The registration of `procedure` under exactly this match policy (no pattern selection).
+    pub fn lookup_exactly(&self, procedure: &str, policy: MatchPolicy) -> Option<Arc<Registration>> {
+        self.table(policy).lookup(procedure)
+    }
+
+    /// The ids of all registrations under `policy`.
+    pub fn ids(&self, policy: MatchPolicy) -> Vec<u64> {
+        let mut ids = Vec::new();
+        self.table(policy).for_each(|r| ids.push(r.id));
+        ids
+    }
+
+    /// REGISTER: adds `callee` to the registration of `procedure`, returning its id and whether
+    /// this created it.
+    pub fn register(
+        &self,
+        callee: &Arc<SessionHandle>,
+        procedure: &str,
+        options: &Dict,
+    ) -> Result<registry::Registered, Refusal> {
         let policy = MatchPolicy::from_option(options.get("match"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
         if !policy.accepts(procedure) {
@@ -151,7 +180,7 @@ impl Dealer {
         let options =
             CalleeOptions { disclose_caller: flag("disclose_caller"), forward_timeout: flag("forward_timeout") };
         match self.table(policy).register(procedure, rule, Callee { session: callee.clone(), options }) {
-            Ok(registered) => Ok(registered.id),
+            Ok(registered) => Ok(registered),
             Err(RegisterError::AlreadyExists) => Err(Refusal::new(
                 WampError::ProcedureAlreadyExists,
                 format!("register for already registered procedure '{procedure}'"),
@@ -163,11 +192,12 @@ impl Dealer {
         }
     }
 
-    /// UNREGISTER: removes the session from a registration it is a member of.
-    pub fn unregister(&self, session: u64, registration: u64) -> Result<(), Refusal> {
+    /// UNREGISTER: removes the session from a registration it is a member of; `Ok(true)` when
+    /// that deleted the registration (its last member left).
+    pub fn unregister(&self, session: u64, registration: u64) -> Result<bool, Refusal> {
         let tables = [&self.exact, &self.prefix, &self.wildcard];
-        if tables.iter().any(|t| t.unregister(registration, session).is_some()) {
-            return Ok(());
+        if let Some((_, deleted)) = tables.iter().find_map(|t| t.unregister(registration, session)) {
+            return Ok(deleted);
         }
         Err(Refusal::new(
             WampError::NoSuchRegistration,

@@ -92,6 +92,8 @@ pub struct Registration<C, P = InvocationRule> {
     pub uri: Arc<str>,
     /// The invocation rule (or other policy) all members agreed on.
     pub policy: P,
+    /// When the entry was created (meta API).
+    pub created: std::time::SystemTime,
     members: ArcSwap<Members<C>>,
     /// Round-robin tickets; outlives member-list versions, padded against false sharing.
     cursor: CachePadded<AtomicU64>,
@@ -290,6 +292,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
             id,
             uri: Arc::from(uri),
             policy,
+            created: std::time::SystemTime::now(),
             members: ArcSwap::from_pointee(Members {
                 callees,
                 rr_base: 0,

@@ -32,7 +32,7 @@ where
     let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), max_outgoing));
     let mut session = Session::new(router.clone(), handle.clone());
     let last = session.run(&mut frames).await;
-    session.leave();
+    session.leave().await;
     match last {
         Some(message) => {
             if handle.deliver(Outbound::Close(message)).await.is_err() {

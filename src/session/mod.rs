@@ -36,10 +36,12 @@ pub enum Outbound {
     Invocation(InvocationRequest),
     /// UNREGISTERED for `registration`; the writer must know which registration it ends.
     Unregistered {
-        /// The UNREGISTER request id.
+        /// The UNREGISTER request id (0 when the router revoked the registration).
         request: u64,
         /// The registration the session left.
         registration: u64,
+        /// Why the router revoked it (registration revocation); `None` for an UNREGISTER.
+        reason: Option<String>,
     },
     /// A message already encoded in this session's serializer (an EVENT shared by subscribers).
     Frame(bytes::Bytes),
@@ -65,6 +67,8 @@ pub struct SessionHandle {
     /// Cancelled when the session must end now (peer gone, stuck, killed).
     pub(crate) closing: CancellationToken,
     stuck_timeout: Duration,
+    /// Events to publish when the session ends (`wamp.session.add_testament`).
+    pub(crate) testaments: Mutex<Vec<crate::meta::Testament>>,
     /// Who the session authenticated as; set once, at WELCOME.
     identity: std::sync::OnceLock<Identity>,
 }
@@ -88,6 +92,8 @@ pub struct CalleeFeatures {
     pub progressive_call_results: bool,
     /// It understands INTERRUPT.
     pub call_canceling: bool,
+    /// It understands `UNREGISTERED [0, {registration, reason}]`.
+    pub registration_revocation: bool,
 }
 
 impl CalleeFeatures {
@@ -104,6 +110,7 @@ impl CalleeFeatures {
         CalleeFeatures {
             progressive_call_results: has("progressive_call_results"),
             call_canceling: has("call_canceling"),
+            registration_revocation: has("registration_revocation"),
         }
     }
 }
@@ -124,6 +131,7 @@ impl SessionHandle {
             outbound,
             invocations: Mutex::default(),
             calls: Mutex::default(),
+            testaments: Mutex::default(),
             closing: CancellationToken::new(),
             stuck_timeout,
             identity: std::sync::OnceLock::new(),

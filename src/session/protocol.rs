@@ -14,6 +14,7 @@ use super::{CalleeFeatures, Identity, Outbound, SessionHandle};
 use crate::broker;
 use crate::dealer::{self, Dealer, Outcome};
 use crate::error::{Refusal, WampError};
+use crate::meta;
 use crate::realm::Realm;
 use crate::router::RouterShared;
 use crate::wire::{uri, validate, Dict, Message, MessageType, Payload, Value};
@@ -95,7 +96,14 @@ impl Session {
     async fn on_message(&mut self, message: Message) -> Flow {
         let Some(realm) = self.realm.clone() else {
             return match message {
-                Message::Hello { realm, details } => self.on_hello(&realm, &details),
+                Message::Hello { realm, details } => {
+                    let flow = self.on_hello(&realm, &details);
+                    if let (Flow::Continue, Some(realm)) = (&flow, &self.realm) {
+                        realm.sessions.insert(self.handle.id, self.handle.clone());
+                        meta::joined(realm, &self.handle).await;
+                    }
+                    flow
+                }
                 other => {
                     Flow::Close(Some(self.violation(&format!("{:?} received before HELLO", other.message_type()))))
                 }
@@ -103,6 +111,12 @@ impl Session {
         };
         let dealer = &realm.dealer;
         match message {
+            Message::Call { request, procedure, payload, .. } if meta::is_meta_procedure(&procedure) => {
+                match meta::call(&realm, &self.handle, &procedure, &payload).await {
+                    Ok(payload) => self.handle.send(Message::Result { request, details: Dict::new(), payload }).await,
+                    Err(refusal) => self.refuse(MessageType::Call, request, refusal).await,
+                }
+            }
             Message::Call { request, options, procedure, payload } => {
                 if let Err(refusal) = dealer.call(&self.handle, request, &procedure, &options, payload).await {
                     self.refuse(MessageType::Call, request, refusal).await;
@@ -128,17 +142,20 @@ impl Session {
             }
             Message::Register { request, options, procedure } => {
                 match dealer.register(&self.handle, &procedure, &options) {
-                    Ok(registration) => {
+                    Ok(registered) => {
+                        let registration = registered.id;
                         self.registrations.insert(registration);
                         self.handle.send(Message::Registered { request, registration }).await;
+                        meta::registered(&realm, self.handle.id, registration, registered.created).await;
                     }
                     Err(refusal) => self.refuse(MessageType::Register, request, refusal).await,
                 }
             }
             Message::Unregister { request, registration } => match dealer.unregister(self.handle.id, registration) {
-                Ok(()) => {
+                Ok(deleted) => {
                     self.registrations.remove(&registration);
-                    let _ = self.handle.deliver(Outbound::Unregistered { request, registration }).await;
+                    let _ = self.handle.deliver(Outbound::Unregistered { request, registration, reason: None }).await;
+                    meta::unregistered(&realm, self.handle.id, registration, deleted).await;
                 }
                 Err(refusal) => self.refuse(MessageType::Unregister, request, refusal).await,
             },
@@ -247,14 +264,19 @@ impl Session {
 
     /// Removes the session from every registration it holds. Calls routed to it but not yet
     /// delivered, and calls it was serving, are handled by the teardown after its writer stops.
-    pub fn leave(&mut self) {
-        let Some(realm) = &self.realm else { return };
-        for registration in self.registrations.drain() {
-            let _ = realm.dealer.unregister(self.handle.id, registration);
-        }
+    pub async fn leave(&mut self) {
+        let Some(realm) = self.realm.clone() else { return };
+        realm.sessions.remove(&self.handle.id);
         for subscription in self.subscriptions.drain() {
             let _ = realm.broker.unsubscribe(self.handle.id, subscription);
         }
+        let registrations: Vec<u64> = self.registrations.drain().collect();
+        for registration in registrations {
+            if let Ok(deleted) = realm.dealer.unregister(self.handle.id, registration) {
+                meta::unregistered(&realm, self.handle.id, registration, deleted).await;
+            }
+        }
+        meta::left(&realm, &self.handle).await;
     }
 }
 

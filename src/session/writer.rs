@@ -10,7 +10,8 @@
 //!
 //! A message larger than the peer accepts (RawSocket peers announce a limit) is never written:
 //! a call too large for its callee is answered to its caller with `wamp.error.payload_size_exceeded`,
-//! a result or error too large for its caller is replaced by that error, an event is dropped.
+//! a result or error too large for its caller is replaced by that error, an event is dropped, and
+//! any other message (a WELCOME for a peer announcing a tiny limit) ends the session with ABORT.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use super::{Outbound, SessionHandle};
 use crate::dealer::pending::{self, CallState, InvocationRequest};
 use crate::error::WampError;
 use crate::transport::OutFrame;
-use crate::wire::{Message, MessageType, Payload, Value};
+use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
 /// Most items taken from the queue per write batch (and so per flush).
 const BATCH: usize = 128;
@@ -125,9 +126,11 @@ where
                     None => Step::Continue,
                 }
             }
-            Outbound::Unregistered { request, registration } => {
+            Outbound::Unregistered { request, registration, reason } => {
                 self.confirmed.remove(&registration);
-                self.message(&Message::Unregistered { request, details: None }).await
+                let details =
+                    reason.map(|reason| Dict::new().with("registration", registration).with("reason", reason));
+                self.message(&Message::Unregistered { request, details }).await
             }
             Outbound::Invocation(call) => self.invocation(call).await,
             Outbound::Frame(frame) if frame.len() > self.max_outgoing => {
@@ -209,7 +212,21 @@ where
             tracing::info!(session = self.handle.id, size = frame.len(), "message larger than the peer accepts");
             match too_large(message, frame.len(), self.max_outgoing) {
                 Some(replacement) => frame = self.encode(&replacement),
-                None => return Step::Continue,
+                None => {
+                    // A session message (WELCOME, ...) the peer cannot take: the session cannot go on.
+                    let reason = format!(
+                        "a {:?} of {} bytes exceeds what this peer accepts",
+                        message.message_type(),
+                        frame.len()
+                    );
+                    let details = Dict::new().with("message", reason);
+                    let abort = Message::Abort { details, reason: WampError::PayloadSizeExceeded.uri().to_owned() };
+                    let frame = self.encode(&abort);
+                    if self.frame(OutFrame::Message(frame)).await == Step::Continue {
+                        self.guarded("close", |sink| sink.close()).await;
+                    }
+                    return Step::Stop;
+                }
             }
         }
         self.frame(OutFrame::Message(frame)).await
@@ -252,7 +269,8 @@ where
     }
 }
 
-/// What to send instead of a message too large for the peer, if anything.
+/// What to send instead of a message too large for the peer; `None` for messages that have no
+/// smaller stand-in (WELCOME and the like), which end the session.
 fn too_large(message: &Message, size: usize, limit: usize) -> Option<Message> {
     let reason = || Payload::args(vec![Value::from(format!("the message is {size} bytes; this peer accepts {limit}"))]);
     let uri = WampError::PayloadSizeExceeded.uri();

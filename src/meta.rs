@@ -1,0 +1,308 @@
+//! The WAMP meta API of a realm: procedures under `wamp.registration.*` and `wamp.session.*` that
+//! the router answers itself, the meta events it publishes (`on_create`, `on_register`,
+//! `on_unregister`, `on_delete`, `on_join`, `on_leave`, in the spec's order), testaments, and
+//! registration revocation.
+//!
+//! Meta events are published only when somebody subscribed to them: with no listener a register
+//! or join costs one snapshot lookup per event.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Refusal, WampError};
+use crate::realm::Realm;
+use crate::session::{Outbound, SessionHandle};
+use crate::wire::uri::MatchPolicy;
+use crate::wire::{Dict, Message, Payload, Value};
+
+/// True for procedures the router answers itself.
+pub fn is_meta_procedure(procedure: &str) -> bool {
+    procedure.starts_with("wamp.registration.") || procedure.starts_with("wamp.session.")
+}
+
+/// A testament: an event the router publishes for a session when it ends.
+#[derive(Debug, Clone)]
+pub struct Testament {
+    topic: String,
+    payload: Payload,
+}
+
+/// Answers a CALL to a meta procedure.
+pub async fn call(
+    realm: &Realm,
+    caller: &Arc<SessionHandle>,
+    procedure: &str,
+    payload: &Payload,
+) -> Result<Payload, Refusal> {
+    let (args, kwargs) = payload.to_values().map_err(|e| invalid(&e.to_string()))?;
+    let one = |value: Value| Ok(Payload::args(vec![value]));
+    match procedure {
+        "wamp.registration.list" => {
+            let ids = |policy| Value::List(realm.dealer.ids(policy).into_iter().map(Value::UInt).collect());
+            one(Value::Dict(
+                Dict::new()
+                    .with("exact", ids(MatchPolicy::Exact))
+                    .with("prefix", ids(MatchPolicy::Prefix))
+                    .with("wildcard", ids(MatchPolicy::Wildcard)),
+            ))
+        }
+        "wamp.registration.lookup" => {
+            let uri = string_arg(&args, 0, "procedure")?;
+            let policy = MatchPolicy::from_option(args.get(1).and_then(Value::as_dict).and_then(|o| o.get("match")))
+                .map_err(|reason| invalid(&reason))?;
+            one(realm.dealer.lookup_exactly(uri, policy).map_or(Value::Null, |r| Value::UInt(r.id)))
+        }
+        "wamp.registration.match" => {
+            let uri = string_arg(&args, 0, "procedure")?;
+            one(realm.dealer.lookup(uri).map_or(Value::Null, |(r, _)| Value::UInt(r.id)))
+        }
+        "wamp.registration.get" => {
+            let (registration, policy) = registration_arg(realm, &args)?;
+            one(Value::Dict(registration_details(&registration, policy)))
+        }
+        "wamp.registration.list_callees" => {
+            let (registration, _) = registration_arg(realm, &args)?;
+            one(Value::List(registration.members().iter().map(|c| Value::UInt(c.session.id)).collect()))
+        }
+        "wamp.registration.count_callees" => {
+            let (registration, _) = registration_arg(realm, &args)?;
+            one(Value::UInt(registration.members().len() as u64))
+        }
+        "wamp.registration.remove_callee" => {
+            let (registration, _) = registration_arg(realm, &args)?;
+            let callee = id_arg(&args, 1, "callee")?;
+            let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.error.removed").to_owned();
+            revoke(realm, registration.id, callee, &reason).await?;
+            Ok(Payload::Empty)
+        }
+        "wamp.session.count" => one(Value::UInt(sessions(realm, &args).len() as u64)),
+        "wamp.session.list" => one(Value::List(sessions(realm, &args).iter().map(|s| Value::UInt(s.id)).collect())),
+        "wamp.session.get" => {
+            let id = id_arg(&args, 0, "session")?;
+            let session = realm.sessions.get(&id).map(|s| s.clone()).ok_or_else(|| no_such_session(id))?;
+            one(Value::Dict(session_details(&session)))
+        }
+        "wamp.session.kill" => {
+            let id = id_arg(&args, 0, "session")?;
+            if id == caller.id {
+                return Err(Refusal::new(WampError::NoSuchSession, "a session cannot kill itself"));
+            }
+            let session = realm.sessions.get(&id).map(|s| s.clone()).ok_or_else(|| no_such_session(id))?;
+            kill(&session, &kwargs).await;
+            Ok(Payload::Empty)
+        }
+        "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" | "wamp.session.kill_all" => {
+            let wanted = match procedure {
+                "wamp.session.kill_all" => None,
+                _ => Some(string_arg(&args, 0, "authid or authrole")?),
+            };
+            let by_role = procedure.ends_with("authrole");
+            let targets: Vec<_> = realm
+                .sessions
+                .iter()
+                .map(|s| s.clone())
+                .filter(|s| s.id != caller.id)
+                .filter(|s| {
+                    let identity = s.identity();
+                    wanted
+                        .is_none_or(|w| identity.is_some_and(|i| if by_role { i.authrole == w } else { i.authid == w }))
+                })
+                .collect();
+            for session in &targets {
+                kill(session, &kwargs).await;
+            }
+            one(Value::UInt(targets.len() as u64))
+        }
+        "wamp.session.add_testament" => {
+            let topic = string_arg(&args, 0, "topic")?.to_owned();
+            let testament_args = match args.get(1) {
+                Some(Value::List(items)) => items.clone(),
+                _ => Vec::new(),
+            };
+            let testament_kwargs = args.get(2).and_then(Value::as_dict).cloned();
+            let testament = Testament { topic, payload: Payload::Values(testament_args, testament_kwargs) };
+            caller.testaments.lock().push(testament);
+            Ok(Payload::Empty)
+        }
+        "wamp.session.flush_testaments" => {
+            let flushed = std::mem::take(&mut *caller.testaments.lock());
+            one(Value::UInt(flushed.len() as u64))
+        }
+        _ => Err(Refusal::new(WampError::NoSuchProcedure, format!("no meta procedure '{procedure}'"))),
+    }
+}
+
+/// Publishes `on_join` for a session that just got WELCOME.
+pub async fn joined(realm: &Realm, session: &SessionHandle) {
+    realm
+        .broker
+        .publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(session_details(session))]))
+        .await;
+}
+
+/// Publishes a session's testaments, then `on_leave`.
+pub async fn left(realm: &Realm, session: &SessionHandle) {
+    let testaments = std::mem::take(&mut *session.testaments.lock());
+    for testament in testaments {
+        realm.broker.publish_internal(&testament.topic, || testament.payload.clone()).await;
+    }
+    let identity = session.identity();
+    realm
+        .broker
+        .publish_internal("wamp.session.on_leave", || {
+            Payload::args(vec![
+                Value::UInt(session.id),
+                identity.map_or(Value::Null, |i| Value::from(i.authid.as_str())),
+                identity.map_or(Value::Null, |i| Value::from(i.authrole.as_str())),
+            ])
+        })
+        .await;
+}
+
+/// Publishes `on_create` (when `created`) and `on_register`.
+pub async fn registered(realm: &Realm, session: u64, registration: u64, created: bool) {
+    if created {
+        if let Some((r, policy)) = realm.dealer.get(registration) {
+            let details = registration_details(&r, policy);
+            realm
+                .broker
+                .publish_internal("wamp.registration.on_create", || {
+                    Payload::args(vec![Value::UInt(session), Value::Dict(details)])
+                })
+                .await;
+        }
+    }
+    let args = || Payload::args(vec![Value::UInt(session), Value::UInt(registration)]);
+    realm.broker.publish_internal("wamp.registration.on_register", args).await;
+}
+
+/// Publishes `on_unregister` and (when `deleted`) `on_delete`.
+pub async fn unregistered(realm: &Realm, session: u64, registration: u64, deleted: bool) {
+    let args = || Payload::args(vec![Value::UInt(session), Value::UInt(registration)]);
+    realm.broker.publish_internal("wamp.registration.on_unregister", args).await;
+    if deleted {
+        realm.broker.publish_internal("wamp.registration.on_delete", args).await;
+    }
+}
+
+/// Removes `callee` from `registration` on the router's initiative. A callee that announced
+/// `registration_revocation` is told with `UNREGISTERED [0, {registration, reason}]`.
+async fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
+    let session = realm.sessions.get(&callee).map(|s| s.clone()).ok_or_else(|| no_such_session(callee))?;
+    let deleted = realm.dealer.unregister(callee, registration)?;
+    if session.identity().is_some_and(|i| i.features.registration_revocation) {
+        let revoked = Outbound::Unregistered { request: 0, registration, reason: Some(reason.to_owned()) };
+        let _ = session.deliver(revoked).await;
+    }
+    unregistered(realm, callee, registration, deleted).await;
+    Ok(())
+}
+
+async fn kill(session: &SessionHandle, kwargs: &Dict) {
+    let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.close.killed").to_owned();
+    let details = match kwargs.get("message").and_then(Value::as_str) {
+        Some(message) => Dict::new().with("message", message),
+        None => Dict::new(),
+    };
+    tracing::info!(session = session.id, reason, "session killed through the meta API");
+    if session.deliver(Outbound::Close(Message::Goodbye { details, reason })).await.is_err() {
+        session.kill();
+    }
+}
+
+fn sessions(realm: &Realm, args: &[Value]) -> Vec<Arc<SessionHandle>> {
+    let roles: Option<Vec<&str>> = match args.first() {
+        Some(Value::List(roles)) => Some(roles.iter().filter_map(Value::as_str).collect()),
+        _ => None,
+    };
+    realm
+        .sessions
+        .iter()
+        .map(|s| s.clone())
+        .filter(|s| roles.as_ref().is_none_or(|r| s.identity().is_some_and(|i| r.contains(&i.authrole.as_str()))))
+        .collect()
+}
+
+fn session_details(session: &SessionHandle) -> Dict {
+    let mut details =
+        Dict::new().with("session", session.id).with("authmethod", "anonymous").with("authprovider", "static");
+    if let Some(identity) = session.identity() {
+        details.insert("authid", identity.authid.as_str());
+        details.insert("authrole", identity.authrole.as_str());
+    }
+    details.with("serializer", session.serializer.subprotocol())
+}
+
+fn registration_details(registration: &crate::dealer::Registration, policy: MatchPolicy) -> Dict {
+    let policy = match policy {
+        MatchPolicy::Exact => "exact",
+        MatchPolicy::Prefix => "prefix",
+        MatchPolicy::Wildcard => "wildcard",
+    };
+    Dict::new()
+        .with("id", registration.id)
+        .with("created", iso8601(registration.created))
+        .with("uri", &*registration.uri)
+        .with("match", policy)
+        .with("invoke", registration.policy.as_str())
+}
+
+fn registration_arg(realm: &Realm, args: &[Value]) -> Result<(Arc<crate::dealer::Registration>, MatchPolicy), Refusal> {
+    let id = id_arg(args, 0, "registration")?;
+    realm.dealer.get(id).ok_or_else(|| Refusal::new(WampError::NoSuchRegistration, format!("no registration {id}")))
+}
+
+fn id_arg(args: &[Value], index: usize, name: &str) -> Result<u64, Refusal> {
+    args.get(index).and_then(Value::as_u64).ok_or_else(|| invalid(&format!("argument {index} ({name}) must be an id")))
+}
+
+fn string_arg<'a>(args: &'a [Value], index: usize, name: &str) -> Result<&'a str, Refusal> {
+    args.get(index)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(&format!("argument {index} ({name}) must be a string")))
+}
+
+fn invalid(reason: &str) -> Refusal {
+    Refusal::new(WampError::InvalidArgument, reason)
+}
+
+fn no_such_session(id: u64) -> Refusal {
+    Refusal::new(WampError::NoSuchSession, format!("no session {id} in this realm"))
+}
+
+/// `2026-11-25T18:30:00.000Z` for a time after the epoch (the meta API's `created`).
+fn iso8601(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (days, secs) = ((since.as_secs() / 86_400) as i64, since.as_secs() % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_iso8601() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_625_400_123);
+        assert_eq!(iso8601(t), "2026-11-25T16:50:00.123Z");
+        assert_eq!(iso8601(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+    }
+}
