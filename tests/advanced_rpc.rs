@@ -401,3 +401,51 @@ async fn a_pattern_registration_is_keyed_by_uri_and_match_and_has_its_own_rule()
     let refused = unexpected(a.register("com.example", Dict::new().with("match", "regex")).await);
     assert_error(&refused, MessageType::Register, "wamp.error.invalid_argument");
 }
+
+#[tokio::test]
+async fn progressive_invocation_chunks_stick_to_the_member_that_took_the_first() {
+    let router = router().await;
+    let mut a = peer(&router, &["progressive_call_invocations"]).await;
+    let mut b = peer(&router, &["progressive_call_invocations"]).await;
+    a.register("com.example.upload", rule("roundrobin")).await.unwrap();
+    b.register("com.example.upload", rule("roundrobin")).await.unwrap();
+    let mut caller = peer(&router, &[]).await;
+    let request = caller.request_id();
+    for (chunk, more) in [("one", true), ("two", true), ("three", false)] {
+        let options = if more { Dict::new().with("progress", true) } else { Dict::new() };
+        let payload = Payload::args(vec![Value::from(chunk)]);
+        caller
+            .send(&Message::Call { request, options, procedure: "com.example.upload".into(), payload })
+            .await
+            .unwrap();
+    }
+    let mut invocation_ids = Vec::new();
+    for (chunk, more) in [("one", true), ("two", true), ("three", false)] {
+        match a.recv().await.unwrap() {
+            Message::Invocation { request, details, payload, .. } => {
+                invocation_ids.push(request);
+                assert_eq!(details.get("progress"), more.then_some(&Value::Bool(true)), "{chunk}");
+                assert_eq!(first_arg(&payload), chunk);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(invocation_ids.iter().all(|id| *id == invocation_ids[0]), "one INVOCATION id for every chunk");
+    silent(&mut b).await;
+    yield_(&mut a, invocation_ids[0], Dict::new(), "stored").await;
+    assert!(matches!(caller.recv().await.unwrap(), Message::Result { request: r, .. } if r == request));
+    // The rotation moved on once: the next call goes to b.
+    call(&mut caller, "com.example.upload", Dict::new()).await;
+    invocation(&mut b).await;
+}
+
+#[tokio::test]
+async fn progressive_invocations_need_a_callee_that_supports_them() {
+    let router = router().await;
+    let mut callee = peer(&router, &[]).await;
+    callee.register("com.example.upload", Dict::new()).await.unwrap();
+    let mut caller = peer(&router, &[]).await;
+    call(&mut caller, "com.example.upload", Dict::new().with("progress", true)).await;
+    assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.feature_not_supported");
+    silent(&mut callee).await;
+}

@@ -10,10 +10,11 @@ pub mod registry;
 pub mod rule;
 pub mod timeout;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{Refusal, WampError};
-use crate::session::SessionHandle;
+use crate::session::{Outbound, SessionHandle};
 use crate::wire::uri::{self, MatchPolicy};
 use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
@@ -35,6 +36,7 @@ pub const FEATURES: &[&str] = &[
     "session_meta_api",
     "testament_meta_api",
     "registration_revocation",
+    "progressive_call_invocations",
 ];
 
 /// What a callee asked for in `REGISTER.Options`, kept with its membership.
@@ -215,6 +217,26 @@ impl Dealer {
         options: &Dict,
         payload: Payload,
     ) -> Result<(), Refusal> {
+        if caller.progressive_calls.load(Ordering::Relaxed) > 0 {
+            // A further chunk of a progressive invocation goes where its first chunk went.
+            let target = caller.calls.lock().get(&request).and_then(|s| s.chunk_target().cloned());
+            if let Some(callee) = target {
+                let progress = options.get("progress").and_then(Value::as_bool) == Some(true);
+                if !progress {
+                    caller.progressive_calls.fetch_sub(1, Ordering::Relaxed);
+                }
+                if let Some(callee) = callee.upgrade() {
+                    let chunk = Outbound::InvocationChunk {
+                        caller: caller.clone(),
+                        caller_request: request,
+                        progress,
+                        payload,
+                    };
+                    let _ = callee.deliver(chunk).await;
+                }
+                return Ok(());
+            }
+        }
         let Some((registration, pattern)) = self.lookup(procedure) else {
             let reason = if uri::is_valid(procedure) {
                 Refusal::new(WampError::NoSuchProcedure, format!("no callee registered for procedure '{procedure}'"))
@@ -230,7 +252,10 @@ impl Dealer {
                 "this realm does not disclose callers to callees",
             ));
         }
-        caller.calls.lock().insert(request, CallState::Queued);
+        caller.calls.lock().insert(request, CallState::Queued { progressive: None });
+        if options.progress {
+            caller.progressive_calls.fetch_add(1, Ordering::Relaxed);
+        }
         let call = InvocationRequest {
             registration,
             caller: caller.clone(),
@@ -310,7 +335,12 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
             ))
         }
     };
-    Ok(CallOptions { receive_progress: flag("receive_progress")?, disclose_me: flag("disclose_me")?, timeout_ms })
+    Ok(CallOptions {
+        receive_progress: flag("receive_progress")?,
+        disclose_me: flag("disclose_me")?,
+        timeout_ms,
+        progress: flag("progress")?,
+    })
 }
 
 /// How a callee answered an invocation.

@@ -32,6 +32,8 @@ pub struct CallOptions {
     pub disclose_me: bool,
     /// `timeout` in milliseconds; 0 means none.
     pub timeout_ms: u64,
+    /// `progress`: more CALL chunks with the same request id follow (progressive invocations).
+    pub progress: bool,
 }
 
 /// A call routed to a callee: queued for its writer, then pending in its invocation table.
@@ -64,15 +66,33 @@ pub struct InvocationRequest {
 /// The caller's view of one of its calls.
 #[derive(Debug, Clone)]
 pub enum CallState {
-    /// Routed, waiting in a callee's queue.
-    Queued,
+    /// Routed, waiting in a callee's queue; for a progressive invocation, the callee it went to.
+    Queued {
+        /// Where the following chunks of a progressive invocation must go.
+        progressive: Option<Weak<SessionHandle>>,
+    },
     /// Written to `callee` as INVOCATION `invocation`.
     Running {
         /// The callee serving it.
         callee: Weak<SessionHandle>,
         /// Its INVOCATION request id there.
         invocation: u64,
+        /// The registration it was routed through.
+        registration: u64,
+        /// It is a progressive invocation still taking chunks.
+        progressive: bool,
     },
+}
+
+impl CallState {
+    /// The callee that takes the next chunk of a progressive invocation, if this is one.
+    pub fn chunk_target(&self) -> Option<&Weak<SessionHandle>> {
+        match self {
+            CallState::Queued { progressive } => progressive.as_ref(),
+            CallState::Running { callee, progressive: true, .. } => Some(callee),
+            CallState::Running { .. } => None,
+        }
+    }
 }
 
 /// How a CANCEL (or a timeout, or the caller leaving) ends a call.
@@ -118,7 +138,10 @@ pub async fn dispatch(mut call: InvocationRequest) {
             };
             return answer_error(call, error, reason).await;
         };
-        prepare(&mut call, &callee);
+        if !prepare(&mut call, &callee) {
+            let reason = "the callee does not support progressive call invocations";
+            return answer_error(call, WampError::FeatureNotSupported, reason).await;
+        }
         if let Some(timeouts) = call.timer.take() {
             if !callee.options.forward_timeout {
                 timeouts.schedule(call.options.timeout_ms, &call.caller, call.caller_request);
@@ -138,9 +161,18 @@ pub async fn dispatch(mut call: InvocationRequest) {
 }
 
 /// Fills in what depends on the chosen callee: `INVOCATION.Details` and whether progress is on.
-fn prepare(call: &mut InvocationRequest, callee: &Callee) {
+/// `false` when the call needs a feature the callee did not announce.
+fn prepare(call: &mut InvocationRequest, callee: &Callee) -> bool {
     let features = callee.session.identity().map(|i| i.features).unwrap_or_default();
     let mut details = Dict::new();
+    if call.options.progress {
+        if !features.progressive_call_invocations {
+            return false;
+        }
+        details.insert("progress", true);
+        let target = Some(Arc::downgrade(&callee.session));
+        call.caller.calls.lock().insert(call.caller_request, CallState::Queued { progressive: target });
+    }
     if let Some(procedure) = &call.called {
         details.insert("procedure", &**procedure);
     }
@@ -159,6 +191,7 @@ fn prepare(call: &mut InvocationRequest, callee: &Callee) {
         }
     }
     call.details = details;
+    true
 }
 
 /// Answers a routed call that could not be delivered, and forgets it on the caller's side.
@@ -174,7 +207,8 @@ pub async fn answer_error(call: InvocationRequest, error: WampError, reason: &st
 pub fn reroute(mut call: InvocationRequest) {
     call.attempts += 1;
     if let Some(state) = call.caller.calls.lock().get_mut(&call.caller_request) {
-        *state = CallState::Queued;
+        let progressive = state.chunk_target().cloned();
+        *state = CallState::Queued { progressive };
     }
     tokio::spawn(async move {
         if call.attempts >= MAX_ATTEMPTS {
@@ -190,7 +224,7 @@ pub fn reroute(mut call: InvocationRequest) {
 /// leaving (no answer goes to a caller that left). A call already answered is left alone.
 pub async fn cancel(caller: &SessionHandle, request: u64, mode: CancelMode, error: WampError) {
     let Some(state) = caller.calls.lock().remove(&request) else { return };
-    let CallState::Running { callee, invocation } = state else {
+    let CallState::Running { callee, invocation, registration, progressive } = state else {
         // Still queued: the callee's writer drops it when it finds the caller's entry gone.
         return answer(caller, request, error).await;
     };
@@ -198,7 +232,8 @@ pub async fn cancel(caller: &SessionHandle, request: u64, mode: CancelMode, erro
     let interruptible = callee.identity().is_some_and(|i| i.features.call_canceling);
     if mode == CancelMode::Kill && interruptible {
         // The callee's answer (usually ERROR wamp.error.canceled) is forwarded when it comes.
-        caller.calls.lock().insert(request, CallState::Running { callee: Arc::downgrade(&callee), invocation });
+        let running = CallState::Running { callee: Arc::downgrade(&callee), invocation, registration, progressive };
+        caller.calls.lock().insert(request, running);
         return interrupt(&callee, invocation, CancelMode::Kill, error).await;
     }
     if callee.invocations.lock().remove(&invocation).is_none() {
@@ -240,7 +275,7 @@ pub async fn callee_gone(call: InvocationRequest) {
 pub async fn caller_gone(caller: &SessionHandle) {
     let calls: Vec<_> = caller.calls.lock().drain().collect();
     for (_, state) in calls {
-        let CallState::Running { callee, invocation } = state else { continue };
+        let CallState::Running { callee, invocation, .. } = state else { continue };
         let Some(callee) = callee.upgrade() else { continue };
         if callee.invocations.lock().remove(&invocation).is_some()
             && callee.identity().is_some_and(|i| i.features.call_canceling)

@@ -34,6 +34,18 @@ pub enum Outbound {
     Message(Message),
     /// A call routed to this session as callee; the writer numbers it and turns it into INVOCATION.
     Invocation(InvocationRequest),
+    /// A further chunk of a progressive invocation; the writer sends it with the INVOCATION id
+    /// of the call's first chunk.
+    InvocationChunk {
+        /// The caller.
+        caller: Arc<SessionHandle>,
+        /// The caller's CALL request id, shared by every chunk.
+        caller_request: u64,
+        /// More chunks follow.
+        progress: bool,
+        /// The chunk's arguments.
+        payload: crate::wire::Payload,
+    },
     /// UNREGISTERED for `registration`; the writer must know which registration it ends.
     Unregistered {
         /// The UNREGISTER request id (0 when the router revoked the registration).
@@ -64,6 +76,9 @@ pub struct SessionHandle {
     /// This session's own calls, by CALL request id, as the caller sees them. Inserted when a
     /// call is routed, updated when a callee's writer sends it, removed when it is answered.
     pub(crate) calls: Mutex<HashMap<u64, CallState, foldhash::fast::RandomState>>,
+    /// Progressive invocations this session has open as caller; while zero, a CALL needs no
+    /// lookup to tell whether it continues one.
+    pub(crate) progressive_calls: std::sync::atomic::AtomicU32,
     /// Cancelled when the session must end now (peer gone, stuck, killed).
     pub(crate) closing: CancellationToken,
     stuck_timeout: Duration,
@@ -94,6 +109,8 @@ pub struct CalleeFeatures {
     pub call_canceling: bool,
     /// It understands `UNREGISTERED [0, {registration, reason}]`.
     pub registration_revocation: bool,
+    /// It takes a call in chunks (`INVOCATION.Details.progress`).
+    pub progressive_call_invocations: bool,
 }
 
 impl CalleeFeatures {
@@ -111,6 +128,7 @@ impl CalleeFeatures {
             progressive_call_results: has("progressive_call_results"),
             call_canceling: has("call_canceling"),
             registration_revocation: has("registration_revocation"),
+            progressive_call_invocations: has("progressive_call_invocations"),
         }
     }
 }
@@ -132,6 +150,7 @@ impl SessionHandle {
             invocations: Mutex::default(),
             calls: Mutex::default(),
             testaments: Mutex::default(),
+            progressive_calls: Default::default(),
             closing: CancellationToken::new(),
             stuck_timeout,
             identity: std::sync::OnceLock::new(),

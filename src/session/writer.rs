@@ -133,6 +133,9 @@ where
                 self.message(&Message::Unregistered { request, details }).await
             }
             Outbound::Invocation(call) => self.invocation(call).await,
+            Outbound::InvocationChunk { caller, caller_request, progress, payload } => {
+                self.chunk(&caller, caller_request, progress, payload).await
+            }
             Outbound::Frame(frame) if frame.len() > self.max_outgoing => {
                 tracing::warn!(
                     session = self.handle.id,
@@ -191,11 +194,19 @@ where
             return Step::Continue;
         }
         let (caller, caller_request) = (call.caller.clone(), call.caller_request);
+        let (registration_id, progressive_call) = (call.registration.id, call.options.progress);
         // Pending at this callee first, then running for the caller: a cancel that sees the call
         // running will find it here.
         self.handle.invocations.lock().insert(request, call);
         match caller.calls.lock().get_mut(&caller_request) {
-            Some(state) => *state = CallState::Running { callee: Arc::downgrade(&self.handle), invocation: request },
+            Some(state) => {
+                *state = CallState::Running {
+                    callee: Arc::downgrade(&self.handle),
+                    invocation: request,
+                    registration: registration_id,
+                    progressive: progressive_call,
+                }
+            }
             None => {
                 // Canceled (or the caller left) while the call waited in the queue.
                 self.handle.invocations.lock().remove(&request);
@@ -204,6 +215,21 @@ where
         }
         self.last_invocation = request;
         self.frame(OutFrame::Message(frame)).await
+    }
+
+    /// A further chunk of a progressive invocation, sent with its first chunk's INVOCATION id.
+    /// Dropped when the call has ended (answered, canceled, timed out).
+    async fn chunk(&mut self, caller: &SessionHandle, caller_request: u64, progress: bool, payload: Payload) -> Step {
+        let target = match caller.calls.lock().get_mut(&caller_request) {
+            Some(CallState::Running { invocation, registration, progressive, .. }) if *progressive => {
+                *progressive = progress;
+                Some((*invocation, *registration))
+            }
+            _ => None,
+        };
+        let Some((request, registration)) = target else { return Step::Continue };
+        let details = if progress { Dict::new().with("progress", true) } else { Dict::new() };
+        self.message(&Message::Invocation { request, registration, details, payload }).await
     }
 
     async fn message(&mut self, message: &Message) -> Step {
