@@ -449,3 +449,23 @@ async fn progressive_invocations_need_a_callee_that_supports_them() {
     assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.feature_not_supported");
     silent(&mut callee).await;
 }
+
+#[tokio::test]
+async fn max_reroutes_bounds_how_often_a_call_is_handed_on() {
+    let router = router().await;
+    let options = rule("first").with("max_reroutes", 1u64);
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let mut m = peer(&router, &[]).await;
+        m.register("com.example.busy", options.clone()).await.unwrap();
+        members.push(m);
+    }
+    let mut caller = peer(&router, &[]).await;
+    call(&mut caller, "com.example.busy", Dict::new()).await;
+    for member in members.iter_mut().take(2) {
+        let (id, _) = invocation(member).await;
+        unavailable(member, id).await;
+    }
+    assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.no_available_callee");
+    silent(&mut members[2]).await;
+}

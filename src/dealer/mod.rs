@@ -46,6 +46,9 @@ pub struct CalleeOptions {
     pub disclose_caller: bool,
     /// `forward_timeout`: the callee enforces `CALL.Options.timeout` itself.
     pub forward_timeout: bool,
+    /// `max_reroutes`: how many times a call this callee answers `wamp.error.unavailable` may be
+    /// handed on; `None` means every member once.
+    pub max_reroutes: Option<u64>,
 }
 
 /// A member of a registration: a callee session and its options.
@@ -179,8 +182,11 @@ impl Dealer {
         let rule = InvocationRule::from_option(options.get("invoke"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
         let flag = |key: &str| options.get(key).and_then(Value::as_bool).unwrap_or(false);
-        let options =
-            CalleeOptions { disclose_caller: flag("disclose_caller"), forward_timeout: flag("forward_timeout") };
+        let options = CalleeOptions {
+            disclose_caller: flag("disclose_caller"),
+            forward_timeout: flag("forward_timeout"),
+            max_reroutes: options.get("max_reroutes").and_then(Value::as_u64),
+        };
         match self.table(policy).register(procedure, rule, Callee { session: callee.clone(), options }) {
             Ok(registered) => Ok(registered),
             Err(RegisterError::AlreadyExists) => Err(Refusal::new(
@@ -301,6 +307,12 @@ impl Dealer {
         let message = match outcome {
             Outcome::Error { error, .. } if error == WampError::Unavailable.uri() => {
                 call.unavailable.push(callee.id);
+                let members = call.registration.members();
+                let limit = members.iter().find(|c| c.session.id == callee.id).and_then(|c| c.options.max_reroutes);
+                if limit.is_some_and(|max| call.unavailable.len() as u64 > max) {
+                    let reason = "the call was rerouted max_reroutes times";
+                    return pending::answer_error(call, WampError::NoAvailableCallee, reason).await;
+                }
                 return pending::reroute(call);
             }
             Outcome::Result(payload) => Message::Result { request: call.caller_request, details: Dict::new(), payload },
