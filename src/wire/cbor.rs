@@ -121,10 +121,7 @@ impl EnvelopeReader for CborReader {
         let start = c.pos;
         let ok = matches!((kind, c.item()?), (RawKind::List, Item::Array(_)) | (RawKind::Dict, Item::Map(_)));
         if !ok {
-            return Err(DecodeError::new(match kind {
-                RawKind::List => "Arguments must be a list",
-                RawKind::Dict => "ArgumentsKw must be a dictionary",
-            }));
+            return Err(kind.mismatch());
         }
         c.pos = start;
         c.skip(0)?;

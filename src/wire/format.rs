@@ -27,6 +27,16 @@ pub enum RawKind {
     Dict,
 }
 
+impl RawKind {
+    /// The error for a payload element of the wrong type.
+    pub fn mismatch(self) -> DecodeError {
+        DecodeError::new(match self {
+            RawKind::List => "Arguments must be a list",
+            RawKind::Dict => "ArgumentsKw must be a dictionary",
+        })
+    }
+}
+
 /// Reads the elements of one message array in order. Each method consumes the next element and
 /// returns `Ok(None)` when the array has ended, or an error when the element has the wrong type.
 pub trait EnvelopeReader {

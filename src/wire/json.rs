@@ -132,10 +132,7 @@ impl EnvelopeReader for JsonReader {
             RawKind::Dict => b'{',
         };
         if self.peek() != Some(expected) {
-            return Err(DecodeError::new(match kind {
-                RawKind::List => "Arguments must be a list",
-                RawKind::Dict => "ArgumentsKw must be a dictionary",
-            }));
+            return Err(kind.mismatch());
         }
         let (start, end) = self.skip_element()?;
         Ok(Some(self.buf.slice(start..end)))

@@ -77,10 +77,7 @@ impl EnvelopeReader for MsgPackReader {
         let start = c.pos;
         let ok = matches!((kind, c.header()?), (RawKind::List, Header::Array(_)) | (RawKind::Dict, Header::Map(_)));
         if !ok {
-            return Err(DecodeError::new(match kind {
-                RawKind::List => "Arguments must be a list",
-                RawKind::Dict => "ArgumentsKw must be a dictionary",
-            }));
+            return Err(kind.mismatch());
         }
         c.pos = start;
         c.skip(0)?;
