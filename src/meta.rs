@@ -205,7 +205,7 @@ async fn kill(session: &SessionHandle, kwargs: &Dict) {
         None => Dict::new(),
     };
     tracing::info!(session = session.id, reason, "session killed through the meta API");
-    if session.deliver(Outbound::Close(Message::Goodbye { details, reason })).await.is_err() {
+    if session.deliver(Outbound::Close(Box::new(Message::Goodbye { details, reason }))).await.is_err() {
         session.kill();
     }
 }

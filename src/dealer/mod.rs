@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{Refusal, WampError};
-use crate::session::{Outbound, SessionHandle};
+use crate::session::{Chunk, Outbound, SessionHandle};
 use crate::wire::uri::{self, MatchPolicy};
 use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
@@ -232,12 +232,8 @@ impl Dealer {
                     caller.progressive_calls.fetch_sub(1, Ordering::Relaxed);
                 }
                 if let Some(callee) = callee.upgrade() {
-                    let chunk = Outbound::InvocationChunk {
-                        caller: caller.clone(),
-                        caller_request: request,
-                        progress,
-                        payload,
-                    };
+                    let chunk = Chunk { caller: caller.clone(), caller_request: request, progress, payload };
+                    let chunk = Outbound::InvocationChunk(Box::new(chunk));
                     let _ = callee.deliver(chunk).await;
                 }
                 return Ok(());
@@ -262,7 +258,7 @@ impl Dealer {
         if options.progress {
             caller.progressive_calls.fetch_add(1, Ordering::Relaxed);
         }
-        let call = InvocationRequest {
+        let call = Box::new(InvocationRequest {
             registration,
             caller: caller.clone(),
             caller_request: request,
@@ -274,7 +270,7 @@ impl Dealer {
             progress: false,
             timer: (options.timeout_ms > 0).then(|| self.timeouts.clone()),
             called: pattern.then(|| procedure.into()),
-        };
+        });
         pending::dispatch(call).await;
         Ok(())
     }

@@ -128,7 +128,7 @@ impl CancelMode {
 
 /// Routes `call` to a member of its registration and queues it there, waiting for room when the
 /// callee is saturated. If the chosen member turns out to be gone, picks again.
-pub async fn dispatch(mut call: InvocationRequest) {
+pub async fn dispatch(mut call: Box<InvocationRequest>) {
     loop {
         let Some(callee) = call.registration.pick_excluding(&call.unavailable) else {
             let (error, reason) = if call.unavailable.is_empty() {
@@ -195,7 +195,7 @@ fn prepare(call: &mut InvocationRequest, callee: &Callee) -> bool {
 }
 
 /// Answers a routed call that could not be delivered, and forgets it on the caller's side.
-pub async fn answer_error(call: InvocationRequest, error: WampError, reason: &str) {
+pub async fn answer_error(call: Box<InvocationRequest>, error: WampError, reason: &str) {
     call.caller.calls.lock().remove(&call.caller_request);
     let payload = Payload::args(vec![Value::from(reason)]);
     call.caller.send(Message::error(MessageType::Call, call.caller_request, error.uri(), payload)).await;
@@ -204,7 +204,7 @@ pub async fn answer_error(call: InvocationRequest, error: WampError, reason: &st
 /// Routes again a call whose callee left before the call reached it, or answered it with
 /// `wamp.error.unavailable`. Runs as its own task: the writer or teardown that found the call
 /// must not wait on another session's queue.
-pub fn reroute(mut call: InvocationRequest) {
+pub fn reroute(mut call: Box<InvocationRequest>) {
     call.attempts += 1;
     if let Some(state) = call.caller.calls.lock().get_mut(&call.caller_request) {
         let progressive = state.chunk_target().cloned();
@@ -261,7 +261,7 @@ async fn answer(caller: &SessionHandle, request: u64, error: WampError) {
 }
 
 /// The caller of a call the callee will never answer (it left) gets `wamp.error.canceled`.
-pub async fn callee_gone(call: InvocationRequest) {
+pub async fn callee_gone(call: Box<InvocationRequest>) {
     if call.caller.calls.lock().remove(&call.caller_request).is_none() {
         return;
     }

@@ -35,7 +35,7 @@ where
     session.leave().await;
     match last {
         Some(message) => {
-            if handle.deliver(Outbound::Close(message)).await.is_err() {
+            if handle.deliver(Outbound::Close(Box::new(message))).await.is_err() {
                 handle.kill();
             }
         }

@@ -29,23 +29,17 @@ use crate::dealer::registry::Member;
 use crate::wire::{Message, Serializer};
 
 /// Something queued for a session's writer.
+///
+/// Kept to a few words (large payloads are boxed): every session's queue allocates its first
+/// block of 32 slots up front, so the slot size is paid by every idle session.
 pub enum Outbound {
     /// A message to send as it is.
-    Message(Message),
+    Message(Box<Message>),
     /// A call routed to this session as callee; the writer numbers it and turns it into INVOCATION.
-    Invocation(InvocationRequest),
+    Invocation(Box<InvocationRequest>),
     /// A further chunk of a progressive invocation; the writer sends it with the INVOCATION id
     /// of the call's first chunk.
-    InvocationChunk {
-        /// The caller.
-        caller: Arc<SessionHandle>,
-        /// The caller's CALL request id, shared by every chunk.
-        caller_request: u64,
-        /// More chunks follow.
-        progress: bool,
-        /// The chunk's arguments.
-        payload: crate::wire::Payload,
-    },
+    InvocationChunk(Box<Chunk>),
     /// UNREGISTERED for `registration`; the writer must know which registration it ends.
     Unregistered {
         /// The UNREGISTER request id (0 when the router revoked the registration).
@@ -60,7 +54,19 @@ pub enum Outbound {
     /// A transport PONG echoing a PING's payload.
     Pong(bytes::Bytes),
     /// The last message of the session (GOODBYE or ABORT); the writer sends it and closes.
-    Close(Message),
+    Close(Box<Message>),
+}
+
+/// A further chunk of a progressive invocation.
+pub struct Chunk {
+    /// The caller.
+    pub caller: Arc<SessionHandle>,
+    /// The caller's CALL request id, shared by every chunk.
+    pub caller_request: u64,
+    /// More chunks follow.
+    pub progress: bool,
+    /// The chunk's arguments.
+    pub payload: crate::wire::Payload,
 }
 
 /// How other tasks reach a session.
@@ -72,7 +78,7 @@ pub struct SessionHandle {
     outbound: mpsc::Sender<Outbound>,
     /// Calls this session is serving as callee, by INVOCATION request id. The writer inserts when
     /// it sends an INVOCATION, the reader removes on YIELD/ERROR, the teardown drains it.
-    pub(crate) invocations: Mutex<HashMap<u64, InvocationRequest, foldhash::fast::RandomState>>,
+    pub(crate) invocations: Mutex<HashMap<u64, Box<InvocationRequest>, foldhash::fast::RandomState>>,
     /// This session's own calls, by CALL request id, as the caller sees them. Inserted when a
     /// call is routed, updated when a callee's writer sends it, removed when it is answered.
     pub(crate) calls: Mutex<HashMap<u64, CallState, foldhash::fast::RandomState>>,
@@ -184,12 +190,12 @@ impl SessionHandle {
 
     /// Queues a message if there is room right now; `false` if there is not.
     pub(crate) fn try_send(&self, message: Message) -> bool {
-        self.outbound.try_send(Outbound::Message(message)).is_ok()
+        self.outbound.try_send(Outbound::Message(Box::new(message))).is_ok()
     }
 
     /// Queues a message; a session that is gone simply does not get it.
     pub(crate) async fn send(&self, message: Message) {
-        let _ = self.deliver(Outbound::Message(message)).await;
+        let _ = self.deliver(Outbound::Message(Box::new(message))).await;
     }
 
     /// The session's identity; `None` before WELCOME.

@@ -1,5 +1,9 @@
 //! The session state machine: HELLO/WELCOME, then the dealer's messages, GOODBYE and ABORT.
 //!
+//! Rare and large operations (meta API, meta events, PUBLISH fan-out) are awaited boxed: an async
+//! fn's state is as large as its largest await, and this state lives in every session's task for
+//! the whole session, idle or not.
+//!
 //! Anything a peer sends that breaks the protocol ends its session with ABORT
 //! `wamp.error.protocol_violation` and a reason; a request the router merely refuses gets an ERROR
 //! and the session goes on.
@@ -100,7 +104,7 @@ impl Session {
                     let flow = self.on_hello(&realm, &details);
                     if let (Flow::Continue, Some(realm)) = (&flow, &self.realm) {
                         realm.sessions.insert(self.handle.id, self.handle.clone());
-                        meta::joined(realm, &self.handle).await;
+                        Box::pin(meta::joined(realm, &self.handle)).await;
                     }
                     flow
                 }
@@ -112,7 +116,7 @@ impl Session {
         let dealer = &realm.dealer;
         match message {
             Message::Call { request, procedure, payload, .. } if meta::is_meta_procedure(&procedure) => {
-                match meta::call(&realm, &self.handle, &procedure, &payload).await {
+                match Box::pin(meta::call(&realm, &self.handle, &procedure, &payload)).await {
                     Ok(payload) => self.handle.send(Message::Result { request, details: Dict::new(), payload }).await,
                     Err(refusal) => self.refuse(MessageType::Call, request, refusal).await,
                 }
@@ -146,7 +150,7 @@ impl Session {
                         let registration = registered.id;
                         self.registrations.insert(registration);
                         self.handle.send(Message::Registered { request, registration }).await;
-                        meta::registered(&realm, self.handle.id, registration, registered.created).await;
+                        Box::pin(meta::registered(&realm, self.handle.id, registration, registered.created)).await;
                     }
                     Err(refusal) => self.refuse(MessageType::Register, request, refusal).await,
                 }
@@ -155,7 +159,7 @@ impl Session {
                 Ok(deleted) => {
                     self.registrations.remove(&registration);
                     let _ = self.handle.deliver(Outbound::Unregistered { request, registration, reason: None }).await;
-                    meta::unregistered(&realm, self.handle.id, registration, deleted).await;
+                    Box::pin(meta::unregistered(&realm, self.handle.id, registration, deleted)).await;
                 }
                 Err(refusal) => self.refuse(MessageType::Unregister, request, refusal).await,
             },
@@ -191,7 +195,7 @@ impl Session {
             }
             Message::Publish { request, options, topic, payload } => {
                 let acknowledge = options.get("acknowledge").and_then(Value::as_bool) == Some(true);
-                match realm.broker.publish(&self.handle, &topic, &options, payload).await {
+                match Box::pin(realm.broker.publish(&self.handle, &topic, &options, payload)).await {
                     Ok(publication) if acknowledge => {
                         self.handle.send(Message::Published { request, publication }).await;
                     }
@@ -273,10 +277,10 @@ impl Session {
         let registrations: Vec<u64> = self.registrations.drain().collect();
         for registration in registrations {
             if let Ok(deleted) = realm.dealer.unregister(self.handle.id, registration) {
-                meta::unregistered(&realm, self.handle.id, registration, deleted).await;
+                Box::pin(meta::unregistered(&realm, self.handle.id, registration, deleted)).await;
             }
         }
-        meta::left(&realm, &self.handle).await;
+        Box::pin(meta::left(&realm, &self.handle)).await;
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 
-use super::{Outbound, SessionHandle};
+use super::{Chunk, Outbound, SessionHandle};
 use crate::dealer::pending::{self, CallState, InvocationRequest};
 use crate::error::WampError;
 use crate::transport::OutFrame;
@@ -64,7 +64,7 @@ where
         held: Vec::new(),
         unsent: Vec::new(),
     };
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::new();
     'run: loop {
         let received = tokio::select! {
             biased;
@@ -100,8 +100,10 @@ struct Writer<S> {
     last_invocation: u64,
     /// Registrations whose REGISTERED was written (and UNREGISTERED not yet).
     confirmed: HashSet<u64>,
-    /// Calls waiting for their registration's REGISTERED to be written.
-    held: Vec<InvocationRequest>,
+    /// Calls waiting for their registration's REGISTERED to be written. They arrive and leave
+    /// boxed (`Outbound::Invocation`), so they stay boxed here rather than move twice.
+    #[allow(clippy::vec_box)]
+    held: Vec<Box<InvocationRequest>>,
     /// Items taken but not written, for the teardown.
     unsent: Vec<Outbound>,
 }
@@ -114,7 +116,7 @@ where
     async fn item(&mut self, item: Outbound) -> Step {
         match item {
             Outbound::Message(message) => {
-                let registered = match message {
+                let registered = match *message {
                     Message::Registered { registration, .. } => Some(registration),
                     _ => None,
                 };
@@ -133,7 +135,8 @@ where
                 self.message(&Message::Unregistered { request, details }).await
             }
             Outbound::Invocation(call) => self.invocation(call).await,
-            Outbound::InvocationChunk { caller, caller_request, progress, payload } => {
+            Outbound::InvocationChunk(chunk) => {
+                let Chunk { caller, caller_request, progress, payload } = *chunk;
                 self.chunk(&caller, caller_request, progress, payload).await
             }
             Outbound::Frame(frame) if frame.len() > self.max_outgoing => {
@@ -161,7 +164,7 @@ where
         let (ready, waiting) =
             std::mem::take(&mut self.held).into_iter().partition(|c| c.registration.id == registration);
         self.held = waiting;
-        let mut ready: std::vec::IntoIter<InvocationRequest> = ready.into_iter();
+        let mut ready: std::vec::IntoIter<Box<InvocationRequest>> = ready.into_iter();
         while let Some(call) = ready.next() {
             if self.invocation(call).await == Step::Stop {
                 self.unsent.extend(ready.map(Outbound::Invocation));
@@ -171,7 +174,7 @@ where
         Step::Continue
     }
 
-    async fn invocation(&mut self, mut call: InvocationRequest) -> Step {
+    async fn invocation(&mut self, mut call: Box<InvocationRequest>) -> Step {
         // The callee may have unregistered (and been sent UNREGISTERED) after the call was routed
         // here: then it must not get the call; another member will.
         if !call.registration.has_member(self.handle.id) {
