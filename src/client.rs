@@ -93,7 +93,8 @@ impl Client {
         request
             .headers_mut()
             .insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(serializer.subprotocol()));
-        let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+        // A small read buffer (it grows for large frames) keeps thousands of test sessions cheap.
+        let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None).read_buffer_size(16 * 1024);
         let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         let (sink, stream) = ws.split();
         Ok(Self::from_halves(Outgoing::WebSocket(sink), Incoming::WebSocket(stream), serializer))

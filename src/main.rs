@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging(cli.log_level.as_deref(), &config);
+    raise_file_limit(config.max_connections);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -97,6 +98,18 @@ fn main() -> ExitCode {
         router.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Raises the soft limit on open files to the hard limit: the usual soft default of 1024 would
+/// cap a router meant for tens of thousands of connections far below `max_connections`.
+fn raise_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 => {
+            tracing::warn!(limit, max_connections, "open file limit is below max_connections");
+        }
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    }
 }
 
 fn init_logging(flag: Option<&str>, config: &RouterConfig) {
