@@ -46,6 +46,9 @@ pub struct RouterConfig {
     /// (default 4096). Creating or deleting a procedure copies one shard (procedures / shards
     /// entries); each shard costs about 80 bytes per table.
     pub dealer_shards: usize,
+    /// Runtime worker threads; 0 (the default) means one per CPU. On a machine shared with the
+    /// load (a benchmark box, a sidecar), fewer threads than CPUs can route more calls.
+    pub worker_threads: usize,
     /// Most concurrent connections; further ones are refused (default 100000).
     pub max_connections: usize,
     /// Log filter when neither `--log-level` nor `RUST_LOG` is given (default `info`).
@@ -104,6 +107,7 @@ impl Default for RouterConfig {
             handshake_timeout_ms: 10_000,
             shutdown_timeout_ms: 2_000,
             dealer_shards: 4096,
+            worker_threads: 0,
             max_connections: 100_000,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,

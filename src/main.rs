@@ -42,6 +42,10 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+
+    /// Runtime worker threads (0: one per CPU). Overrides the config file.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,9 @@ fn main() -> ExitCode {
     if !cli.realms.is_empty() {
         config.realms = cli.realms.iter().map(|name| RealmConfig::named(name)).collect();
     }
+    if let Some(threads) = cli.threads {
+        config.worker_threads = threads;
+    }
     if let Some(format) = cli.log_format {
         config.log_format = format;
     }
@@ -72,7 +79,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref(), &config);
     raise_file_limit(config.max_connections);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime(config.worker_threads) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("roundhouse: cannot start the runtime: {error}");
@@ -110,6 +117,14 @@ fn raise_file_limit(max_connections: usize) {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
     }
+}
+
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder.enable_all().build()
 }
 
 fn init_logging(flag: Option<&str>, config: &RouterConfig) {

@@ -59,15 +59,20 @@ impl Session {
 
     /// Reads and handles messages until the session ends; returns the last message to send.
     pub async fn run<S: Stream<Item = Inbound> + Unpin>(&mut self, frames: &mut S) -> Option<Message> {
-        let hello_deadline = tokio::time::Instant::now() + self.router.config.handshake_timeout();
+        let hello_deadline =
+            tokio::time::sleep_until(tokio::time::Instant::now() + self.router.config.handshake_timeout());
+        // Made once, not per message: each `cancelled()` registers with (and leaves) a Notify.
+        let closed = self.handle.closing.clone().cancelled_owned();
+        let shutdown = self.router.shutdown.clone().cancelled_owned();
+        tokio::pin!(hello_deadline, closed, shutdown);
         loop {
             let inbound = tokio::select! {
                 biased;
-                _ = self.handle.closing.cancelled() => return None,
-                _ = self.router.shutdown.cancelled() => {
+                _ = &mut closed => return None,
+                _ = &mut shutdown => {
                     return Some(goodbye(WampError::SystemShutdown, "the router is shutting down"));
                 }
-                _ = tokio::time::sleep_until(hello_deadline), if self.realm.is_none() => {
+                _ = &mut hello_deadline, if self.realm.is_none() => {
                     tracing::info!(session = self.handle.id, "no HELLO in time; closing");
                     return Some(abort(WampError::ProtocolViolation, "no HELLO received in time"));
                 }

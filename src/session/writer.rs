@@ -14,10 +14,12 @@
 //! any other message (a WELCOME for a peer announcing a tiny limit) ends the session with ABORT.
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{Chunk, Outbound, SessionHandle};
 use crate::dealer::pending::{self, CallState, InvocationRequest};
@@ -57,6 +59,7 @@ where
 {
     let mut writer = Writer {
         sink,
+        closed: Box::pin(handle.closing.clone().cancelled_owned()),
         handle,
         max_outgoing,
         last_invocation: 0,
@@ -68,11 +71,23 @@ where
     'run: loop {
         let received = tokio::select! {
             biased;
-            _ = writer.handle.closing.cancelled() => break,
+            _ = writer.closed.as_mut() => break,
             n = queue.recv_many(&mut batch, BATCH) => n,
         };
         if received == 0 {
             break;
+        }
+        if received > 1 && received < BATCH {
+            // A burst is under way: let the tasks filling the queue run once more before writing,
+            // so many small writes become one batched write (a syscall each, and on loopback the
+            // peer's receive work too). A lone message (sequential calls) is written at once.
+            tokio::task::yield_now().await;
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
         }
         let mut items = batch.drain(..);
         while let Some(item) = items.next() {
@@ -94,6 +109,8 @@ where
 
 struct Writer<S> {
     sink: S,
+    /// Fires when the session closes; made once, since every socket operation waits on it.
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
     handle: Arc<SessionHandle>,
     max_outgoing: usize,
     /// INVOCATION request ids are sequential in this session, in the order they hit the wire.
@@ -282,12 +299,12 @@ where
         F: FnOnce(&'a mut S) -> Fut,
         Fut: std::future::Future<Output = Result<(), S::Error>> + 'a,
     {
-        let closing = self.handle.closing.clone();
         let session = self.handle.id;
+        let Writer { sink, closed, .. } = self;
         tokio::select! {
             biased;
-            _ = closing.cancelled() => false,
-            result = operation(&mut self.sink) => match result {
+            _ = closed.as_mut() => false,
+            result = operation(sink) => match result {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::debug!(session, %error, "{what} failed; closing session");

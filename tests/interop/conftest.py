@@ -9,7 +9,7 @@ import txaio
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _wamp import URL, Wamp  # noqa: E402
+from _wamp import RS_URL, TRANSPORTS, URL, Wamp  # noqa: E402
 
 # Route autobahn's own log output (warnings and up) into the captured output
 # of a failing test.
@@ -18,21 +18,24 @@ txaio.start_logging(level=os.environ.get("INTEROP_AUTOBAHN_LOG", "warn"))
 
 
 def pytest_report_header(config):
-    return [f"roundhouse interop: router {URL}"]
+    return [
+        f"roundhouse interop: router {URL} (WebSocket), {RS_URL} (RawSocket)",
+        f"transports: {', '.join(TRANSPORTS)}",
+    ]
 
 
 def _preflight() -> dict:
-    """Try one join per serializer; returns {serializer: error or None}."""
-    from _wamp import SERIALIZERS, connect
+    """Try one join per transport; returns {transport: error or None}."""
+    from _wamp import connect
 
-    async def probe(ser):
-        s = await connect(ser, f"preflight-{ser}")
+    async def probe(spec):
+        s = await connect(spec, f"preflight-{spec}")
         closed = s.leave()
         if asyncio.isfuture(closed):
             await asyncio.wait_for(closed, 2.0)
 
     out = {}
-    for ser in SERIALIZERS:
+    for ser in TRANSPORTS:
         try:
             asyncio.run(probe(ser))
             out[ser] = None
@@ -48,15 +51,16 @@ def router_reachable():
     errors = _preflight()
     if all(errors.values()):
         pytest.exit(
-            f"cannot join realm at {URL}: "
+            f"cannot join realm at {URL} / {RS_URL}: "
             + "; ".join(f"{k}: {v}" for k, v in errors.items()),
             returncode=1,
         )
 
 
-@pytest.fixture(params=["json", "msgpack"])
+@pytest.fixture(params=TRANSPORTS)
 def ser(request):
-    """Every scenario runs once per serializer."""
+    """Every scenario runs once per transport: WebSocket and RawSocket, each
+    with JSON, MessagePack and CBOR ("ws-json", ..., "rs-cbor")."""
     return request.param
 
 

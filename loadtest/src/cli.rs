@@ -1,0 +1,252 @@
+//! Command-line flags, and the small parsers they need (durations, invocation rule lists).
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use roundhouse::wire::Serializer;
+
+/// Load generator for WAMP v2 routers: RPC throughput and latency, session setup rate, and memory per
+/// idle session.
+///
+/// With no --url it starts an embedded Roundhouse router on 127.0.0.1 (an ephemeral port) and
+/// benchmarks it, so `cargo run --release -p loadtest` alone shows the product working. With --url
+/// it drives any WAMP router that speaks WAMP over WebSocket (json or msgpack).
+///
+/// rpc mode: --callees sessions register --procedure with the invocation rule and echo every
+/// INVOCATION back as YIELD; --callers sessions each keep --window calls in flight (closed loop) or
+/// send at a fixed total --rate (open loop). After --warmup, results are collected for --duration and
+/// printed as a table per rule (calls/s, latency percentiles, errors, calls per callee, CPU per call).
+///
+/// CPU per call: the router's CPU time (the embedded router's own threads, or --router-pid's process)
+/// and the load generator's, over the measured interval, divided by the calls completed in it. A
+/// DISTURBED line warns when other processes took CPU time meanwhile.
+///
+/// Exit status: 0 when every call succeeded, 1 when any call failed, 2 when the router could not be
+/// reached or the flags are invalid.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadtest", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    /// WebSocket URL of the router to test, e.g. ws://127.0.0.1:8080/ws. Without it an embedded
+    /// Roundhouse is started on an ephemeral port.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Realm every session joins.
+    #[arg(long, default_value = "realm1", value_name = "URI")]
+    pub realm: String,
+
+    /// Procedure the callees register and the callers call.
+    #[arg(long, default_value = "com.roundhouse.loadtest", value_name = "URI")]
+    pub procedure: String,
+
+    /// What to measure: `rpc` calls through callees, `connect` session setup and teardown
+    /// (HELLO→WELCOME→GOODBYE) as fast as --callers loops can go, or `idle` memory per idle joined
+    /// session (--sessions of them).
+    #[arg(long, value_enum, default_value_t = Mode::Rpc)]
+    pub mode: Mode,
+
+    /// Invocation rule(s) the callees register with: one or several comma-separated of single,
+    /// roundrobin, random, first, last, or `all` for each in turn. `single` always runs with one
+    /// callee, since a single registration admits only one.
+    #[arg(long, default_value = "roundrobin", value_parser = parse_rules, value_name = "RULES")]
+    pub rule: RuleList,
+
+    /// Callee sessions, each answering INVOCATIONs with a YIELD that echoes the payload.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub callees: u32,
+
+    /// Caller sessions (rpc), concurrent connect loops (connect), or concurrent openers (idle).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub callers: u32,
+
+    /// Calls in flight per caller. Without --rate this is the closed loop: a new call goes out as
+    /// soon as one completes. With --rate it caps the calls in flight; calls that fall due while the
+    /// window is full wait, and that wait counts in their latency.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub window: u32,
+
+    /// Open loop: a fixed total call rate in calls/s, spread evenly over the callers. Latency is
+    /// measured from each call's intended send time, so queueing in the router (or the loader) is not
+    /// hidden ("coordinated omission"); the latency from the actual send time is shown as well.
+    #[arg(long, value_name = "CALLS_PER_SEC", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// How long results are collected, after the warmup: e.g. 10s, 500ms, 1m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+
+    /// Load before measuring starts; its results are discarded (but its errors still count).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub warmup: Duration,
+
+    /// Size in bytes of the one binary argument each call carries (and each YIELD echoes). JSON
+    /// carries it as "\u0000" + base64, so its frames are about a third larger.
+    #[arg(long, default_value_t = 16, value_name = "BYTES")]
+    pub payload: usize,
+
+    /// WAMP serializer (WebSocket subprotocol wamp.2.json or wamp.2.msgpack).
+    #[arg(long, value_enum, default_value_t = SerializerArg::Json)]
+    pub serializer: SerializerArg,
+
+    /// Tokio worker threads of the load generator. With 1 (the default) it runs on the main thread
+    /// alone (a current-thread runtime).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+
+    /// Worker threads of the embedded router's own runtime (default: one per CPU). Ignored with
+    /// --url.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    pub router_threads: Option<u32>,
+
+    /// Run the embedded router in a child process (this binary, re-executed) instead of in this
+    /// process's own threads. `idle` mode always does this, so the router's memory is not mixed
+    /// with the clients'.
+    #[arg(long)]
+    pub spawn_router: bool,
+
+    /// PID of the router process given by --url: its CPU time (utime+stime from /proc/PID/stat)
+    /// over the measured interval is reported per call, and in idle mode its VmRSS growth per
+    /// session.
+    #[arg(long, value_name = "PID")]
+    pub router_pid: Option<u32>,
+
+    /// Idle mode: how many joined sessions to open and hold.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sessions: u32,
+
+    /// How long calls still unanswered when the measurement ends may take to complete before they
+    /// count as failed (`loadtest.timeout`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
+
+    /// Print one machine-readable JSON line per result (per rule in rpc mode) on stdout at the end;
+    /// the tables then go to stderr.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Internal: serve an embedded router and print its URL (used for --spawn-router and idle mode).
+    #[arg(long, hide = true)]
+    pub internal_router: bool,
+}
+
+/// What the run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// RPC calls through echoing callees.
+    Rpc,
+    /// Session setup and teardown rate.
+    Connect,
+    /// Router memory per idle joined session.
+    Idle,
+}
+
+/// The serializer flag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SerializerArg {
+    /// wamp.2.json
+    Json,
+    /// wamp.2.msgpack
+    Msgpack,
+}
+
+impl SerializerArg {
+    /// The library's serializer.
+    pub fn serializer(self) -> Serializer {
+        match self {
+            SerializerArg::Json => Serializer::Json,
+            SerializerArg::Msgpack => Serializer::MsgPack,
+        }
+    }
+
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            SerializerArg::Json => "json",
+            SerializerArg::Msgpack => "msgpack",
+        }
+    }
+}
+
+/// Invocation rules to run, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleList(pub Vec<&'static str>);
+
+/// Every invocation rule of the shared-registration contract, in `all` order.
+pub const RULES: [&str; 5] = ["single", "roundrobin", "random", "first", "last"];
+
+/// Parses `--rule`: `all`, or a comma-separated list of rule names.
+pub fn parse_rules(text: &str) -> Result<RuleList, String> {
+    if text.trim() == "all" {
+        return Ok(RuleList(RULES.to_vec()));
+    }
+    let mut rules = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let rule = RULES
+            .iter()
+            .find(|r| **r == name)
+            .ok_or_else(|| format!("unknown rule '{name}' (expected {} or all)", RULES.join(", ")))?;
+        if !rules.contains(rule) {
+            rules.push(*rule);
+        }
+    }
+    if rules.is_empty() {
+        return Err("no rule given".into());
+    }
+    Ok(RuleList(rules))
+}
+
+/// Parses a duration: a number with an optional unit `ms`, `s` (the default), `m` or `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("'{text}' is not a duration (try 10s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit '{other}' in '{text}' (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || seconds > 86_400.0 * 7.0 {
+        return Err(format!("duration '{text}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("'{text}' is not a positive number of calls per second")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn rule_lists_parse_dedupe_and_refuse_unknown_names() {
+        assert_eq!(parse_rules("all").unwrap().0, RULES.to_vec());
+        assert_eq!(parse_rules("first, last,first").unwrap().0, vec!["first", "last"]);
+        assert!(parse_rules("roundrobin,bogus").is_err());
+        assert!(parse_rules(",").is_err());
+    }
+
+    #[test]
+    fn the_flags_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

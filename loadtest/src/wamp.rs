@@ -1,0 +1,89 @@
+//! Session helpers shared by the modes: joining with a readable error, leaving politely, and the
+//! pre-encoded call payload.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use roundhouse::client::{Client, ClientError, Receiver, Sender};
+use roundhouse::wire::{Dict, Message, Payload, Serializer, Value};
+use tokio::time::{timeout_at, Instant};
+
+/// How long leaving (GOODBYE and WebSocket close) may take before the connection is just dropped.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects and joins `realm`, describing a failure.
+pub async fn join(url: &str, realm: &str, serializer: Serializer) -> Result<Client, String> {
+    Client::join(url, realm, serializer)
+        .await
+        .map_err(|e| format!("cannot join realm '{realm}' at {url}: {}", describe(&e)))
+}
+
+/// Says GOODBYE, waits for the router's GOODBYE, then closes the WebSocket and waits for the router
+/// to close the connection. Returns whether the router answered the GOODBYE.
+pub async fn leave(tx: &mut Sender, rx: &mut Receiver) -> bool {
+    let deadline = Instant::now() + LEAVE_TIMEOUT;
+    let goodbye = Message::Goodbye { details: Dict::new(), reason: "wamp.close.close_realm".into() };
+    let mut answered = false;
+    if tx.send(&goodbye).await.is_ok() {
+        while let Ok(Ok(message)) = timeout_at(deadline, rx.recv_forever()).await {
+            if matches!(message, Message::Goodbye { .. }) {
+                answered = true;
+                break;
+            }
+        }
+    }
+    tx.close().await;
+    // Read until the router closes too, so neither side is left with unread data (which would
+    // turn the close into a reset).
+    while let Ok(Ok(_)) = timeout_at(deadline, rx.recv_forever()).await {}
+    answered
+}
+
+/// A short description of a client error: the router's ERROR or ABORT reason when it sent one.
+pub fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Unexpected(message) => match message.as_ref() {
+            Message::Abort { reason, details } => match details.get("message").and_then(Value::as_str) {
+                Some(text) => format!("ABORT {reason}: {text}"),
+                None => format!("ABORT {reason}"),
+            },
+            Message::Error { error, payload, .. } => match payload.to_values() {
+                Ok((args, _)) if !args.is_empty() => format!("ERROR {error} {args:?}"),
+                _ => format!("ERROR {error}"),
+            },
+            other => format!("unexpected {:?}", other.message_type()),
+        },
+        ClientError::Transport(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The CALL payload, one binary argument of `size` bytes, encoded once in `serializer` so each call
+/// only copies its bytes; also the argument list a RESULT should echo.
+pub fn call_payload(serializer: Serializer, size: usize) -> (Payload, Vec<Value>) {
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let args = vec![Value::Bytes(data)];
+    let message =
+        Message::Call { request: 1, options: Dict::new(), procedure: "x".into(), payload: Payload::args(args.clone()) };
+    let mut frame = Vec::new();
+    serializer.encode(&message, &mut frame);
+    match serializer.decode(Bytes::from(frame)) {
+        Ok(Message::Call { payload, .. }) => (payload, args),
+        // Cannot happen (the library reads back what it writes); the unencoded payload still works.
+        _ => (Payload::args(args.clone()), args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_pre_encoded_and_decodes_to_its_bytes() {
+        for serializer in Serializer::ALL {
+            let (payload, args) = call_payload(serializer, 100);
+            assert!(matches!(payload, Payload::Raw(_)), "{serializer:?}");
+            assert_eq!(payload.to_values().unwrap().0, args);
+        }
+    }
+}
