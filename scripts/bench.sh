@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The standard benchmark set: criterion groups (benches/) and load-generator runs (loadtest/)
+# against the release `roundhouse` as a separate process, then rewrites the generated section of
+# BENCHMARKS.md with the figures, the commands and the machine. About 15 minutes.
+#
+#   scripts/bench.sh            everything
+#   BENCH_SKIP_CRITERION=1 scripts/bench.sh   load-generator runs only
+#
+# The machine is shared and noisy: compare figures measured in the same run, as ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/bench
+mkdir -p "$out"
+rm -f "$out"/*.json
+
+cargo build --release -p roundhouse -p loadtest
+ulimit -n "$(ulimit -Hn)"
+
+if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
+  cargo bench --bench routing --bench registry --bench codec --bench end_to_end --bench fanout -- --noplot \
+    2>&1 | tee "$out/criterion.log" | grep -E '^[a-z_]+/|time:' || true
+fi
+
+router_pid=""
+stop_router() { [ -n "$router_pid" ] && kill "$router_pid" 2>/dev/null && wait "$router_pid" 2>/dev/null; router_pid=""; }
+trap stop_router EXIT
+
+# run NAME "ROUTER FLAGS" LOADTEST-ARGS...: one loadtest run against a fresh router process.
+run() {
+  local name=$1 router_flags=$2
+  shift 2
+  target/release/roundhouse --listen 127.0.0.1:0 --log-level warn --log-format json $router_flags 2>"$out/$name.router.log" &
+  router_pid=$!
+  local url=""
+  for _ in $(seq 100); do
+    url=$(grep -o 'ws://[^"]*' "$out/$name.router.log" | head -1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "router for $name did not start" >&2; exit 1; }
+  echo "== $name: loadtest $* (router $router_flags)"
+  target/release/loadtest --url "$url" --router-pid "$router_pid" --json "$@" >"$out/$name.out" 2>"$out/$name.err" \
+    || { echo "loadtest $name failed:"; tail -5 "$out/$name.err"; exit 1; }
+  grep '^{' "$out/$name.out" >"$out/$name.json"
+  stop_router
+}
+
+run standard "" --duration 10s
+run standard-1thread "--threads 1" --duration 10s
+run msgpack "--threads 1" --serializer msgpack --duration 10s
+run window256 "--threads 1" --window 256 --duration 10s
+run rules "--threads 1" --rule all --duration 5s
+run rate "--threads 1" --rate 50000 --duration 10s
+run sequential "" --callers 1 --window 1 --callees 1 --duration 10s
+run connect "" --mode connect --duration 10s
+run idle "" --mode idle --sessions 10000
+
+python3 scripts/bench_report.py "$out" BENCHMARKS.md
+echo "BENCHMARKS.md updated from $out"

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Rewrites the generated section of BENCHMARKS.md from the results scripts/bench.sh left in
+target/bench: criterion estimates (target/criterion/**/new/estimates.json) and the load
+generator's JSON lines. Everything between the two markers is replaced; the rest of the file
+(analysis, targets, history) is kept."""
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+BEGIN = "<!-- bench.sh: generated section begins -->"
+END = "<!-- bench.sh: generated section ends -->"
+
+
+def criterion(group):
+    """(benchmark id, mean in ns) for every benchmark of a criterion group."""
+    root = os.path.join("target", "criterion", group)
+    rows = []
+    for dirpath, _, files in os.walk(root):
+        if "estimates.json" in files and dirpath.endswith(os.path.join("new")):
+            bench_id = os.path.relpath(os.path.dirname(dirpath), root)
+            with open(os.path.join(dirpath, "estimates.json")) as f:
+                rows.append((bench_id, json.load(f)["mean"]["point_estimate"]))
+    return sorted(rows)
+
+
+def fmt_ns(ns):
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.1f} ns"
+
+
+def load(out, name):
+    path = os.path.join(out, name + ".json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, commit {rev}, {datetime.date.today()}"
+
+
+def rpc_rows(results):
+    lines = ["| run | rule | ser | callers×window | calls/s | p50 µs | p99 µs | p99.9 µs | errors | router CPU µs/call | loader CPU µs/call |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results:
+        lat = r.get("latency_us") or {}
+        lines.append(
+            f"| {name} | {r['rule']} | {r['serializer']} | {r['callers']}×{r['window']} | {r['calls_per_sec']:,.0f} | "
+            f"{lat.get('p50', 0):,.1f} | {lat.get('p99', 0):,.1f} | {lat.get('p999', 0):,.1f} | {r['error_count']} | "
+            f"{r.get('router_cpu_us_per_call') or 0:.2f} | {r.get('loader_cpu_us_per_call') or 0:.2f} |")
+    return lines
+
+
+def main():
+    out, target = sys.argv[1], sys.argv[2]
+    md = [BEGIN, "", f"Measured by `scripts/bench.sh` on {machine()}.", ""]
+
+    md += ["### Load generator (router as its own process, `--router-pid` for its CPU)", ""]
+    runs = [("standard (2 router threads)", "standard"), ("standard, `--threads 1`", "standard-1thread"),
+            ("msgpack, `--threads 1`", "msgpack"), ("window 256, `--threads 1`", "window256"),
+            ("sequential", "sequential")]
+    results = [(label, r) for label, name in runs for r in load(out, name)]
+    results += [(f"`--rule all`: {r['rule']}", r) for r in load(out, "rules")]
+    md += rpc_rows(results) + [""]
+    for r in load(out, "rate"):
+        lat, svc = r.get("latency_us") or {}, r.get("service_latency_us") or {}
+        md += [f"Open loop at {r['rate_target']:,.0f} calls/s (`--rate`, `--threads 1`): {r['calls_per_sec']:,.0f} calls/s, "
+               f"p50 {lat.get('p50', 0):,.1f} µs / p99 {lat.get('p99', 0):,.1f} µs from the intended send time "
+               f"(p50 {svc.get('p50', 0):,.1f} / p99 {svc.get('p99', 0):,.1f} µs from the actual send), "
+               f"{r['error_count']} errors, {r.get('unsent', 0)} calls never sent.", ""]
+    for r in load(out, "connect"):
+        join = r.get("join_latency_us") or {}
+        md += [f"Session establishment (`--mode connect`, {r['loops']} loops): {r['sessions_per_sec']:,.0f} sessions/s, "
+               f"HELLO→WELCOME p50 {join.get('p50', 0):,.1f} µs / p99 {join.get('p99', 0):,.1f} µs, "
+               f"router CPU {r.get('router_cpu_us_per_session') or 0:.1f} µs per session, {r['error_count']} errors.", ""]
+    for r in load(out, "idle"):
+        per = (r.get("router_rss_per_session_bytes") or 0) / 1024
+        md += [f"Idle sessions (`--mode idle --sessions {r['sessions']}`): {r['opened']:,} opened, router RSS "
+               f"{per:.1f} KiB per idle session ({(r.get('router_rss_before_bytes') or 0) / 2**20:.1f} MiB before, "
+               f"{(r.get('router_rss_open_bytes') or 0) / 2**20:.1f} MiB with them open), {r.get('dropped', 0)} dropped.", ""]
+
+    md += ["### Criterion (`cargo bench`, mean per iteration)", ""]
+    for group, title in [("route", "Routing decision (lookup + rule pick), by rule/callees"),
+                         ("route_under_churn", "The same while a thread registers/unregisters on the same shard"),
+                         ("register_unregister", "Register + unregister, by table size"),
+                         ("codec_wamp.2.json", "JSON codec"), ("codec_wamp.2.msgpack", "MessagePack codec"),
+                         ("codec_wamp.2.cbor", "CBOR codec"),
+                         ("call_round_trip", "Call round trip over loopback, in-process router"),
+                         ("fanout", "Broker fan-out, one event to N subscribers")]:
+        rows = criterion(group)
+        if not rows:
+            continue
+        md += [f"**{title}** (`{group}`)", "", "| benchmark | mean |", "|---|---|"]
+        md += [f"| {bench_id} | {fmt_ns(ns)} |" for bench_id, ns in rows] + [""]
+    md.append(END)
+
+    text = open(target).read() if os.path.exists(target) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    before, _, rest = text.partition(BEGIN)
+    _, _, after = rest.partition(END)
+    open(target, "w").write(before + "\n".join(md) + after)
+
+
+if __name__ == "__main__":
+    main()
