@@ -29,7 +29,7 @@ trap stop_router EXIT
 run() {
   local name=$1 router_flags=$2
   shift 2
-  target/release/roundhouse --listen 127.0.0.1:0 --log-level warn --log-format json $router_flags 2>"$out/$name.router.log" &
+  target/release/roundhouse --listen 127.0.0.1:0 --log-level info --log-format json $router_flags 2>"$out/$name.router.log" &
   router_pid=$!
   local url=""
   for _ in $(seq 100); do
