@@ -112,7 +112,7 @@ fn main() -> ExitCode {
 fn raise_file_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if limit < max_connections as u64 => {
-            tracing::warn!(limit, max_connections, "open file limit is below max_connections");
+            tracing::info!(limit, max_connections, "open file limit is below max_connections; it caps connections");
         }
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
