@@ -223,22 +223,32 @@ pub fn reroute(mut call: Box<InvocationRequest>) {
 /// mode answers at once. Used by CANCEL, by timeouts (with `wamp.error.timeout`), and by a caller
 /// leaving (no answer goes to a caller that left). A call already answered is left alone.
 pub async fn cancel(caller: &SessionHandle, request: u64, mode: CancelMode, error: WampError) {
-    let Some(state) = caller.calls.lock().remove(&request) else { return };
-    let CallState::Running { callee, invocation, registration, progressive } = state else {
-        // Still queued: the callee's writer drops it when it finds the caller's entry gone.
+    let running = {
+        let mut calls = caller.calls.lock();
+        match calls.get(&request) {
+            None => return,
+            Some(CallState::Running { callee, invocation, .. }) => Some((callee.clone(), *invocation)),
+            Some(CallState::Queued { .. }) => {
+                // Still queued: the callee's writer drops it when it finds the caller's entry gone.
+                calls.remove(&request);
+                None
+            }
+        }
+    };
+    let Some((callee, invocation)) = running else { return answer(caller, request, error).await };
+    let Some(callee) = callee.upgrade() else {
+        caller.calls.lock().remove(&request);
         return answer(caller, request, error).await;
     };
-    let Some(callee) = callee.upgrade() else { return };
     let interruptible = callee.identity().is_some_and(|i| i.features.call_canceling);
     if mode == CancelMode::Kill && interruptible {
-        // The callee's answer (usually ERROR wamp.error.canceled) is forwarded when it comes.
-        let running = CallState::Running { callee: Arc::downgrade(&callee), invocation, registration, progressive };
-        caller.calls.lock().insert(request, running);
+        // The call stays open: the callee's answer (usually ERROR wamp.error.canceled) ends it.
         return interrupt(&callee, invocation, CancelMode::Kill, error).await;
     }
     if callee.invocations.lock().remove(&invocation).is_none() {
         return; // the callee answered first; that answer is on its way
     }
+    caller.calls.lock().remove(&request);
     if mode != CancelMode::Skip && interruptible {
         interrupt(&callee, invocation, CancelMode::KillNoWait, error).await;
     }
