@@ -46,6 +46,10 @@ pub struct RouterConfig {
     /// (default 4096). Creating or deleting a procedure copies one shard (procedures / shards
     /// entries); each shard costs about 80 bytes per table.
     pub dealer_shards: usize,
+    /// Calls one callee may have in flight (sent, not yet answered) before further calls go to
+    /// another member of the registration, or fail with `wamp.error.no_available_callee` when
+    /// there is none (default 65536). Bounds the memory a callee that stops answering can pin.
+    pub max_pending_per_callee: usize,
     /// Runtime worker threads; 0 (the default) means one per CPU. On a machine shared with the
     /// load (a benchmark box, a sidecar), fewer threads than CPUs can route more calls.
     pub worker_threads: usize,
@@ -108,6 +112,7 @@ impl Default for RouterConfig {
             shutdown_timeout_ms: 2_000,
             dealer_shards: 4096,
             worker_threads: 0,
+            max_pending_per_callee: 65_536,
             max_connections: 100_000,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,

@@ -75,3 +75,40 @@ async fn a_stuck_callee_is_evicted_and_its_calls_go_to_the_standby() {
     println!("{results} results from the standby, {} canceled at the stuck callee", errors.len());
     drop(stuck);
 }
+
+/// A callee that stops answering holds at most `max_pending_per_callee` calls; further calls go
+/// to another member, and fail when there is none.
+#[tokio::test]
+async fn a_callee_at_its_pending_limit_hands_calls_on() {
+    let router = router_with(|c| c.max_pending_per_callee = 2).await;
+    let silent = Callee::start(&router, Serializer::Json, "S", "com.example.slow", rule("first"), Behavior::Hold).await;
+    let mut caller = join(&router, Serializer::Json).await;
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        let request = caller.request_id();
+        let call = Message::Call {
+            request,
+            options: Dict::new(),
+            procedure: "com.example.slow".into(),
+            payload: Payload::Empty,
+        };
+        caller.send(&call).await.unwrap();
+        requests.push(request);
+    }
+    match caller.recv().await.unwrap() {
+        Message::Error { request, error, .. } => {
+            assert_eq!((request, error.as_str()), (requests[2], "wamp.error.no_available_callee"));
+        }
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..200 {
+        if silent.invocation_count() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(silent.invocation_count(), 2, "the silent callee got exactly its limit");
+    let _standby =
+        Callee::start(&router, Serializer::Json, "B", "com.example.slow", rule("first"), Behavior::Name).await;
+    assert_eq!(call_names(&mut caller, "com.example.slow", 2).await, ["B", "B"], "the standby takes the overflow");
+}

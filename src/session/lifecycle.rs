@@ -29,7 +29,8 @@ where
     W::Error: std::fmt::Display,
 {
     let (handle, queue) = router.new_session(serializer);
-    let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), max_outgoing));
+    let mut writer =
+        tokio::spawn(writer::run(sink, queue, handle.clone(), max_outgoing, router.config.max_pending_per_callee));
     let mut session = Session::new(router.clone(), handle.clone());
     let last = session.run(&mut frames).await;
     session.leave().await;

@@ -46,12 +46,14 @@ enum Step {
 }
 
 /// Runs until the session closes: a `Close` item is written, the socket fails, or `closing` fires.
-/// `max_outgoing` is the largest message the peer accepts.
+/// `max_outgoing` is the largest message the peer accepts, `max_pending` the most calls it may
+/// have in flight as callee.
 pub async fn run<S>(
     sink: S,
     mut queue: tokio::sync::mpsc::Receiver<Outbound>,
     handle: Arc<SessionHandle>,
     max_outgoing: usize,
+    max_pending: usize,
 ) -> WriterExit
 where
     S: Sink<OutFrame> + Unpin,
@@ -62,6 +64,7 @@ where
         closed: Box::pin(handle.closing.clone().cancelled_owned()),
         handle,
         max_outgoing,
+        max_pending,
         last_invocation: 0,
         confirmed: HashSet::new(),
         held: Vec::new(),
@@ -113,6 +116,7 @@ struct Writer<S> {
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     handle: Arc<SessionHandle>,
     max_outgoing: usize,
+    max_pending: usize,
     /// INVOCATION request ids are sequential in this session, in the order they hit the wire.
     last_invocation: u64,
     /// Registrations whose REGISTERED was written (and UNREGISTERED not yet).
@@ -216,8 +220,18 @@ where
         let (caller, caller_request) = (call.caller.clone(), call.caller_request);
         let (registration_id, progressive_call) = (call.registration.id, call.options.progress);
         // Pending at this callee first, then running for the caller: a cancel that sees the call
-        // running will find it here.
-        self.handle.invocations.lock().insert(request, call);
+        // running will find it here. A callee at its limit is treated as unavailable for it.
+        {
+            let mut pending = self.handle.invocations.lock();
+            if pending.len() >= self.max_pending {
+                drop(pending);
+                tracing::debug!(session = self.handle.id, "callee at max_pending_per_callee; call handed on");
+                call.unavailable.push(self.handle.id);
+                pending::reroute(call);
+                return Step::Continue;
+            }
+            pending.insert(request, call);
+        }
         match caller.calls.lock().get_mut(&caller_request) {
             Some(state) => {
                 *state = CallState::Running {
