@@ -83,58 +83,57 @@ impl CborReader {
         }
         Some(Cursor { buf: &self.buf, pos: self.pos })
     }
+
+    /// Reads the next element with `read`, moving past it; `None` once the array has ended.
+    fn element<T>(
+        &mut self,
+        read: impl FnOnce(&mut Cursor<'_>) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        let Some(mut cursor) = self.next() else { return Ok(None) };
+        let value = read(&mut cursor)?;
+        self.pos = cursor.pos;
+        Ok(Some(value))
+    }
 }
 
 impl EnvelopeReader for CborReader {
     fn uint(&mut self) -> Result<Option<u64>, DecodeError> {
-        let Some(mut c) = self.next() else { return Ok(None) };
-        let n = match c.item()? {
-            Item::UInt(n) => n,
-            _ => return Err(DecodeError::new("expected a non-negative integer")),
-        };
-        self.pos = c.pos;
-        Ok(Some(n))
+        self.element(|c| match c.item()? {
+            Item::UInt(n) => Ok(n),
+            _ => Err(DecodeError::new("expected a non-negative integer")),
+        })
     }
 
     fn string(&mut self) -> Result<Option<String>, DecodeError> {
-        let Some(mut c) = self.next() else { return Ok(None) };
-        let s = match c.item()? {
-            Item::Text(len) => c.text(len)?,
-            _ => return Err(DecodeError::new("expected a string")),
-        };
-        self.pos = c.pos;
-        Ok(Some(s))
+        self.element(|c| match c.item()? {
+            Item::Text(len) => c.text(len),
+            _ => Err(DecodeError::new("expected a string")),
+        })
     }
 
     fn dict(&mut self) -> Result<Option<Dict>, DecodeError> {
-        let Some(mut c) = self.next() else { return Ok(None) };
-        let d = match c.value(0)? {
-            Value::Dict(d) => d,
-            _ => return Err(DecodeError::new("expected a dictionary")),
-        };
-        self.pos = c.pos;
-        Ok(Some(d))
+        self.element(|c| match c.value(0)? {
+            Value::Dict(d) => Ok(d),
+            _ => Err(DecodeError::new("expected a dictionary")),
+        })
     }
 
     fn raw(&mut self, kind: RawKind) -> Result<Option<Bytes>, DecodeError> {
-        let Some(mut c) = self.next() else { return Ok(None) };
-        let start = c.pos;
-        let ok = matches!((kind, c.item()?), (RawKind::List, Item::Array(_)) | (RawKind::Dict, Item::Map(_)));
-        if !ok {
-            return Err(kind.mismatch());
-        }
-        c.pos = start;
-        c.skip(0)?;
-        let end = c.pos;
-        self.pos = end;
-        Ok(Some(self.buf.slice(start..end)))
+        let span = self.element(|c| {
+            let start = c.pos;
+            let ok = matches!((kind, c.item()?), (RawKind::List, Item::Array(_)) | (RawKind::Dict, Item::Map(_)));
+            if !ok {
+                return Err(kind.mismatch());
+            }
+            c.pos = start;
+            c.skip(0)?;
+            Ok(start..c.pos)
+        })?;
+        Ok(span.map(|span| self.buf.slice(span)))
     }
 
     fn value(&mut self) -> Result<Option<Value>, DecodeError> {
-        let Some(mut c) = self.next() else { return Ok(None) };
-        let v = c.value(0)?;
-        self.pos = c.pos;
-        Ok(Some(v))
+        self.element(|c| c.value(0))
     }
 
     fn end(&mut self) -> Result<(), DecodeError> {
