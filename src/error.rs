@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::wire::{Message, MessageType, Payload, Value};
+
 /// An error URI the router puts in ERROR, ABORT or GOODBYE messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WampError {
@@ -104,5 +106,10 @@ impl Refusal {
     /// A refusal with a reason.
     pub fn new(error: WampError, message: impl Into<String>) -> Self {
         Refusal { error, message: message.into() }
+    }
+
+    /// The ERROR answering request `request` of type `request_type`, the reason as its argument.
+    pub fn to_message(self, request_type: MessageType, request: u64) -> Message {
+        Message::error(request_type, request, self.error.uri(), Payload::args(vec![Value::from(self.message)]))
     }
 }

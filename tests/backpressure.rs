@@ -85,14 +85,7 @@ async fn a_callee_at_its_pending_limit_hands_calls_on() {
     let mut caller = join(&router, Serializer::Json).await;
     let mut requests = Vec::new();
     for _ in 0..3 {
-        let request = caller.request_id();
-        let call = Message::Call {
-            request,
-            options: Dict::new(),
-            procedure: "com.example.slow".into(),
-            payload: Payload::Empty,
-        };
-        caller.send(&call).await.unwrap();
+        let request = send_call(&mut caller, "com.example.slow").await;
         requests.push(request);
     }
     match caller.recv().await.unwrap() {

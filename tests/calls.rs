@@ -59,16 +59,7 @@ async fn a_callee_error_reaches_the_caller_unchanged() {
         let mut callee = join(&router, callee_ser).await;
         callee.register("com.example.fail", Dict::new()).await.unwrap();
         let mut caller = join(&router, caller_ser).await;
-        let request = caller.request_id();
-        caller
-            .send(&Message::Call {
-                request,
-                options: Dict::new(),
-                procedure: "com.example.fail".into(),
-                payload: Payload::Empty,
-            })
-            .await
-            .unwrap();
+        let request = send_call(&mut caller, "com.example.fail").await;
         let Message::Invocation { request: invocation, .. } = callee.recv().await.unwrap() else { panic!() };
         let payload = Payload::Values(vec![Value::UInt(1), Value::from("two")], Some(Dict::new().with("x", 3u64)));
         callee
@@ -186,14 +177,7 @@ async fn a_callee_that_leaves_cancels_its_calls_in_flight() {
             let mut caller = join(&router, ser).await;
             let mut requests = Vec::new();
             for _ in 0..3 {
-                let request = caller.request_id();
-                let call = Message::Call {
-                    request,
-                    options: Dict::new(),
-                    procedure: "com.example.slow".into(),
-                    payload: Payload::Empty,
-                };
-                caller.send(&call).await.unwrap();
+                let request = send_call(&mut caller, "com.example.slow").await;
                 requests.push(request);
             }
             while holder.invocation_count() < 3 {
@@ -219,31 +203,14 @@ async fn a_late_yield_for_a_caller_that_left_is_dropped_quietly() {
     let mut callee = join(&router, Serializer::Json).await;
     callee.register("com.example.p", Dict::new()).await.unwrap();
     let mut caller = join(&router, Serializer::Json).await;
-    let request = caller.request_id();
-    caller
-        .send(&Message::Call {
-            request,
-            options: Dict::new(),
-            procedure: "com.example.p".into(),
-            payload: Payload::Empty,
-        })
-        .await
-        .unwrap();
+    send_call(&mut caller, "com.example.p").await;
     let Message::Invocation { request: invocation, .. } = callee.recv().await.unwrap() else { panic!() };
     drop(caller);
     tokio::time::sleep(Duration::from_millis(50)).await;
     callee.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     // The callee's session carries on: it still serves the next caller.
     let mut next = join(&router, Serializer::Json).await;
-    let request = next.request_id();
-    next.send(&Message::Call {
-        request,
-        options: Dict::new(),
-        procedure: "com.example.p".into(),
-        payload: Payload::Empty,
-    })
-    .await
-    .unwrap();
+    let request = send_call(&mut next, "com.example.p").await;
     let Message::Invocation { request: invocation, .. } = callee.recv().await.unwrap() else { panic!() };
     callee.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     assert!(matches!(next.recv().await.unwrap(), Message::Result { request: r, .. } if r == request));

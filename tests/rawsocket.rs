@@ -126,16 +126,7 @@ async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
     let reply = unexpected(caller.call("com.example.small", vec![Value::from("y".repeat(2000))]).await);
     assert_error(&reply, MessageType::Call, "wamp.error.payload_size_exceeded");
     // A small call still goes through, and a RESULT too large for a small caller becomes an error.
-    let request = caller.request_id();
-    caller
-        .send(&Message::Call {
-            request,
-            options: Dict::new(),
-            procedure: "com.example.small".into(),
-            payload: Payload::Empty,
-        })
-        .await
-        .unwrap();
+    send_call(&mut caller, "com.example.small").await;
     let Message::Invocation { request: invocation, .. } = small.recv().await.unwrap() else { panic!() };
     small.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     assert!(matches!(caller.recv().await.unwrap(), Message::Result { .. }));

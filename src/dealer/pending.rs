@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 
 use smallvec::SmallVec;
 
-use crate::error::WampError;
+use crate::error::{Refusal, WampError};
 use crate::session::{Outbound, SessionHandle};
 use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
@@ -194,11 +194,17 @@ fn prepare(call: &mut InvocationRequest, callee: &Callee) -> bool {
     true
 }
 
-/// Answers a routed call that could not be delivered, and forgets it on the caller's side.
+/// Ends a call with an ERROR for its caller, if the caller still waits for it: a call already
+/// ended (canceled, timed out, its caller gone) is never answered twice.
+pub async fn fail(caller: &SessionHandle, request: u64, error: WampError, reason: &str) {
+    if caller.calls.lock().remove(&request).is_some() {
+        caller.send(Refusal::new(error, reason).to_message(MessageType::Call, request)).await;
+    }
+}
+
+/// Answers a routed call that could not be delivered.
 pub async fn answer_error(call: Box<InvocationRequest>, error: WampError, reason: &str) {
-    call.caller.calls.lock().remove(&call.caller_request);
-    let payload = Payload::args(vec![Value::from(reason)]);
-    call.caller.send(Message::error(MessageType::Call, call.caller_request, error.uri(), payload)).await;
+    fail(&call.caller, call.caller_request, error, reason).await;
 }
 
 /// Routes again a call whose callee left before the call reached it, or answered it with
@@ -266,18 +272,12 @@ async fn answer(caller: &SessionHandle, request: u64, error: WampError) {
         WampError::Canceled => "the call was canceled",
         _ => "the call ended",
     };
-    let payload = Payload::args(vec![Value::from(reason)]);
-    caller.send(Message::error(MessageType::Call, request, error.uri(), payload)).await;
+    caller.send(Refusal::new(error, reason).to_message(MessageType::Call, request)).await;
 }
 
 /// The caller of a call the callee will never answer (it left) gets `wamp.error.canceled`.
 pub async fn callee_gone(call: Box<InvocationRequest>) {
-    if call.caller.calls.lock().remove(&call.caller_request).is_none() {
-        return;
-    }
-    let payload = Payload::args(vec![Value::from("the callee left while the call was in flight")]);
-    let error = Message::error(MessageType::Call, call.caller_request, WampError::Canceled.uri(), payload);
-    call.caller.send(error).await;
+    fail(&call.caller, call.caller_request, WampError::Canceled, "the callee left while the call was in flight").await;
 }
 
 /// A caller left: its calls running at callees that support canceling are interrupted

@@ -21,7 +21,7 @@ use crate::error::{Refusal, WampError};
 use crate::meta;
 use crate::realm::Realm;
 use crate::router::RouterShared;
-use crate::wire::{uri, validate, Dict, Message, MessageType, Payload, Value};
+use crate::wire::{uri, validate, Dict, Message, MessageType, Value};
 
 /// One item from a transport.
 pub enum Inbound {
@@ -103,7 +103,7 @@ impl Session {
     }
 
     async fn on_message(&mut self, message: Message) -> Flow {
-        let Some(realm) = self.realm.clone() else {
+        let Some(realm) = self.realm.as_ref() else {
             return match message {
                 Message::Hello { realm, details } => {
                     let flow = self.on_hello(&realm, &details);
@@ -121,7 +121,7 @@ impl Session {
         let dealer = &realm.dealer;
         match message {
             Message::Call { request, procedure, payload, .. } if meta::is_meta_procedure(&procedure) => {
-                match Box::pin(meta::call(&realm, &self.handle, &procedure, &payload)).await {
+                match Box::pin(meta::call(realm, &self.handle, &procedure, &payload)).await {
                     Ok(payload) => self.handle.send(Message::Result { request, details: Dict::new(), payload }).await,
                     Err(refusal) => self.refuse(MessageType::Call, request, refusal).await,
                 }
@@ -155,7 +155,7 @@ impl Session {
                         let registration = registered.id;
                         self.registrations.insert(registration);
                         self.handle.send(Message::Registered { request, registration }).await;
-                        Box::pin(meta::registered(&realm, self.handle.id, registration, registered.created)).await;
+                        Box::pin(meta::registered(realm, self.handle.id, registration, registered.created)).await;
                     }
                     Err(refusal) => self.refuse(MessageType::Register, request, refusal).await,
                 }
@@ -164,7 +164,7 @@ impl Session {
                 Ok(deleted) => {
                     self.registrations.remove(&registration);
                     let _ = self.handle.deliver(Outbound::Unregistered { request, registration, reason: None }).await;
-                    Box::pin(meta::unregistered(&realm, self.handle.id, registration, deleted)).await;
+                    Box::pin(meta::unregistered(realm, self.handle.id, registration, deleted)).await;
                 }
                 Err(refusal) => self.refuse(MessageType::Unregister, request, refusal).await,
             },
@@ -267,8 +267,7 @@ impl Session {
 
     async fn refuse(&self, request_type: MessageType, request: u64, refusal: Refusal) {
         tracing::debug!(session = self.handle.id, %refusal, "request refused");
-        let payload = Payload::args(vec![Value::from(refusal.message)]);
-        self.handle.send(Message::error(request_type, request, refusal.error.uri(), payload)).await;
+        self.handle.send(refusal.to_message(request_type, request)).await;
     }
 
     /// Removes the session from every registration it holds. Calls routed to it but not yet

@@ -49,6 +49,14 @@ pub fn first_arg(payload: &Payload) -> String {
     }
 }
 
+/// Sends a CALL without arguments and without waiting for its answer; returns its request id.
+pub async fn send_call(client: &mut Client, procedure: &str) -> u64 {
+    let request = client.request_id();
+    let call = Message::Call { request, options: Dict::new(), procedure: procedure.into(), payload: Payload::Empty };
+    client.send(&call).await.expect("CALL sent");
+    request
+}
+
 /// Calls `procedure` `n` times in sequence; returns the name each callee answered with.
 pub async fn call_names(caller: &mut Client, procedure: &str, n: usize) -> Vec<String> {
     let mut names = Vec::new();
