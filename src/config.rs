@@ -32,10 +32,14 @@ pub struct RouterConfig {
     pub read_buffer_size: usize,
     /// Bytes of outgoing frames buffered before a write is forced (default 64 KiB).
     pub write_buffer_size: usize,
-    /// Messages a session's outbound queue holds before senders wait (default 1024).
-    pub outbound_queue: usize,
-    /// How long a full outbound queue may stay full before its session is closed as stuck, in
-    /// milliseconds (default 10000).
+    /// Bytes a session's outbound queue holds before calls routed to it wait (backpressure) and
+    /// events to it are dropped (default 1 MiB). Answers and replies never wait.
+    pub max_outbound_bytes: usize,
+    /// Bytes a session's outbound queue may reach before the session is closed as a slow consumer
+    /// (default 64 MiB; at least `max_outbound_bytes`).
+    pub slow_consumer_bytes: usize,
+    /// How long a session may leave its queue full, or a socket write pending, before it is
+    /// closed as stuck, in milliseconds (default 10000).
     pub stuck_timeout_ms: u64,
     /// How long a new connection may take to finish its WebSocket handshake and send HELLO, in
     /// milliseconds (default 10000).
@@ -50,6 +54,30 @@ pub struct RouterConfig {
     /// another member of the registration, or fail with `wamp.error.no_available_callee` when
     /// there is none (default 65536). Bounds the memory a callee that stops answering can pin.
     pub max_pending_per_callee: usize,
+    /// Payload bytes the calls in flight at one callee may pin (they are kept for call reroute)
+    /// before further calls go to another member, as for `max_pending_per_callee` (default 64 MiB).
+    pub max_pending_bytes_per_callee: usize,
+    /// Registrations one session may hold; more get `wamp.error.invalid_argument` (default 10000).
+    pub max_registrations_per_session: usize,
+    /// Subscriptions one session may hold; more get `wamp.error.invalid_argument` (default 10000).
+    pub max_subscriptions_per_session: usize,
+    /// Testaments one session may hold (`wamp.session.add_testament`; default 64).
+    pub max_testaments_per_session: usize,
+    /// Bytes one session's testaments may hold in all (default 1 MiB).
+    pub max_testament_bytes: usize,
+    /// How often the router pings each peer (WebSocket ping, RawSocket PING), in milliseconds;
+    /// 0 turns pings off (default 30000).
+    pub keepalive_interval_ms: u64,
+    /// A peer that sends nothing (not even a PONG) for this long is closed, its calls answered and
+    /// its registrations gone, in milliseconds; 0 turns this off (default 90000).
+    pub idle_timeout_ms: u64,
+    /// Once the first bytes of a message have arrived, the whole message must arrive within this
+    /// time, in milliseconds (default 30000); a peer that announces a large frame and stalls is
+    /// closed.
+    pub message_timeout_ms: u64,
+    /// TCP keepalive on accepted connections: idle time before the first probe, in milliseconds;
+    /// 0 turns it off (default 60000).
+    pub tcp_keepalive_ms: u64,
     /// Runtime worker threads; 0 (the default) means one per CPU. On a machine shared with the
     /// load (a benchmark box, a sidecar), fewer threads than CPUs can route more calls.
     pub worker_threads: usize,
@@ -106,13 +134,23 @@ impl Default for RouterConfig {
             max_message_size: 16 * 1024 * 1024,
             read_buffer_size: 4096,
             write_buffer_size: 64 * 1024,
-            outbound_queue: 1024,
+            max_outbound_bytes: 1024 * 1024,
+            slow_consumer_bytes: 64 * 1024 * 1024,
             stuck_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             shutdown_timeout_ms: 2_000,
             dealer_shards: 4096,
             worker_threads: 0,
             max_pending_per_callee: 65_536,
+            max_pending_bytes_per_callee: 64 * 1024 * 1024,
+            max_registrations_per_session: 10_000,
+            max_subscriptions_per_session: 10_000,
+            max_testaments_per_session: 64,
+            max_testament_bytes: 1024 * 1024,
+            keepalive_interval_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            message_timeout_ms: 30_000,
+            tcp_keepalive_ms: 60_000,
             max_connections: 100_000,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -170,8 +208,19 @@ impl RouterConfig {
         if self.max_message_size < 1024 {
             return invalid("max_message_size must be at least 1024 bytes");
         }
-        if self.outbound_queue == 0 || self.max_connections == 0 || self.dealer_shards == 0 {
-            return invalid("outbound_queue, max_connections and dealer_shards must be positive");
+        if self.max_outbound_bytes < 1024 || self.slow_consumer_bytes < self.max_outbound_bytes {
+            return invalid("max_outbound_bytes must be at least 1024 bytes, and slow_consumer_bytes at least that");
+        }
+        if self.max_connections == 0 || self.dealer_shards == 0 || self.max_pending_per_callee == 0 {
+            return invalid("max_connections, dealer_shards and max_pending_per_callee must be positive");
+        }
+        if self.stuck_timeout_ms == 0 || self.handshake_timeout_ms == 0 || self.message_timeout_ms == 0 {
+            return invalid("stuck_timeout_ms, handshake_timeout_ms and message_timeout_ms must be positive");
+        }
+        if self.idle_timeout_ms > 0 && self.keepalive_interval_ms >= self.idle_timeout_ms {
+            return invalid(
+                "keepalive_interval_ms must be shorter than idle_timeout_ms, or pings cannot keep a peer alive",
+            );
         }
         Ok(())
     }
@@ -190,6 +239,43 @@ impl RouterConfig {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
+
+    /// `message_timeout_ms` as a duration.
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms)
+    }
+
+    /// How a session's outbound queue is bounded.
+    pub fn outbox_limits(&self) -> crate::session::outbox::OutboxLimits {
+        crate::session::outbox::OutboxLimits {
+            max_bytes: self.max_outbound_bytes,
+            slow_consumer_bytes: self.slow_consumer_bytes,
+            stuck_timeout: self.stuck_timeout(),
+        }
+    }
+
+    /// What one session may hold, as the realms enforce it.
+    pub fn session_limits(&self) -> SessionLimits {
+        SessionLimits {
+            max_registrations: self.max_registrations_per_session,
+            max_subscriptions: self.max_subscriptions_per_session,
+            max_testaments: self.max_testaments_per_session,
+            max_testament_bytes: self.max_testament_bytes,
+        }
+    }
+}
+
+/// What one session may hold in a realm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Registrations.
+    pub max_registrations: usize,
+    /// Subscriptions.
+    pub max_subscriptions: usize,
+    /// Testaments.
+    pub max_testaments: usize,
+    /// Bytes of testaments in all.
+    pub max_testament_bytes: usize,
 }
 
 #[cfg(test)]

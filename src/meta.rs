@@ -4,14 +4,17 @@
 //! registration revocation.
 //!
 //! Meta events are published only when somebody subscribed to them: with no listener a register
-//! or join costs one snapshot lookup per event.
+//! or join costs one snapshot lookup per event. Like every event, they are queued without waiting
+//! (see [`crate::session::outbox`]): a subscriber that stopped reading never delays the REGISTER or
+//! join that caused the event.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Refusal, WampError};
 use crate::realm::Realm;
-use crate::session::{Outbound, SessionHandle};
+use crate::session::{Closing, Outbound, SessionHandle};
+use crate::transport::CloseCode;
 use crate::wire::uri::MatchPolicy;
 use crate::wire::{Dict, Message, Payload, Value};
 
@@ -25,10 +28,12 @@ pub fn is_meta_procedure(procedure: &str) -> bool {
 pub struct Testament {
     topic: String,
     payload: Payload,
+    /// What it counts against `max_testament_bytes`.
+    size: usize,
 }
 
 /// Answers a CALL to a meta procedure.
-pub async fn call(
+pub fn call(
     realm: &Realm,
     caller: &Arc<SessionHandle>,
     procedure: &str,
@@ -72,7 +77,7 @@ pub async fn call(
             let (registration, _) = registration_arg(realm, &args)?;
             let callee = id_arg(&args, 1, "callee")?;
             let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.error.removed").to_owned();
-            revoke(realm, registration.id, callee, &reason).await?;
+            revoke(realm, registration.id, callee, &reason)?;
             Ok(Payload::Empty)
         }
         "wamp.session.count" => one(Value::UInt(sessions(realm, &args).len() as u64)),
@@ -88,7 +93,7 @@ pub async fn call(
                 return Err(Refusal::new(WampError::NoSuchSession, "a session cannot kill itself"));
             }
             let session = realm.sessions.get(&id).map(|s| s.clone()).ok_or_else(|| no_such_session(id))?;
-            kill(&session, &kwargs).await;
+            kill(&session, &kwargs);
             Ok(Payload::Empty)
         }
         "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" | "wamp.session.kill_all" => {
@@ -109,19 +114,45 @@ pub async fn call(
                 })
                 .collect();
             for session in &targets {
-                kill(session, &kwargs).await;
+                kill(session, &kwargs);
             }
             one(Value::UInt(targets.len() as u64))
         }
         "wamp.session.add_testament" => {
             let topic = string_arg(&args, 0, "topic")?.to_owned();
+            if !crate::wire::uri::is_valid(&topic) || crate::wire::uri::is_reserved(&topic) {
+                return Err(Refusal::new(
+                    WampError::InvalidUri,
+                    format!("a testament cannot be published to '{topic}': only the router publishes in wamp."),
+                ));
+            }
             let testament_args = match args.get(1) {
                 Some(Value::List(items)) => items.clone(),
                 _ => Vec::new(),
             };
             let testament_kwargs = args.get(2).and_then(Value::as_dict).cloned();
-            let testament = Testament { topic, payload: Payload::Values(testament_args, testament_kwargs) };
-            caller.testaments.lock().push(testament);
+            let size = topic.len() + crate::dealer::call::payload_size(payload);
+            let testament = Testament { topic, payload: Payload::Values(testament_args, testament_kwargs), size };
+            let limits = &realm.limits;
+            let mut testaments = caller.testaments.lock();
+            let held: usize = testaments.iter().map(|t| t.size).sum();
+            if testaments.len() >= limits.max_testaments {
+                return Err(Refusal::new(
+                    WampError::InvalidArgument,
+                    format!("this session holds {} testaments, the most this router allows", testaments.len()),
+                ));
+            }
+            if held + size > limits.max_testament_bytes {
+                return Err(Refusal::new(
+                    WampError::InvalidArgument,
+                    format!(
+                        "this testament would take the session's testaments to {} bytes; the router allows {}",
+                        held + size,
+                        limits.max_testament_bytes
+                    ),
+                ));
+            }
+            testaments.push(testament);
             Ok(Payload::Empty)
         }
         "wamp.session.flush_testaments" => {
@@ -133,79 +164,73 @@ pub async fn call(
 }
 
 /// Publishes `on_join` for a session that just got WELCOME.
-pub async fn joined(realm: &Realm, session: &SessionHandle) {
+pub fn joined(realm: &Realm, session: &SessionHandle) {
     realm
         .broker
-        .publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(session_details(session))]))
-        .await;
+        .publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(session_details(session))]));
 }
 
 /// Publishes a session's testaments, then `on_leave`.
-pub async fn left(realm: &Realm, session: &SessionHandle) {
+pub fn left(realm: &Realm, session: &SessionHandle) {
     let testaments = std::mem::take(&mut *session.testaments.lock());
     for testament in testaments {
-        realm.broker.publish_internal(&testament.topic, || testament.payload.clone()).await;
+        realm.broker.publish_internal(&testament.topic, || testament.payload.clone());
     }
     let identity = session.identity();
-    realm
-        .broker
-        .publish_internal("wamp.session.on_leave", || {
-            Payload::args(vec![
-                Value::UInt(session.id),
-                identity.map_or(Value::Null, |i| Value::from(i.authid.as_str())),
-                identity.map_or(Value::Null, |i| Value::from(i.authrole.as_str())),
-            ])
-        })
-        .await;
+    realm.broker.publish_internal("wamp.session.on_leave", || {
+        Payload::args(vec![
+            Value::UInt(session.id),
+            identity.map_or(Value::Null, |i| Value::from(i.authid.as_str())),
+            identity.map_or(Value::Null, |i| Value::from(i.authrole.as_str())),
+        ])
+    });
 }
 
 /// Publishes `on_create` (when `created`) and `on_register`.
-pub async fn registered(realm: &Realm, session: u64, registration: u64, created: bool) {
+pub fn registered(realm: &Realm, session: u64, registration: u64, created: bool) {
     if created {
         if let Some((r, policy)) = realm.dealer.get(registration) {
             let details = registration_details(&r, policy);
-            realm
-                .broker
-                .publish_internal("wamp.registration.on_create", || {
-                    Payload::args(vec![Value::UInt(session), Value::Dict(details)])
-                })
-                .await;
+            realm.broker.publish_internal("wamp.registration.on_create", || {
+                Payload::args(vec![Value::UInt(session), Value::Dict(details)])
+            });
         }
     }
     let args = || Payload::args(vec![Value::UInt(session), Value::UInt(registration)]);
-    realm.broker.publish_internal("wamp.registration.on_register", args).await;
+    realm.broker.publish_internal("wamp.registration.on_register", args);
 }
 
 /// Publishes `on_unregister` and (when `deleted`) `on_delete`.
-pub async fn unregistered(realm: &Realm, session: u64, registration: u64, deleted: bool) {
+pub fn unregistered(realm: &Realm, session: u64, registration: u64, deleted: bool) {
     let args = || Payload::args(vec![Value::UInt(session), Value::UInt(registration)]);
-    realm.broker.publish_internal("wamp.registration.on_unregister", args).await;
+    realm.broker.publish_internal("wamp.registration.on_unregister", args);
     if deleted {
-        realm.broker.publish_internal("wamp.registration.on_delete", args).await;
+        realm.broker.publish_internal("wamp.registration.on_delete", args);
     }
 }
 
 /// Removes `callee` from `registration` on the router's initiative. A callee that announced
 /// `registration_revocation` is told with `UNREGISTERED [0, {registration, reason}]`.
-async fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
+fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
     let session = realm.sessions.get(&callee).map(|s| s.clone()).ok_or_else(|| no_such_session(callee))?;
     let deleted = realm.dealer.unregister(callee, registration)?;
     if session.identity().is_some_and(|i| i.features.registration_revocation) {
         let revoked = Outbound::Unregistered { request: 0, registration, reason: Some(reason.to_owned()) };
-        let _ = session.deliver(revoked).await;
+        let _ = session.push(revoked);
     }
-    unregistered(realm, callee, registration, deleted).await;
+    unregistered(realm, callee, registration, deleted);
     Ok(())
 }
 
-async fn kill(session: &SessionHandle, kwargs: &Dict) {
+fn kill(session: &SessionHandle, kwargs: &Dict) {
     let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.close.killed").to_owned();
     let details = match kwargs.get("message").and_then(Value::as_str) {
         Some(message) => Dict::new().with("message", message),
         None => Dict::new(),
     };
     tracing::info!(session = session.id, reason, "session killed through the meta API");
-    if session.deliver(Outbound::Close(Box::new(Message::Goodbye { details, reason }))).await.is_err() {
+    let closing = Closing { message: Message::Goodbye { details, reason }, code: CloseCode::Policy };
+    if session.push(Outbound::Close(Box::new(closing))).is_err() {
         session.kill();
     }
 }
@@ -234,11 +259,7 @@ fn session_details(session: &SessionHandle) -> Dict {
 }
 
 fn registration_details(registration: &crate::dealer::Registration, policy: MatchPolicy) -> Dict {
-    let policy = match policy {
-        MatchPolicy::Exact => "exact",
-        MatchPolicy::Prefix => "prefix",
-        MatchPolicy::Wildcard => "wildcard",
-    };
+    let policy = policy.as_str();
     Dict::new()
         .with("id", registration.id)
         .with("created", iso8601(registration.created))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::broker::Broker;
-use crate::config::RealmConfig;
+use crate::config::{RealmConfig, SessionLimits};
 use crate::dealer::Dealer;
 use crate::session::SessionHandle;
 
@@ -19,17 +19,20 @@ pub struct Realm {
     pub broker: Broker,
     /// Its joined sessions (meta API).
     pub sessions: DashMap<u64, Arc<SessionHandle>, foldhash::fast::RandomState>,
+    /// What one session may hold here.
+    pub limits: SessionLimits,
 }
 
 impl Realm {
     /// A realm whose registration and subscription tables have `shards` shards each. Must be
     /// created inside a tokio runtime (the dealer starts its timeout sweeper).
-    pub fn new(config: &RealmConfig, shards: usize) -> Self {
+    pub fn new(config: &RealmConfig, shards: usize, limits: SessionLimits, max_buffered_chunks: usize) -> Self {
         Realm {
             name: config.name.clone(),
-            dealer: Dealer::new(shards, config.allow_disclose_caller),
+            dealer: Dealer::new(shards, config.allow_disclose_caller, max_buffered_chunks),
             broker: Broker::new(shards),
             sessions: DashMap::default(),
+            limits,
         }
     }
 

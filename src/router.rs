@@ -37,12 +37,15 @@ pub struct RouterShared {
 
 impl RouterShared {
     /// Creates a session with a fresh random id and registers it in the session table.
-    pub(crate) fn new_session(&self, serializer: Serializer) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new_session(
+        &self,
+        serializer: Serializer,
+    ) -> (Arc<SessionHandle>, mpsc::UnboundedReceiver<Outbound>) {
+        let limits = self.config.outbox_limits();
         loop {
             let id = fastrand::u64(1..=MAX_ID);
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
-                let (handle, queue) =
-                    SessionHandle::new(id, serializer, self.config.outbound_queue, self.config.stuck_timeout());
+                let (handle, queue) = SessionHandle::new(id, serializer, limits);
                 slot.insert(handle.clone());
                 return (handle, queue);
             }
@@ -59,8 +62,12 @@ impl Router {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let realms =
-            config.realms.iter().map(|r| (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards)))).collect();
+        let (limits, chunks) = (config.session_limits(), config.max_message_size);
+        let realms = config
+            .realms
+            .iter()
+            .map(|r| (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards, limits, chunks))))
+            .collect();
         let shared =
             Arc::new(RouterShared { config, realms, sessions: DashMap::default(), shutdown: CancellationToken::new() });
         let rawsocket = match shared.config.rawsocket_listen {
@@ -107,6 +114,7 @@ async fn accept_loop(
     connections: TaskTracker,
     limit: Arc<Semaphore>,
 ) {
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
@@ -123,14 +131,74 @@ async fn accept_loop(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = shared.config.max_connections, "connection refused: max_connections reached");
+            // Say why, so a client backs off instead of retrying blindly; a bounded number of
+            // refusals at a time, so a flood of connections costs no more than that.
+            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                let timeout = shared.config.handshake_timeout().min(Duration::from_secs(2));
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(timeout, refuse(tcp, kind)).await;
+                    drop(refusing);
+                });
+            }
             continue;
         };
+        keepalive(&tcp, shared.config.tcp_keepalive_ms);
         let shared = shared.clone();
         connections.spawn(async move {
             serve(shared, tcp, peer, kind).await;
             drop(permit);
         });
     }
+}
+
+/// Connections being refused (at `max_connections`) at one time; beyond this they are dropped.
+const MAX_REFUSALS: usize = 64;
+
+/// Turns TCP keepalive on, so a peer whose host vanished is noticed by the kernel too.
+fn keepalive(tcp: &TcpStream, idle_ms: u64) {
+    if idle_ms == 0 {
+        return;
+    }
+    let idle = Duration::from_millis(idle_ms);
+    let probes = socket2::TcpKeepalive::new().with_time(idle).with_interval((idle / 6).max(Duration::from_secs(1)));
+    if let Err(error) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
+        tracing::debug!(%error, "cannot set TCP keepalive");
+    }
+}
+
+/// Refuses a connection the router has no room for, in the words of its transport: RawSocket
+/// handshake error 4, or HTTP 503 with `Retry-After`.
+async fn refuse(mut tcp: TcpStream, kind: Listener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    let rawsocket = match kind {
+        Listener::RawSocket => true,
+        Listener::Main => matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == rawsocket::MAGIC),
+    };
+    if rawsocket {
+        let mut hello = [0u8; 4];
+        if tcp.read_exact(&mut hello).await.is_ok() {
+            let refusal = (rawsocket::HandshakeError::MaxConnectionCountReached as u8) << 4;
+            let _ = tcp.write_all(&[rawsocket::MAGIC, refusal, 0, 0]).await;
+        }
+        return;
+    }
+    // Read the request head (bounded) before answering, so the client sees a response, not a reset.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = "the router is at its connection limit; retry later\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(response.as_bytes()).await;
+    let _ = tcp.shutdown().await;
 }
 
 /// Hands a connection to its transport; on the main port the first octet tells RawSocket (0x7F)
@@ -190,7 +258,8 @@ impl RouterHandle {
         &self.shared
     }
 
-    /// Stops accepting, sends every session GOODBYE `wamp.close.system_shutdown`, and waits up to
+    /// Stops accepting, ends every call in flight with `wamp.error.canceled`, sends every session
+    /// GOODBYE `wamp.close.system_shutdown` (after those errors), and waits up to
     /// `shutdown_timeout_ms` for them to close before dropping the rest.
     pub async fn shutdown(mut self) {
         tracing::info!(sessions = self.session_count(), "shutting down");

@@ -50,7 +50,7 @@ async fn pipeline(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_callee_slows_callers_without_failing_calls() {
-    let router = router_with(|c| c.outbound_queue = 2).await;
+    let router = router_with(|c| c.max_outbound_bytes = 1024).await;
     let _callee = Callee::start(&router, Serializer::Json, "A", "com.example.busy", Dict::new(), Behavior::Echo).await;
     let (results, errors) = pipeline(&router, "com.example.busy", 3000, 64).await;
     assert_eq!((results, errors.len()), (3000, 0), "{errors:?}");
@@ -59,7 +59,7 @@ async fn a_saturated_callee_slows_callers_without_failing_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_callee_is_evicted_and_its_calls_go_to_the_standby() {
     let router = router_with(|c| {
-        c.outbound_queue = 4;
+        c.max_outbound_bytes = 1024;
         c.stuck_timeout_ms = 300;
     })
     .await;

@@ -2,6 +2,7 @@
 //! subscriber black/white lists (`exclude`, `eligible`, `exclude_authid`, `eligible_authid`,
 //! `exclude_authrole`, `eligible_authrole`). A subscriber must pass every list given.
 
+use crate::dealer::call::describe;
 use crate::session::SessionHandle;
 use crate::wire::{Dict, Value};
 
@@ -23,7 +24,9 @@ impl Recipients {
         let exclude_me = match options.get("exclude_me") {
             None => true,
             Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(format!("exclude_me must be a boolean, got {other:?}")),
+            Some(other) => {
+                return Err(format!("PUBLISH.Options.exclude_me must be a boolean, got {}", describe(other)))
+            }
         };
         Ok(Recipients {
             publisher: publisher.id,
@@ -82,10 +85,13 @@ fn ids(options: &Dict, key: &str) -> Result<Option<Vec<u64>>, String> {
         None => Ok(None),
         Some(Value::List(items)) => items
             .iter()
-            .map(|v| v.as_u64().ok_or_else(|| format!("{key} must be a list of session ids, got {v:?}")))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| format!("PUBLISH.Options.{key} must be a list of session ids, got {}", describe(v)))
+            })
             .collect::<Result<_, _>>()
             .map(Some),
-        Some(other) => Err(format!("{key} must be a list of session ids, got {other:?}")),
+        Some(other) => Err(format!("PUBLISH.Options.{key} must be a list of session ids, got {}", describe(other))),
     }
 }
 
@@ -94,9 +100,13 @@ fn strings(options: &Dict, key: &str) -> Result<Option<Vec<String>>, String> {
         None => Ok(None),
         Some(Value::List(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("{key} must be a list of strings, got {v:?}")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("PUBLISH.Options.{key} must be a list of strings, got {}", describe(v)))
+            })
             .collect::<Result<_, _>>()
             .map(Some),
-        Some(other) => Err(format!("{key} must be a list of strings, got {other:?}")),
+        Some(other) => Err(format!("PUBLISH.Options.{key} must be a list of strings, got {}", describe(other))),
     }
 }

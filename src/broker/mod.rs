@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 use crate::dealer::registry::{Registration, Registry};
 use crate::error::{Refusal, WampError};
-use crate::session::{Outbound, SessionHandle};
+use crate::session::SessionHandle;
 use crate::wire::message::MAX_ID;
 use crate::wire::uri::{self, wildcard_matches, MatchPolicy};
 use crate::wire::{Dict, Message, Payload, Serializer, Value};
@@ -64,7 +64,7 @@ impl Broker {
         if !policy.accepts(topic) {
             return Err(Refusal::new(
                 WampError::InvalidUri,
-                format!("invalid topic URI '{topic}' for {policy:?} match"),
+                format!("invalid topic URI '{topic}' for {} match", policy.as_str()),
             ));
         }
         match self.table(policy).register(topic, (), subscriber.clone()) {
@@ -83,8 +83,9 @@ impl Broker {
     }
 
     /// PUBLISH: sends an EVENT to every eligible subscriber of every subscription matching
-    /// `topic`. Returns the publication id.
-    pub async fn publish(
+    /// `topic`. Returns the publication id. Never waits: a subscriber that cannot keep up loses
+    /// the event (see [`crate::session::outbox`]), the publisher and the other subscribers do not.
+    pub fn publish(
         &self,
         publisher: &SessionHandle,
         topic: &str,
@@ -105,22 +106,22 @@ impl Broker {
                 details.insert("publisher_authrole", identity.authrole.as_str());
             }
         }
-        self.fan_out(topic, publication, &details, payload, &recipients).await;
+        self.fan_out(topic, publication, &details, payload, &recipients);
         Ok(publication)
     }
 
     /// Publishes an event on behalf of the router itself (meta events, testaments): no publisher
     /// to exclude, no options, and the reserved `wamp.` namespace allowed. Builds the payload only
     /// when someone listens.
-    pub async fn publish_internal(&self, topic: &str, payload: impl FnOnce() -> Payload) {
+    pub fn publish_internal(&self, topic: &str, payload: impl FnOnce() -> Payload) {
         if self.matching(topic).is_empty() {
             return;
         }
         let recipients = Recipients::everyone();
-        self.fan_out(topic, fastrand::u64(1..=MAX_ID), &Dict::new(), payload(), &recipients).await;
+        self.fan_out(topic, fastrand::u64(1..=MAX_ID), &Dict::new(), payload(), &recipients);
     }
 
-    async fn fan_out(&self, topic: &str, publication: u64, details: &Dict, payload: Payload, recipients: &Recipients) {
+    fn fan_out(&self, topic: &str, publication: u64, details: &Dict, payload: Payload, recipients: &Recipients) {
         for (subscription, pattern) in self.matching(topic) {
             let mut details = details.clone();
             if pattern {
@@ -128,7 +129,7 @@ impl Broker {
             }
             let event =
                 Message::Event { subscription: subscription.id, publication, details, payload: payload.clone() };
-            deliver(&subscription, &event, recipients).await;
+            deliver(&subscription, &event, recipients);
         }
     }
 
@@ -157,7 +158,7 @@ impl Broker {
 }
 
 /// Queues `event` to every eligible subscriber, encoding it once per serializer in use.
-async fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients) {
+fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients) {
     let mut frames: SmallVec<[(Serializer, Bytes); 3]> = SmallVec::new();
     for subscriber in subscription.snapshot().iter() {
         if !recipients.admits(subscriber) {
@@ -173,6 +174,6 @@ async fn deliver(subscription: &Subscription, event: &Message, recipients: &Reci
                 frame
             }
         };
-        let _ = subscriber.deliver(Outbound::Frame(frame)).await;
+        subscriber.outbox().push_event(frame);
     }
 }

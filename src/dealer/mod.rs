@@ -1,24 +1,24 @@
 //! The dealer: the RPC role of one realm.
 //!
 //! [`registry`] holds who registered what (sharded, wait-free reads), [`rule`] decides which member
-//! serves a call, [`pending`] tracks calls in flight and ends them (results, cancels, callee or
-//! caller leaving), [`timeout`] expires calls that asked for a timeout. This module turns REGISTER,
-//! UNREGISTER, CALL, CANCEL, YIELD and a callee's ERROR into operations on those.
+//! serves a call, [`call`] is the state machine of calls in flight (routing, results, cancels,
+//! callee or caller leaving), [`timeout`] expires calls that asked for a timeout. This module
+//! turns REGISTER, UNREGISTER, CALL and CANCEL into operations on those; YIELD and a callee's
+//! ERROR go straight to [`call::complete`].
 
-pub mod pending;
+pub mod call;
 pub mod registry;
 pub mod rule;
 pub mod timeout;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::{Refusal, WampError};
-use crate::session::{Chunk, Outbound, SessionHandle};
+use crate::session::SessionHandle;
 use crate::wire::uri::{self, MatchPolicy};
-use crate::wire::{Dict, Message, MessageType, Payload, Value};
+use crate::wire::{Dict, MessageType, Payload, Value};
 
-use pending::{CallOptions, CallState, CancelMode, InvocationRequest};
+use call::{CallOptions, CancelMode, Chunk, Invocation, Opened};
 use registry::{Member, RegisterError, Registry};
 use rule::InvocationRule;
 
@@ -80,19 +80,28 @@ pub struct Dealer {
     wildcard: Registry<Callee>,
     timeouts: Arc<timeout::Timeouts>,
     allow_disclose_caller: bool,
+    /// Bytes of further chunks a progressive invocation may hold while its first chunk waits for
+    /// its callee; beyond that the caller waits.
+    max_buffered_chunks: usize,
 }
 
 impl Dealer {
     /// A dealer whose registry has `shards` shards. Starts the realm's timeout sweeper, so it must
     /// be created inside a tokio runtime.
-    pub fn new(shards: usize, allow_disclose_caller: bool) -> Self {
+    pub fn new(shards: usize, allow_disclose_caller: bool, max_buffered_chunks: usize) -> Self {
         Dealer {
             exact: Registry::new(shards),
             prefix: Registry::new(1),
             wildcard: Registry::new(1),
             timeouts: timeout::Timeouts::start(),
             allow_disclose_caller,
+            max_buffered_chunks,
         }
+    }
+
+    /// The realm's call timeouts (deadlines pending), for inspection.
+    pub fn timeouts(&self) -> &timeout::Timeouts {
+        &self.timeouts
     }
 
     /// The exact-match registrations.
@@ -213,8 +222,10 @@ impl Dealer {
         ))
     }
 
-    /// CALL: routes the call by the registration's rule and queues the INVOCATION at the callee.
-    /// Waits while the callee's queue is full.
+    /// CALL: opens the call in the caller's table, routes it by the registration's rule and
+    /// queues the INVOCATION at the callee, waiting while the callee's queue is full. A further
+    /// chunk of a progressive invocation goes where its call went. Every refusal is the call's
+    /// one answer; `Err` is a protocol violation (a request id already in flight).
     pub async fn call(
         &self,
         caller: &Arc<SessionHandle>,
@@ -222,107 +233,60 @@ impl Dealer {
         procedure: &str,
         options: &Dict,
         payload: Payload,
-    ) -> Result<(), Refusal> {
-        if caller.progressive_calls.load(Ordering::Relaxed) > 0 {
-            // A further chunk of a progressive invocation goes where its first chunk went.
-            let target = caller.calls.lock().get(&request).and_then(|s| s.chunk_target().cloned());
-            if let Some(callee) = target {
-                let progress = options.get("progress").and_then(Value::as_bool) == Some(true);
-                if !progress {
-                    caller.progressive_calls.fetch_sub(1, Ordering::Relaxed);
-                }
-                if let Some(callee) = callee.upgrade() {
-                    let chunk = Chunk { caller: caller.clone(), caller_request: request, progress, payload };
-                    let chunk = Outbound::InvocationChunk(Box::new(chunk));
-                    let _ = callee.deliver(chunk).await;
-                }
+    ) -> Result<(), String> {
+        let streaming = options.get("progress").and_then(Value::as_bool) == Some(true);
+        let token = match caller.calls.open(request, streaming) {
+            Opened::New(token) => token,
+            Opened::Chunk => {
+                let chunk = Chunk { progress: streaming, payload };
+                call::chunk(caller, request, chunk, self.max_buffered_chunks).await;
                 return Ok(());
             }
-        }
+            Opened::Stray => {
+                tracing::debug!(session = caller.id, request, "chunk of an ended progressive call dropped");
+                return Ok(());
+            }
+            Opened::Reused => return Err(format!("CALL request id {request} is already in flight")),
+        };
+        let refuse = |refusal: Refusal| {
+            tracing::debug!(session = caller.id, %refusal, "call refused");
+            call::end(caller, request, token, refusal.to_message(MessageType::Call, request));
+            Ok(())
+        };
         let Some((registration, pattern)) = self.lookup(procedure) else {
-            let reason = if uri::is_valid(procedure) {
+            return refuse(if uri::is_valid(procedure) {
                 Refusal::new(WampError::NoSuchProcedure, format!("no callee registered for procedure '{procedure}'"))
             } else {
                 Refusal::new(WampError::InvalidUri, format!("invalid procedure URI '{procedure}'"))
-            };
-            return Err(reason);
+            });
         };
-        let options = call_options(options)?;
+        let options = match call_options(options) {
+            Ok(options) => options,
+            Err(refusal) => return refuse(refusal),
+        };
         if options.disclose_me && !self.allow_disclose_caller {
-            return Err(Refusal::new(
+            return refuse(Refusal::new(
                 WampError::OptionDisallowedDiscloseMe,
                 "this realm does not disclose callers to callees",
             ));
         }
-        caller.calls.lock().insert(request, CallState::Queued { progressive: None });
-        if options.progress {
-            caller.progressive_calls.fetch_add(1, Ordering::Relaxed);
+        let mut invocation = Invocation::new(registration, caller.clone(), request, token, options, payload);
+        if options.timeout_ms > 0 {
+            invocation.timer = Some(self.timeouts.clone());
         }
-        let call = Box::new(InvocationRequest {
-            registration,
-            caller: caller.clone(),
-            caller_request: request,
-            options,
-            details: Dict::new(),
-            payload,
-            attempts: 0,
-            unavailable: Default::default(),
-            progress: false,
-            timer: (options.timeout_ms > 0).then(|| self.timeouts.clone()),
-            called: pattern.then(|| procedure.into()),
-        });
-        pending::dispatch(call).await;
+        if pattern {
+            invocation.called = Some(procedure.into());
+        }
+        call::dispatch(invocation).await;
         Ok(())
     }
 
     /// CANCEL: ends the caller's call `request` in the mode it asks for.
-    pub async fn cancel(caller: &SessionHandle, request: u64, options: &Dict) -> Result<(), Refusal> {
+    pub fn cancel(caller: &SessionHandle, request: u64, options: &Dict) -> Result<(), Refusal> {
         let mode = CancelMode::from_option(options.get("mode"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
-        pending::cancel(caller, request, mode, WampError::Canceled).await;
+        call::cancel(caller, request, None, mode, WampError::Canceled);
         Ok(())
-    }
-
-    /// YIELD or a callee's ERROR: forwards the outcome of invocation `request` to its caller. A
-    /// progressive result keeps the call open; `wamp.error.unavailable` sends the call to another
-    /// member (call reroute). An unknown id (a call already ended) is dropped quietly.
-    pub async fn complete(callee: &SessionHandle, request: u64, outcome: Outcome) {
-        if let Outcome::Progress(payload) = outcome {
-            let target =
-                callee.invocations.lock().get(&request).map(|c| (c.caller.clone(), c.caller_request, c.progress));
-            if let Some((caller, caller_request, true)) = target {
-                let details = Dict::new().with("progress", true);
-                caller.send(Message::Result { request: caller_request, details, payload }).await;
-            }
-            return;
-        }
-        let Some(mut call) = callee.invocations.lock().remove(&request) else {
-            tracing::debug!(session = callee.id, request, "outcome for an unknown or ended invocation dropped");
-            return;
-        };
-        let message = match outcome {
-            Outcome::Error { error, .. } if error == WampError::Unavailable.uri() => {
-                call.unavailable.push(callee.id);
-                let members = call.registration.members();
-                let limit = members.iter().find(|c| c.session.id == callee.id).and_then(|c| c.options.max_reroutes);
-                if limit.is_some_and(|max| call.unavailable.len() as u64 > max) {
-                    let reason = "the call was rerouted max_reroutes times";
-                    return pending::answer_error(call, WampError::NoAvailableCallee, reason).await;
-                }
-                return pending::reroute(call);
-            }
-            Outcome::Result(payload) => Message::Result { request: call.caller_request, details: Dict::new(), payload },
-            Outcome::Error { error, payload } => Message::Error {
-                request_type: MessageType::Call as u64,
-                request: call.caller_request,
-                details: Dict::new(),
-                error,
-                payload,
-            },
-            Outcome::Progress(_) => unreachable!("handled above"),
-        };
-        call.caller.calls.lock().remove(&call.caller_request);
-        call.caller.send(message).await;
     }
 }
 
@@ -330,7 +294,10 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
     let flag = |key: &str| match options.get(key) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(Refusal::new(WampError::InvalidArgument, format!("{key} must be a boolean, got {other:?}"))),
+        Some(other) => Err(Refusal::new(
+            WampError::InvalidArgument,
+            format!("CALL.Options.{key} must be a boolean, got {}", call::describe(other)),
+        )),
     };
     let timeout_ms = match options.get("timeout") {
         None => 0,
@@ -339,7 +306,10 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
         Some(other) => {
             return Err(Refusal::new(
                 WampError::InvalidArgument,
-                format!("timeout must be a non-negative number of milliseconds, got {other:?}"),
+                format!(
+                    "CALL.Options.timeout must be a non-negative number of milliseconds, got {}",
+                    call::describe(other)
+                ),
             ))
         }
     };
@@ -349,19 +319,4 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
         timeout_ms,
         progress: flag("progress")?,
     })
-}
-
-/// How a callee answered an invocation.
-pub enum Outcome {
-    /// YIELD.
-    Result(Payload),
-    /// YIELD with `Options.progress`: one progressive result, more to come.
-    Progress(Payload),
-    /// ERROR, with the callee's error URI.
-    Error {
-        /// The error URI, passed through unchanged.
-        error: String,
-        /// The callee's args/kwargs.
-        payload: Payload,
-    },
 }

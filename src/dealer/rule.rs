@@ -45,7 +45,9 @@ impl InvocationRule {
         let Some(value) = value else {
             return Ok(InvocationRule::Single);
         };
-        let name = value.as_str().ok_or_else(|| format!("invoke must be a string, got {value:?}"))?;
+        let name = value
+            .as_str()
+            .ok_or_else(|| format!("REGISTER.Options.invoke must be a string, got {}", super::call::describe(value)))?;
         Self::ALL.into_iter().find(|r| r.as_str() == name).ok_or_else(|| {
             format!("unknown invocation rule '{name}' (expected single, roundrobin, random, first or last)")
         })

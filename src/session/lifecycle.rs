@@ -1,24 +1,30 @@
 //! A session from connection to teardown.
 //!
-//! The order of the teardown is what keeps "no call lost" true:
+//! The order of the teardown is what keeps "every call answered exactly once" true:
 //! 1. the reader stops and the session leaves every registration, so no new call is routed here;
 //! 2. the writer sends the last message (GOODBYE/ABORT) if there is one, and stops;
 //! 3. the queue is closed — senders racing with us get their item back and route it elsewhere —
-//!    and whatever was still queued is drained: undelivered calls go to another member;
+//!    and drained to the end: undelivered calls go to another member;
 //! 4. calls the session was serving end with `wamp.error.canceled` for their callers;
 //! 5. calls the session made that are still running are interrupted at callees that support it.
+//!
+//! The teardown runs however the session ended, a panic in its reader or writer included: a panic
+//! is logged as an error and the session is torn down like any other. Calls lost with a panicked
+//! writer's queue are answered by their own `Drop` (see [`crate::dealer::call`]).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::{Sink, Stream};
+use futures_util::{FutureExt, Sink, Stream};
 
 use super::protocol::{Inbound, Session};
-use super::writer::{self, WriterExit};
-use super::{Outbound, SessionHandle};
-use crate::dealer::pending;
+use super::writer::{self, WriterExit, WriterLimits};
+use super::{Closing, Outbound, SessionHandle};
+use crate::dealer::call;
+use crate::error::WampError;
 use crate::router::RouterShared;
-use crate::transport::OutFrame;
-use crate::wire::Serializer;
+use crate::transport::{CloseCode, OutFrame};
+use crate::wire::{Dict, Message, Serializer};
 
 /// Runs one session over a transport's frame stream and sink, until it ends and is torn down.
 /// `max_outgoing` is the largest message the peer accepts.
@@ -29,14 +35,32 @@ where
     W::Error: std::fmt::Display,
 {
     let (handle, queue) = router.new_session(serializer);
-    let mut writer =
-        tokio::spawn(writer::run(sink, queue, handle.clone(), max_outgoing, router.config.max_pending_per_callee));
+    let limits = WriterLimits {
+        max_outgoing,
+        max_pending: router.config.max_pending_per_callee,
+        max_pending_bytes: router.config.max_pending_bytes_per_callee,
+        write_timeout: router.config.stuck_timeout(),
+    };
+    let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), limits));
     let mut session = Session::new(router.clone(), handle.clone());
-    let last = session.run(&mut frames).await;
-    session.leave().await;
+    let last = match AssertUnwindSafe(session.run(&mut frames)).catch_unwind().await {
+        Ok(last) => last,
+        Err(_) => {
+            tracing::error!(session = handle.id, "session reader panicked; closing the session");
+            let details = Dict::new().with("message", "internal router error");
+            let message = Message::Abort { details, reason: WampError::CloseRealm.uri().to_owned() };
+            Some(Closing { message, code: CloseCode::Policy })
+        }
+    };
+    if router.shutdown.is_cancelled() {
+        // The router is going down: every call this session made ends with an ERROR, queued
+        // before its GOODBYE, rather than vanishing with the callees' sessions.
+        call::cancel_all(&handle, "the router is shutting down");
+    }
+    session.leave();
     match last {
-        Some(message) => {
-            if handle.deliver(Outbound::Close(Box::new(message))).await.is_err() {
+        Some(closing) => {
+            if handle.push(Outbound::Close(Box::new(closing))).is_err() {
                 handle.kill();
             }
         }
@@ -50,35 +74,36 @@ where
         }
     };
     drop(frames);
-    match exit {
-        Ok(exit) => teardown(&handle, exit).await,
-        Err(error) => tracing::error!(session = handle.id, %error, "session writer failed"),
-    }
+    let exit = match exit {
+        Ok(exit) => Some(exit),
+        Err(error) => {
+            tracing::error!(session = handle.id, %error, "session writer failed");
+            None
+        }
+    };
+    teardown(&handle, exit).await;
     router.sessions.remove(&handle.id);
     tracing::debug!(session = handle.id, "session closed");
 }
 
-async fn teardown(handle: &SessionHandle, exit: WriterExit) {
-    let WriterExit { mut queue, mut unsent } = exit;
-    queue.close();
-    while let Ok(item) = queue.try_recv() {
-        unsent.push(item);
-    }
-    for item in unsent {
-        if let Outbound::Invocation(call) = item {
-            pending::reroute(call);
+async fn teardown(handle: &SessionHandle, exit: Option<WriterExit>) {
+    if let Some(WriterExit { mut queue, unsent }) = exit {
+        queue.close();
+        unsent.into_iter().for_each(settle);
+        // `recv` (not `try_recv`) returns `None` only once every sender that got in before the
+        // close has finished: nothing queued is missed.
+        while let Some(item) = queue.recv().await {
+            settle(item);
         }
     }
-    let in_flight: Vec<_> = handle.invocations.lock().drain().map(|(_, call)| call).collect();
-    if !in_flight.is_empty() {
-        tracing::debug!(
-            session = handle.id,
-            calls = in_flight.len(),
-            "callee left with calls in flight; canceling them"
-        );
+    call::callee_gone(handle);
+    call::caller_gone(handle);
+}
+
+/// What happens to an item the writer never wrote: a call goes to another member; anything else
+/// was for this peer only.
+fn settle(item: Outbound) {
+    if let Outbound::Invocation(call) = item {
+        call::reroute(call);
     }
-    for call in in_flight {
-        pending::callee_gone(call).await;
-    }
-    pending::caller_gone(handle).await;
 }

@@ -1,45 +1,43 @@
 //! Sessions: one per connection, run as a reader (this connection's inbound messages, the
-//! protocol state machine in [`protocol`]) and a writer ([`writer`]) joined by a bounded queue.
+//! protocol state machine in [`protocol`]) and a writer ([`writer`]) joined by a queue.
 //!
 //! Other sessions reach a session only through its [`SessionHandle`]: they put [`Outbound`] items
-//! on its queue. The writer drains the queue in batches and flushes the socket once per batch.
+//! in its [`outbox::Outbox`]. The writer drains the queue in batches and flushes the socket once
+//! per batch.
 //!
-//! # Backpressure
-//! Every queue is bounded (`outbound_queue` messages). A sender that finds it full waits for room —
-//! that is how a saturated callee slows its callers down instead of failing their calls. If the
-//! queue stays full for `stuck_timeout`, the receiving peer is declared stuck and its session is
-//! closed; what it had queued or in flight is rerouted or answered with an ERROR by the teardown
-//! (see [`lifecycle`]). Memory per session is therefore bounded by the queue length, and no call
-//! is lost without an ERROR.
+//! # Backpressure and slow consumers
+//! The queue is bounded in bytes, and only the CALL→callee direction waits for room (see
+//! [`outbox`]): answers, replies, events and timeouts are never held up by a peer that stopped
+//! reading. Such a peer is closed (slow consumer, stuck, or write deadline), and its teardown
+//! (see [`lifecycle`]) reroutes or answers every call it held.
 
 pub mod lifecycle;
+pub mod outbox;
 pub mod protocol;
 pub mod writer;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::dealer::pending::{CallState, InvocationRequest};
+use crate::dealer::call::{CallTable, ChunkDelivery, Invocation, InvocationTable};
 use crate::dealer::registry::Member;
 use crate::wire::{Message, Serializer};
+use outbox::{Outbox, OutboxLimits, Refused, ITEM_OVERHEAD};
 
 /// Something queued for a session's writer.
 ///
-/// Kept to a few words (large payloads are boxed): every session's queue allocates its first
-/// block of 32 slots up front, so the slot size is paid by every idle session.
+/// Kept to a few words (large payloads are boxed): the queue's blocks are allocated per session,
+/// so the slot size is paid by every idle session.
 pub enum Outbound {
     /// A message to send as it is.
     Message(Box<Message>),
     /// A call routed to this session as callee; the writer numbers it and turns it into INVOCATION.
-    Invocation(Box<InvocationRequest>),
-    /// A further chunk of a progressive invocation; the writer sends it with the INVOCATION id
-    /// of the call's first chunk.
-    InvocationChunk(Box<Chunk>),
+    Invocation(Box<Invocation>),
+    /// A further chunk of a progressive invocation this session is running as callee.
+    InvocationChunk(Box<ChunkDelivery>),
     /// UNREGISTERED for `registration`; the writer must know which registration it ends.
     Unregistered {
         /// The UNREGISTER request id (0 when the router revoked the registration).
@@ -53,20 +51,49 @@ pub enum Outbound {
     Frame(bytes::Bytes),
     /// A transport PONG echoing a PING's payload.
     Pong(bytes::Bytes),
+    /// A transport PING (keepalive).
+    Ping,
     /// The last message of the session (GOODBYE or ABORT); the writer sends it and closes.
-    Close(Box<Message>),
+    Close(Box<Closing>),
 }
 
-/// A further chunk of a progressive invocation.
-pub struct Chunk {
-    /// The caller.
-    pub caller: Arc<SessionHandle>,
-    /// The caller's CALL request id, shared by every chunk.
-    pub caller_request: u64,
-    /// More chunks follow.
-    pub progress: bool,
-    /// The chunk's arguments.
-    pub payload: crate::wire::Payload,
+/// How a session ends: its last message, and the close status its transport reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closing {
+    /// GOODBYE or ABORT.
+    pub message: Message,
+    /// The transport's close status.
+    pub code: crate::transport::CloseCode,
+}
+
+impl Outbound {
+    /// The bytes this item counts for in its queue: what it will put on the wire, or a fair
+    /// estimate before encoding, plus [`ITEM_OVERHEAD`]. A pure function of the item, so the
+    /// writer can subtract exactly what the sender added.
+    pub fn size(&self) -> usize {
+        use crate::dealer::call::payload_size;
+        ITEM_OVERHEAD
+            + match self {
+                Outbound::Message(message) => message_size(message),
+                Outbound::Close(closing) => message_size(&closing.message),
+                Outbound::Ping => 0,
+                Outbound::Invocation(call) => payload_size(&call.payload),
+                Outbound::InvocationChunk(chunk) => payload_size(&chunk.chunk.payload),
+                Outbound::Unregistered { reason, .. } => reason.as_ref().map_or(0, String::len),
+                Outbound::Frame(frame) | Outbound::Pong(frame) => frame.len(),
+            }
+    }
+}
+
+/// The payload bytes of a message (envelopes count in the overhead).
+fn message_size(message: &Message) -> usize {
+    use crate::dealer::call::payload_size;
+    match message {
+        Message::Result { payload, .. } | Message::Error { payload, .. } | Message::Event { payload, .. } => {
+            payload_size(payload)
+        }
+        _ => 0,
+    }
 }
 
 /// How other tasks reach a session.
@@ -75,19 +102,15 @@ pub struct SessionHandle {
     pub id: u64,
     /// The serializer this session's peer speaks.
     pub serializer: Serializer,
-    outbound: mpsc::Sender<Outbound>,
+    outbox: Outbox,
     /// Calls this session is serving as callee, by INVOCATION request id. The writer inserts when
-    /// it sends an INVOCATION, the reader removes on YIELD/ERROR, the teardown drains it.
-    pub(crate) invocations: Mutex<HashMap<u64, Box<InvocationRequest>, foldhash::fast::RandomState>>,
-    /// This session's own calls, by CALL request id, as the caller sees them. Inserted when a
-    /// call is routed, updated when a callee's writer sends it, removed when it is answered.
-    pub(crate) calls: Mutex<HashMap<u64, CallState, foldhash::fast::RandomState>>,
-    /// Progressive invocations this session has open as caller; while zero, a CALL needs no
-    /// lookup to tell whether it continues one.
-    pub(crate) progressive_calls: std::sync::atomic::AtomicU32,
+    /// it sends an INVOCATION; answers, cancels and the teardown take them out.
+    pub(crate) invocations: InvocationTable,
+    /// This session's own calls, by CALL request id: the in-flight state machine of
+    /// [`crate::dealer::call`].
+    pub(crate) calls: CallTable,
     /// Cancelled when the session must end now (peer gone, stuck, killed).
     pub(crate) closing: CancellationToken,
-    stuck_timeout: Duration,
     /// Events to publish when the session ends (`wamp.session.add_testament`).
     pub(crate) testaments: Mutex<Vec<crate::meta::Testament>>,
     /// Who the session authenticated as; set once, at WELCOME.
@@ -145,57 +168,52 @@ impl SessionHandle {
     pub fn new(
         id: u64,
         serializer: Serializer,
-        queue: usize,
-        stuck_timeout: Duration,
-    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
-        let (outbound, rx) = mpsc::channel(queue.max(1));
+        limits: OutboxLimits,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
+        let closing = CancellationToken::new();
+        let (outbox, rx) = Outbox::new(id, limits, closing.clone());
         let handle = SessionHandle {
             id,
             serializer,
-            outbound,
-            invocations: Mutex::default(),
-            calls: Mutex::default(),
+            outbox,
+            invocations: InvocationTable::default(),
+            calls: CallTable::default(),
             testaments: Mutex::default(),
-            progressive_calls: Default::default(),
-            closing: CancellationToken::new(),
-            stuck_timeout,
+            closing,
             identity: std::sync::OnceLock::new(),
         };
         (Arc::new(handle), rx)
     }
 
-    /// Queues `item` for this session, waiting for room if the queue is full (backpressure).
-    /// Gives the item back if the session is gone or stays stuck past `stuck_timeout` — in the
-    /// latter case the session is closed as stuck.
-    pub(crate) async fn deliver(&self, item: Outbound) -> Result<(), Outbound> {
-        use mpsc::error::TrySendError;
-        let item = match self.outbound.try_send(item) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Closed(item)) => return Err(item),
-            Err(TrySendError::Full(item)) => item,
-        };
-        match tokio::time::timeout(self.stuck_timeout, self.outbound.reserve()).await {
-            Ok(Ok(permit)) => {
-                permit.send(item);
-                Ok(())
-            }
-            Ok(Err(_closed)) => Err(item),
-            Err(_elapsed) => {
-                tracing::warn!(session = self.id, timeout = ?self.stuck_timeout, "outbound queue stayed full; closing the stuck session");
-                self.closing.cancel();
-                Err(item)
-            }
-        }
+    /// Queues a call for this session as callee, waiting while its queue is full (backpressure);
+    /// see [`Outbox::deliver`].
+    pub(crate) async fn deliver(&self, item: Outbound) -> Result<(), Refused> {
+        self.outbox.deliver(item).await
     }
 
-    /// Queues a message if there is room right now; `false` if there is not.
-    pub(crate) fn try_send(&self, message: Message) -> bool {
-        self.outbound.try_send(Outbound::Message(Box::new(message))).is_ok()
+    /// Queues an item without waiting; see [`Outbox::push`].
+    pub(crate) fn push(&self, item: Outbound) -> Result<(), Refused> {
+        self.outbox.push(item)
     }
 
-    /// Queues a message; a session that is gone simply does not get it.
-    pub(crate) async fn send(&self, message: Message) {
-        let _ = self.deliver(Outbound::Message(Box::new(message))).await;
+    /// Queues a message without waiting; a session that is gone or too slow does not get it.
+    pub(crate) fn send(&self, message: Message) {
+        let _ = self.outbox.push(Outbound::Message(Box::new(message)));
+    }
+
+    /// The session's queue.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Calls this session has in flight as caller.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Calls this session is serving as callee (INVOCATIONs sent, not yet answered).
+    pub fn invocations_in_flight(&self) -> usize {
+        self.invocations.len()
     }
 
     /// The session's identity; `None` before WELCOME.

@@ -1,8 +1,9 @@
-//! The session state machine: HELLO/WELCOME, then the dealer's messages, GOODBYE and ABORT.
+//! The session state machine: HELLO/WELCOME, then the dealer's and broker's messages, GOODBYE
+//! and ABORT, plus the liveness rules of the connection (keepalive pings, idle timeout).
 //!
-//! Rare and large operations (meta API, meta events, PUBLISH fan-out) are awaited boxed: an async
-//! fn's state is as large as its largest await, and this state lives in every session's task for
-//! the whole session, idle or not.
+//! Everything the reader sends is queued without waiting ([`super::outbox`]); the only await on
+//! the way is a CALL waiting for room at its callee. So a peer that stopped reading can slow down
+//! nobody but the callers of its own procedures, and those only until it is closed as stuck.
 //!
 //! Anything a peer sends that breaks the protocol ends its session with ABORT
 //! `wamp.error.protocol_violation` and a reason; a request the router merely refuses gets an ERROR
@@ -10,34 +11,46 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
 
-use super::{CalleeFeatures, Identity, Outbound, SessionHandle};
+use super::{CalleeFeatures, Closing, Identity, Outbound, SessionHandle};
 use crate::broker;
-use crate::dealer::{self, Dealer, Outcome};
+use crate::dealer::call::{self, Opened, Outcome};
+use crate::dealer::{self, Dealer};
 use crate::error::{Refusal, WampError};
 use crate::meta;
 use crate::realm::Realm;
 use crate::router::RouterShared;
+use crate::transport::CloseCode;
 use crate::wire::{uri, validate, Dict, Message, MessageType, Value};
 
 /// One item from a transport.
 pub enum Inbound {
     /// A complete WAMP message frame.
     Frame(Bytes),
-    /// The transport saw the peer break its rules (wrong frame type, oversized message).
-    Violation(String),
+    /// The transport saw the peer break its rules (wrong frame type, oversized message, a text
+    /// frame that is not UTF-8, a message that did not arrive in time).
+    Violation {
+        /// Why, for the ABORT and the log.
+        reason: String,
+        /// The close status the transport reports.
+        code: CloseCode,
+    },
     /// A transport-level PING whose payload must be echoed in a PONG (RawSocket).
     Ping(Bytes),
+    /// A transport-level PONG: the peer is alive.
+    Pong,
 }
 
 /// What to do after a message.
 enum Flow {
     Continue,
     /// End the session, sending this message last (if any).
-    Close(Option<Message>),
+    Close(Option<Closing>),
 }
 
 /// A session's protocol state, owned by its reader.
@@ -51,6 +64,48 @@ pub struct Session {
     subscriptions: HashSet<u64>,
 }
 
+/// When the peer was last heard from, checked at each keepalive tick.
+struct Liveness {
+    /// Items received so far (messages, pings, pongs).
+    heard: u64,
+    /// `heard` at the last tick ...
+    heard_at_tick: u64,
+    /// ... and since when it has not changed.
+    silent_since: Instant,
+    /// How often to tick (and ping), if at all.
+    period: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    ping: bool,
+}
+
+impl Liveness {
+    fn new(router: &RouterShared) -> Self {
+        let config = &router.config;
+        let ms = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        let (keepalive, idle_timeout) = (ms(config.keepalive_interval_ms), ms(config.idle_timeout_ms));
+        // Without pings, still look for silence often enough to close an idle peer in time.
+        let period = keepalive.or(idle_timeout.map(|t| t / 4));
+        Liveness {
+            heard: 0,
+            heard_at_tick: 0,
+            silent_since: Instant::now(),
+            period,
+            idle_timeout,
+            ping: keepalive.is_some(),
+        }
+    }
+
+    /// A tick: `true` when the peer has been silent for the idle timeout.
+    fn tick(&mut self, now: Instant) -> bool {
+        if self.heard != self.heard_at_tick {
+            self.heard_at_tick = self.heard;
+            self.silent_since = now;
+            return false;
+        }
+        self.idle_timeout.is_some_and(|timeout| now.duration_since(self.silent_since) >= timeout)
+    }
+}
+
 impl Session {
     /// A session that has not said HELLO yet.
     pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>) -> Self {
@@ -58,34 +113,52 @@ impl Session {
     }
 
     /// Reads and handles messages until the session ends; returns the last message to send.
-    pub async fn run<S: Stream<Item = Inbound> + Unpin>(&mut self, frames: &mut S) -> Option<Message> {
-        let hello_deadline =
-            tokio::time::sleep_until(tokio::time::Instant::now() + self.router.config.handshake_timeout());
+    pub async fn run<S: Stream<Item = Inbound> + Unpin>(&mut self, frames: &mut S) -> Option<Closing> {
+        let hello_deadline = tokio::time::sleep_until(Instant::now() + self.router.config.handshake_timeout());
         // Made once, not per message: each `cancelled()` registers with (and leaves) a Notify.
         let closed = self.handle.closing.clone().cancelled_owned();
         let shutdown = self.router.shutdown.clone().cancelled_owned();
-        tokio::pin!(hello_deadline, closed, shutdown);
+        let mut liveness = Liveness::new(&self.router);
+        let far = Duration::from_secs(86_400 * 365);
+        let tick = tokio::time::sleep(liveness.period.unwrap_or(far));
+        tokio::pin!(hello_deadline, closed, shutdown, tick);
         loop {
             let inbound = tokio::select! {
                 biased;
                 _ = &mut closed => return None,
                 _ = &mut shutdown => {
-                    return Some(goodbye(WampError::SystemShutdown, "the router is shutting down"));
+                    return Some(goodbye(WampError::SystemShutdown, "the router is shutting down", CloseCode::Away));
                 }
                 _ = &mut hello_deadline, if self.realm.is_none() => {
                     tracing::info!(session = self.handle.id, "no HELLO in time; closing");
                     return Some(abort(WampError::ProtocolViolation, "no HELLO received in time"));
                 }
-                inbound = frames.next() => inbound,
-            };
-            let frame = match inbound {
-                None => return None,
-                Some(Inbound::Violation(reason)) => return Some(self.violation(&reason)),
-                Some(Inbound::Frame(frame)) => frame,
-                Some(Inbound::Ping(payload)) => {
-                    let _ = self.handle.deliver(Outbound::Pong(payload)).await;
+                _ = &mut tick, if liveness.period.is_some() => {
+                    let now = Instant::now();
+                    if liveness.tick(now) {
+                        tracing::info!(session = self.handle.id, "peer silent for the idle timeout; closing");
+                        let reason = "the peer sent nothing, not even a PONG, for the idle timeout";
+                        return Some(goodbye(WampError::CloseRealm, reason, CloseCode::Policy));
+                    }
+                    if liveness.ping {
+                        let _ = self.handle.push(Outbound::Ping);
+                    }
+                    let period = liveness.period.unwrap_or(far);
+                    tick.as_mut().reset(now + period);
                     continue;
                 }
+                inbound = frames.next() => inbound,
+            };
+            liveness.heard += 1;
+            let frame = match inbound {
+                None => return None,
+                Some(Inbound::Violation { reason, code }) => return Some(Closing { code, ..self.violation(&reason) }),
+                Some(Inbound::Frame(frame)) => frame,
+                Some(Inbound::Ping(payload)) => {
+                    let _ = self.handle.push(Outbound::Pong(payload));
+                    continue;
+                }
+                Some(Inbound::Pong) => continue,
             };
             let message = match self.handle.serializer.decode(frame).and_then(|m| validate::check(&m).map(|()| m)) {
                 Ok(message) => message,
@@ -97,38 +170,48 @@ impl Session {
         }
     }
 
-    fn violation(&self, reason: &str) -> Message {
+    fn violation(&self, reason: &str) -> Closing {
         tracing::warn!(session = self.handle.id, reason, "protocol violation; aborting session");
         abort(WampError::ProtocolViolation, reason)
     }
 
     async fn on_message(&mut self, message: Message) -> Flow {
-        let Some(realm) = self.realm.as_ref() else {
+        let Some(realm) = self.realm.clone() else {
             return match message {
                 Message::Hello { realm, details } => {
                     let flow = self.on_hello(&realm, &details);
                     if let (Flow::Continue, Some(realm)) = (&flow, &self.realm) {
                         realm.sessions.insert(self.handle.id, self.handle.clone());
-                        Box::pin(meta::joined(realm, &self.handle)).await;
+                        meta::joined(realm, &self.handle);
                     }
                     flow
                 }
                 other => {
-                    Flow::Close(Some(self.violation(&format!("{:?} received before HELLO", other.message_type()))))
+                    Flow::Close(Some(self.violation(&format!("{} received before HELLO", name(other.message_type())))))
                 }
             };
         };
+        if let Some(0) = request_id(&message) {
+            let kind = name(message.message_type());
+            return Flow::Close(Some(self.violation(&format!("{kind} with request id 0; ids start at 1"))));
+        }
         let dealer = &realm.dealer;
         match message {
             Message::Call { request, procedure, payload, .. } if meta::is_meta_procedure(&procedure) => {
-                match Box::pin(meta::call(realm, &self.handle, &procedure, &payload)).await {
-                    Ok(payload) => self.handle.send(Message::Result { request, details: Dict::new(), payload }).await,
-                    Err(refusal) => self.refuse(MessageType::Call, request, refusal).await,
-                }
+                let token = match self.handle.calls.open(request, false) {
+                    Opened::New(token) => token,
+                    Opened::Reused => return self.reused(request),
+                    Opened::Chunk | Opened::Stray => return Flow::Continue,
+                };
+                let answer = match meta::call(&realm, &self.handle, &procedure, &payload) {
+                    Ok(payload) => Message::Result { request, details: Dict::new(), payload },
+                    Err(refusal) => refusal.to_message(MessageType::Call, request),
+                };
+                call::end(&self.handle, request, token, answer);
             }
             Message::Call { request, options, procedure, payload } => {
-                if let Err(refusal) = dealer.call(&self.handle, request, &procedure, &options, payload).await {
-                    self.refuse(MessageType::Call, request, refusal).await;
+                if let Err(violation) = dealer.call(&self.handle, request, &procedure, &options, payload).await {
+                    return Flow::Close(Some(self.violation(&violation)));
                 }
             }
             Message::Yield { request, options, payload } => {
@@ -136,7 +219,7 @@ impl Session {
                     Some(true) => Outcome::Progress(payload),
                     _ => Outcome::Result(payload),
                 };
-                Dealer::complete(&self.handle, request, outcome).await;
+                call::complete(&self.handle, request, outcome);
             }
             Message::Error { request_type, request, error, payload, .. } => {
                 if request_type != MessageType::Invocation as u64 {
@@ -147,65 +230,81 @@ impl Session {
                 if !uri::is_valid(&error) {
                     return Flow::Close(Some(self.violation(&format!("invalid error URI '{error}'"))));
                 }
-                Dealer::complete(&self.handle, request, Outcome::Error { error, payload }).await;
+                call::complete(&self.handle, request, Outcome::Error { error, payload });
             }
             Message::Register { request, options, procedure } => {
+                if self.registrations.len() >= realm.limits.max_registrations {
+                    let reason = format!(
+                        "this session holds {} registrations, the most this router allows",
+                        self.registrations.len()
+                    );
+                    self.refuse(MessageType::Register, request, Refusal::new(WampError::InvalidArgument, reason));
+                    return Flow::Continue;
+                }
                 match dealer.register(&self.handle, &procedure, &options) {
                     Ok(registered) => {
                         let registration = registered.id;
                         self.registrations.insert(registration);
-                        self.handle.send(Message::Registered { request, registration }).await;
-                        Box::pin(meta::registered(realm, self.handle.id, registration, registered.created)).await;
+                        self.handle.send(Message::Registered { request, registration });
+                        meta::registered(&realm, self.handle.id, registration, registered.created);
                     }
-                    Err(refusal) => self.refuse(MessageType::Register, request, refusal).await,
+                    Err(refusal) => self.refuse(MessageType::Register, request, refusal),
                 }
             }
             Message::Unregister { request, registration } => match dealer.unregister(self.handle.id, registration) {
                 Ok(deleted) => {
                     self.registrations.remove(&registration);
-                    let _ = self.handle.deliver(Outbound::Unregistered { request, registration, reason: None }).await;
-                    Box::pin(meta::unregistered(realm, self.handle.id, registration, deleted)).await;
+                    let _ = self.handle.push(Outbound::Unregistered { request, registration, reason: None });
+                    meta::unregistered(&realm, self.handle.id, registration, deleted);
                 }
-                Err(refusal) => self.refuse(MessageType::Unregister, request, refusal).await,
+                Err(refusal) => self.refuse(MessageType::Unregister, request, refusal),
             },
             Message::Goodbye { .. } => {
-                return Flow::Close(Some(goodbye(WampError::GoodbyeAndOut, "")));
+                return Flow::Close(Some(goodbye(WampError::GoodbyeAndOut, "", CloseCode::Normal)));
             }
             Message::Abort { reason, .. } => {
                 tracing::info!(session = self.handle.id, reason, "peer aborted the session");
                 return Flow::Close(None);
             }
             Message::Cancel { request, options } => {
-                if let Err(refusal) = Dealer::cancel(&self.handle, request, &options).await {
-                    self.refuse(MessageType::Cancel, request, refusal).await;
+                if let Err(refusal) = Dealer::cancel(&self.handle, request, &options) {
+                    self.refuse(MessageType::Cancel, request, refusal);
                 }
             }
             Message::Subscribe { request, options, topic } => {
+                if self.subscriptions.len() >= realm.limits.max_subscriptions {
+                    let reason = format!(
+                        "this session holds {} subscriptions, the most this router allows",
+                        self.subscriptions.len()
+                    );
+                    self.refuse(MessageType::Subscribe, request, Refusal::new(WampError::InvalidArgument, reason));
+                    return Flow::Continue;
+                }
                 match realm.broker.subscribe(&self.handle, &topic, &options) {
                     Ok(subscription) => {
                         self.subscriptions.insert(subscription);
-                        self.handle.send(Message::Subscribed { request, subscription }).await;
+                        self.handle.send(Message::Subscribed { request, subscription });
                     }
-                    Err(refusal) => self.refuse(MessageType::Subscribe, request, refusal).await,
+                    Err(refusal) => self.refuse(MessageType::Subscribe, request, refusal),
                 }
             }
             Message::Unsubscribe { request, subscription } => {
                 match realm.broker.unsubscribe(self.handle.id, subscription) {
                     Ok(()) => {
                         self.subscriptions.remove(&subscription);
-                        self.handle.send(Message::Unsubscribed { request, details: None }).await;
+                        self.handle.send(Message::Unsubscribed { request, details: None });
                     }
-                    Err(refusal) => self.refuse(MessageType::Unsubscribe, request, refusal).await,
+                    Err(refusal) => self.refuse(MessageType::Unsubscribe, request, refusal),
                 }
             }
             Message::Publish { request, options, topic, payload } => {
                 let acknowledge = options.get("acknowledge").and_then(Value::as_bool) == Some(true);
-                match Box::pin(realm.broker.publish(&self.handle, &topic, &options, payload)).await {
+                match realm.broker.publish(&self.handle, &topic, &options, payload) {
                     Ok(publication) if acknowledge => {
-                        self.handle.send(Message::Published { request, publication }).await;
+                        self.handle.send(Message::Published { request, publication });
                     }
                     Ok(_) => {}
-                    Err(refusal) if acknowledge => self.refuse(MessageType::Publish, request, refusal).await,
+                    Err(refusal) if acknowledge => self.refuse(MessageType::Publish, request, refusal),
                     Err(refusal) => {
                         tracing::debug!(session = self.handle.id, %refusal, "unacknowledged publish refused")
                     }
@@ -218,11 +317,15 @@ impl Session {
                 return Flow::Close(Some(self.violation("AUTHENTICATE received without a CHALLENGE")))
             }
             other => {
-                let reason = format!("{:?} is a message only routers send", other.message_type());
+                let reason = format!("{} is a message only routers send", name(other.message_type()));
                 return Flow::Close(Some(self.violation(&reason)));
             }
         }
         Flow::Continue
+    }
+
+    fn reused(&self, request: u64) -> Flow {
+        Flow::Close(Some(self.violation(&format!("CALL request id {request} is already in flight"))))
     }
 
     fn on_hello(&mut self, realm_name: &str, details: &Dict) -> Flow {
@@ -235,7 +338,8 @@ impl Session {
         }
         if let Some(Value::List(methods)) = details.get("authmethods") {
             if !methods.is_empty() && !methods.iter().any(|m| m.as_str() == Some("anonymous")) {
-                tracing::info!(session = self.handle.id, ?methods, "HELLO without an authmethod we offer");
+                let offered: Vec<&str> = methods.iter().filter_map(Value::as_str).collect();
+                tracing::info!(session = self.handle.id, methods = %offered.join(","), "HELLO without an authmethod we offer");
                 return Flow::Close(Some(abort(
                     WampError::NoAuthMethod,
                     "this router offers only anonymous authentication",
@@ -258,21 +362,21 @@ impl Session {
         let welcome = Message::Welcome { session: self.handle.id, details: welcome_details(&realm, &identity) };
         self.handle.set_identity(identity);
         self.realm = Some(realm);
-        // The queue is empty before WELCOME, so this cannot wait.
-        if !self.handle.try_send(welcome) {
+        if self.handle.push(Outbound::Message(Box::new(welcome))).is_err() {
             return Flow::Close(None);
         }
         Flow::Continue
     }
 
-    async fn refuse(&self, request_type: MessageType, request: u64, refusal: Refusal) {
+    fn refuse(&self, request_type: MessageType, request: u64, refusal: Refusal) {
         tracing::debug!(session = self.handle.id, %refusal, "request refused");
-        self.handle.send(refusal.to_message(request_type, request)).await;
+        self.handle.send(refusal.to_message(request_type, request));
     }
 
-    /// Removes the session from every registration it holds. Calls routed to it but not yet
-    /// delivered, and calls it was serving, are handled by the teardown after its writer stops.
-    pub async fn leave(&mut self) {
+    /// Removes the session from every registration and subscription it holds, and publishes its
+    /// testaments and `on_leave`. Calls routed to it but not yet delivered, and calls it was
+    /// serving, are handled by the teardown after its writer stops.
+    pub fn leave(&mut self) {
         let Some(realm) = self.realm.clone() else { return };
         realm.sessions.remove(&self.handle.id);
         for subscription in self.subscriptions.drain() {
@@ -281,20 +385,49 @@ impl Session {
         let registrations: Vec<u64> = self.registrations.drain().collect();
         for registration in registrations {
             if let Ok(deleted) = realm.dealer.unregister(self.handle.id, registration) {
-                Box::pin(meta::unregistered(&realm, self.handle.id, registration, deleted)).await;
+                meta::unregistered(&realm, self.handle.id, registration, deleted);
             }
         }
-        Box::pin(meta::left(&realm, &self.handle)).await;
+        meta::left(&realm, &self.handle);
+    }
+
+    /// Registrations and subscriptions the session holds.
+    pub fn holdings(&self) -> (usize, usize) {
+        (self.registrations.len(), self.subscriptions.len())
     }
 }
 
-fn abort(reason: WampError, message: &str) -> Message {
-    Message::Abort { details: Dict::new().with("message", message), reason: reason.uri().to_owned() }
+/// The request id of a message a peer sends with one.
+fn request_id(message: &Message) -> Option<u64> {
+    match message {
+        Message::Call { request, .. }
+        | Message::Cancel { request, .. }
+        | Message::Register { request, .. }
+        | Message::Unregister { request, .. }
+        | Message::Subscribe { request, .. }
+        | Message::Unsubscribe { request, .. }
+        | Message::Publish { request, .. } => Some(*request),
+        _ => None,
+    }
 }
 
-fn goodbye(reason: WampError, message: &str) -> Message {
+/// A message type's name as the spec writes it.
+fn name(kind: MessageType) -> String {
+    format!("{kind:?}").to_uppercase()
+}
+
+fn abort(reason: WampError, message: &str) -> Closing {
+    let code = match reason {
+        WampError::ProtocolViolation => CloseCode::Protocol,
+        _ => CloseCode::Normal,
+    };
+    let message = Message::Abort { details: Dict::new().with("message", message), reason: reason.uri().to_owned() };
+    Closing { message, code }
+}
+
+fn goodbye(reason: WampError, message: &str, code: CloseCode) -> Closing {
     let details = if message.is_empty() { Dict::new() } else { Dict::new().with("message", message) };
-    Message::Goodbye { details, reason: reason.uri().to_owned() }
+    Closing { message: Message::Goodbye { details, reason: reason.uri().to_owned() }, code }
 }
 
 fn welcome_details(realm: &Realm, identity: &Identity) -> Dict {

@@ -1,5 +1,7 @@
 //! A session's writer: drains the outbound queue in batches, turns routed calls into numbered
-//! INVOCATIONs, encodes in the session's serializer and flushes once per batch.
+//! INVOCATIONs, encodes in the session's serializer and flushes once per batch. The writer never
+//! waits on another session: everything it does to another session (answering a call it cannot
+//! deliver, routing one elsewhere) is queued without waiting or spawned.
 //!
 //! The writer also keeps the order a callee must see. A registration is published before its
 //! REGISTERED is queued (the id only exists once published), so a call can be routed to a new
@@ -8,32 +10,51 @@
 //! INVOCATIONs for an unconfirmed one until its REGISTERED is written. An INVOCATION for a
 //! registration the session has already left is routed to another member instead.
 //!
-//! A message larger than the peer accepts (RawSocket peers announce a limit) is never written:
-//! a call too large for its callee is answered to its caller with `wamp.error.payload_size_exceeded`,
-//! a result or error too large for its caller is replaced by that error, an event is dropped, and
-//! any other message (a WELCOME for a peer announcing a tiny limit) ends the session with ABORT.
+//! A message the peer cannot take is never written: a call too large for its callee, or whose
+//! arguments cannot be converted to the callee's serializer, is answered to its caller with
+//! `wamp.error.payload_size_exceeded` or `wamp.error.invalid_argument`; a result or error that
+//! cannot go to its caller is replaced by such an ERROR; an event is dropped; and any other
+//! message (a WELCOME for a peer announcing a tiny limit) ends the session with ABORT.
+//!
+//! Every socket operation has a deadline (`stuck_timeout`): a peer that stops reading is a slow
+//! consumer and its session is closed, so its teardown can answer the calls it holds.
 
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{Chunk, Outbound, SessionHandle};
-use crate::dealer::pending::{self, CallState, InvocationRequest};
+use super::{Closing, Outbound, SessionHandle};
+use crate::dealer::call::{self, Chunk, ChunkDelivery, Invocation};
 use crate::error::WampError;
-use crate::transport::OutFrame;
+use crate::transport::{CloseCode, OutFrame};
 use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
 /// Most items taken from the queue per write batch (and so per flush).
 const BATCH: usize = 128;
 
+/// What the writer needs to know about its peer and the router's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    /// The largest message the peer accepts.
+    pub max_outgoing: usize,
+    /// Most calls the session may have in flight as callee.
+    pub max_pending: usize,
+    /// Most payload bytes those calls may pin.
+    pub max_pending_bytes: usize,
+    /// How long one socket write or flush may take before the peer counts as a slow consumer.
+    pub write_timeout: Duration,
+}
+
 /// What the writer leaves behind for the teardown: its queue, and items it took but did not send.
 pub struct WriterExit {
     /// The queue, still open: the teardown closes and drains it.
-    pub queue: tokio::sync::mpsc::Receiver<Outbound>,
+    pub queue: UnboundedReceiver<Outbound>,
     /// Items taken from the queue but not written.
     pub unsent: Vec<Outbound>,
 }
@@ -46,14 +67,11 @@ enum Step {
 }
 
 /// Runs until the session closes: a `Close` item is written, the socket fails, or `closing` fires.
-/// `max_outgoing` is the largest message the peer accepts, `max_pending` the most calls it may
-/// have in flight as callee.
 pub async fn run<S>(
     sink: S,
-    mut queue: tokio::sync::mpsc::Receiver<Outbound>,
+    mut queue: UnboundedReceiver<Outbound>,
     handle: Arc<SessionHandle>,
-    max_outgoing: usize,
-    max_pending: usize,
+    limits: WriterLimits,
 ) -> WriterExit
 where
     S: Sink<OutFrame> + Unpin,
@@ -63,8 +81,7 @@ where
         sink,
         closed: Box::pin(handle.closing.clone().cancelled_owned()),
         handle,
-        max_outgoing,
-        max_pending,
+        limits,
         last_invocation: 0,
         confirmed: HashSet::new(),
         held: Vec::new(),
@@ -92,6 +109,7 @@ where
                 }
             }
         }
+        let size: usize = batch.iter().map(Outbound::size).sum();
         let mut items = batch.drain(..);
         while let Some(item) = items.next() {
             if writer.item(item).await == Step::Stop {
@@ -100,7 +118,10 @@ where
             }
         }
         drop(items);
-        if !writer.guarded("flush", |sink| sink.flush()).await {
+        let flushed = writer.guarded("flush", |sink| sink.flush()).await;
+        // Counted as queued until written out, so a peer that reads slowly holds its senders back.
+        writer.handle.outbox().taken(size);
+        if !flushed {
             break;
         }
     }
@@ -115,8 +136,7 @@ struct Writer<S> {
     /// Fires when the session closes; made once, since every socket operation waits on it.
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     handle: Arc<SessionHandle>,
-    max_outgoing: usize,
-    max_pending: usize,
+    limits: WriterLimits,
     /// INVOCATION request ids are sequential in this session, in the order they hit the wire.
     last_invocation: u64,
     /// Registrations whose REGISTERED was written (and UNREGISTERED not yet).
@@ -124,7 +144,7 @@ struct Writer<S> {
     /// Calls waiting for their registration's REGISTERED to be written. They arrive and leave
     /// boxed (`Outbound::Invocation`), so they stay boxed here rather than move twice.
     #[allow(clippy::vec_box)]
-    held: Vec<Box<InvocationRequest>>,
+    held: Vec<Box<Invocation>>,
     /// Items taken but not written, for the teardown.
     unsent: Vec<Outbound>,
 }
@@ -156,11 +176,15 @@ where
                 self.message(&Message::Unregistered { request, details }).await
             }
             Outbound::Invocation(call) => self.invocation(call).await,
-            Outbound::InvocationChunk(chunk) => {
-                let Chunk { caller, caller_request, progress, payload } = *chunk;
-                self.chunk(&caller, caller_request, progress, payload).await
+            Outbound::InvocationChunk(delivery) => {
+                let ChunkDelivery { invocation, registration, chunk, .. } = *delivery;
+                // A chunk for a call that has ended (answered, canceled, timed out) is dropped.
+                if !self.handle.invocations.contains(invocation) {
+                    return Step::Continue;
+                }
+                self.chunk(invocation, registration, chunk).await
             }
-            Outbound::Frame(frame) if frame.len() > self.max_outgoing => {
+            Outbound::Frame(frame) if frame.len() > self.limits.max_outgoing => {
                 tracing::warn!(
                     session = self.handle.id,
                     size = frame.len(),
@@ -170,8 +194,12 @@ where
             }
             Outbound::Frame(frame) => self.frame(OutFrame::Message(frame)).await,
             Outbound::Pong(payload) => self.frame(OutFrame::Pong(payload)).await,
-            Outbound::Close(message) => {
-                if self.message(&message).await == Step::Continue {
+            Outbound::Ping => self.frame(OutFrame::Ping(Bytes::new())).await,
+            Outbound::Close(closing) => {
+                let Closing { message, code } = *closing;
+                if self.message(&message).await == Step::Continue
+                    && self.frame(OutFrame::Close(code)).await == Step::Continue
+                {
                     self.guarded("close", |sink| sink.close()).await;
                 }
                 Step::Stop
@@ -185,7 +213,7 @@ where
         let (ready, waiting) =
             std::mem::take(&mut self.held).into_iter().partition(|c| c.registration.id == registration);
         self.held = waiting;
-        let mut ready: std::vec::IntoIter<Box<InvocationRequest>> = ready.into_iter();
+        let mut ready: std::vec::IntoIter<Box<Invocation>> = ready.into_iter();
         while let Some(call) = ready.next() {
             if self.invocation(call).await == Step::Stop {
                 self.unsent.extend(ready.map(Outbound::Invocation));
@@ -195,11 +223,11 @@ where
         Step::Continue
     }
 
-    async fn invocation(&mut self, mut call: Box<InvocationRequest>) -> Step {
+    async fn invocation(&mut self, mut call: Box<Invocation>) -> Step {
         // The callee may have unregistered (and been sent UNREGISTERED) after the call was routed
         // here: then it must not get the call; another member will.
         if !call.registration.has_member(self.handle.id) {
-            pending::reroute(call);
+            call::reroute(call);
             return Step::Continue;
         }
         if !self.confirmed.contains(&call.registration.id) {
@@ -207,70 +235,74 @@ where
             return Step::Continue;
         }
         let request = self.last_invocation + 1;
+        let registration = call.registration.id;
         let details = std::mem::take(&mut call.details);
-        let message =
-            Message::Invocation { request, registration: call.registration.id, details, payload: call.payload.clone() };
+        let message = Message::Invocation { request, registration, details, payload: call.payload.clone() };
         let frame = self.encode(&message);
-        if frame.len() > self.max_outgoing {
+        if frame.len() > self.limits.max_outgoing {
             tracing::info!(session = self.handle.id, size = frame.len(), "call larger than the callee accepts");
-            let reason = format!("the call is {} bytes; the callee accepts at most {}", frame.len(), self.max_outgoing);
-            tokio::spawn(async move { pending::answer_error(call, WampError::PayloadSizeExceeded, &reason).await });
+            let reason =
+                format!("the call is {} bytes; the callee accepts at most {}", frame.len(), self.limits.max_outgoing);
+            call.fail(WampError::PayloadSizeExceeded, &reason);
             return Step::Continue;
         }
-        let (caller, caller_request) = (call.caller.clone(), call.caller_request);
-        let (registration_id, progressive_call) = (call.registration.id, call.options.progress);
+        let (caller, caller_request, token) = {
+            let (caller, request, token) = call.caller_request();
+            (caller.clone(), request, token)
+        };
         // Pending at this callee first, then running for the caller: a cancel that sees the call
-        // running will find it here. A callee at its limit is treated as unavailable for it.
-        {
-            let mut pending = self.handle.invocations.lock();
-            if pending.len() >= self.max_pending {
-                drop(pending);
-                tracing::debug!(session = self.handle.id, "callee at max_pending_per_callee; call handed on");
-                call.unavailable.push(self.handle.id);
-                pending::reroute(call);
-                return Step::Continue;
-            }
-            pending.insert(request, call);
+        // running finds it here. A callee at its limit is unavailable for this call.
+        let limits = (self.limits.max_pending, self.limits.max_pending_bytes);
+        if let Err((_, mut call)) = self.handle.invocations.insert(request, call, limits.0, limits.1) {
+            tracing::debug!(session = self.handle.id, "callee at its pending limit; call handed on");
+            call.unavailable.push(self.handle.id);
+            call::reroute(call);
+            return Step::Continue;
         }
-        match caller.calls.lock().get_mut(&caller_request) {
-            Some(state) => {
-                *state = CallState::Running {
-                    callee: Arc::downgrade(&self.handle),
-                    invocation: request,
-                    registration: registration_id,
-                    progressive: progressive_call,
-                }
+        let Some(chunks) = call::start(&caller, caller_request, token, &self.handle, request, registration) else {
+            // Ended (canceled, timed out, its caller gone) while it waited in the queue.
+            if let Some(call) = self.handle.invocations.remove(request) {
+                call.discard();
             }
-            None => {
-                // Canceled (or the caller left) while the call waited in the queue.
-                self.handle.invocations.lock().remove(&request);
-                return Step::Continue;
-            }
-        }
+            return Step::Continue;
+        };
         self.last_invocation = request;
-        self.frame(OutFrame::Message(frame)).await
+        if self.frame(OutFrame::Message(frame)).await == Step::Stop {
+            return Step::Stop;
+        }
+        for chunk in chunks {
+            if self.chunk(request, registration, chunk).await == Step::Stop {
+                return Step::Stop;
+            }
+        }
+        Step::Continue
     }
 
     /// A further chunk of a progressive invocation, sent with its first chunk's INVOCATION id.
-    /// Dropped when the call has ended (answered, canceled, timed out).
-    async fn chunk(&mut self, caller: &SessionHandle, caller_request: u64, progress: bool, payload: Payload) -> Step {
-        let target = match caller.calls.lock().get_mut(&caller_request) {
-            Some(CallState::Running { invocation, registration, progressive, .. }) if *progressive => {
-                *progressive = progress;
-                Some((*invocation, *registration))
-            }
-            _ => None,
-        };
-        let Some((request, registration)) = target else { return Step::Continue };
+    async fn chunk(&mut self, request: u64, registration: u64, chunk: Chunk) -> Step {
+        let Chunk { progress, payload } = chunk;
         let details = if progress { Dict::new().with("progress", true) } else { Dict::new() };
-        self.message(&Message::Invocation { request, registration, details, payload }).await
+        let frame = self.encode(&Message::Invocation { request, registration, details, payload });
+        if frame.len() > self.limits.max_outgoing {
+            // The call cannot go on: it ends for its caller, and the callee is told to stop.
+            if let Some(call) = self.handle.invocations.remove(request) {
+                let reason =
+                    format!("a chunk of the call exceeds the {} bytes the callee accepts", self.limits.max_outgoing);
+                call.fail(WampError::PayloadSizeExceeded, &reason);
+                let options = Dict::new().with("mode", "killnowait").with("reason", WampError::Canceled.uri());
+                let interrupt = self.encode(&Message::Interrupt { request, options });
+                return self.frame(OutFrame::Message(interrupt)).await;
+            }
+            return Step::Continue;
+        }
+        self.frame(OutFrame::Message(frame)).await
     }
 
     async fn message(&mut self, message: &Message) -> Step {
         let mut frame = self.encode(message);
-        if frame.len() > self.max_outgoing {
+        if frame.len() > self.limits.max_outgoing {
             tracing::info!(session = self.handle.id, size = frame.len(), "message larger than the peer accepts");
-            match too_large(message, frame.len(), self.max_outgoing) {
+            match too_large(message, frame.len(), self.limits.max_outgoing) {
                 Some(replacement) => frame = self.encode(&replacement),
                 None => {
                     // A session message (WELCOME, ...) the peer cannot take: the session cannot go on.
@@ -282,7 +314,9 @@ where
                     let details = Dict::new().with("message", reason);
                     let abort = Message::Abort { details, reason: WampError::PayloadSizeExceeded.uri().to_owned() };
                     let frame = self.encode(&abort);
-                    if self.frame(OutFrame::Message(frame)).await == Step::Continue {
+                    if self.frame(OutFrame::Message(frame)).await == Step::Continue
+                        && self.frame(OutFrame::Close(CloseCode::TooBig)).await == Step::Continue
+                    {
                         self.guarded("close", |sink| sink.close()).await;
                     }
                     return Step::Stop;
@@ -306,22 +340,28 @@ where
         }
     }
 
-    /// Runs one socket operation unless the session closes meanwhile: a peer that stopped reading
-    /// must not hold its writer, and with it the session's teardown, forever. `false` on failure.
+    /// Runs one socket operation unless the session closes meanwhile or the operation outlives
+    /// the write deadline: a peer that stopped reading must not hold its writer, and with it the
+    /// session's teardown and the calls it holds. `false` on failure.
     async fn guarded<'a, F, Fut>(&'a mut self, what: &str, operation: F) -> bool
     where
         F: FnOnce(&'a mut S) -> Fut,
         Fut: std::future::Future<Output = Result<(), S::Error>> + 'a,
     {
         let session = self.handle.id;
+        let deadline = self.limits.write_timeout;
         let Writer { sink, closed, .. } = self;
         tokio::select! {
             biased;
             _ = closed.as_mut() => false,
-            result = operation(sink) => match result {
-                Ok(()) => true,
-                Err(error) => {
+            result = tokio::time::timeout(deadline, operation(sink)) => match result {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
                     tracing::debug!(session, %error, "{what} failed; closing session");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(session, timeout = ?deadline, "slow consumer: a {what} did not complete in time; closing the session");
                     false
                 }
             },

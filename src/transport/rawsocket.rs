@@ -20,7 +20,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
-use super::OutFrame;
+use super::gate::{FrameGate, Framing};
+use super::{CloseCode, OutFrame};
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
@@ -104,6 +105,7 @@ pub async fn serve(router: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAd
     tracing::debug!(%peer, serializer = serializer.subprotocol(), peer_max, "RawSocket connection open");
     let (read, write) = tcp.into_split();
     let max_incoming = announced_length(our_exponent).max(router.config.max_message_size.min(MAX_FRAME));
+    let read = FrameGate::new(read, Framing::RawSocket, max_incoming, router.config.message_timeout());
     let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
     let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
     lifecycle::run(router, serializer, frames, sink, peer_max).await;
@@ -191,27 +193,28 @@ impl Encoder<RawFrame> for Codec {
 }
 
 struct Frames {
-    inner: FramedRead<OwnedReadHalf, Codec>,
+    inner: FramedRead<FrameGate<OwnedReadHalf>, Codec>,
 }
 
 impl Stream for Frames {
     type Item = Inbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
-        loop {
-            let item = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
-                None => return Poll::Ready(None),
-                Some(Ok(RawFrame::Message(payload))) => Inbound::Frame(payload),
-                Some(Ok(RawFrame::Ping(payload))) => Inbound::Ping(payload),
-                Some(Ok(RawFrame::Pong(_))) => continue,
-                Some(Err(FrameError::Violation(reason))) => Inbound::Violation(reason),
-                Some(Err(FrameError::Io(error))) => {
-                    tracing::debug!(%error, "RawSocket read failed");
-                    return Poll::Ready(None);
-                }
-            };
-            return Poll::Ready(Some(item));
-        }
+        let item = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            None => return Poll::Ready(None),
+            Some(Ok(RawFrame::Message(payload))) => Inbound::Frame(payload),
+            Some(Ok(RawFrame::Ping(payload))) => Inbound::Ping(payload),
+            Some(Ok(RawFrame::Pong(_))) => Inbound::Pong,
+            Some(Err(FrameError::Violation(reason))) => Inbound::Violation { reason, code: CloseCode::Protocol },
+            Some(Err(FrameError::Io(error))) if error.kind() == io::ErrorKind::TimedOut => {
+                Inbound::Violation { reason: error.to_string(), code: CloseCode::Policy }
+            }
+            Some(Err(FrameError::Io(error))) => {
+                tracing::debug!(%error, "RawSocket read failed");
+                return Poll::Ready(None);
+            }
+        };
+        Poll::Ready(Some(item))
     }
 }
 
@@ -229,7 +232,10 @@ impl Sink<OutFrame> for FrameSink {
     fn start_send(mut self: Pin<&mut Self>, frame: OutFrame) -> io::Result<()> {
         let frame = match frame {
             OutFrame::Message(payload) => RawFrame::Message(payload),
+            OutFrame::Ping(payload) => RawFrame::Ping(payload),
             OutFrame::Pong(payload) => RawFrame::Pong(payload),
+            // RawSocket has no close frame: closing the connection is the message.
+            OutFrame::Close(_) => return Ok(()),
         };
         Pin::new(&mut self.inner).start_send(frame)
     }

@@ -1,8 +1,10 @@
 //! WAMP over WebSocket (tokio-tungstenite): subprotocol negotiation, frame-type checks, limits.
 //!
-//! `wamp.2.json` travels in text frames and `wamp.2.msgpack` in binary frames; a frame of the other
-//! kind is a protocol violation. A handshake that offers none of our subprotocols, or asks for
-//! another path, is refused with an HTTP error that says why.
+//! `wamp.2.json` travels in text frames, `wamp.2.msgpack` and `wamp.2.cbor` in binary frames; a
+//! frame of the other kind is a protocol violation (close status 1003), a text frame that is not
+//! UTF-8 too (1007), a message over the limit too (1009). A handshake that offers none of our
+//! subprotocols, or asks for another path, is refused with an HTTP error that says why. The
+//! socket sits behind a [`FrameGate`], so a large frame costs memory only as its bytes arrive.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,11 +17,13 @@ use futures_util::{Sink, Stream, StreamExt};
 use http::StatusCode;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::OutFrame;
+use super::gate::{FrameGate, Framing};
+use super::{CloseCode, OutFrame};
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
@@ -40,7 +44,8 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     let mut chosen = None;
     let path = config.path.clone();
     let callback = |request: &Request, response: Response| negotiate(request, response, &path, &mut chosen);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws_config));
+    let gated = FrameGate::new(tcp, Framing::WebSocket, config.max_message_size, config.message_timeout());
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(gated, callback, Some(ws_config));
     let ws = match tokio::time::timeout(config.handshake_timeout(), handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
@@ -100,9 +105,11 @@ fn refuse(status: StatusCode, reason: String) -> ErrorResponse {
     response
 }
 
+type Socket = WebSocketStream<FrameGate<TcpStream>>;
+
 /// Incoming WAMP frames of one connection.
 struct Frames {
-    inner: SplitStream<WebSocketStream<TcpStream>>,
+    inner: SplitStream<Socket>,
     serializer: Serializer,
 }
 
@@ -112,15 +119,28 @@ impl Stream for Frames {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
         loop {
             let binary = self.serializer.is_binary();
+            let protocol = self.serializer.subprotocol();
+            let violation = |reason: String, code| Inbound::Violation { reason, code };
             let item = match ready!(self.inner.poll_next_unpin(cx)) {
                 None | Some(Ok(WsMessage::Close(_))) => return Poll::Ready(None),
                 Some(Ok(WsMessage::Text(text))) if !binary => Inbound::Frame(Bytes::from(text)),
                 Some(Ok(WsMessage::Binary(data))) if binary => Inbound::Frame(data),
-                Some(Ok(WsMessage::Text(_))) => Inbound::Violation("text frame on a wamp.2.msgpack session".into()),
-                Some(Ok(WsMessage::Binary(_))) => Inbound::Violation("binary frame on a wamp.2.json session".into()),
-                Some(Ok(_)) => continue, // ping/pong: tungstenite answers pings itself
+                Some(Ok(WsMessage::Text(_))) => {
+                    violation(format!("text frame on a {protocol} session"), CloseCode::Unsupported)
+                }
+                Some(Ok(WsMessage::Binary(_))) => {
+                    violation(format!("binary frame on a {protocol} session"), CloseCode::Unsupported)
+                }
+                Some(Ok(WsMessage::Pong(_))) => Inbound::Pong,
+                Some(Ok(_)) => continue, // ping: tungstenite answers it itself
                 Some(Err(tungstenite::Error::Capacity(error))) => {
-                    Inbound::Violation(format!("message too large: {error}"))
+                    violation(format!("message too large: {error}"), CloseCode::TooBig)
+                }
+                Some(Err(tungstenite::Error::Utf8(error))) => {
+                    violation(format!("text frame is not UTF-8: {error}"), CloseCode::InvalidData)
+                }
+                Some(Err(tungstenite::Error::Io(error))) if error.kind() == std::io::ErrorKind::TimedOut => {
+                    violation(error.to_string(), CloseCode::Policy)
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "WebSocket read failed");
@@ -134,7 +154,7 @@ impl Stream for Frames {
 
 /// Outgoing WAMP frames of one connection.
 struct FrameSink {
-    inner: SplitSink<WebSocketStream<TcpStream>, WsMessage>,
+    inner: SplitSink<Socket, WsMessage>,
     serializer: Serializer,
 }
 
@@ -149,7 +169,11 @@ impl Sink<OutFrame> for FrameSink {
         let message = match frame {
             OutFrame::Message(frame) if self.serializer.is_binary() => WsMessage::Binary(frame),
             OutFrame::Message(frame) => WsMessage::Text(Utf8Bytes::try_from(frame)?),
+            OutFrame::Ping(payload) => WsMessage::Ping(payload),
             OutFrame::Pong(payload) => WsMessage::Pong(payload),
+            OutFrame::Close(code) => {
+                WsMessage::Close(Some(CloseFrame { code: code.code().into(), reason: Utf8Bytes::default() }))
+            }
         };
         Pin::new(&mut self.inner).start_send(message)
     }
