@@ -21,4 +21,4 @@ pub mod transport;
 pub mod wire;
 
 pub use config::{RealmConfig, RouterConfig};
-pub use router::{Router, RouterHandle};
+pub use router::{Census, Router, RouterHandle};

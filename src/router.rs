@@ -222,6 +222,34 @@ async fn serve(shared: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr, kind
     }
 }
 
+/// What a router holds at one moment (see [`RouterHandle::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Open sessions, joined or not.
+    pub sessions: usize,
+    /// Sessions joined to a realm.
+    pub joined: usize,
+    /// Calls in flight, as their callers see them.
+    pub calls: usize,
+    /// INVOCATIONs sent to callees and not yet answered.
+    pub invocations: usize,
+    /// Call timeouts pending.
+    pub timers: usize,
+    /// Registrations with members.
+    pub registrations: usize,
+    /// Subscriptions with subscribers.
+    pub subscriptions: usize,
+    /// Bytes queued for sessions' writers.
+    pub queued_bytes: usize,
+}
+
+impl Census {
+    /// True when nothing is left: no session, call, invocation, timer, registration, subscription.
+    pub fn is_empty(&self) -> bool {
+        *self == Census::default()
+    }
+}
+
 /// A running router.
 pub struct RouterHandle {
     local_addr: SocketAddr,
@@ -251,6 +279,23 @@ impl RouterHandle {
     /// Sessions currently open.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.len()
+    }
+
+    /// What the router holds right now; all zero once every client has gone.
+    pub fn census(&self) -> Census {
+        let mut census = Census { sessions: self.shared.sessions.len(), ..Census::default() };
+        for session in self.shared.sessions.iter() {
+            census.calls += session.calls_in_flight();
+            census.invocations += session.invocations_in_flight();
+            census.queued_bytes += session.outbox().queued_bytes();
+        }
+        for realm in self.shared.realms.values() {
+            census.timers += realm.dealer.timeouts().len();
+            census.registrations += realm.dealer.registration_count();
+            census.subscriptions += realm.broker.subscription_count();
+            census.joined += realm.sessions.len();
+        }
+        census
     }
 
     /// The shared state (realms, sessions), for inspection.

@@ -162,6 +162,11 @@ impl Dealer {
         self.table(policy).lookup(procedure)
     }
 
+    /// How many registrations (exact and pattern) have members.
+    pub fn registration_count(&self) -> usize {
+        self.exact.len() + self.prefix.len() + self.wildcard.len()
+    }
+
     /// The ids of all registrations under `policy`.
     pub fn ids(&self, policy: MatchPolicy) -> Vec<u64> {
         let mut ids = Vec::new();

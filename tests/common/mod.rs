@@ -31,6 +31,20 @@ pub async fn router_with(adjust: impl FnOnce(&mut RouterConfig)) -> RouterHandle
     Router::start(config).await.expect("router starts")
 }
 
+/// Waits (up to 5 s) until the router holds nothing: no session, call, invocation, timer,
+/// registration or subscription. Every client must have been dropped or closed before.
+pub async fn assert_empty(router: &RouterHandle) {
+    let mut census = router.census();
+    for _ in 0..500 {
+        if census.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        census = router.census();
+    }
+    panic!("the router is not empty after every client left: {census:?}");
+}
+
 /// A joined client of `realm1`.
 pub async fn join(router: &RouterHandle, serializer: Serializer) -> Client {
     Client::join(&router.url(), REALM, serializer).await.expect("joins realm1")
