@@ -202,6 +202,16 @@ impl Client {
         }
     }
 
+    /// SUBSCRIBE; returns the subscription id from SUBSCRIBED.
+    pub async fn subscribe(&mut self, topic: &str, options: Dict) -> Result<u64, ClientError> {
+        let request = self.request_id();
+        self.send(&Message::Subscribe { request, options, topic: topic.to_owned() }).await?;
+        match self.recv().await? {
+            Message::Subscribed { request: r, subscription } if r == request => Ok(subscription),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
     /// CALL and wait for its RESULT (any other reply, such as ERROR, is `Unexpected`).
     pub async fn call(&mut self, procedure: &str, args: Vec<Value>) -> Result<Payload, ClientError> {
         let request = self.request_id();
