@@ -16,12 +16,15 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::transport::rawsocket::{self, RawFrame};
 use crate::wire::{DecodeError, Dict, Message, Payload, Serializer, Value};
+
+/// The WebSocket library the client speaks through, for tests that send raw frames.
+pub use tokio_tungstenite::tungstenite;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -75,6 +78,7 @@ pub struct Receiver {
     stream: Incoming,
     serializer: Serializer,
     timeout: Duration,
+    close_code: Option<u16>,
 }
 
 /// A WAMP client connection.
@@ -126,7 +130,7 @@ impl Client {
     fn from_halves(sink: Outgoing, stream: Incoming, serializer: Serializer) -> Self {
         Client {
             tx: Sender { sink, serializer, next_request: 0 },
-            rx: Receiver { stream, serializer, timeout: Duration::from_secs(5) },
+            rx: Receiver { stream, serializer, timeout: Duration::from_secs(5), close_code: None },
             session: 0,
         }
     }
@@ -317,7 +321,11 @@ impl Receiver {
         loop {
             match &mut self.stream {
                 Incoming::WebSocket(stream) => match stream.next().await {
-                    None | Some(Ok(WsMessage::Close(_))) => return Err(ClientError::Closed),
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        self.close_code = frame.map(|f| f.code.into());
+                        return Err(ClientError::Closed);
+                    }
+                    None => return Err(ClientError::Closed),
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(WsMessage::Text(t))) => return Ok(Bytes::from(t)),
                     Some(Ok(WsMessage::Binary(b))) => return Ok(b),
@@ -346,6 +354,11 @@ impl Receiver {
             },
             Incoming::WebSocket(_) => Err(ClientError::Closed),
         }
+    }
+
+    /// The status of the WebSocket close frame the router sent, once one arrived.
+    pub fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// Changes how long [`Receiver::recv`] waits.
