@@ -21,7 +21,8 @@ async fn lively_router() -> roundhouse::RouterHandle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callee_that_went_silent_leaves_the_rotation_and_its_calls_are_answered() {
     let router = lively_router().await;
-    let live = Callee::start(&router, Serializer::Json, "L", "com.example.work", rule("roundrobin"), Behavior::Name).await;
+    let live =
+        Callee::start(&router, Serializer::Json, "L", "com.example.work", rule("roundrobin"), Behavior::Name).await;
     // A callee whose process froze: its socket still takes bytes, but nothing comes back, not
     // even a PONG.
     let mut frozen = join(&router, Serializer::MsgPack).await;
