@@ -45,6 +45,14 @@ pub async fn assert_empty(router: &RouterHandle) {
     panic!("the router is not empty after every client left: {census:?}");
 }
 
+/// Closes a client cleanly: GOODBYE, and the router's GOODBYE in answer.
+pub async fn say_goodbye(client: Client) {
+    match client.goodbye().await {
+        Ok(Message::Goodbye { reason, .. }) => assert_eq!(reason, "wamp.close.goodbye_and_out"),
+        other => panic!("expected the router's GOODBYE, got {other:?}"),
+    }
+}
+
 /// A joined client of `realm1`.
 pub async fn join(router: &RouterHandle, serializer: Serializer) -> Client {
     Client::join(&router.url(), REALM, serializer).await.expect("joins realm1")
