@@ -63,7 +63,7 @@ async fn a_saturated_callee_slows_callers_without_failing_calls() {
 async fn a_stuck_callee_is_evicted_and_its_calls_go_to_the_standby() {
     let router = router_with(|c| {
         c.max_outbound_bytes = 1024;
-        c.stuck_timeout_ms = 300;
+        c.stuck_timeout_ms = 1_000;
     })
     .await;
     // A registers first, then never reads its socket again.

@@ -41,7 +41,7 @@ pub async fn assert_empty(router: &RouterHandle) {
 /// [`assert_empty`] for a router that was shut down, whose handle [`RouterHandle::shutdown`]
 /// consumed: `shared` is [`RouterHandle::shared`], kept from before.
 pub async fn assert_empty_after_shutdown(shared: &RouterShared) {
-    wait_empty(|| census_of(shared)).await;
+    wait_empty(|| shared.census()).await;
 }
 
 async fn wait_empty(census_now: impl Fn() -> Census) {
@@ -56,22 +56,6 @@ async fn wait_empty(census_now: impl Fn() -> Census) {
     panic!("the router is not empty after every client left: {census:?}");
 }
 
-/// The same count as [`RouterHandle::census`], from the shared state alone (keep the two alike).
-fn census_of(shared: &RouterShared) -> Census {
-    let mut census = Census { sessions: shared.sessions.len(), ..Census::default() };
-    for session in shared.sessions.iter() {
-        census.calls += session.calls_in_flight();
-        census.invocations += session.invocations_in_flight();
-        census.queued_bytes += session.outbox().queued_bytes();
-    }
-    for realm in shared.realms.values() {
-        census.timers += realm.dealer.timeouts().len();
-        census.registrations += realm.dealer.registration_count();
-        census.subscriptions += realm.broker.subscription_count();
-        census.joined += realm.sessions.len();
-    }
-    census
-}
 
 /// Closes a client cleanly: GOODBYE, and the router's GOODBYE in answer.
 pub async fn say_goodbye(client: Client) {
