@@ -148,8 +148,6 @@ enum Stage {
         chunks: Vec<Chunk>,
         /// Their payload bytes.
         bytes: usize,
-        /// The caller's reader waits for room in `chunks`.
-        waiting: bool,
     },
     /// Written to `callee` as INVOCATION `invocation`.
     Running { callee: Weak<SessionHandle>, invocation: u64, registration: u64 },
@@ -169,13 +167,17 @@ struct Calls {
     next_token: u64,
     /// Request ids of progressive calls that ended before their caller sent the last chunk.
     ended_streams: VecDeque<u64>,
+    /// Payload bytes of chunks kept with queued calls, all calls together.
+    buffered: usize,
+    /// The session's reader waits for `buffered` to go down.
+    waiting: bool,
 }
 
 /// A caller's calls in flight, by CALL request id.
 #[derive(Default)]
 pub struct CallTable {
     calls: Mutex<Calls>,
-    /// Signalled when a call with a full chunk buffer starts or ends.
+    /// Signalled when a queued call with chunks starts or ends while the reader waits for room.
     started: Notify,
 }
 
@@ -208,7 +210,7 @@ impl CallTable {
                     return Opened::Stray;
                 }
                 calls.next_token += 1;
-                let stage = Stage::Queued { chunks: Vec::new(), bytes: 0, waiting: false };
+                let stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
                 slot.insert(Entry { token: calls.next_token, stage, streaming, timer: None });
                 Opened::New(calls.next_token)
             }
@@ -259,7 +261,16 @@ fn finish(calls: &mut Calls, started: &Notify, request: u64, entry: Entry) {
         }
         calls.ended_streams.push_back(request);
     }
-    if matches!(entry.stage, Stage::Queued { waiting: true, .. }) {
+    if let Stage::Queued { bytes, .. } = entry.stage {
+        release(calls, started, bytes);
+    }
+}
+
+/// Chunks of `bytes` left the buffer: a reader waiting for room may go on.
+fn release(calls: &mut Calls, started: &Notify, bytes: usize) {
+    calls.buffered -= bytes;
+    if calls.waiting && bytes > 0 {
+        calls.waiting = false;
         started.notify_waiters();
     }
 }
@@ -308,10 +319,8 @@ pub fn start(
     let entry = calls.entries.get_mut(&request).filter(|e| e.token == token)?;
     let running = Stage::Running { callee: Arc::downgrade(callee), invocation, registration };
     match std::mem::replace(&mut entry.stage, running) {
-        Stage::Queued { chunks, waiting, .. } => {
-            if waiting {
-                caller.calls.started.notify_waiters();
-            }
+        Stage::Queued { chunks, bytes } => {
+            release(&mut calls, &caller.calls.started, bytes);
             Some(chunks)
         }
         Stage::Running { .. } => Some(Vec::new()),
@@ -324,7 +333,7 @@ fn requeue(call: &Invocation) -> bool {
     match calls.entries.get_mut(&call.caller_request).filter(|e| e.token == call.token) {
         Some(entry) => {
             if matches!(entry.stage, Stage::Running { .. }) {
-                entry.stage = Stage::Queued { chunks: Vec::new(), bytes: 0, waiting: false };
+                entry.stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
             }
             true
         }
@@ -346,7 +355,7 @@ enum Next {
 
 /// Takes a further chunk of the progressive invocation `request` (its CALL matched
 /// [`Opened::Chunk`]). Waits, as any CALL does, while its callee's queue is full, or while the
-/// call is still queued with `max_buffered` bytes of chunks.
+/// session's queued calls keep `max_buffered` bytes of chunks between them.
 pub async fn chunk(caller: &Arc<SessionHandle>, request: u64, chunk: Chunk, max_buffered: usize) {
     let mut chunk = Some(chunk);
     loop {
@@ -355,18 +364,21 @@ pub async fn chunk(caller: &Arc<SessionHandle>, request: u64, chunk: Chunk, max_
         started.as_mut().enable();
         let next = {
             let mut calls = caller.calls.calls.lock();
+            let calls = &mut *calls;
             match calls.entries.get_mut(&request) {
                 None => Next::Gone,
                 Some(entry) => {
                     let streaming = chunk.as_ref().is_some_and(|c| c.progress);
                     match &mut entry.stage {
-                        Stage::Queued { bytes, waiting, .. } if *bytes > max_buffered => {
-                            *waiting = true;
+                        Stage::Queued { .. } if calls.buffered > max_buffered => {
+                            calls.waiting = true;
                             Next::Full
                         }
-                        Stage::Queued { chunks, bytes, .. } => {
+                        Stage::Queued { chunks, bytes } => {
                             if let Some(chunk) = chunk.take() {
-                                *bytes += payload_size(&chunk.payload);
+                                let size = payload_size(&chunk.payload);
+                                *bytes += size;
+                                calls.buffered += size;
                                 chunks.push(chunk);
                             }
                             entry.streaming = streaming;
@@ -796,8 +808,9 @@ pub fn callee_gone(callee: &SessionHandle) {
 pub fn caller_gone(caller: &SessionHandle) {
     let entries: Vec<Entry> = {
         let mut calls = caller.calls.calls.lock();
-        let Calls { entries, .. } = &mut *calls;
-        entries.drain().map(|(_, entry)| entry).collect()
+        calls.buffered = 0;
+        calls.waiting = false;
+        calls.entries.drain().map(|(_, entry)| entry).collect()
     };
     caller.calls.started.notify_waiters();
     for entry in entries {
