@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 cargo build --workspace --all-targets
 cargo test --workspace
+# The races between everything that can end a call, model-checked with shuttle.
+cargo test -p roundhouse --features shuttle --lib shuttle
 
 if [ -x scripts/interop.sh ]; then
   ROUNDHOUSE_BIN=target/debug/roundhouse scripts/interop.sh

@@ -71,6 +71,10 @@ pub struct RouterConfig {
     /// A peer that sends nothing (not even a PONG) for this long is closed, its calls answered and
     /// its registrations gone, in milliseconds; 0 turns this off (default 90000).
     pub idle_timeout_ms: u64,
+    /// Ping RawSocket peers too, and close them when silent (default false: autobahn-python's
+    /// RawSocket client, among others, does not implement PING and would drop its connection).
+    /// WebSocket peers are always pinged: RFC 6455 makes every peer answer.
+    pub rawsocket_keepalive: bool,
     /// Once the first bytes of a message have arrived, the whole message must arrive within this
     /// time, in milliseconds (default 30000); a peer that announces a large frame and stalls is
     /// closed.
@@ -149,6 +153,7 @@ impl Default for RouterConfig {
             max_testament_bytes: 1024 * 1024,
             keepalive_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
+            rawsocket_keepalive: false,
             message_timeout_ms: 30_000,
             tcp_keepalive_ms: 60_000,
             max_connections: 100_000,

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
 use super::gate::{FrameGate, Framing};
-use super::{CloseCode, OutFrame};
+use super::{CloseCode, OutFrame, PeerLink};
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
@@ -108,7 +108,8 @@ pub async fn serve(router: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAd
     let read = FrameGate::new(read, Framing::RawSocket, max_incoming, router.config.message_timeout());
     let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
     let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
-    lifecycle::run(router, serializer, frames, sink, peer_max).await;
+    let link = PeerLink { serializer, max_outgoing: peer_max, pings: router.config.rawsocket_keepalive };
+    lifecycle::run(router, link, frames, sink).await;
 }
 
 /// A RawSocket frame as read.

@@ -56,7 +56,6 @@ async fn wait_empty(census_now: impl Fn() -> Census) {
     panic!("the router is not empty after every client left: {census:?}");
 }
 
-
 /// Closes a client cleanly: GOODBYE, and the router's GOODBYE in answer.
 pub async fn say_goodbye(client: Client) {
     match client.goodbye().await {
