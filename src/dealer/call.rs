@@ -530,6 +530,7 @@ struct Pending {
 }
 
 /// Why a callee cannot take another call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtLimit {
     /// It has `max_pending_per_callee` calls in flight.
     Calls,
@@ -594,11 +595,6 @@ impl InvocationTable {
     /// True when no call is in flight here.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Bytes the calls in flight here pin.
-    pub fn bytes(&self) -> usize {
-        self.pending.lock().bytes
     }
 }
 

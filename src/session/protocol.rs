@@ -395,11 +395,6 @@ impl Session {
         }
         meta::left(&realm, &self.handle);
     }
-
-    /// Registrations and subscriptions the session holds.
-    pub fn holdings(&self) -> (usize, usize) {
-        (self.registrations.len(), self.subscriptions.len())
-    }
 }
 
 /// The request id of a message a peer sends with one.

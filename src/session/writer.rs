@@ -253,8 +253,8 @@ where
         // Pending at this callee first, then running for the caller: a cancel that sees the call
         // running finds it here. A callee at its limit is unavailable for this call.
         let limits = (self.limits.max_pending, self.limits.max_pending_bytes);
-        if let Err((_, mut call)) = self.handle.invocations.insert(request, call, limits.0, limits.1) {
-            tracing::debug!(session = self.handle.id, "callee at its pending limit; call handed on");
+        if let Err((limit, mut call)) = self.handle.invocations.insert(request, call, limits.0, limits.1) {
+            tracing::debug!(session = self.handle.id, ?limit, "callee at its pending limit; call handed on");
             call.unavailable.push(self.handle.id);
             call::reroute(call);
             return Step::Continue;
