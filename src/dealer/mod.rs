@@ -5,6 +5,7 @@
 //! caller leaving), [`timeout`] expires calls that asked for a timeout. This module turns REGISTER,
 //! UNREGISTER, CALL, CANCEL, YIELD and a callee's ERROR into operations on those.
 
+pub mod patterns;
 pub mod pending;
 pub mod registry;
 pub mod rule;
