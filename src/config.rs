@@ -46,9 +46,9 @@ pub struct RouterConfig {
     pub handshake_timeout_ms: u64,
     /// How long shutdown waits for sessions to take their GOODBYE, in milliseconds (default 2000).
     pub shutdown_timeout_ms: u64,
-    /// Shards of each realm's registration and subscription tables, rounded up to a power of two
-    /// (default 4096). Creating or deleting a procedure copies one shard (procedures / shards
-    /// entries); each shard costs about 80 bytes per table.
+    /// Shards of each realm's registration and subscription tables, and of their pattern indexes'
+    /// edge tables, rounded up to a power of two (default 4096). Creating or deleting a procedure
+    /// or pattern copies one shard (entries / shards); each shard costs about 80 bytes per table.
     pub dealer_shards: usize,
     /// Calls one callee may have in flight (sent, not yet answered) before further calls go to
     /// another member of the registration, or fail with `wamp.error.no_available_callee` when
