@@ -1,6 +1,8 @@
 //! The two seams every serializer implements: reading a message envelope element by element, and
 //! writing one. Message layouts are written once (in [`super::message`]) against these traits,
 //! so adding a serializer means implementing them, not re-describing every message type.
+//!
+//! Also here: what every decoder shares (the UTF-8 check, the pre-allocation budget).
 
 use bytes::Bytes;
 
@@ -15,6 +17,43 @@ impl DecodeError {
     /// A decode error with a human-readable reason.
     pub fn new(reason: &str) -> Self {
         DecodeError(reason.to_owned())
+    }
+}
+
+/// `bytes` as text if they are UTF-8. Every decoder checks text through here: simdutf8's
+/// validator is several times faster than the standard one on long or non-ASCII input.
+pub fn utf8(bytes: &[u8]) -> Option<&str> {
+    simdutf8::basic::from_utf8(bytes).ok()
+}
+
+/// At most this many elements are reserved for one container before they are read.
+pub const MAX_RESERVE: usize = 4096;
+
+/// How much room a binary decoder may reserve for containers before their elements arrive.
+///
+/// MessagePack and CBOR announce a container's length up front, and a peer can announce four
+/// billion elements in five bytes, at every nesting level. Reserving from the announced length
+/// would let a tiny frame make the decoder allocate gigabytes; reserving nothing costs a few
+/// reallocations. So each container gets at most [`MAX_RESERVE`] elements, never more than the
+/// bytes left (each element takes at least one), and all containers of one frame together no more
+/// than one element per byte of the frame. Beyond that, vectors grow as elements really arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveBudget {
+    left: usize,
+}
+
+impl ReserveBudget {
+    /// The budget for decoding a frame of `frame_len` bytes.
+    pub fn new(frame_len: usize) -> Self {
+        ReserveBudget { left: frame_len }
+    }
+
+    /// How many elements to reserve for a container announcing `declared` of them, with
+    /// `bytes_left` bytes of input after its head; takes them from the budget.
+    pub fn take(&mut self, declared: usize, bytes_left: usize) -> usize {
+        let n = declared.min(bytes_left).min(MAX_RESERVE).min(self.left);
+        self.left -= n;
+        n
     }
 }
 
@@ -70,4 +109,21 @@ pub trait Format {
     fn value(out: &mut Vec<u8>, value: &Value);
     /// A dictionary.
     fn dict(out: &mut Vec<u8>, dict: &Dict);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_stay_within_the_frame_and_the_per_container_cap() {
+        let mut budget = ReserveBudget::new(10_000);
+        assert_eq!(budget.take(u32::MAX as usize, 9_999), MAX_RESERVE);
+        assert_eq!(budget.take(3, 9_000), 3);
+        assert_eq!(budget.take(usize::MAX, 100), 100);
+        // Every level of a deeply nested frame asks again; together they get the frame's length.
+        let total: usize = (0..1000).map(|_| budget.take(usize::MAX, usize::MAX)).sum();
+        assert_eq!(total, 10_000 - MAX_RESERVE - 3 - 100);
+        assert_eq!(budget.take(1, 1), 0);
+    }
 }
