@@ -27,7 +27,7 @@ use std::io::Write as _;
 use base64::Engine as _;
 use bytes::Bytes;
 
-use super::format::{utf8, DecodeError, EnvelopeReader, Format, RawKind};
+use super::format::{check_entries, check_items, utf8, DecodeError, EnvelopeReader, Format, RawKind, Unrepresentable};
 use super::value::{Dict, Value};
 
 /// Nesting deeper than this is refused: it bounds the parser's recursion against hostile input.
@@ -634,6 +634,7 @@ impl Format for Json {
             Value::Float(f) if f.is_finite() => {
                 let _ = write!(out, "{f:?}");
             }
+            // Lossy stand-in; `check` refuses these where a peer must get the real value.
             Value::Float(_) => out.extend_from_slice(b"null"),
             Value::Str(s) => write_escaped(out, s),
             Value::Bytes(b) => {
@@ -667,6 +668,23 @@ impl Format for Json {
             Self::value(out, v);
         }
         out.push(b'}');
+    }
+
+    /// JSON has no NaN or infinity, and a string starting with U+0000 is how JSON carries binary:
+    /// a JSON peer would read such a string (from a MessagePack or CBOR peer) as bytes.
+    fn check(value: &Value) -> Result<(), Unrepresentable> {
+        match value {
+            Value::Float(f) if !f.is_finite() => {
+                Err(Unrepresentable::new(format!("{}, which JSON cannot represent", value.describe())))
+            }
+            Value::Str(s) if s.starts_with('\0') => Err(Unrepresentable::new(format!(
+                "a string starting with U+0000 ({}), which JSON peers read as binary",
+                value.describe()
+            ))),
+            Value::List(items) => check_items::<Self>(items),
+            Value::Dict(d) => check_entries::<Self>(d),
+            _ => Ok(()),
+        }
     }
 }
 

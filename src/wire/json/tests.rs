@@ -215,3 +215,12 @@ fn repeated_keys_keep_the_last_value_in_linear_time() {
     assert_eq!(parse_value(span).unwrap(), Value::Dict(Dict::new().with("k", 2u64)));
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+#[test]
+fn unrepresentable_values_are_found_with_their_path() {
+    assert_eq!(Json::check(&Value::List(vec![Value::Float(1.5), Value::from("x")])), Ok(()));
+    let nan = Value::List(vec![Value::Null, Value::Dict(Dict::new().with("x", Value::Float(f64::NAN)))]);
+    assert_eq!(Json::check(&nan).unwrap_err().to_string(), "at [1].x: NaN, which JSON cannot represent");
+    let nul = Value::from("\0abc");
+    assert!(Json::check(&nul).unwrap_err().to_string().contains("read as binary"));
+}
