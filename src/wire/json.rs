@@ -91,15 +91,10 @@ impl JsonReader {
         Ok(true)
     }
 
-    /// Parses the next element with `M`, which must start with `expected` (if given).
-    fn element<M: Make>(&mut self, make: M, expected: Option<(u8, &str)>) -> Result<Option<M::Value>, DecodeError> {
+    /// Parses the next element with `M`.
+    fn element<M: Make>(&mut self, make: M) -> Result<Option<M::Value>, DecodeError> {
         if !self.next_element()? {
             return Ok(None);
-        }
-        if let Some((first, what)) = expected {
-            if self.buf.get(self.pos) != Some(&first) {
-                return Err(DecodeError(format!("expected {what}")));
-            }
         }
         let mut parser = Parser { buf: &self.buf, pos: self.pos, make };
         let value = parser.value(0)?;
@@ -130,12 +125,19 @@ impl EnvelopeReader for JsonReader {
             .ok_or_else(|| DecodeError::new("integer out of range"))
     }
 
+    /// Envelope strings (URIs, auth methods) are plain text: WAMP's `"\u0000"` binary
+    /// convention is for values, so such a string reads back as what another serializer sent.
     fn string(&mut self) -> Result<Option<String>, DecodeError> {
-        match self.element(Build, Some((b'"', "a string")))? {
-            Some(Value::Str(s)) => Ok(Some(s)),
-            Some(_) => Err(DecodeError::new("expected a string, got binary data")),
-            None => Ok(None),
+        if !self.next_element()? {
+            return Ok(None);
         }
+        let start = self.pos;
+        if self.buf.get(start) != Some(&b'"') {
+            return Err(DecodeError::new("expected a string"));
+        }
+        let (end, escaped) = string_end(&self.buf, start)?;
+        self.pos = end;
+        Build.key(&self.buf[start + 1..end - 1], escaped).map(Some)
     }
 
     fn dict(&mut self) -> Result<Option<Dict>, DecodeError> {
@@ -178,7 +180,7 @@ impl EnvelopeReader for JsonReader {
     }
 
     fn value(&mut self) -> Result<Option<Value>, DecodeError> {
-        self.element(Build, None)
+        self.element(Build)
     }
 
     fn end(&mut self) -> Result<(), DecodeError> {
