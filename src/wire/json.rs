@@ -8,11 +8,11 @@
 //!   finite as doubles: `1e400` is refused, since serde_json and others reject it;
 //! - strings hold no raw control characters, and `\u` escapes name Unicode scalar values: a high
 //!   surrogate must be followed by a low one, and a lone surrogate of either kind is refused;
-//! - nesting is at most [`MAX_DEPTH`] deep, which bounds the parser's recursion.
+//! - nesting is at most `MAX_DEPTH` (256) deep, which bounds the parser's recursion.
 //!
-//! One parser walks the grammar, generic over what it makes of it ([`Make`]): [`Skip`] makes
+//! One parser walks the grammar, generic over what it makes of it (`Make`): `Skip` makes
 //! nothing and serves the message envelope, where passthrough needs the exact byte span of `args`
-//! and `kwargs`; [`Build`] makes [`Value`]s for `Details`/`Options` dictionaries and for payloads
+//! and `kwargs`; `Build` makes [`Value`]s for `Details`/`Options` dictionaries and for payloads
 //! transcoded to another serializer. Both read the same grammar, so a span the router forwards
 //! is exactly a span it could have parsed.
 //!
@@ -20,7 +20,8 @@
 //! is refused (it can be forwarded to JSON peers, not converted); `-0` becomes the float `-0.0`,
 //! so its sign survives. A repeated key keeps its last value ([`Dict::from_entries`]). Binary
 //! values travel as a string holding `"\u0000"` plus base64 (padding optional when reading); a
-//! string that starts with `"\u0000"` but is not base64 is refused as a value.
+//! string that starts with `"\u0000"` but is not base64 is refused as a value. Envelope strings
+//! (URIs, auth methods) are plain text: the binary convention is for values.
 
 use std::io::Write as _;
 

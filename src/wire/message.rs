@@ -419,15 +419,20 @@ impl<F: Format> Elements<'_, F> {
     }
 
     /// Re-encodes a payload element received in serializer `from`. Lossy encoding replaces an
-    /// element that does not transcode by an empty one; exact encoding fails.
+    /// element that does not parse by an empty one, as the router always did; exact encoding
+    /// fails.
     fn transcoded(&mut self, from: Serializer, bytes: Option<&[u8]>, element: &'static str) -> Result<(), EncodeError> {
         let empty = || if element == ARGS { Value::List(Vec::new()) } else { Value::Dict(Dict::new()) };
         let parsed = match bytes {
             Some(bytes) => from.parse_value(bytes).map_err(|e| e.0),
             None => Ok(empty()),
         };
-        let value = match parsed.and_then(|v| F::check(&v).map(|()| v).map_err(|e| e.to_string())) {
-            Ok(value) => value,
+        let value = match parsed {
+            Ok(value) => {
+                // Lossy encoding writes the value with the format's stand-ins.
+                self.checked(element, Some(from), || F::check(&value).map_err(|e| e.to_string()))?;
+                value
+            }
             Err(reason) => {
                 self.checked(element, Some(from), || Err(reason))?;
                 empty()
