@@ -142,9 +142,11 @@ impl Broker {
     }
 }
 
-/// Queues `event` to every eligible subscriber, encoding it once per serializer in use.
+/// Queues `event` to every eligible subscriber, encoding it once per serializer in use. An event
+/// whose payload cannot be represented in a subscriber's serializer is not sent to it (never sent
+/// altered); that is logged.
 fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients) {
-    let mut frames: SmallVec<[(Serializer, Bytes); 3]> = SmallVec::new();
+    let mut frames: SmallVec<[(Serializer, Option<Bytes>); 3]> = SmallVec::new();
     for subscriber in subscription.snapshot().iter() {
         if !recipients.admits(subscriber) {
             continue;
@@ -153,12 +155,20 @@ fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients
             Some((_, frame)) => frame.clone(),
             None => {
                 let mut out = Vec::with_capacity(128);
-                subscriber.serializer.encode(event, &mut out);
-                let frame = Bytes::from(out);
+                let frame = match subscriber.serializer.try_encode(event, &mut out) {
+                    Ok(()) => Some(Bytes::from(out)),
+                    Err(error) => {
+                        let serializer = subscriber.serializer.subprotocol();
+                        tracing::info!(%error, serializer, "event not sent to subscribers of this serializer");
+                        None
+                    }
+                };
                 frames.push((subscriber.serializer, frame.clone()));
                 frame
             }
         };
-        subscriber.outbox().push_event(frame);
+        if let Some(frame) = frame {
+            subscriber.outbox().push_event(frame);
+        }
     }
 }
