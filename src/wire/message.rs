@@ -361,7 +361,7 @@ impl<F: Format> Elements<'_, F> {
         self
     }
 
-    fn dict(&mut self, d: &Dict, element: &'static str) -> Result<&mut Self, EncodeError> {
+    fn dict(&mut self, d: &Dict, element: &'static str) -> Result<&mut Self, Failure> {
         self.checked(element, None, || check_entries::<F>(d).map_err(|e| e.to_string()))?;
         F::dict(self.next(), d);
         Ok(self)
@@ -373,14 +373,15 @@ impl<F: Format> Elements<'_, F> {
         element: &'static str,
         from: Option<Serializer>,
         check: impl FnOnce() -> Result<(), String>,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<(), Failure> {
         if self.fidelity == Fidelity::Lossy {
             return Ok(());
         }
-        check().map_err(|reason| EncodeError { message: self.message, element, from, to: self.target, reason })
+        check()
+            .map_err(|reason| Box::new(EncodeError { message: self.message, element, from, to: self.target, reason }))
     }
 
-    fn payload(&mut self, payload: &Payload) -> Result<(), EncodeError> {
+    fn payload(&mut self, payload: &Payload) -> Result<(), Failure> {
         let target = self.target;
         match payload {
             Payload::Empty => {}
@@ -421,7 +422,7 @@ impl<F: Format> Elements<'_, F> {
     /// Re-encodes a payload element received in serializer `from`. Lossy encoding replaces an
     /// element that does not parse by an empty one, as the router always did; exact encoding
     /// fails.
-    fn transcoded(&mut self, from: Serializer, bytes: Option<&[u8]>, element: &'static str) -> Result<(), EncodeError> {
+    fn transcoded(&mut self, from: Serializer, bytes: Option<&[u8]>, element: &'static str) -> Result<(), Failure> {
         let empty = || if element == ARGS { Value::List(Vec::new()) } else { Value::Dict(Dict::new()) };
         let parsed = match bytes {
             Some(bytes) => from.parse_value(bytes).map_err(|e| e.0),
@@ -443,6 +444,9 @@ impl<F: Format> Elements<'_, F> {
     }
 }
 
+/// The writer's error: boxed, so the `Ok` path of every element stays one pointer wide.
+type Failure = Box<EncodeError>;
+
 const ARGS: &str = "Arguments|list";
 const KWARGS: &str = "ArgumentsKw|dict";
 
@@ -456,19 +460,13 @@ pub fn encode<F: Format>(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let start = out.len();
-    let result = write::<F>(msg, target, fidelity, out);
-    if result.is_err() {
+    write::<F>(msg, target, fidelity, out).map_err(|failure| {
         out.truncate(start);
-    }
-    result
+        *failure
+    })
 }
 
-fn write<F: Format>(
-    msg: &Message,
-    target: Serializer,
-    fidelity: Fidelity,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
+fn write<F: Format>(msg: &Message, target: Serializer, fidelity: Fidelity, out: &mut Vec<u8>) -> Result<(), Failure> {
     let fixed = match msg {
         Message::Unsubscribed { details, .. } | Message::Unregistered { details, .. } => {
             2 + usize::from(details.is_some())
