@@ -16,7 +16,7 @@ fn messages(serializer: Serializer) -> Vec<(&'static str, Message)> {
         details: Dict::new(),
         payload: Payload::Values(vec![Value::Bytes(vec![7; 16])], None),
     };
-    serializer.encode(&sample, &mut wire);
+    serializer.try_encode(&sample, &mut wire).unwrap();
     let Message::Result { payload, .. } = serializer.decode(Bytes::from(wire)).unwrap() else { unreachable!() };
     vec![
         (
@@ -47,7 +47,7 @@ fn codec(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("codec_{}", serializer.subprotocol()));
         for (name, message) in messages(serializer) {
             let mut frame = Vec::new();
-            serializer.encode(&message, &mut frame);
+            serializer.try_encode(&message, &mut frame).unwrap();
             let frame = Bytes::from(frame);
             group.bench_with_input(BenchmarkId::new("decode", name), &frame, |b, f| {
                 b.iter(|| serializer.decode(black_box(f.clone())).unwrap())
@@ -56,7 +56,7 @@ fn codec(c: &mut Criterion) {
                 let mut out = Vec::with_capacity(256);
                 b.iter(|| {
                     out.clear();
-                    serializer.encode(black_box(m), &mut out);
+                    serializer.try_encode(black_box(m), &mut out).unwrap();
                 })
             });
             let other = if serializer == Serializer::Json { Serializer::MsgPack } else { Serializer::Json };
@@ -64,7 +64,7 @@ fn codec(c: &mut Criterion) {
                 let mut out = Vec::with_capacity(256);
                 b.iter(|| {
                     out.clear();
-                    other.encode(black_box(m), &mut out);
+                    other.try_encode(black_box(m), &mut out).unwrap();
                 })
             });
         }

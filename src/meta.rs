@@ -259,7 +259,7 @@ fn session_details(session: &SessionHandle) -> Dict {
 }
 
 fn registration_details(registration: &crate::dealer::Registration, policy: MatchPolicy) -> Dict {
-    let policy = policy.as_str();
+    let policy = policy.name();
     Dict::new()
         .with("id", registration.id)
         .with("created", iso8601(registration.created))

@@ -195,8 +195,7 @@ async fn refuse(mut tcp: TcpStream, kind: Listener) {
     if rawsocket {
         let mut hello = [0u8; 4];
         if tcp.read_exact(&mut hello).await.is_ok() {
-            let refusal = (rawsocket::HandshakeError::MaxConnectionCountReached as u8) << 4;
-            let _ = tcp.write_all(&[rawsocket::MAGIC, refusal, 0, 0]).await;
+            let _ = tcp.write_all(&rawsocket::HandshakeError::MaxConnectionCountReached.reply()).await;
         }
         return;
     }

@@ -91,7 +91,7 @@ fn encode_value(serializer: Serializer, value: &Value) -> Vec<u8> {
 
 fn encode(serializer: Serializer, message: &Message) -> Vec<u8> {
     let mut out = Vec::new();
-    serializer.encode(message, &mut out);
+    serializer.try_encode(message, &mut out).expect("conformance samples encode");
     out
 }
 

@@ -115,7 +115,7 @@ async fn error_texts_show_values_as_peers_wrote_them() {
     let options = Dict::new().with("mode", Value::from("gently"));
     caller.send(&Message::Cancel { request, options }).await.unwrap();
     let text = reason(&caller.recv().await.unwrap());
-    assert!(text.contains("'gently'") && !text.contains("Some("), "{text}");
+    assert!(text.contains("\"gently\"") && !text.contains("Some("), "{text}");
     drop(caller);
     callee.stop().await;
     assert_empty(&router).await;

@@ -2,7 +2,6 @@
 //! subscriber black/white lists (`exclude`, `eligible`, `exclude_authid`, `eligible_authid`,
 //! `exclude_authrole`, `eligible_authrole`). A subscriber must pass every list given.
 
-use crate::dealer::call::describe;
 use crate::session::SessionHandle;
 use crate::wire::{Dict, Value};
 
@@ -25,7 +24,7 @@ impl Recipients {
             None => true,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                return Err(format!("PUBLISH.Options.exclude_me must be a boolean, got {}", describe(other)))
+                return Err(format!("PUBLISH.Options.exclude_me must be a boolean, got {}", other.describe()))
             }
         };
         Ok(Recipients {
@@ -87,11 +86,11 @@ fn ids(options: &Dict, key: &str) -> Result<Option<Vec<u64>>, String> {
             .iter()
             .map(|v| {
                 v.as_u64()
-                    .ok_or_else(|| format!("PUBLISH.Options.{key} must be a list of session ids, got {}", describe(v)))
+                    .ok_or_else(|| format!("PUBLISH.Options.{key} must be a list of session ids, got {}", v.describe()))
             })
             .collect::<Result<_, _>>()
             .map(Some),
-        Some(other) => Err(format!("PUBLISH.Options.{key} must be a list of session ids, got {}", describe(other))),
+        Some(other) => Err(format!("PUBLISH.Options.{key} must be a list of session ids, got {}", other.describe())),
     }
 }
 
@@ -103,10 +102,10 @@ fn strings(options: &Dict, key: &str) -> Result<Option<Vec<String>>, String> {
             .map(|v| {
                 v.as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| format!("PUBLISH.Options.{key} must be a list of strings, got {}", describe(v)))
+                    .ok_or_else(|| format!("PUBLISH.Options.{key} must be a list of strings, got {}", v.describe()))
             })
             .collect::<Result<_, _>>()
             .map(Some),
-        Some(other) => Err(format!("PUBLISH.Options.{key} must be a list of strings, got {}", describe(other))),
+        Some(other) => Err(format!("PUBLISH.Options.{key} must be a list of strings, got {}", other.describe())),
     }
 }

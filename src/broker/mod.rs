@@ -56,7 +56,7 @@ impl Broker {
         if !policy.accepts(topic) {
             return Err(Refusal::new(
                 WampError::InvalidUri,
-                format!("invalid topic URI '{topic}' for {} match", policy.as_str()),
+                format!("invalid topic URI '{topic}' for {} match", policy.name()),
             ));
         }
         let subscribed = match PatternKind::of(policy) {

@@ -89,7 +89,7 @@ impl CancelMode {
                 Some("killnowait") => Ok(CancelMode::KillNoWait),
                 Some("kill") => Ok(CancelMode::Kill),
                 Some("skip") => Ok(CancelMode::Skip),
-                _ => Err(format!("unknown cancel mode {} (expected skip, kill or killnowait)", describe(value))),
+                _ => Err(format!("unknown cancel mode {} (expected skip, kill or killnowait)", value.describe())),
             },
         }
     }
@@ -100,22 +100,6 @@ impl CancelMode {
             CancelMode::Kill => "kill",
             CancelMode::KillNoWait => "killnowait",
         }
-    }
-}
-
-/// A short description of a value a peer sent, for error texts (never Rust's debug form).
-pub(crate) fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(n) => n.to_string(),
-        Value::UInt(n) => n.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Str(s) if s.chars().count() <= 40 => format!("'{s}'"),
-        Value::Str(_) => "a long string".to_owned(),
-        Value::Bytes(_) => "binary".to_owned(),
-        Value::List(_) => "a list".to_owned(),
-        Value::Dict(_) => "a dictionary".to_owned(),
     }
 }
 

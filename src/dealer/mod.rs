@@ -292,7 +292,7 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
         Some(Value::Bool(b)) => Ok(*b),
         Some(other) => Err(Refusal::new(
             WampError::InvalidArgument,
-            format!("CALL.Options.{key} must be a boolean, got {}", call::describe(other)),
+            format!("CALL.Options.{key} must be a boolean, got {}", other.describe()),
         )),
     };
     let timeout_ms = match options.get("timeout") {
@@ -302,10 +302,7 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
         Some(other) => {
             return Err(Refusal::new(
                 WampError::InvalidArgument,
-                format!(
-                    "CALL.Options.timeout must be a non-negative number of milliseconds, got {}",
-                    call::describe(other)
-                ),
+                format!("CALL.Options.timeout must be a non-negative number of milliseconds, got {}", other.describe()),
             ))
         }
     };

@@ -47,7 +47,7 @@ impl InvocationRule {
         };
         let name = value
             .as_str()
-            .ok_or_else(|| format!("REGISTER.Options.invoke must be a string, got {}", super::call::describe(value)))?;
+            .ok_or_else(|| format!("REGISTER.Options.invoke must be a string, got {}", value.describe()))?;
         Self::ALL.into_iter().find(|r| r.as_str() == name).ok_or_else(|| {
             format!("unknown invocation rule '{name}' (expected single, roundrobin, random, first or last)")
         })

@@ -191,13 +191,11 @@ impl Session {
                     }
                     flow
                 }
-                other => {
-                    Flow::Close(Some(self.violation(&format!("{} received before HELLO", name(other.message_type())))))
-                }
+                other => Flow::Close(Some(self.violation(&format!("{} received before HELLO", other.message_type())))),
             };
         };
         if let Some(0) = request_id(&message) {
-            let kind = name(message.message_type());
+            let kind = message.message_type();
             return Flow::Close(Some(self.violation(&format!("{kind} with request id 0; ids start at 1"))));
         }
         let dealer = &realm.dealer;
@@ -322,7 +320,7 @@ impl Session {
                 return Flow::Close(Some(self.violation("AUTHENTICATE received without a CHALLENGE")))
             }
             other => {
-                let reason = format!("{} is a message only routers send", name(other.message_type()));
+                let reason = format!("{} is a message only routers send", other.message_type());
                 return Flow::Close(Some(self.violation(&reason)));
             }
         }
@@ -409,11 +407,6 @@ fn request_id(message: &Message) -> Option<u64> {
         | Message::Publish { request, .. } => Some(*request),
         _ => None,
     }
-}
-
-/// A message type's name as the spec writes it.
-fn name(kind: MessageType) -> String {
-    format!("{kind:?}").to_uppercase()
 }
 
 fn abort(reason: WampError, message: &str) -> Closing {

@@ -333,7 +333,7 @@ where
             return self.frame(OutFrame::Message(frame)).await;
         }
         // A session message (WELCOME, ...) the peer cannot take: the session cannot go on.
-        let reason = format!("a {:?} this peer cannot take: {reason}", message.message_type());
+        let reason = format!("a {} this peer cannot take: {reason}", message.message_type());
         let abort = Message::Abort { details: Dict::new().with("message", reason), reason: error.uri().to_owned() };
         if let Ok(frame) = self.encode(&abort) {
             if self.frame(OutFrame::Message(frame)).await == Step::Continue

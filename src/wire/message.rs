@@ -321,24 +321,12 @@ fn payload<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Paylo
     Ok(Payload::Raw(RawPayload { serializer, args: Some(args), kwargs }))
 }
 
-/// How [`encode`] treats an element it cannot write faithfully.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fidelity {
-    /// Fail with an [`EncodeError`].
-    Exact,
-    /// Write a stand-in: an empty list or dictionary for a payload element that does not
-    /// transcode, the format's lossy form for an unrepresentable value (JSON: NaN as `null`). Only
-    /// for [`super::Serializer::encode`], until its callers have moved to `try_encode`.
-    Lossy,
-}
-
 /// Writes the elements of one message, putting separators between them.
 struct Elements<'a, F: Format> {
     out: &'a mut Vec<u8>,
     first: bool,
     message: MessageType,
     target: Serializer,
-    fidelity: Fidelity,
     _format: std::marker::PhantomData<F>,
 }
 
@@ -367,16 +355,13 @@ impl<F: Format> Elements<'_, F> {
         Ok(self)
     }
 
-    /// Runs `check` unless encoding is lossy; its failure becomes an [`EncodeError`] for `element`.
+    /// Runs `check`; its failure becomes an [`EncodeError`] for `element`.
     fn checked(
         &self,
         element: &'static str,
         from: Option<Serializer>,
         check: impl FnOnce() -> Result<(), String>,
     ) -> Result<(), Failure> {
-        if self.fidelity == Fidelity::Lossy {
-            return Ok(());
-        }
         check()
             .map_err(|reason| Box::new(EncodeError { message: self.message, element, from, to: self.target, reason }))
     }
@@ -419,28 +404,25 @@ impl<F: Format> Elements<'_, F> {
         Ok(())
     }
 
-    /// Re-encodes a payload element received in serializer `from`. Lossy encoding replaces an
-    /// element that does not parse by an empty one, as the router always did; exact encoding
-    /// fails.
+    /// Re-encodes a payload element received in serializer `from`; fails when it does not parse
+    /// back into values or holds one this format cannot represent (never written altered).
     fn transcoded(&mut self, from: Serializer, bytes: Option<&[u8]>, element: &'static str) -> Result<(), Failure> {
-        let empty = || if element == ARGS { Value::List(Vec::new()) } else { Value::Dict(Dict::new()) };
-        let parsed = match bytes {
+        let value = match bytes {
             Some(bytes) => from.parse_value(bytes).map_err(|e| e.0),
-            None => Ok(empty()),
+            None if element == ARGS => Ok(Value::List(Vec::new())),
+            None => Ok(Value::Dict(Dict::new())),
         };
-        let value = match parsed {
-            Ok(value) => {
-                // Lossy encoding writes the value with the format's stand-ins.
-                self.checked(element, Some(from), || F::check(&value).map_err(|e| e.to_string()))?;
-                value
-            }
-            Err(reason) => {
-                self.checked(element, Some(from), || Err(reason))?;
-                empty()
-            }
+        let value = match value {
+            Ok(value) => value,
+            Err(reason) => return Err(self.failure(element, Some(from), reason)),
         };
+        self.checked(element, Some(from), || F::check(&value).map_err(|e| e.to_string()))?;
         F::value(self.next(), &value);
         Ok(())
+    }
+
+    fn failure(&self, element: &'static str, from: Option<Serializer>, reason: String) -> Failure {
+        Box::new(EncodeError { message: self.message, element, from, to: self.target, reason })
     }
 }
 
@@ -450,23 +432,17 @@ type Failure = Box<EncodeError>;
 const ARGS: &str = "Arguments|list";
 const KWARGS: &str = "ArgumentsKw|dict";
 
-/// Encodes `msg` in format `F` (whose serializer is `target`), appending to `out`. With
-/// [`Fidelity::Exact`], an element that cannot be written faithfully fails the whole message and
-/// `out` is left as it was.
-pub fn encode<F: Format>(
-    msg: &Message,
-    target: Serializer,
-    fidelity: Fidelity,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
+/// Encodes `msg` in format `F` (whose serializer is `target`), appending to `out`. An element that
+/// cannot be written faithfully fails the whole message and `out` is left as it was.
+pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let start = out.len();
-    write::<F>(msg, target, fidelity, out).map_err(|failure| {
+    write::<F>(msg, target, out).map_err(|failure| {
         out.truncate(start);
         *failure
     })
 }
 
-fn write<F: Format>(msg: &Message, target: Serializer, fidelity: Fidelity, out: &mut Vec<u8>) -> Result<(), Failure> {
+fn write<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) -> Result<(), Failure> {
     let fixed = match msg {
         Message::Unsubscribed { details, .. } | Message::Unregistered { details, .. } => {
             2 + usize::from(details.is_some())
@@ -482,7 +458,7 @@ fn write<F: Format>(msg: &Message, target: Serializer, fidelity: Fidelity, out: 
     };
     F::begin(out, fixed + msg.payload().map_or(0, |p| p.element_count()));
     let message = msg.message_type();
-    let mut w = Elements::<F> { out, first: true, message, target, fidelity, _format: std::marker::PhantomData };
+    let mut w = Elements::<F> { out, first: true, message, target, _format: std::marker::PhantomData };
     w.uint(message as u64);
     match msg {
         Message::Hello { realm, details } => {

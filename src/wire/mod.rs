@@ -80,29 +80,10 @@ impl Serializer {
     /// JSON, a string starting with U+0000 in JSON). Payloads in this serializer pass through as
     /// bytes and never fail. The error names the message, the element and both serializers.
     pub fn try_encode(self, message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        self.encode_with(message, message::Fidelity::Exact, out)
-    }
-
-    /// Encodes `message`, appending the frame's bytes to `out`, and never fails.
-    ///
-    /// Deprecated for use inside the router: use [`Serializer::try_encode`], and answer a call
-    /// whose payload cannot be transcoded with an ERROR. This calls `try_encode`; where that fails
-    /// it logs a warning and falls back to the old lossy encoding (an empty payload element in
-    /// place of one that does not transcode, `null` for a NaN in JSON), so the peer receives data
-    /// the sender never sent. Kept until every caller has moved.
-    pub fn encode(self, message: &Message, out: &mut Vec<u8>) {
-        if let Err(error) = self.try_encode(message, out) {
-            tracing::warn!(%error, "message cannot be encoded faithfully; sending a lossy stand-in");
-            // Lossy encoding cannot fail.
-            let _ = self.encode_with(message, message::Fidelity::Lossy, out);
-        }
-    }
-
-    fn encode_with(self, message: &Message, fidelity: message::Fidelity, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
-            Serializer::Json => message::encode::<json::Json>(message, self, fidelity, out),
-            Serializer::MsgPack => message::encode::<msgpack::MsgPack>(message, self, fidelity, out),
-            Serializer::Cbor => message::encode::<cbor::Cbor>(message, self, fidelity, out),
+            Serializer::Json => message::encode::<json::Json>(message, self, out),
+            Serializer::MsgPack => message::encode::<msgpack::MsgPack>(message, self, out),
+            Serializer::Cbor => message::encode::<cbor::Cbor>(message, self, out),
         }
     }
 

@@ -45,15 +45,6 @@ impl MatchPolicy {
         }
     }
 
-    /// The policy's name on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MatchPolicy::Exact => "exact",
-            MatchPolicy::Prefix => "prefix",
-            MatchPolicy::Wildcard => "wildcard",
-        }
-    }
-
     /// True when `uri` is a valid registration or subscription URI under this policy (wildcard
     /// patterns may have empty components).
     pub fn accepts(self, uri: &str) -> bool {
