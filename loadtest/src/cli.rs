@@ -21,15 +21,16 @@ use roundhouse::wire::Serializer;
 /// and the load generator's, over the measured interval, divided by the calls completed in it. A
 /// DISTURBED line warns when other processes took CPU time meanwhile.
 ///
-/// chaos mode: for --warmup + --duration, callees join, serve and leave in every way (UNREGISTER,
-/// GOODBYE, a dropped connection, freezing), healthy callers pipeline checked calls over WebSocket and
-/// RawSocket in every serializer (timeouts, CANCEL in all three modes, progressive results and
-/// invocations), slow consumers stop reading, and hostile sessions send malformed frames. Every
-/// choice comes from a seeded RNG (--seed, printed). The run fails with a precise message if a
-/// healthy call is not answered exactly once, within its timeout plus --grace, with an error URI
-/// that fits how it ended; if a healthy session is disturbed; if a hostile one is not refused; or if
-/// the router is not empty, or its RSS not back within --rss-margin of its RSS after the warmup,
-/// once everyone has left.
+/// chaos mode: in two rounds, --warmup then --duration, callees join, serve and leave in every way
+/// (UNREGISTER, GOODBYE, a dropped connection, freezing), healthy callers pipeline checked calls
+/// over WebSocket and RawSocket in every serializer (timeouts, CANCEL in all three modes,
+/// progressive results and invocations), slow consumers stop reading, and hostile sessions send
+/// malformed frames. Every choice comes from a seeded RNG (--seed, printed). The run fails with a
+/// precise message if a healthy call is not answered exactly once, within its timeout plus --grace,
+/// with an error URI that fits how it ended; if a healthy session is disturbed; if a hostile one is
+/// not refused; or if, once everyone has left a round, the router is not empty; or if its RSS then,
+/// after the second round, exceeds its RSS after the first by more than --rss-margin percent plus
+/// 4 MiB.
 ///
 /// Exit status: 0 when every call succeeded (chaos: no violation), 1 when any call failed (chaos: any
 /// violation), 2 when the router could not be reached or the flags are invalid.
@@ -71,7 +72,7 @@ pub struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub callers: Option<u32>,
 
-    /// Calls in flight per caller [default: 32; chaos: 16]. Without --rate this is the closed loop:
+    /// Calls in flight per caller [default: 32; chaos: 64]. Without --rate this is the closed loop:
     /// a new call goes out as soon as one completes. With --rate it caps the calls in flight; calls
     /// that fall due while the window is full wait, and that wait counts in their latency.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -88,9 +89,11 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Duration,
 
-    /// Load before measuring starts; its results are discarded (but its errors still count).
-    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
-    pub warmup: Duration,
+    /// Load before measuring starts; its results are discarded (but its errors still count)
+    /// [default: 2s]. Chaos: the first round, after which the router's RSS is first read [default:
+    /// 10s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub warmup: Option<Duration>,
 
     /// Size in bytes of the one binary argument each call carries (and each YIELD echoes). JSON
     /// carries it as "\u0000" + base64, so its frames are about a third larger.
@@ -145,8 +148,9 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub grace: Duration,
 
-    /// Chaos: the router's RSS once everyone has left may exceed its RSS after the warmup by at
-    /// most this many percent (checked when the router is its own process: --router-pid or
+    /// Chaos: the router's RSS once everyone has left the second round may exceed its RSS once
+    /// everyone had left the first (the warmup) by at most this many percent, plus 4 MiB for the
+    /// allocator's own noise (checked when the router is its own process: --router-pid or
     /// --spawn-router).
     #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
     pub rss_margin: f64,
@@ -191,7 +195,12 @@ impl Cli {
 
     /// `--window`, or the mode's default.
     pub fn window(&self) -> u32 {
-        self.window.unwrap_or(if self.mode == Mode::Chaos { 16 } else { 32 })
+        self.window.unwrap_or(if self.mode == Mode::Chaos { 64 } else { 32 })
+    }
+
+    /// `--warmup`, or the mode's default.
+    pub fn warmup(&self) -> Duration {
+        self.warmup.unwrap_or(Duration::from_secs(if self.mode == Mode::Chaos { 10 } else { 2 }))
     }
 }
 

@@ -120,7 +120,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 callers: cli.callers() as usize,
                 window: cli.window() as usize,
                 rate: cli.rate,
-                warmup: cli.warmup,
+                warmup: cli.warmup(),
                 duration: cli.duration,
                 drain: cli.drain_timeout,
                 payload: cli.payload,
@@ -149,7 +149,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 serializer,
                 serializer_name: cli.serializer.name(),
                 loops: cli.callers() as usize,
-                warmup: cli.warmup,
+                warmup: cli.warmup(),
                 duration: cli.duration,
             })
             .await?;
@@ -189,7 +189,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 callers: cli.callers().into(),
                 window: cli.window() as usize,
                 rate: cli.rate.unwrap_or(1000.0),
-                warmup: cli.warmup,
+                warmup: cli.warmup(),
                 duration: cli.duration,
                 grace: cli.grace,
                 rss_margin: cli.rss_margin,

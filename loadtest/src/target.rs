@@ -89,6 +89,9 @@ impl Target {
         command.args(["--internal-router", "--realm", realm]);
         if tuning == Tuning::Chaos {
             command.args(["--mode", "chaos"]);
+            // Memory the router frees goes back to the system at once, so its RSS tracks what it
+            // holds (see crate::chaos::PURGE_NOW).
+            command.env(crate::chaos::PURGE_NOW.0, crate::chaos::PURGE_NOW.1);
         }
         if let Some(threads) = threads {
             command.args(["--router-threads", &threads.to_string()]);

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use roundhouse::client::ClientError;
 use roundhouse::wire::{Dict, Message, MessageType, Payload, Value};
-use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio::sync::oneshot;
+use tokio::time::{sleep_until, Instant};
 
 use super::peer::{Peer, Transport};
 use super::script::{Ask, Op, BAD_CALL, INTERRUPTED, PROCEDURES, REQUESTED_ERROR};
@@ -111,7 +112,7 @@ pub async fn slot(ctx: Arc<Ctx>, slot: u64, mut rng: fastrand::Rng) {
         let personality = Personality::random(&mut rng, ctx.max_life, ctx.stop.is_cancelled());
         let name = format!("callee {slot}.{n} {}", personality.transport.name());
         let seed = rng.u64(..);
-        Callee::run(&ctx, name, personality, fastrand::Rng::with_seed(seed)).await;
+        Callee::run(ctx.clone(), name, personality, fastrand::Rng::with_seed(seed)).await;
         let pause = Instant::now() + Duration::from_millis(rng.u64(0..300));
         tokio::select! {
             _ = sleep_until(pause) => {}
@@ -134,8 +135,10 @@ struct Job {
 enum Exit {
     /// Say GOODBYE.
     Goodbye,
-    /// The connection is dropped (or was closed by the router after a freeze).
-    Gone,
+    /// Drop the connection without a word.
+    Drop,
+    /// Nothing left to do (the router closed the frozen callee).
+    Closed,
 }
 
 enum Phase {
@@ -148,8 +151,8 @@ enum Phase {
     Draining,
 }
 
-struct Callee<'a> {
-    ctx: &'a Ctx,
+struct Callee {
+    ctx: Arc<Ctx>,
     name: String,
     me: Personality,
     rng: fastrand::Rng,
@@ -168,8 +171,8 @@ struct Callee<'a> {
     phase: Phase,
 }
 
-impl<'a> Callee<'a> {
-    async fn run(ctx: &'a Ctx, name: String, me: Personality, rng: fastrand::Rng) {
+impl Callee {
+    async fn run(ctx: Arc<Ctx>, name: String, me: Personality, rng: fastrand::Rng) {
         let features = me.features();
         let peer = match Peer::join(&ctx.endpoints, me.transport, &features, ctx.grace).await {
             Ok(peer) => peer,
@@ -190,24 +193,42 @@ impl<'a> Callee<'a> {
             phase: Phase::Serving,
         };
         callee.ctx.ledger.case(&format!("callee over {}", callee.me.transport.name()));
+        let ctx = callee.ctx.clone();
         match callee.serve().await {
             Ok(Exit::Goodbye) => {
-                // Calls it still holds end with the GOODBYE.
-                for &procedure in callee.registrations.values() {
-                    callee.ctx.ledger.procedure(procedure).depart();
-                }
-                callee.goodbye().await
+                // Calls it still holds end with the GOODBYE; once the router's GOODBYE is here,
+                // it routes nothing more to this callee.
+                let departing = callee.depart();
+                callee.goodbye().await;
+                departed(&ctx, &departing);
             }
-            Ok(Exit::Gone) => {}
+            Ok(Exit::Drop) => {
+                let gone = ctx.watcher.expect(callee.peer.session);
+                let departing = callee.depart();
+                let name = std::mem::take(&mut callee.name);
+                drop(callee);
+                departed_when(&ctx, &name, &departing, gone, true).await;
+            }
+            Ok(Exit::Closed) => {}
             Err(e) => {
                 // The connection is dropped: calls it holds end.
-                callee.uncount(true);
-                for &procedure in callee.registrations.values() {
-                    callee.ctx.ledger.procedure(procedure).depart();
-                }
+                callee.uncount();
+                let gone = ctx.watcher.expect(callee.peer.session);
+                let departing = callee.depart();
                 callee.ctx.ledger.violation(&callee.name, e);
+                drop(callee);
+                departed_when(&ctx, "", &departing, gone, false).await;
             }
         }
+    }
+
+    /// A departure that may cancel the calls it holds begins: for each procedure it registered.
+    fn depart(&self) -> Vec<usize> {
+        let procedures: Vec<usize> = self.registrations.values().copied().collect();
+        for &procedure in &procedures {
+            self.ctx.ledger.procedure(procedure).depart();
+        }
+        procedures
     }
 
     /// Registers, serves, and leaves as its personality says, short of the GOODBYE. `Err` is a
@@ -249,14 +270,14 @@ impl<'a> Callee<'a> {
                 }
                 match how {
                     Leave::Goodbye => {
-                        self.uncount(true);
+                        self.uncount();
                         return Ok(Exit::Goodbye);
                     }
                     Leave::Drop => {
-                        self.uncount(true);
-                        return Ok(Exit::Gone);
+                        self.uncount();
+                        return Ok(Exit::Drop);
                     }
-                    Leave::Freeze => return self.freeze().await.map(|()| Exit::Gone),
+                    Leave::Freeze => return self.freeze().await.map(|()| Exit::Closed),
                     Leave::Unregister => {
                         self.unregister().await?;
                         leave_at = now + self.ctx.grace;
@@ -275,7 +296,7 @@ impl<'a> Callee<'a> {
                 && (now >= leave_at || !self.jobs.values().any(|j| j.due.is_some()))
             {
                 // Calls it holds (no answer due) end for their callers with wamp.error.canceled.
-                self.uncount(true);
+                self.uncount();
                 return Ok(Exit::Goodbye);
             }
             self.answer_due(now).await?;
@@ -293,16 +314,11 @@ impl<'a> Callee<'a> {
         }
     }
 
-    /// Uncounts its memberships (before a departure the router will see), and records the
-    /// departure when it may cancel calls in flight.
-    fn uncount(&mut self, departing: bool) {
+    /// Uncounts its memberships, before a departure the router will see.
+    fn uncount(&mut self) {
         let reluctant = self.me.reluctance > 0.0;
         for procedure in self.counted.drain(..) {
-            let membership = self.ctx.ledger.procedure(procedure);
-            membership.leave(reluctant);
-            if departing {
-                membership.depart();
-            }
+            self.ctx.ledger.procedure(procedure).leave(reluctant);
         }
     }
 
@@ -327,11 +343,9 @@ impl<'a> Callee<'a> {
     }
 
     async fn unregister(&mut self) -> Result<(), String> {
-        // Uncounted first: from the UNREGISTER on, the router may have no member.
-        let reluctant = self.me.reluctance > 0.0;
-        for procedure in self.counted.drain(..) {
-            self.ctx.ledger.procedure(procedure).leave(reluctant);
-        }
+        // Uncounted first: from the UNREGISTER on, the router may have no member. Calls it runs
+        // are still answered, so this is no departure yet.
+        self.uncount();
         let mut waiting = HashMap::new();
         let registrations: Vec<u64> = self.registrations.keys().copied().collect();
         for registration in registrations {
@@ -340,40 +354,21 @@ impl<'a> Callee<'a> {
             waiting.insert(request, registration);
         }
         self.phase = Phase::Unregistering(waiting);
-        // The GOODBYE that follows may still cancel calls it holds.
-        self.counted = Vec::new();
-        for &procedure in self.registrations.values() {
-            self.ctx.ledger.procedure(procedure).depart();
-        }
         Ok(())
     }
 
-    /// Stops reading, holds the connection for the grace period, then reads what piled up: the
-    /// router must have closed the connection by then.
+    /// Stops reading (and answering pings) and stays connected until the router says it has
+    /// closed the session, which it must within the grace period.
     async fn freeze(&mut self) -> Result<(), String> {
-        let procedures: Vec<usize> = self.counted.clone();
-        for &procedure in &procedures {
-            self.ctx.ledger.procedure(procedure).frozen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let gone = self.ctx.watcher.expect(self.peer.session);
+        self.uncount();
+        let departing = self.depart();
+        let closed = tokio::time::timeout(self.ctx.grace, gone).await;
+        departed(&self.ctx, &departing);
+        match closed {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(format!("froze, and the router had not closed it after {:?}", self.ctx.grace)),
         }
-        self.uncount(true);
-        tokio::time::sleep(self.ctx.grace).await;
-        let until = Instant::now() + Duration::from_secs(5);
-        let closed = loop {
-            match timeout_at(until, self.peer.recv()).await {
-                Ok(Ok(_)) => continue,
-                Ok(Err(_)) => break true,
-                Err(_) => break false,
-            }
-        };
-        for &procedure in &procedures {
-            let membership = self.ctx.ledger.procedure(procedure);
-            membership.depart();
-            membership.frozen.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        if !closed {
-            return Err(format!("froze, and the router still had not closed it after {:?}", self.ctx.grace));
-        }
-        Ok(())
     }
 
     async fn on_message(&mut self, message: Message) -> Result<(), String> {
@@ -553,6 +548,24 @@ impl<'a> Callee<'a> {
             self.peer.tx.feed(&answer).await.map_err(|e| lost("YIELD", &e))?;
         }
         self.peer.tx.flush().await.map_err(|e| lost("YIELD", &e))
+    }
+}
+
+/// The router has surely acted on a departure from `procedures`.
+fn departed(ctx: &Ctx, procedures: &[usize]) {
+    for &procedure in procedures {
+        ctx.ledger.procedure(procedure).departed();
+    }
+}
+
+/// A dropped connection: the departure is over when the router says the session left, which it
+/// must within the grace period (a violation otherwise, when `check`).
+async fn departed_when(ctx: &Ctx, name: &str, procedures: &[usize], gone: oneshot::Receiver<()>, check: bool) {
+    let seen = tokio::time::timeout(ctx.grace, gone).await;
+    departed(ctx, procedures);
+    if check && !matches!(seen, Ok(Ok(()))) {
+        let what = format!("dropped its connection, and the router had not seen it go after {:?}", ctx.grace);
+        ctx.ledger.violation(name, what);
     }
 }
 

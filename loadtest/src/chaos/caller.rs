@@ -573,8 +573,8 @@ fn judge_error(p: &Pending, error: &str, payload: &Payload, now: &Snapshot) -> R
 mod tests {
     use super::*;
 
-    fn snapshot(members: i64, departures: u64) -> Snapshot {
-        Snapshot { members, emptied: 0, departures, frozen: 0, reluctant: 0, reluctant_joined: 0 }
+    fn snapshot(members: i64, departed: u64) -> Snapshot {
+        Snapshot { members, emptied: 0, departing: 0, departed, reluctant: 0, reluctant_joined: 0 }
     }
 
     fn pending(op: Op, timeout_ms: u64, canceled: Option<&'static str>) -> Pending {

@@ -71,11 +71,13 @@ pub struct Membership {
     pub members: AtomicI64,
     /// How many times `members` fell to zero.
     pub emptied: AtomicU64,
-    /// Departures that may cancel calls in flight (GOODBYE, a dropped connection, freezing, and
-    /// the end of a freeze): bumped before the router can see them.
-    pub departures: AtomicU64,
-    /// Callees frozen right now (the router has not been seen to close them yet).
-    pub frozen: AtomicI64,
+    /// Departures under way that may cancel calls in flight: from just before the router can see
+    /// them (a GOODBYE sent, a connection dropped, a callee frozen) until the router has surely
+    /// acted on them (its GOODBYE received; the grace period after a drop; the router seen to
+    /// close a frozen callee). A call the router routed meanwhile may end canceled.
+    pub departing: AtomicI64,
+    /// Departures completed.
+    pub departed: AtomicU64,
     /// Members that answer some calls `wamp.error.unavailable`, right now ...
     pub reluctant: AtomicI64,
     /// ... and how many ever joined.
@@ -89,10 +91,10 @@ pub struct Snapshot {
     pub members: i64,
     /// `emptied`.
     pub emptied: u64,
-    /// `departures`.
-    pub departures: u64,
-    /// `frozen`.
-    pub frozen: i64,
+    /// `departing`.
+    pub departing: i64,
+    /// `departed`.
+    pub departed: u64,
     /// `reluctant`.
     pub reluctant: i64,
     /// `reluctant_joined`.
@@ -105,8 +107,8 @@ impl Membership {
         Snapshot {
             members: self.members.load(Ordering::SeqCst),
             emptied: self.emptied.load(Ordering::SeqCst),
-            departures: self.departures.load(Ordering::SeqCst),
-            frozen: self.frozen.load(Ordering::SeqCst),
+            departing: self.departing.load(Ordering::SeqCst),
+            departed: self.departed.load(Ordering::SeqCst),
             reluctant: self.reluctant.load(Ordering::SeqCst),
             reluctant_joined: self.reluctant_joined.load(Ordering::SeqCst),
         }
@@ -133,15 +135,23 @@ impl Membership {
 
     /// A departure that may cancel calls in flight is about to happen.
     pub fn depart(&self) {
-        self.departures.fetch_add(1, Ordering::SeqCst);
+        self.departing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The router has surely acted on a departure.
+    pub fn departed(&self) {
+        // Counted as done before it stops being under way, so that it always shows in one.
+        self.departed.fetch_add(1, Ordering::SeqCst);
+        self.departing.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Snapshot {
     /// `wamp.error.canceled` without a CANCEL of the caller's own fits only if a callee of the
-    /// procedure left or froze while the call was in flight.
+    /// procedure was departing (leaving, dropped, frozen) at some point while the call was in
+    /// flight: when it went out, when it was answered, or in between.
     pub fn explains_canceled(&self, now: &Snapshot) -> bool {
-        now.departures != self.departures || now.frozen > 0 || self.frozen > 0
+        self.departing > 0 || now.departing > 0 || now.departed != self.departed
     }
 
     /// `wamp.error.no_such_procedure` fits only if the procedure had no member at some point
@@ -235,6 +245,11 @@ mod tests {
         assert!(!before.explains_no_available_callee(&m.snapshot()));
         m.depart();
         assert!(before.explains_canceled(&m.snapshot()));
+        let during = m.snapshot();
+        m.departed();
+        assert!(during.explains_canceled(&m.snapshot()), "it was under way when the call went out");
+        assert!(before.explains_canceled(&m.snapshot()), "it happened while the call was in flight");
+        assert!(!m.snapshot().explains_canceled(&m.snapshot()), "it was over before the call went out");
         m.leave(false);
         assert!(before.explains_no_such_procedure(&m.snapshot()));
         m.join(false);

@@ -1,22 +1,27 @@
 //! `chaos` mode: a bounded soak that checks the router keeps its promises while everything around
-//! it misbehaves. It owns the run: which actors run, in what numbers, for how long, how the run
-//! winds down, and the checks at the end (the router empty again, its RSS back near where it was
-//! after the warmup, its process alive).
+//! it misbehaves. It owns the run: which actors run, in what numbers, for how long, how each round
+//! winds down, and the checks between and after the rounds (the router empty again, its RSS when
+//! empty back near where it was, its process alive).
 //!
-//! Actors run in slots: each slot runs one actor after another until the run stops, each actor
-//! with a random personality and lifetime from the slot's RNG, itself seeded from `--seed`.
+//! Actors run in slots: each slot runs one actor after another until its round stops, each actor
+//! with a random personality and lifetime from the slot's RNG, itself derived from `--seed`.
 //! - [`callee`]: `--callees` slots of callees that join, serve and leave in every way;
-//! - [`caller`]: `--callers` slots of healthy callers whose every call is checked, and a few
-//!   slots of callers that drop mid-flight;
+//! - [`caller`]: `--callers` slots of healthy callers whose every call is checked, and a few slots
+//!   of callers that drop mid-flight;
 //! - [`slow`]: slots of peers that stop reading, and one healthy publisher/subscriber pair;
-//! - [`hostile`]: one case of malformed input after another, a few at a time.
+//! - [`hostile`]: one case of malformed input after another, a few at a time;
+//! - [`watcher`]: one session that hears `wamp.session.on_leave`, so callees that drop or freeze
+//!   learn when the router has seen them go.
 //!
-//! A run: callees start first (so that early calls find someone), then everyone else. RSS and CPU
-//! are read at the end of the warmup; at the end of the duration the actors stop starting new
-//! work, healthy callers wait for their answers and leave, then the callees leave, and once every
-//! session is gone the router must be empty: for an embedded router its census, for another its
-//! meta API (`wamp.session.count` is 1, the checker itself; `wamp.registration.list` is empty).
-//! Any check that fails is a violation; a run with any violation fails.
+//! A run is two rounds, `--warmup` then `--duration`, of the same chaos. In each, callees start
+//! first (so that early calls find someone), then everyone else; when the round's time is over,
+//! nobody starts anything new, healthy callers wait for their answers and leave, then the callees
+//! leave. After each round a little plain traffic lets the router's allocator give back what was
+//! freed, the router must be empty — for an embedded router its census, for another its meta API
+//! (`wamp.session.count` is 1, the checker itself; `wamp.registration.list` is empty) — and its
+//! RSS is read. The RSS after the second round is checked against the one after the first: both
+//! are readings of an empty router after the same kind of work, so they compare. CPU is measured
+//! over the second round. Any check that fails is a violation; a run with any violation fails.
 
 mod callee;
 mod caller;
@@ -26,6 +31,7 @@ mod peer;
 mod result;
 mod script;
 mod slow;
+mod watcher;
 
 pub use hostile::CASES;
 pub use result::ChaosResult;
@@ -47,7 +53,7 @@ use peer::{Endpoints, Peer, Transport};
 
 /// Slots of callers that drop their connection mid-flight.
 const DROPPER_SLOTS: u64 = 2;
-/// Slots of peers that stop reading.
+/// Slots of peers that stop reading (deaf subscribers and callers).
 const DEAF_SLOTS: u64 = 2;
 /// Callees get this head start before the first call.
 const HEAD_START: Duration = Duration::from_millis(500);
@@ -55,6 +61,11 @@ const HEAD_START: Duration = Duration::from_millis(500);
 const MAX_LIFE: Duration = Duration::from_secs(15);
 /// How often the router's RSS is read for its peak.
 const RSS_EVERY: Duration = Duration::from_millis(250);
+/// What the RSS at the end may exceed the RSS after the warmup by, beyond `--rss-margin`: the
+/// allocator's own noise, up to 3 MiB between two readings of an empty router in a row.
+const RSS_SLACK: u64 = 4 << 20;
+/// How long the settling traffic after a round lasts.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Everything a chaos run needs.
 pub struct ChaosSettings {
@@ -80,13 +91,14 @@ pub struct ChaosSettings {
     pub window: usize,
     /// Calls per second over all healthy callers.
     pub rate: f64,
-    /// Before RSS and CPU are first read.
+    /// The first round, after which RSS is first read.
     pub warmup: Duration,
-    /// After the warmup.
+    /// The second round, over which CPU is measured.
     pub duration: Duration,
     /// How long the router may take beyond what a peer asked for.
     pub grace: Duration,
-    /// Allowed RSS growth from after the warmup to the end, in percent.
+    /// Allowed RSS growth from the empty router after the first round to the empty router after
+    /// the second, in percent (plus [`RSS_SLACK`]).
     pub rss_margin: f64,
     /// Hostile cases left out.
     pub skip: Vec<String>,
@@ -105,12 +117,19 @@ pub fn tune(config: &mut RouterConfig) {
     config.stuck_timeout_ms = 15_000;
 }
 
-/// What every actor shares.
+/// The environment variable (and value) under which the router's allocator (mimalloc) returns the
+/// memory it frees to the system at once instead of after a delay, and so only when it is next
+/// used: otherwise an idle router keeps tens of MiB of freed pages, and its RSS says more about
+/// the allocator's timing than about what the router holds. `scripts/soak.sh` and
+/// `--spawn-router` start the router with it.
+pub const PURGE_NOW: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "0");
+
+/// What every actor of one round shares.
 pub struct Ctx {
     endpoints: Endpoints,
-    ledger: Ledger,
+    ledger: Arc<Ledger>,
     grace: Duration,
-    /// Fires when the run's duration is over: no new actor, no new call.
+    /// Fires when the round's time is over: no new actor, no new call.
     stop: CancellationToken,
     /// Fires once the callers are done: callees leave.
     callees_off: CancellationToken,
@@ -119,7 +138,9 @@ pub struct Ctx {
     window: usize,
     max_life: Duration,
     skip: Vec<String>,
-    next_caller: AtomicU64,
+    next_caller: Arc<AtomicU64>,
+    /// Tells callees when the router has seen them go.
+    watcher: Arc<watcher::Watcher>,
 }
 
 impl Ctx {
@@ -129,8 +150,9 @@ impl Ctx {
     }
 }
 
-/// A derived RNG for actor group `group`, slot `slot`.
-fn rng(seed: u64, group: u64, slot: u64) -> fastrand::Rng {
+/// A derived RNG for round `round`, actor group `group`, slot `slot`.
+fn rng(seed: u64, round: u64, group: u64, slot: u64) -> fastrand::Rng {
+    let group = round * 16 + group;
     fastrand::Rng::with_seed(
         seed ^ group.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ slot.wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
     )
@@ -149,99 +171,47 @@ pub async fn run(s: &ChaosSettings, census: &dyn Fn() -> Option<Census>) -> Resu
     // One session first, so an unreachable router is reported as such.
     Peer::join(&endpoints, Transport::ALL[0], &[], s.grace).await?.leave(s.grace, |_| {}).await?;
 
-    let total = s.warmup + s.duration;
-    let ctx = Arc::new(Ctx {
-        endpoints,
-        ledger: Ledger::default(),
-        grace: s.grace,
-        stop: CancellationToken::new(),
-        callees_off: CancellationToken::new(),
-        interval: Duration::from_secs_f64(s.callers as f64 / s.rate),
-        window: s.window,
-        max_life: MAX_LIFE.min(total / 4).max(Duration::from_secs(2)),
-        skip: s.skip.clone(),
-        next_caller: AtomicU64::new(0),
-    });
-    let progress = Progress::start("chaos".into(), "answers", ctx.ledger.progress.clone(), s.warmup, total);
+    let ledger = Arc::new(Ledger::default());
+    let next_caller = Arc::new(AtomicU64::new(0));
     let sampling = CancellationToken::new();
     let rss = rss_target(s).map(|target| tokio::spawn(sample_rss(target, sampling.clone())));
+    let started = Instant::now();
 
-    let start = Instant::now();
-    let mut callees = JoinSet::new();
-    for slot in 1..=s.callees {
-        callees.spawn(callee::slot(ctx.clone(), slot, rng(s.seed, 1, slot)));
-    }
-    tokio::time::sleep(HEAD_START).await;
-    let mut callers = JoinSet::new();
-    for slot in 1..=s.callers {
-        callers.spawn(caller::slot(ctx.clone(), slot, rng(s.seed, 2, slot)));
-    }
-    let mut others = JoinSet::new();
-    for slot in 1..=DROPPER_SLOTS {
-        others.spawn(caller::dropper_slot(ctx.clone(), slot, rng(s.seed, 3, slot)));
-    }
-    for slot in 1..=DEAF_SLOTS {
-        others.spawn(slow::deaf_slot(ctx.clone(), slot, rng(s.seed, 4, slot)));
-    }
-    others.spawn(slow::ticks(ctx.clone(), rng(s.seed, 5, 0)));
-    others.spawn(hostile::scheduler(ctx.clone(), rng(s.seed, 6, 0)));
-
-    sleep_until(start + s.warmup).await;
-    let rss_start = rss_now(s);
-    let (cpu_from, at_from) = (CpuSample::take(&s.router_cpu), Instant::now());
-    sleep_until(start + total).await;
-    let (cpu_until, at_until) = (CpuSample::take(&s.router_cpu), Instant::now());
-    ctx.stop.cancel();
-
-    // Callers wait for their answers (each within its own bound), then leave.
-    let wind_down = ctx.grace * 3 + Duration::from_secs(10);
-    finish(&ctx, &mut callers, "healthy callers", wind_down).await;
-    finish(&ctx, &mut others, "droppers, slow consumers, hostile sessions and the ticks", wind_down).await;
-    ctx.callees_off.cancel();
-    finish(&ctx, &mut callees, "callees", wind_down).await;
-    drop(progress);
-    let ended = start.elapsed();
-
-    let emptiness = check_empty(&ctx, census).await;
-    let (rss_end, rss_limit) = match rss_start {
-        Some(start_bytes) => {
-            let limit = (start_bytes as f64 * (1.0 + s.rss_margin / 100.0)) as u64;
-            (settle_rss(s, limit).await, Some(limit))
-        }
-        None => (None, None),
-    };
+    // The warmup is a round of its own, wound down to an empty router: RSS is then read in the
+    // same state as at the end, so the two readings compare.
+    round(s, &endpoints, &ledger, &next_caller, 0, s.warmup).await;
+    let (_, after_warmup) = empty_and_settled(s, &endpoints, &ledger, census).await;
+    let (cpu, measured) = round(s, &endpoints, &ledger, &next_caller, 1, s.duration).await;
+    let (emptiness, at_end) = empty_and_settled(s, &endpoints, &ledger, census).await;
+    let elapsed = started.elapsed();
     sampling.cancel();
     let rss_peak = match rss {
         Some(task) => task.await.ok().flatten(),
         None => None,
     };
+
+    let rss_limit = after_warmup.map(|start| (start as f64 * (1.0 + s.rss_margin / 100.0)) as u64 + RSS_SLACK);
     if let Some(pid) = s.router_pid {
         if !alive(pid) {
-            ctx.ledger.violation("router", format!("the router process {pid} is gone"));
+            ledger.violation("router", format!("the router process {pid} is gone"));
         }
-        match (rss_end, rss_limit) {
-            (Some(end), Some(limit)) if end > limit => ctx.ledger.violation(
+        match (after_warmup, at_end, rss_limit) {
+            (Some(start), Some(end), Some(limit)) if end > limit => ledger.violation(
                 "router",
                 format!(
-                    "RSS at the end {:.1} MiB is over its limit {:.1} MiB (RSS after the warmup + {}%)",
+                    "RSS once everyone had left is {:.1} MiB at the end, over its limit {:.1} MiB (after the warmup {:.1} MiB, + {}% + {:.0} MiB)",
                     mib(end),
                     mib(limit),
-                    s.rss_margin
+                    mib(start),
+                    s.rss_margin,
+                    mib(RSS_SLACK)
                 ),
             ),
-            (None, _) => ctx.ledger.violation("router", "its RSS could not be read at the end"),
-            _ => {}
+            (Some(_), Some(_), _) => {}
+            _ => ledger.violation("router", "its RSS could not be read"),
         }
     }
-
-    let (cpu, other_cpus) = match (cpu_from, cpu_until) {
-        (Some(a), Some(b)) => {
-            let used = a.until(&b);
-            (Some(used), used.others(at_until - at_from))
-        }
-        _ => (None, None),
-    };
-    let ledger = &ctx.ledger;
+    let other_cpus = cpu.and_then(|used| used.others(measured));
     let latency = ledger.latency.lock().expect("ledger lock").clone();
     Ok(ChaosResult {
         seed: s.seed,
@@ -256,7 +226,7 @@ pub async fn run(s: &ChaosSettings, census: &dyn Fn() -> Option<Census>) -> Resu
         ),
         warmup: s.warmup,
         duration: s.duration,
-        elapsed: ended,
+        elapsed,
         cases: ledger.cases(),
         calls: ledger.calls.load(Ordering::Relaxed),
         answered: ledger.answered.load(Ordering::Relaxed),
@@ -267,21 +237,192 @@ pub async fn run(s: &ChaosSettings, census: &dyn Fn() -> Option<Census>) -> Resu
         violation_count: ledger.violation_count(),
         violations: ledger.violations(),
         rss: result::Rss {
-            start: rss_start,
+            start: after_warmup,
             peak: rss_peak,
-            end: rss_end,
+            end: at_end,
             limit: rss_limit,
             margin: s.rss_margin,
+            slack: RSS_SLACK,
             checked: s.router_pid.is_some(),
             in_process: s.in_process,
         },
         router_cpu: cpu.and_then(|c| c.router),
         loader_cpu: cpu.map(|c| c.loader),
         cpu_source: s.router_cpu.describe(),
-        measured: at_until - at_from,
+        measured,
         other_cpus,
         emptiness,
     })
+}
+
+/// One round: every actor for `length`, then the wind-down (callers wait for their answers and
+/// leave, then the callees leave). Returns the CPU used while the actors ran, and for how long.
+async fn round(
+    s: &ChaosSettings,
+    endpoints: &Endpoints,
+    ledger: &Arc<Ledger>,
+    next_caller: &Arc<AtomicU64>,
+    number: u64,
+    length: Duration,
+) -> (Option<CpuSample>, Duration) {
+    let watching = watcher::Watching::start(endpoints, ledger.clone(), s.grace).await;
+    let ctx = Arc::new(Ctx {
+        endpoints: endpoints.clone(),
+        ledger: ledger.clone(),
+        grace: s.grace,
+        stop: CancellationToken::new(),
+        callees_off: CancellationToken::new(),
+        interval: Duration::from_secs_f64(s.callers as f64 / s.rate),
+        window: s.window,
+        max_life: MAX_LIFE.min(length / 4).max(Duration::from_secs(2)),
+        skip: s.skip.clone(),
+        next_caller: next_caller.clone(),
+        watcher: watching.watcher.clone(),
+    });
+    let label = if number == 0 { "chaos warmup" } else { "chaos" };
+    let progress = Progress::start(label.into(), "answers", ledger.progress.clone(), Duration::ZERO, length);
+    let start = Instant::now();
+    let cpu_from = CpuSample::take(&s.router_cpu);
+    let mut callees = JoinSet::new();
+    for slot in 1..=s.callees {
+        callees.spawn(callee::slot(ctx.clone(), slot, rng(s.seed, number, 1, slot)));
+    }
+    tokio::time::sleep(HEAD_START).await;
+    let mut callers = JoinSet::new();
+    for slot in 1..=s.callers {
+        callers.spawn(caller::slot(ctx.clone(), slot, rng(s.seed, number, 2, slot)));
+    }
+    let mut others = JoinSet::new();
+    for slot in 1..=DROPPER_SLOTS {
+        others.spawn(caller::dropper_slot(ctx.clone(), slot, rng(s.seed, number, 3, slot)));
+    }
+    for slot in 1..=DEAF_SLOTS {
+        others.spawn(slow::deaf_slot(ctx.clone(), slot, rng(s.seed, number, 4, slot)));
+    }
+    others.spawn(slow::ticks(ctx.clone(), rng(s.seed, number, 5, 0)));
+    others.spawn(hostile::scheduler(ctx.clone(), rng(s.seed, number, 6, 0)));
+    sleep_until(start + length).await;
+    let cpu = match (cpu_from, CpuSample::take(&s.router_cpu)) {
+        (Some(a), Some(b)) => Some(a.until(&b)),
+        _ => None,
+    };
+    let measured = start.elapsed();
+    ctx.stop.cancel();
+    // Callers wait for their answers (each within its own bound), then leave.
+    let wind_down = ctx.grace * 3 + Duration::from_secs(10);
+    finish(&ctx, &mut callers, "healthy callers", wind_down).await;
+    finish(&ctx, &mut others, "droppers, slow consumers, hostile sessions and the ticks", wind_down).await;
+    ctx.callees_off.cancel();
+    finish(&ctx, &mut callees, "callees", wind_down).await;
+    watching.stop().await;
+    drop(progress);
+    (cpu, measured)
+}
+
+/// After a round: a little plain traffic, so that every worker of the router allocates and frees
+/// again and its allocator gives back what it freed; then the router must be empty, and its RSS
+/// is read (the lowest of a few readings). Returns how it was found empty, and the RSS.
+async fn empty_and_settled(
+    s: &ChaosSettings,
+    endpoints: &Endpoints,
+    ledger: &Ledger,
+    census: &dyn Fn() -> Option<Census>,
+) -> (String, Option<u64>) {
+    if let Err(e) = settle(endpoints, s.grace).await {
+        ledger.violation("settling traffic", e);
+    }
+    let emptiness = check_empty(endpoints, ledger, s.grace, census).await;
+    let mut lowest: Option<u64> = None;
+    for _ in 0..4 {
+        tokio::time::sleep(RSS_EVERY).await;
+        if let Some(rss) = rss_now(s) {
+            lowest = Some(lowest.map_or(rss, |l| l.min(rss)));
+        }
+    }
+    (emptiness, lowest)
+}
+
+/// Two echoing callees and four callers over both carriers, calling with payloads of a few sizes
+/// for [`SETTLE`]; everyone leaves politely.
+async fn settle(endpoints: &Endpoints, grace: Duration) -> Result<(), String> {
+    const PROCEDURE: &str = "chaos.settle";
+    let mut callees = Vec::new();
+    for transport in [Transport::ALL[1], Transport::ALL[3]] {
+        let mut peer = Peer::join(endpoints, transport, &[], grace).await?;
+        let request = peer.tx.request_id();
+        let options = Dict::new().with("invoke", "roundrobin");
+        peer.send(&Message::Register { request, options, procedure: PROCEDURE.into() })
+            .await
+            .map_err(|e| format!("REGISTER: {}", crate::wamp::describe(&e)))?;
+        match timeout_at(Instant::now() + grace, peer.recv()).await {
+            Ok(Ok(Message::Registered { .. })) => {}
+            other => return Err(format!("REGISTER {PROCEDURE}: {other:?}")),
+        }
+        let done = CancellationToken::new();
+        let stopped = done.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = peer.recv() => message,
+                    _ = stopped.cancelled() => break,
+                };
+                match message {
+                    Ok(Message::Invocation { request, payload, .. }) => {
+                        let answer = Message::Yield { request, options: Dict::new(), payload };
+                        if peer.send(&answer).await.is_err() {
+                            return Err("an echoing callee lost its session".to_owned());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("an echoing callee lost its session: {}", crate::wamp::describe(&e))),
+                }
+            }
+            peer.leave(grace, |_| {}).await
+        });
+        callees.push((done, task));
+    }
+    let until = Instant::now() + SETTLE;
+    let mut callers = JoinSet::new();
+    for (i, transport) in
+        [Transport::ALL[0], Transport::ALL[2], Transport::ALL[4], Transport::ALL[5]].into_iter().enumerate()
+    {
+        let endpoints = endpoints.clone();
+        callers.spawn(async move {
+            let mut peer = Peer::join(&endpoints, transport, &[], grace).await?;
+            let mut n = 0usize;
+            while Instant::now() < until {
+                let requests: Vec<u64> = (0..8).map(|_| peer.tx.request_id()).collect();
+                for &request in &requests {
+                    n += 1;
+                    let size = [16, 256, 4096, 32 * 1024][(n + i) % 4];
+                    let payload = Payload::args(vec![Value::Bytes(vec![7; size])]);
+                    let call = Message::Call { request, options: Dict::new(), procedure: PROCEDURE.into(), payload };
+                    peer.tx.feed(&call).await.map_err(|e| format!("CALL: {}", crate::wamp::describe(&e)))?;
+                }
+                peer.tx.flush().await.map_err(|e| format!("CALL: {}", crate::wamp::describe(&e)))?;
+                for _ in &requests {
+                    match timeout_at(Instant::now() + grace, peer.recv()).await {
+                        Ok(Ok(Message::Result { .. })) => {}
+                        other => return Err(format!("a settling call got {other:?}")),
+                    }
+                }
+            }
+            peer.leave(grace, |_| {}).await
+        });
+    }
+    let mut outcome = Ok(());
+    while let Some(joined) = callers.join_next().await {
+        if let Err(e) = joined.map_err(|e| e.to_string()).and_then(|r| r) {
+            outcome = Err(e);
+        }
+    }
+    for (done, task) in callees {
+        done.cancel();
+        if let Err(e) = task.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            outcome = Err(e);
+        }
+    }
+    outcome
 }
 
 /// Waits for a group of actors, up to `within`; stragglers are a violation and are stopped.
@@ -304,24 +445,29 @@ async fn finish(ctx: &Ctx, tasks: &mut JoinSet<()>, what: &str, within: Duration
 }
 
 /// Checks that the router holds nothing once everyone has left; says how it was checked.
-async fn check_empty(ctx: &Ctx, census: &dyn Fn() -> Option<Census>) -> String {
-    let deadline = Instant::now() + ctx.grace;
+async fn check_empty(
+    endpoints: &Endpoints,
+    ledger: &Ledger,
+    grace: Duration,
+    census: &dyn Fn() -> Option<Census>,
+) -> String {
+    let deadline = Instant::now() + grace;
     if let Some(mut now) = census() {
         while !now.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
             now = census().unwrap_or_default();
         }
         if !now.is_empty() {
-            ctx.ledger.violation("router", format!("not empty {:?} after everyone left: {now:?}", ctx.grace));
+            ledger.violation("router", format!("not empty {grace:?} after everyone left: {now:?}"));
             return format!("census NOT empty: {now:?}");
         }
         return "census empty (sessions, calls, invocations, timers, registrations, subscriptions, queued bytes)"
             .into();
     }
-    let mut checker = match Peer::join(&ctx.endpoints, Transport::ALL[0], &[], ctx.grace).await {
+    let mut checker = match Peer::join(endpoints, Transport::ALL[0], &[], grace).await {
         Ok(peer) => peer,
         Err(e) => {
-            ctx.ledger.violation("router", format!("the emptiness checker could not join: {e}"));
+            ledger.violation("router", format!("the emptiness checker could not join: {e}"));
             return format!("unknown: {e}");
         }
     };
@@ -329,14 +475,14 @@ async fn check_empty(ctx: &Ctx, census: &dyn Fn() -> Option<Census>) -> String {
     loop {
         match meta_state(&mut checker, deadline).await {
             Ok((1, 0)) => {
-                let _ = checker.leave(ctx.grace, |_| {}).await;
+                let _ = checker.leave(grace, |_| {}).await;
                 return "meta API: 1 session (the checker), 0 registrations".into();
             }
             Ok((sessions, registrations)) => last = format!("{sessions} sessions, {registrations} registrations"),
             Err(e) => last = e,
         }
         if Instant::now() >= deadline {
-            ctx.ledger.violation("router", format!("not empty {:?} after everyone left: {last}", ctx.grace));
+            ledger.violation("router", format!("not empty {grace:?} after everyone left: {last}"));
             return format!("meta API NOT empty: {last}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -389,20 +535,6 @@ fn rss_target(s: &ChaosSettings) -> Option<String> {
 /// The router's RSS now (see [`rss_target`]).
 fn rss_now(s: &ChaosSettings) -> Option<u64> {
     vm_rss(&rss_target(s)?).ok()
-}
-
-/// RSS once the router has had a moment to give memory back: read until it is within `limit` or
-/// a few seconds have passed.
-async fn settle_rss(s: &ChaosSettings, limit: u64) -> Option<u64> {
-    let until = Instant::now() + Duration::from_secs(5);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    loop {
-        let now = rss_now(s);
-        if now.is_none_or(|r| r <= limit) || Instant::now() >= until {
-            return now;
-        }
-        tokio::time::sleep(RSS_EVERY).await;
-    }
 }
 
 /// The peak RSS of process `pid` (or `self`) until `done` fires.

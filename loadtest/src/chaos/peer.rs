@@ -100,6 +100,8 @@ pub struct Peer {
     pub tx: Sender,
     rx: Receiver,
     transport: Transport,
+    /// The session id from WELCOME (0 for a connection that did not join).
+    pub session: u64,
 }
 
 /// Opens a connection without joining, within `within`.
@@ -128,18 +130,20 @@ impl Peer {
         let deadline = Instant::now() + within;
         let mut client = connect(endpoints, transport, within).await?;
         client.rx.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-        client
+        let session = client
             .hello_with_features(&endpoints.realm, features)
             .await
             .map_err(|e| format!("HELLO over {} was not welcomed: {}", transport.name(), crate::wamp::describe(&e)))?;
-        Ok(Peer::from_client(client, transport))
+        let mut peer = Peer::from_client(client, transport);
+        peer.session = session;
+        Ok(peer)
     }
 
     /// A connection opened some other way (joined or not).
     pub fn from_client(client: Client, transport: Transport) -> Peer {
         let (tx, mut rx) = client.split();
         rx.set_timeout(FOREVER);
-        Peer { tx, rx, transport }
+        Peer { tx, rx, transport, session: 0 }
     }
 
     /// The transport's name.

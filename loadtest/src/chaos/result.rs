@@ -13,16 +13,18 @@ use crate::report::{others_line, round2, thousands, Latency};
 /// The router's resident memory over the run, in bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Rss {
-    /// After the warmup.
+    /// Once everyone had left the warmup round.
     pub start: Option<u64>,
     /// Highest reading during the run.
     pub peak: Option<u64>,
-    /// Once everyone has left.
+    /// Once everyone had left the second round.
     pub end: Option<u64>,
-    /// What the end may be: start + margin.
+    /// What the end may be: start + margin + slack.
     pub limit: Option<u64>,
     /// The margin, in percent.
     pub margin: f64,
+    /// Bytes allowed beyond the margin.
+    pub slack: u64,
     /// The router is its own process, so its RSS is checked.
     pub checked: bool,
     /// The readings are this process's (an in-process router and the load generator together).
@@ -69,7 +71,7 @@ pub struct ChaosResult {
     pub loader_cpu: Option<Duration>,
     /// How the router's CPU was measured.
     pub cpu_source: String,
-    /// The measured interval (after the warmup).
+    /// How long the second round's actors ran.
     pub measured: Duration,
     /// Other processes' CPUs meanwhile.
     pub other_cpus: Option<f64>,
@@ -142,7 +144,7 @@ impl ChaosResult {
         let r = &self.rss;
         let (Some(start), Some(end)) = (r.start, r.end) else {
             return match r.start {
-                Some(start) => format!("{} after the warmup; not read at the end", mib(start)),
+                Some(start) => format!("{} once the warmup round had left; not read at the end", mib(start)),
                 None => "unknown (pass --router-pid with --url, or --spawn-router)".into(),
             };
         };
@@ -151,11 +153,11 @@ impl ChaosResult {
         let check = match r.limit {
             Some(limit) if r.checked => {
                 let verdict = if end <= limit { "ok" } else { "OVER" };
-                format!(" · end ≤ start + {}% = {}: {verdict}", r.margin, mib(limit))
+                format!(" · end ≤ start + {}% + {} = {}: {verdict}", r.margin, mib(r.slack), mib(limit))
             }
             _ => String::new(),
         };
-        format!("start {} (after the warmup) · peak {peak} · end {}{check}{whose}", mib(start), mib(end))
+        format!("empty after the warmup {} · peak {peak} · empty at the end {}{check}{whose}", mib(start), mib(end))
     }
 
     fn cpu_line(&self) -> String {
@@ -197,6 +199,7 @@ impl ChaosResult {
             "router_rss_end_bytes": self.rss.end,
             "router_rss_limit_bytes": self.rss.limit,
             "router_rss_margin_percent": self.rss.margin,
+            "router_rss_slack_bytes": self.rss.slack,
             "router_rss_checked": self.rss.checked,
             "router_rss_in_process": self.rss.in_process,
             "router_cpu_s": self.router_cpu.map(|c| round2(c.as_secs_f64())),
