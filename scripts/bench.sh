@@ -17,7 +17,7 @@ cargo build --release -p roundhouse -p loadtest
 ulimit -n "$(ulimit -Hn)"
 
 if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
-  cargo bench --bench routing --bench registry --bench codec --bench end_to_end --bench fanout -- --noplot \
+  cargo bench --bench routing --bench registry --bench patterns --bench codec --bench end_to_end --bench fanout -- --noplot \
     2>&1 | tee "$out/criterion.log" | grep -E '^[a-z_]+/|time:' || true
 fi
 

@@ -170,8 +170,8 @@ else
   started=""
   for attempt in 1 2 3; do
     PORT="$(free_port)"
-    log "starting $BIN --listen 127.0.0.1:$PORT --realm $REALM --log-level warn"
-    "$BIN" --listen "127.0.0.1:$PORT" --realm "$REALM" --log-level warn >>"$ROUTER_LOG" 2>&1 &
+    log "starting $BIN --config tests/interop/router.toml --listen 127.0.0.1:$PORT --realm $REALM"
+    "$BIN" --config tests/interop/router.toml --listen "127.0.0.1:$PORT" --realm "$REALM" >>"$ROUTER_LOG" 2>&1 &
     ROUTER_PID=$!
     # wait (bounded, ~10 s) until the port accepts TCP
     for _ in $(seq 1 100); do

@@ -11,11 +11,11 @@
 #
 # The router gets the settings of the load generator's embedded router in chaos mode: short
 # liveness timings (keepalive 1 s, idle timeout 3 s, message timeout 2 s, handshake timeout 3 s),
-# so frozen and hostile peers are closed well within the soak's grace period (10 s), and a stuck
-# timeout (15 s) above that grace period, so a healthy peer made to wait on a stuck one until the
-# router gives up on it shows as a violation. It runs with MIMALLOC_PURGE_DELAY=0: its allocator
-# gives freed memory back at once, so its RSS tracks what it holds, not when the allocator is next
-# used.
+# RawSocket peers pinged too (rawsocket_keepalive), so frozen and hostile peers are closed well
+# within the soak's grace period (10 s), and a stuck timeout (15 s) above that grace period, so a
+# healthy peer made to wait on a stuck one until the router gives up on it shows as a violation.
+# It runs with MIMALLOC_PURGE_DELAY=0: its allocator gives freed memory back at once, so its RSS
+# tracks what it holds, not when the allocator is next used.
 # Output in target/soak/: report.txt (the table), report.json, figures.md, router.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,7 @@ ulimit -n "$(ulimit -Hn)"
 cat >"$out/roundhouse.toml" <<'EOF'
 listen = "127.0.0.1:0"
 keepalive_interval_ms = 1000
+rawsocket_keepalive = true
 idle_timeout_ms = 3000
 message_timeout_ms = 2000
 handshake_timeout_ms = 3000

@@ -43,6 +43,9 @@ pub enum ClientError {
     /// The router sent something we cannot decode.
     #[error("undecodable message: {0}")]
     Decode(#[from] DecodeError),
+    /// A message to send cannot be encoded in the session's serializer.
+    #[error("unencodable message: {0}")]
+    Encode(#[from] crate::wire::EncodeError),
     /// The router answered with something other than what the request expects (ERROR, ABORT...).
     #[error("unexpected reply: {0:?}")]
     Unexpected(Box<Message>),
@@ -249,7 +252,7 @@ impl Sender {
     /// Queues one message without flushing (for batching; call [`Sender::flush`]).
     pub async fn feed(&mut self, message: &Message) -> Result<(), ClientError> {
         let mut frame = Vec::with_capacity(64);
-        self.serializer.encode(message, &mut frame);
+        self.serializer.try_encode(message, &mut frame)?;
         let frame = Bytes::from(frame);
         match &mut self.sink {
             Outgoing::WebSocket(sink) if self.serializer.is_binary() => Ok(sink.feed(WsMessage::Binary(frame)).await?),

@@ -46,9 +46,9 @@ pub struct RouterConfig {
     pub handshake_timeout_ms: u64,
     /// How long shutdown waits for sessions to take their GOODBYE, in milliseconds (default 2000).
     pub shutdown_timeout_ms: u64,
-    /// Shards of each realm's registration and subscription tables, rounded up to a power of two
-    /// (default 4096). Creating or deleting a procedure copies one shard (procedures / shards
-    /// entries); each shard costs about 80 bytes per table.
+    /// Shards of each realm's registration and subscription tables, and of their pattern indexes'
+    /// edge tables, rounded up to a power of two (default 4096). Creating or deleting a procedure
+    /// or pattern copies one shard (entries / shards); each shard costs about 80 bytes per table.
     pub dealer_shards: usize,
     /// Calls one callee may have in flight (sent, not yet answered) before further calls go to
     /// another member of the registration, or fail with `wamp.error.no_available_callee` when
@@ -71,6 +71,10 @@ pub struct RouterConfig {
     /// A peer that sends nothing (not even a PONG) for this long is closed, its calls answered and
     /// its registrations gone, in milliseconds; 0 turns this off (default 90000).
     pub idle_timeout_ms: u64,
+    /// Ping RawSocket peers too, and close them when silent (default false: autobahn-python's
+    /// RawSocket client, among others, does not implement PING and would drop its connection).
+    /// WebSocket peers are always pinged: RFC 6455 makes every peer answer.
+    pub rawsocket_keepalive: bool,
     /// Once the first bytes of a message have arrived, the whole message must arrive within this
     /// time, in milliseconds (default 30000); a peer that announces a large frame and stalls is
     /// closed.
@@ -149,6 +153,7 @@ impl Default for RouterConfig {
             max_testament_bytes: 1024 * 1024,
             keepalive_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
+            rawsocket_keepalive: false,
             message_timeout_ms: 30_000,
             tcp_keepalive_ms: 60_000,
             max_connections: 100_000,

@@ -17,6 +17,7 @@ pub mod meta;
 pub mod realm;
 pub mod router;
 pub mod session;
+mod sync;
 pub mod transport;
 pub mod wire;
 

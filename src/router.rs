@@ -36,6 +36,23 @@ pub struct RouterShared {
 }
 
 impl RouterShared {
+    /// What the router holds right now (see [`RouterHandle::census`]); readable after shutdown.
+    pub fn census(&self) -> Census {
+        let mut census = Census { sessions: self.sessions.len(), ..Census::default() };
+        for session in self.sessions.iter() {
+            census.calls += session.calls_in_flight();
+            census.invocations += session.invocations_in_flight();
+            census.queued_bytes += session.outbox().queued_bytes();
+        }
+        for realm in self.realms.values() {
+            census.timers += realm.dealer.timeouts().len();
+            census.registrations += realm.dealer.registration_count();
+            census.subscriptions += realm.broker.subscription_count();
+            census.joined += realm.sessions.len();
+        }
+        census
+    }
+
     /// Creates a session with a fresh random id and registers it in the session table.
     pub(crate) fn new_session(
         &self,
@@ -283,19 +300,7 @@ impl RouterHandle {
 
     /// What the router holds right now; all zero once every client has gone.
     pub fn census(&self) -> Census {
-        let mut census = Census { sessions: self.shared.sessions.len(), ..Census::default() };
-        for session in self.shared.sessions.iter() {
-            census.calls += session.calls_in_flight();
-            census.invocations += session.invocations_in_flight();
-            census.queued_bytes += session.outbox().queued_bytes();
-        }
-        for realm in self.shared.realms.values() {
-            census.timers += realm.dealer.timeouts().len();
-            census.registrations += realm.dealer.registration_count();
-            census.subscriptions += realm.broker.subscription_count();
-            census.joined += realm.sessions.len();
-        }
-        census
+        self.shared.census()
     }
 
     /// The shared state (realms, sessions), for inspection.

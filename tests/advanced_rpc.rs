@@ -68,6 +68,11 @@ async fn callers_are_disclosed_when_asked_by_either_side() {
     call(&mut caller, "com.example.q", Dict::new()).await;
     let (_, details) = invocation(&mut curious).await;
     assert_eq!(details.get("caller"), Some(&Value::UInt(caller.session_id())), "REGISTER.disclose_caller");
+    // The last call is still running when its caller leaves.
+    say_goodbye(caller).await;
+    say_goodbye(curious).await;
+    say_goodbye(plain).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -78,6 +83,9 @@ async fn a_realm_may_forbid_disclosure() {
     let mut caller = peer(&router, &[]).await;
     call(&mut caller, "com.example.p", Dict::new().with("disclose_me", true)).await;
     assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.option_disallowed.disclose_me");
+    say_goodbye(caller).await;
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -110,6 +118,9 @@ async fn progressive_results_reach_a_caller_that_asked_then_one_final_result() {
     // After the final result, more YIELDs for the call are dropped.
     yield_(&mut callee, id, Dict::new(), "late").await;
     silent(&mut caller).await;
+    say_goodbye(caller).await;
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -125,6 +136,9 @@ async fn progress_is_not_offered_to_callees_that_did_not_announce_it_nor_sent_to
     yield_(&mut callee, id, Dict::new(), "final").await;
     let Message::Result { payload, details, .. } = caller.recv().await.unwrap() else { panic!() };
     assert_eq!((first_arg(&payload).as_str(), details.get("progress")), ("final", None));
+    say_goodbye(caller).await;
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 /// Two members of a round-robin registration, both supporting cancel; the call lands on the
@@ -150,6 +164,10 @@ async fn cancel_skip_answers_at_once_and_leaves_the_callee_alone() {
     yield_(&mut a, id, Dict::new(), "late").await;
     silent(&mut caller).await;
     silent(&mut b).await;
+    for client in [caller, a, b] {
+        say_goodbye(client).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -169,6 +187,10 @@ async fn cancel_killnowait_interrupts_only_the_member_running_the_call() {
         silent(&mut b).await;
         yield_(&mut a, id, Dict::new(), "late").await;
         silent(&mut caller).await;
+        for client in [caller, a, b] {
+            say_goodbye(client).await;
+        }
+        assert_empty(&router).await;
     }
 }
 
@@ -190,6 +212,10 @@ async fn cancel_kill_waits_for_the_callee_to_answer() {
     .unwrap();
     assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.canceled");
     silent(&mut b).await;
+    for client in [caller, a, b] {
+        say_goodbye(client).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -216,6 +242,9 @@ async fn a_call_past_its_timeout_gets_the_timeout_error_and_the_callee_an_interr
     tokio::time::sleep(Duration::from_millis(400)).await;
     silent(&mut caller).await;
     silent(&mut callee).await;
+    say_goodbye(caller).await;
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -230,6 +259,9 @@ async fn forward_timeout_leaves_the_timeout_to_the_callee() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     yield_(&mut callee, id, Dict::new(), "still wanted").await;
     assert!(matches!(caller.recv().await.unwrap(), Message::Result { .. }));
+    say_goodbye(caller).await;
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -248,6 +280,8 @@ async fn a_caller_that_leaves_has_its_calls_interrupted() {
         }
         other => panic!("{other:?}"),
     }
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 async fn unavailable(callee: &mut Client, id: u64) {
@@ -286,6 +320,11 @@ async fn an_unavailable_callee_hands_the_call_to_the_next_per_rule() {
             }
             other => panic!("{rule_name}: {other:?}"),
         }
+        say_goodbye(caller).await;
+        for member in members {
+            say_goodbye(member).await;
+        }
+        assert_empty(&router).await;
     }
 }
 
@@ -308,6 +347,11 @@ async fn when_every_member_is_unavailable_the_caller_hears_so() {
         }
     }
     assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.no_available_callee");
+    say_goodbye(caller).await;
+    for member in members {
+        say_goodbye(member).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -331,6 +375,8 @@ async fn welcome_announces_the_advanced_rpc_features() {
     {
         assert_eq!(features.get(feature), Some(&Value::Bool(true)), "{feature}");
     }
+    say_goodbye(client).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -372,6 +418,11 @@ async fn pattern_registrations_are_chosen_as_the_spec_says() {
     for callee in &mut callees {
         silent(callee).await;
     }
+    say_goodbye(caller).await;
+    for callee in callees {
+        say_goodbye(callee).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -400,6 +451,10 @@ async fn a_pattern_registration_is_keyed_by_uri_and_match_and_has_its_own_rule()
     }
     let refused = unexpected(a.register("com.example", Dict::new().with("match", "regex")).await);
     assert_error(&refused, MessageType::Register, "wamp.error.invalid_argument");
+    for client in [caller, a, b, c] {
+        say_goodbye(client).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -437,6 +492,11 @@ async fn progressive_invocation_chunks_stick_to_the_member_that_took_the_first()
     // The rotation moved on once: the next call goes to b.
     call(&mut caller, "com.example.upload", Dict::new()).await;
     invocation(&mut b).await;
+    // That call is never answered: its caller and callee just go away.
+    drop(caller);
+    drop(b);
+    say_goodbye(a).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -448,6 +508,9 @@ async fn progressive_invocations_need_a_callee_that_supports_them() {
     call(&mut caller, "com.example.upload", Dict::new().with("progress", true)).await;
     assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.feature_not_supported");
     silent(&mut callee).await;
+    say_goodbye(caller).await;
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -468,4 +531,9 @@ async fn max_reroutes_bounds_how_often_a_call_is_handed_on() {
     }
     assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.no_available_callee");
     silent(&mut members[2]).await;
+    say_goodbye(caller).await;
+    for member in members {
+        say_goodbye(member).await;
+    }
+    assert_empty(&router).await;
 }

@@ -44,23 +44,26 @@ async fn pipeline(
             other => panic!("{other:?}"),
         }
     }
-    let _tx = sender.await.unwrap();
+    let tx = sender.await.unwrap();
+    drop((tx, rx));
     (results, errors)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_callee_slows_callers_without_failing_calls() {
     let router = router_with(|c| c.max_outbound_bytes = 1024).await;
-    let _callee = Callee::start(&router, Serializer::Json, "A", "com.example.busy", Dict::new(), Behavior::Echo).await;
+    let callee = Callee::start(&router, Serializer::Json, "A", "com.example.busy", Dict::new(), Behavior::Echo).await;
     let (results, errors) = pipeline(&router, "com.example.busy", 3000, 64).await;
     assert_eq!((results, errors.len()), (3000, 0), "{errors:?}");
+    callee.stop().await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_callee_is_evicted_and_its_calls_go_to_the_standby() {
     let router = router_with(|c| {
         c.max_outbound_bytes = 1024;
-        c.stuck_timeout_ms = 300;
+        c.stuck_timeout_ms = 1_000;
     })
     .await;
     // A registers first, then never reads its socket again.
@@ -74,6 +77,8 @@ async fn a_stuck_callee_is_evicted_and_its_calls_go_to_the_standby() {
     assert!(results > 0 && standby.invocation_count() == results, "the standby served the rest");
     println!("{results} results from the standby, {} canceled at the stuck callee", errors.len());
     drop(stuck);
+    standby.stop().await;
+    assert_empty(&router).await;
 }
 
 /// A callee that stops answering holds at most `max_pending_per_callee` calls; further calls go
@@ -101,7 +106,12 @@ async fn a_callee_at_its_pending_limit_hands_calls_on() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(silent.invocation_count(), 2, "the silent callee got exactly its limit");
-    let _standby =
+    let standby =
         Callee::start(&router, Serializer::Json, "B", "com.example.slow", rule("first"), Behavior::Name).await;
     assert_eq!(call_names(&mut caller, "com.example.slow", 2).await, ["B", "B"], "the standby takes the overflow");
+    // The silent callee still holds two calls when their caller leaves.
+    say_goodbye(caller).await;
+    silent.stop().await;
+    standby.stop().await;
+    assert_empty(&router).await;
 }

@@ -19,6 +19,8 @@ async fn calling_an_unregistered_procedure_is_no_such_procedure() {
     assert_error(&reply, MessageType::Call, "wamp.error.no_such_procedure");
     let reply = unexpected(caller.call("com..bad", vec![]).await);
     assert_error(&reply, MessageType::Call, "wamp.error.invalid_uri");
+    say_goodbye(caller).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -29,6 +31,8 @@ async fn register_refuses_invalid_and_reserved_uris() {
         let reply = unexpected(callee.register(uri, Dict::new()).await);
         assert_error(&reply, MessageType::Register, "wamp.error.invalid_uri");
     }
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -46,6 +50,10 @@ async fn unregister_by_a_non_member_twice_or_unknown_is_no_such_registration() {
     assert_error(&reply, MessageType::Unregister, "wamp.error.no_such_registration");
     let mut caller = join(&router, Serializer::Json).await;
     assert_eq!(call_names(&mut caller, "com.example.p", 1).await, ["A"], "A is untouched");
+    say_goodbye(caller).await;
+    say_goodbye(b).await;
+    a.stop().await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -81,6 +89,9 @@ async fn a_callee_error_reaches_the_caller_unchanged() {
             }
             other => panic!("{other:?}"),
         }
+        say_goodbye(caller).await;
+        say_goodbye(callee).await;
+        assert_empty(&router).await;
     }
 }
 
@@ -121,6 +132,9 @@ async fn payloads_pass_through_and_transcode_between_serializers() {
             let Message::Invocation { payload, details, .. } = seen else { panic!() };
             assert!(details.is_empty(), "INVOCATION.Details is {{}}");
             assert_eq!(payload.to_values().unwrap(), (args, kwargs));
+            say_goodbye(caller).await;
+            callee.stop().await;
+            assert_empty(&router).await;
         }
     }
 }
@@ -141,6 +155,10 @@ async fn json_binary_is_the_nul_prefixed_base64_string() {
         panic!()
     };
     assert_eq!(&raw.args.unwrap()[..], br#"["\u0000AQID"]"#);
+    // The call is never answered: both sides just go away.
+    drop(caller);
+    drop(callee);
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -166,6 +184,10 @@ async fn invocation_ids_are_sequential_per_callee() {
             .collect();
         assert_eq!(ids, (1..=5).collect::<Vec<_>>());
     }
+    say_goodbye(caller).await;
+    a.stop().await;
+    b.stop().await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -193,6 +215,9 @@ async fn a_callee_that_leaves_cancels_its_calls_in_flight() {
             }
             canceled.sort();
             assert_eq!(canceled, requests, "{how:?} {ser:?}");
+            say_goodbye(caller).await;
+            holder.stop().await;
+            assert_empty(&router).await;
         }
     }
 }
@@ -214,6 +239,9 @@ async fn a_late_yield_for_a_caller_that_left_is_dropped_quietly() {
     let Message::Invocation { request: invocation, .. } = callee.recv().await.unwrap() else { panic!() };
     callee.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     assert!(matches!(next.recv().await.unwrap(), Message::Result { request: r, .. } if r == request));
+    say_goodbye(next).await;
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 /// Callees join and leave (all three ways) in a loop while callers call without pause. Every
@@ -252,6 +280,7 @@ async fn calls_survive_membership_churn() {
                     outstanding += 1;
                 }
                 if outstanding == 0 {
+                    drop((tx, rx));
                     return ids.is_empty();
                 }
                 match rx.recv().await.expect("every call is answered") {
@@ -296,4 +325,6 @@ async fn calls_survive_membership_churn() {
     assert!(answered > 100, "only {answered} results");
     assert!(anchor.invocation_count() > 0);
     println!("{rounds} churn rounds, {answered} results, {} defined errors", defined_errors.load(Ordering::Relaxed));
+    anchor.stop().await;
+    assert_empty(&router).await;
 }

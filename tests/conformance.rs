@@ -585,6 +585,10 @@ async fn replay(name: &str, vector: &JsonValue, serializer: Serializer) -> usize
         let want: Vec<&str> = recipients.iter().filter_map(JsonValue::as_str).collect();
         assert_eq!(events.keys().map(String::as_str).collect::<Vec<_>>(), want, "{name}: event_recipients");
     }
+    for (_, client) in clients {
+        common::say_goodbye(client).await;
+    }
+    common::assert_empty(&router).await;
     steps.len()
 }
 

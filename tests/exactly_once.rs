@@ -166,8 +166,10 @@ async fn a_progressive_call_canceled_while_it_moves_stays_ended() {
     drop(stuck); // the queued call is handed on: it must not come back to life at the standby
     let (standby_rx, caller_rx) =
         tokio::join!(drain(&mut standby, Duration::from_millis(800)), drain(&mut caller, Duration::from_millis(800)));
-    let revived = standby_rx.iter().any(|m| matches!(m, Message::Invocation { payload, .. }
-            if matches!(payload.to_values().unwrap().0.first(), Some(Value::Str(_)))));
+    let revived = standby_rx.iter().any(|m| {
+        matches!(m, Message::Invocation { payload, .. }
+            if matches!(payload.to_values().unwrap().0.first(), Some(Value::Str(_))))
+    });
     assert!(!revived, "the canceled call reached the standby");
     assert!(caller_rx.is_empty(), "a second answer: {caller_rx:?}");
     drop((filler, caller, standby));
@@ -200,7 +202,10 @@ async fn no_progressive_result_follows_the_final_answer() {
         assert_eq!(after.len(), end + 1, "round {round}: messages after the final ERROR: {:?}", &after[end + 1..]);
         // The callee hears INTERRUPT; its own late answer is dropped.
         drain(&mut callee, Duration::from_millis(20)).await;
-        callee.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
+        callee
+            .send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty })
+            .await
+            .unwrap();
     }
     assert!(drain(&mut caller, Duration::from_millis(100)).await.is_empty());
     drop((caller, callee));
@@ -213,9 +218,15 @@ async fn at_shutdown_every_call_in_flight_is_answered_before_goodbye() {
     let _holders: Vec<Callee> = {
         let mut holders = Vec::new();
         for name in ["A", "B", "C"] {
-            let holder =
-                Callee::start(&router, Serializer::MsgPack, name, "com.example.slow", rule("roundrobin"), Behavior::Hold)
-                    .await;
+            let holder = Callee::start(
+                &router,
+                Serializer::MsgPack,
+                name,
+                "com.example.slow",
+                rule("roundrobin"),
+                Behavior::Hold,
+            )
+            .await;
             holders.push(holder);
         }
         holders

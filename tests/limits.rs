@@ -26,7 +26,8 @@ async fn a_finished_call_leaves_no_timer_behind() {
         for _ in 0..2000 {
             let request = tx.request_id();
             let options = Dict::new().with("timeout", 3_600_000u64);
-            let call = Message::Call { request, options, procedure: "com.example.echo".into(), payload: Payload::Empty };
+            let call =
+                Message::Call { request, options, procedure: "com.example.echo".into(), payload: Payload::Empty };
             tx.feed(&call).await.unwrap();
         }
         tx.flush().await.unwrap();

@@ -21,7 +21,8 @@ async fn lively_router() -> roundhouse::RouterHandle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callee_that_went_silent_leaves_the_rotation_and_its_calls_are_answered() {
     let router = lively_router().await;
-    let live = Callee::start(&router, Serializer::Json, "L", "com.example.work", rule("roundrobin"), Behavior::Name).await;
+    let live =
+        Callee::start(&router, Serializer::Json, "L", "com.example.work", rule("roundrobin"), Behavior::Name).await;
     // A callee whose process froze: its socket still takes bytes, but nothing comes back, not
     // even a PONG.
     let mut frozen = join(&router, Serializer::MsgPack).await;
@@ -58,8 +59,24 @@ async fn a_quiet_peer_that_answers_pings_stays() {
 }
 
 #[tokio::test]
-async fn pings_reach_rawsocket_peers() {
+async fn rawsocket_peers_are_pinged_only_when_asked() {
+    // By default a RawSocket peer is neither pinged nor closed for silence: some clients do not
+    // implement PING.
     let router = lively_router().await;
+    let mut client = Client::connect_rawsocket(router.local_addr(), Serializer::Json, 15).await.unwrap();
+    client.hello(REALM).await.unwrap();
+    client.rx.set_timeout(Duration::from_millis(1000));
+    assert!(matches!(client.rx.next_raw_frame().await, Err(ClientError::Timeout)), "no PING, still open");
+    client.call("wamp.session.count", vec![]).await.unwrap();
+    drop(client);
+    assert_empty(&router).await;
+
+    let router = router_with(|c| {
+        c.keepalive_interval_ms = 100;
+        c.idle_timeout_ms = 400;
+        c.rawsocket_keepalive = true;
+    })
+    .await;
     let mut client = Client::connect_rawsocket(router.local_addr(), Serializer::Json, 15).await.unwrap();
     client.hello(REALM).await.unwrap();
     match client.rx.next_raw_frame().await.unwrap() {

@@ -77,6 +77,10 @@ async fn registration_procedures_describe_the_registrations() {
     );
     let missing = meta(&mut admin, "wamp.registration.get", vec![Value::UInt(42)]).await.unwrap_err();
     assert_error(&missing, MessageType::Call, "wamp.error.no_such_registration");
+    for client in [admin, a, b] {
+        say_goodbye(client).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -109,6 +113,11 @@ async fn registration_events_come_in_the_specs_order() {
     assert_eq!(args[0], Value::UInt(b.session_id()));
     observer.rx.set_timeout(Duration::from_millis(200));
     assert!(matches!(observer.recv().await, Err(ClientError::Timeout)));
+    // The observer goes first: it would hear the others' leaving as events.
+    for client in [observer, callee, a, b] {
+        say_goodbye(client).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -137,6 +146,8 @@ async fn session_procedures_and_events() {
     let (_, args) = event(&mut observer).await;
     assert_eq!(args[0], Value::UInt(other_id), "on_leave");
     assert_eq!(args[2], Value::from("anonymous"));
+    say_goodbye(observer).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -174,6 +185,11 @@ async fn kill_ends_other_sessions_with_goodbye() {
             matches!(other.recv().await.unwrap(), Message::Goodbye { reason, .. } if reason == "wamp.close.killed")
         );
     }
+    // The killed sessions are closed by the router; their clients just go.
+    drop(victim);
+    drop(others);
+    say_goodbye(admin).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -198,6 +214,8 @@ async fn testaments_are_published_when_a_session_is_lost_unless_flushed() {
             assert_eq!(event(&mut listener).await.1, vec![Value::UInt(id)]);
         }
     }
+    say_goodbye(listener).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -224,5 +242,8 @@ async fn a_revoked_callee_is_told_and_calls_go_to_the_rest() {
         other => panic!("{other:?}"),
     }
     assert_eq!(call_names(&mut admin, "com.example.p", 2).await, ["B", "B"]);
-    drop(standby);
+    standby.stop().await;
+    say_goodbye(admin).await;
+    say_goodbye(revoked).await;
+    assert_empty(&router).await;
 }

@@ -58,7 +58,12 @@ async fn events_reach_every_subscriber_in_its_own_serializer() {
             }
         }
         assert!(publications.iter().all(|p| *p == publications[0]));
+        say_goodbye(publisher).await;
     }
+    for (client, _) in subs {
+        say_goodbye(client).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -70,6 +75,8 @@ async fn the_publisher_is_excluded_unless_it_asks_otherwise() {
     expect_no_message(&mut both).await;
     publish(&mut both, "com.example.t", Dict::new().with("exclude_me", false), vec![Value::UInt(1)]).await;
     assert!(matches!(both.recv().await.unwrap(), Message::Event { .. }));
+    say_goodbye(both).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -89,6 +96,8 @@ async fn acknowledged_publications_get_published_or_an_error() {
     assert_error(&publisher.recv().await.unwrap(), MessageType::Publish, "wamp.error.invalid_uri");
     publish(&mut publisher, "com..bad", Dict::new(), vec![]).await;
     expect_no_message(&mut publisher).await;
+    say_goodbye(publisher).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -116,6 +125,9 @@ async fn unsubscribing_and_leaving_stop_events() {
     let mut publisher = join(&router, SERIALIZERS[0]).await;
     publish(&mut publisher, "com.example.t", Dict::new(), vec![]).await;
     expect_no_message(&mut a).await;
+    say_goodbye(publisher).await;
+    say_goodbye(a).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -130,6 +142,8 @@ async fn subscribe_refuses_invalid_uris() {
         client.send(&Message::Subscribe { request, options, topic: topic.into() }).await.unwrap();
         assert_error(&client.recv().await.unwrap(), MessageType::Subscribe, error);
     }
+    say_goodbye(client).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -142,12 +156,15 @@ async fn an_option_of_the_wrong_type_is_a_protocol_violation() {
         assert!(
             matches!(client.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation")
         );
+        drop(client);
     }
     let mut publisher = join(&router, SERIALIZERS[0]).await;
     publish(&mut publisher, "com.example.t", Dict::new().with("acknowledge", "yes"), vec![]).await;
     assert!(
         matches!(publisher.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation")
     );
+    drop(publisher);
+    assert_empty(&router).await;
 }
 
 async fn subscribe_with(client: &mut Client, topic: &str, options: Dict) -> u64 {
@@ -193,6 +210,10 @@ async fn prefix_and_wildcard_subscriptions_get_the_topic_in_details() {
         publish(&mut publisher, "com.myapp.a.b.update", Dict::new(), vec![]).await;
         expect_no_message(&mut wildcard).await;
         expect_no_message(&mut exact).await;
+        for client in [publisher, prefix, wildcard, exact] {
+            say_goodbye(client).await;
+        }
+        assert_empty(&router).await;
     }
 }
 
@@ -229,6 +250,11 @@ async fn exclude_and_eligible_lists_pick_the_recipients() {
             }
         }
     }
+    say_goodbye(publisher).await;
+    for client in subs {
+        say_goodbye(client).await;
+    }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -245,4 +271,7 @@ async fn disclose_me_names_the_publisher() {
     let authid = format!("anonymous-{}", publisher.session_id());
     assert_eq!(details.get("publisher_authid").and_then(Value::as_str), Some(authid.as_str()));
     assert_eq!(details.get("publisher_authrole").and_then(Value::as_str), Some("anonymous"));
+    say_goodbye(publisher).await;
+    say_goodbye(sub).await;
+    assert_empty(&router).await;
 }

@@ -25,8 +25,8 @@ async fn rawsocket_sessions_share_the_websocket_port_and_mix_with_websocket_peer
         let callee = raw_join(router.local_addr(), ser).await;
         let mut callee = callee;
         callee.register("com.example.raw", rule("roundrobin")).await.unwrap();
-        tokio::spawn(roundhouse::client::echo_invocations(callee));
-        let _ws_member =
+        let raw_member = tokio::spawn(roundhouse::client::echo_invocations(callee));
+        let ws_member =
             Callee::start(&router, Serializer::Json, "W", "com.example.raw", rule("roundrobin"), Behavior::Echo).await;
         let mut caller = join(&router, SERIALIZERS[1]).await;
         for _ in 0..4 {
@@ -55,6 +55,14 @@ async fn rawsocket_sessions_share_the_websocket_port_and_mix_with_websocket_peer
             let Message::Event { payload, .. } = sub.recv().await.unwrap() else { panic!() };
             assert_eq!(payload.to_values().unwrap().0, vec![Value::UInt(42)]);
         }
+        for client in [publisher, ws_sub, raw_sub, caller] {
+            say_goodbye(client).await;
+        }
+        ws_member.stop().await;
+        // The RawSocket member's task owns its client: ending the task drops the connection.
+        raw_member.abort();
+        let _ = raw_member.await;
+        assert_empty(&router).await;
     }
 }
 
@@ -70,7 +78,10 @@ async fn a_separate_rawsocket_port_serves_only_rawsocket() {
     assert!(client.session_id() > 0);
     // The main port no longer takes RawSocket.
     assert!(Client::connect_rawsocket(router.local_addr(), Serializer::Json, 15).await.is_err());
-    join(&router, Serializer::Json).await;
+    let ws = join(&router, Serializer::Json).await;
+    say_goodbye(ws).await;
+    say_goodbye(client).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -82,8 +93,11 @@ async fn handshake_refusals_say_why() {
         let mut reply = [0u8; 4];
         tcp.read_exact(&mut reply).await.unwrap();
         assert_eq!(reply, [0x7f, code << 4, 0, 0], "{request:?}");
+        drop(tcp);
     }
-    join(&router, Serializer::Json).await;
+    let client = join(&router, Serializer::Json).await;
+    say_goodbye(client).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -92,6 +106,8 @@ async fn ping_is_answered_with_the_same_payload() {
     let mut client = raw_join(router.local_addr(), Serializer::Json).await;
     client.tx.send_raw_frame(RawFrame::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
     assert_eq!(client.rx.next_raw_frame().await.unwrap(), RawFrame::Pong(Bytes::from_static(b"are you there")));
+    say_goodbye(client).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -112,7 +128,10 @@ async fn frames_over_the_announced_length_or_with_a_bad_header_are_violations() 
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut rest)).await;
     assert!(rest.len() > 4, "an ABORT frame came before the close");
-    join(&router, Serializer::Json).await;
+    let client = join(&router, Serializer::Json).await;
+    say_goodbye(client).await;
+    drop((big, bad, tcp));
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -131,7 +150,7 @@ async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
     small.send(&Message::Yield { request: invocation, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
     assert!(matches!(caller.recv().await.unwrap(), Message::Result { .. }));
 
-    let _echo = Callee::start(&router, Serializer::Json, "E", "com.example.big", Dict::new(), Behavior::Echo).await;
+    let echo = Callee::start(&router, Serializer::Json, "E", "com.example.big", Dict::new(), Behavior::Echo).await;
     let request = small.request_id();
     let payload = Payload::args(vec![Value::from("z".repeat(300))]);
     small
@@ -155,6 +174,10 @@ async fn messages_larger_than_the_peer_accepts_are_answered_not_sent() {
         Err(ClientError::Closed) => panic!("the session must survive"),
         Err(e) => panic!("{e}"),
     }
+    say_goodbye(small).await;
+    say_goodbye(caller).await;
+    echo.stop().await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -168,4 +191,6 @@ async fn a_peer_too_small_for_welcome_gets_an_abort_not_silence() {
         },
         other => panic!("{other:?}"),
     }
+    drop(tiny);
+    assert_empty(&router).await;
 }

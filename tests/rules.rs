@@ -13,6 +13,12 @@ async fn callees(router: &roundhouse::RouterHandle, ser: Serializer, rule_name: 
     out
 }
 
+async fn stop(callees: Vec<Callee>) {
+    for callee in callees {
+        callee.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn roundrobin_rotates_in_registration_order() {
     for ser in SERIALIZERS {
@@ -21,6 +27,9 @@ async fn roundrobin_rotates_in_registration_order() {
         assert!(cs.iter().all(|c| c.registration == cs[0].registration), "one shared registration id");
         let mut caller = join(&router, ser).await;
         assert_eq!(call_names(&mut caller, "com.example.work", 7).await, ["A", "B", "C", "A", "B", "C", "A"]);
+        say_goodbye(caller).await;
+        stop(cs).await;
+        assert_empty(&router).await;
     }
 }
 
@@ -33,6 +42,9 @@ async fn roundrobin_continues_after_a_join() {
         assert_eq!(call_names(&mut caller, "com.example.work", 3).await, ["A", "B", "A"]);
         cs.extend(callees(&router, ser, "roundrobin", &["C"]).await);
         assert_eq!(call_names(&mut caller, "com.example.work", 4).await, ["B", "C", "A", "B"]);
+        say_goodbye(caller).await;
+        stop(cs).await;
+        assert_empty(&router).await;
     }
 }
 
@@ -46,6 +58,9 @@ async fn roundrobin_continues_after_each_kind_of_leave() {
         cs[2].leave(how).await;
         wait_members(&router, "com.example.work", 2).await;
         assert_eq!(call_names(&mut caller, "com.example.work", 3).await, ["B", "A", "B"], "{how:?}");
+        say_goodbye(caller).await;
+        stop(cs).await;
+        assert_empty(&router).await;
     }
 }
 
@@ -65,7 +80,10 @@ async fn first_fails_over_to_the_next_in_order() {
             cs[1].leave(how).await;
             wait_members(&router, "com.example.work", 2).await;
             assert_eq!(call_names(&mut caller, "com.example.work", 1).await, ["C"]);
-            drop(newcomer);
+            say_goodbye(caller).await;
+            stop(newcomer).await;
+            stop(cs).await;
+            assert_empty(&router).await;
         }
     }
 }
@@ -81,8 +99,12 @@ async fn last_fails_over_to_the_previous_in_order() {
             cs[2].leave(how).await;
             wait_members(&router, "com.example.work", 2).await;
             assert_eq!(call_names(&mut caller, "com.example.work", 2).await, ["B", "B"], "{how:?}");
-            let _d = callees(&router, ser, "last", &["D"]).await;
+            let d = callees(&router, ser, "last", &["D"]).await;
             assert_eq!(call_names(&mut caller, "com.example.work", 1).await, ["D"], "the newcomer is last");
+            say_goodbye(caller).await;
+            stop(d).await;
+            stop(cs).await;
+            assert_empty(&router).await;
         }
     }
 }
@@ -91,7 +113,7 @@ async fn last_fails_over_to_the_previous_in_order() {
 async fn random_spreads_over_every_member() {
     for ser in SERIALIZERS {
         let router = router().await;
-        let _cs = callees(&router, ser, "random", &["A", "B", "C"]).await;
+        let cs = callees(&router, ser, "random", &["A", "B", "C"]).await;
         let mut caller = join(&router, ser).await;
         let names = call_names(&mut caller, "com.example.work", 600).await;
         for name in ["A", "B", "C"] {
@@ -99,6 +121,9 @@ async fn random_spreads_over_every_member() {
             // Binomial(600, 1/3): mean 200, sd 11.5; 120..280 is ~7 sd either way.
             assert!((120..280).contains(&n), "{name} served {n} of 600");
         }
+        say_goodbye(caller).await;
+        stop(cs).await;
+        assert_empty(&router).await;
     }
 }
 
@@ -106,7 +131,7 @@ async fn random_spreads_over_every_member() {
 async fn single_serves_its_only_callee_and_refuses_a_second() {
     for ser in SERIALIZERS {
         let router = router().await;
-        let _a =
+        let a =
             Callee::start(&router, ser, "A", "com.example.one", roundhouse::wire::Dict::new(), Behavior::Name).await;
         let mut other = join(&router, ser).await;
         let refused = unexpected(other.register("com.example.one", rule("single")).await);
@@ -115,13 +140,17 @@ async fn single_serves_its_only_callee_and_refuses_a_second() {
         assert_error(&refused, MessageType::Register, "wamp.error.procedure_already_exists");
         let mut caller = join(&router, ser).await;
         assert_eq!(call_names(&mut caller, "com.example.one", 2).await, ["A", "A"]);
+        say_goodbye(caller).await;
+        say_goodbye(other).await;
+        a.stop().await;
+        assert_empty(&router).await;
     }
 }
 
 #[tokio::test]
 async fn a_different_rule_on_a_shared_registration_is_refused() {
     let router = router().await;
-    let _a = Callee::start(&router, Serializer::Json, "A", "com.example.p", rule("roundrobin"), Behavior::Name).await;
+    let a = Callee::start(&router, Serializer::Json, "A", "com.example.p", rule("roundrobin"), Behavior::Name).await;
     let mut other = join(&router, Serializer::MsgPack).await;
     for options in [rule("first"), rule("single"), roundhouse::wire::Dict::new()] {
         let refused = unexpected(other.register("com.example.p", options).await);
@@ -129,6 +158,9 @@ async fn a_different_rule_on_a_shared_registration_is_refused() {
         let roundhouse::wire::Message::Error { payload, .. } = refused else { unreachable!() };
         assert!(first_arg(&payload).contains("'roundrobin'"), "the error says which rule exists");
     }
+    say_goodbye(other).await;
+    a.stop().await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -139,6 +171,8 @@ async fn an_unknown_rule_is_an_invalid_argument_and_registers_nothing() {
     assert_error(&refused, MessageType::Register, "wamp.error.invalid_argument");
     let refused = unexpected(callee.call("com.example.p", vec![]).await);
     assert_error(&refused, MessageType::Call, "wamp.error.no_such_procedure");
+    say_goodbye(callee).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -150,6 +184,9 @@ async fn registering_twice_in_a_shared_registration_keeps_one_place() {
     assert_eq!(first, second);
     let reg = router.shared().realms[REALM].dealer.registry().get(first).unwrap();
     assert_eq!(reg.members().len(), 1);
+    drop(reg);
+    say_goodbye(a).await;
+    assert_empty(&router).await;
 }
 
 /// Waits until the router shows `n` members (a drop is noticed asynchronously).

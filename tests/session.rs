@@ -29,6 +29,8 @@ async fn welcome_announces_what_is_implemented() {
         assert_eq!(features.get("publisher_exclusion"), Some(&Value::Bool(true)));
         assert_eq!(details.get("authrole").and_then(Value::as_str), Some("anonymous"));
         assert_eq!(details.get("realm").and_then(Value::as_str), Some(REALM));
+        say_goodbye(client).await;
+        assert_empty(&router).await;
     }
 }
 
@@ -37,8 +39,11 @@ async fn session_ids_are_distinct() {
     let router = router().await;
     let mut ids = std::collections::HashSet::new();
     for _ in 0..50 {
-        assert!(ids.insert(join(&router, Serializer::Json).await.session_id()));
+        let client = join(&router, Serializer::Json).await;
+        assert!(ids.insert(client.session_id()));
+        drop(client);
     }
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -56,6 +61,8 @@ async fn an_unknown_realm_is_aborted_with_no_such_realm() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(client.recv().await, Err(ClientError::Closed) | Err(ClientError::Transport(_))));
+    drop(client);
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -67,15 +74,19 @@ async fn goodbye_is_answered_and_the_session_closes() {
         other => panic!("{other:?}"),
     }
     wait_until(|| router.session_count() == 0).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
 async fn a_realm_keeps_its_registrations_to_itself() {
     let router = router().await;
-    let _a = Callee::start(&router, Serializer::Json, "A", "com.example.p", Dict::new(), Behavior::Name).await;
+    let a = Callee::start(&router, Serializer::Json, "A", "com.example.p", Dict::new(), Behavior::Name).await;
     let mut other = Client::join(&router.url(), "realm2", Serializer::Json).await.unwrap();
     let reply = unexpected(other.call("com.example.p", vec![]).await);
     assert_error(&reply, roundhouse::wire::MessageType::Call, "wamp.error.no_such_procedure");
+    say_goodbye(other).await;
+    a.stop().await;
+    assert_empty(&router).await;
 }
 
 /// Sends `frame` on a fresh connection and expects ABORT protocol_violation, then checks that a
@@ -94,12 +105,13 @@ async fn assert_aborted(router: &roundhouse::RouterHandle, ser: Serializer, hell
         other => panic!("{frame:?}: expected ABORT, got {other:?}"),
     }
     assert!(bad.recv().await.is_err(), "connection closes after ABORT");
+    drop(bad);
 }
 
 #[tokio::test]
 async fn bad_input_is_aborted_and_disturbs_nobody() {
     let router = router_with(|c| c.max_message_size = 64 * 1024).await;
-    let _callee = Callee::start(&router, Serializer::Json, "A", "com.example.ok", Dict::new(), Behavior::Name).await;
+    let callee = Callee::start(&router, Serializer::Json, "A", "com.example.ok", Dict::new(), Behavior::Name).await;
     let mut witness = join(&router, Serializer::MsgPack).await;
     let text = |s: &str| WsMessage::Text(Utf8Bytes::from(s));
     let cases: Vec<(Serializer, bool, WsMessage)> = vec![
@@ -127,6 +139,9 @@ async fn bad_input_is_aborted_and_disturbs_nobody() {
         assert_eq!(call_names(&mut witness, "com.example.ok", 1).await, ["A"], "other sessions are undisturbed");
     }
     wait_until(|| router.session_count() == 2).await;
+    say_goodbye(witness).await;
+    callee.stop().await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -137,6 +152,7 @@ async fn hello_without_roles_or_with_foreign_authmethods_is_refused() {
     assert!(
         matches!(client.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.protocol_violation")
     );
+    drop(client);
     let mut client = Client::connect(&router.url(), Serializer::Json).await.unwrap();
     let details = Dict::new()
         .with("roles", Dict::new().with("caller", Dict::new()))
@@ -145,6 +161,8 @@ async fn hello_without_roles_or_with_foreign_authmethods_is_refused() {
     assert!(
         matches!(client.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.no_auth_method")
     );
+    drop(client);
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -155,6 +173,8 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
         Message::Abort { reason, .. } => assert_eq!(reason, "wamp.error.protocol_violation"),
         other => panic!("{other:?}"),
     }
+    drop(client);
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -176,13 +196,17 @@ async fn handshakes_without_our_subprotocol_or_path_get_http_errors() {
         let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_string(&mut response)).await;
         assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{path} {protocol}: {response}");
         assert!(response.contains("wamp.2.json") || status == "404", "says what it speaks: {response}");
+        drop(tcp);
     }
     // Garbage instead of HTTP is dropped without harm.
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(&[0xff; 4096]).await.unwrap();
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut sink)).await;
-    join(&router, Serializer::Json).await;
+    drop(tcp);
+    let client = join(&router, Serializer::Json).await;
+    say_goodbye(client).await;
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
@@ -193,13 +217,16 @@ async fn the_client_may_pick_among_several_subprotocols() {
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", "wamp.2.ubjson, wamp.2.msgpack, wamp.2.json".parse().unwrap());
-    let (_, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["Sec-WebSocket-Protocol"], "wamp.2.msgpack");
+    drop(ws);
+    assert_empty(&router).await;
 }
 
 #[tokio::test]
 async fn shutdown_says_goodbye_to_every_session() {
     let router = router().await;
+    let shared = router.shared().clone();
     let mut a = join(&router, Serializer::Json).await;
     let mut b = join(&router, Serializer::MsgPack).await;
     let shutdown = tokio::spawn(router.shutdown());
@@ -210,6 +237,8 @@ async fn shutdown_says_goodbye_to_every_session() {
         }
     }
     tokio::time::timeout(Duration::from_secs(5), shutdown).await.unwrap().unwrap();
+    drop((a, b));
+    assert_empty_after_shutdown(&shared).await;
 }
 
 #[tokio::test]
@@ -219,9 +248,12 @@ async fn many_sessions_come_and_go_without_leaking_sessions() {
         let client = join(&router, SERIALIZERS[i % 2]).await;
         if i % 2 == 0 {
             client.goodbye().await.unwrap();
+        } else {
+            drop(client);
         }
     }
     wait_until(|| router.session_count() == 0).await;
+    assert_empty(&router).await;
 }
 
 async fn wait_until(condition: impl Fn() -> bool) {

@@ -113,7 +113,9 @@ async fn a_meta_subscriber_that_stopped_reading_delays_no_join_and_no_register()
     let invocation = answered_promptly(&mut callee, "the INVOCATION").await;
     let Message::Invocation { request: id, .. } = invocation else { panic!("{invocation:?}") };
     callee.send(&Message::Yield { request: id, options: Dict::new(), payload: Payload::Empty }).await.unwrap();
-    assert!(matches!(answered_promptly(&mut caller, "the RESULT").await, Message::Result { request: r, .. } if r == request));
+    assert!(
+        matches!(answered_promptly(&mut caller, "the RESULT").await, Message::Result { request: r, .. } if r == request)
+    );
     assert!(started.elapsed() < PROMPT * 2, "join, register and call took {:?}", started.elapsed());
     let publisher = noise.await.unwrap();
     drop((deaf, publisher, callee, caller));
@@ -148,7 +150,10 @@ async fn a_stuck_subscriber_stalls_neither_the_publisher_nor_the_other_subscribe
         let request = publisher.request_id();
         let payload = Payload::args(vec![Value::UInt(n), Value::Bytes(vec![1; 16 * 1024])]);
         let options = Dict::new().with("acknowledge", true);
-        publisher.send(&Message::Publish { request, options, topic: "com.example.ticks".into(), payload }).await.unwrap();
+        publisher
+            .send(&Message::Publish { request, options, topic: "com.example.ticks".into(), payload })
+            .await
+            .unwrap();
         assert!(matches!(publisher.recv().await.unwrap(), Message::Published { .. }));
     }
     assert!(started.elapsed() < PROMPT * 2, "1500 publications took {:?}", started.elapsed());

@@ -98,7 +98,10 @@ async fn error_texts_show_values_as_peers_wrote_them() {
     };
     let request = caller.request_id();
     let options = Dict::new().with("timeout", Value::Int(-1));
-    caller.send(&Message::Call { request, options, procedure: "com.example.p".into(), payload: Payload::Empty }).await.unwrap();
+    caller
+        .send(&Message::Call { request, options, procedure: "com.example.p".into(), payload: Payload::Empty })
+        .await
+        .unwrap();
     let reply = caller.recv().await.unwrap();
     assert_error(&reply, MessageType::Call, "wamp.error.invalid_argument");
     let text = reason(&reply);

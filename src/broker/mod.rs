@@ -1,10 +1,10 @@
 //! The broker: the pub/sub role of one realm.
 //!
-//! Subscriptions live in the same snapshot tables as registrations
-//! ([`crate::dealer::registry::Registry`], with no policy to agree on), one table per match
-//! policy: exact topics in a sharded table (one lookup per PUBLISH), prefix and wildcard patterns
-//! in one-shard tables that a PUBLISH scans. A PUBLISH loads snapshots and takes no lock that
-//! SUBSCRIBE takes. Every subscriber of one subscription gets the same EVENT, so it is encoded
+//! Subscriptions live in the same tables as registrations, with no policy to agree on: exact
+//! topics in a sharded [`crate::dealer::registry::Registry`] (one lookup per PUBLISH), prefix and
+//! wildcard patterns in a [`crate::dealer::patterns::PatternIndex`], whose lookup cost does not
+//! grow with the number of patterns. A PUBLISH loads snapshots and takes no lock that SUBSCRIBE
+//! takes. Every subscriber of one subscription gets the same EVENT, so it is encoded
 //! once per serializer and the same frame bytes are queued to each of them.
 
 mod filter;
@@ -14,11 +14,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use crate::dealer::patterns::{PatternIndex, PatternKind};
 use crate::dealer::registry::{Registration, Registry};
 use crate::error::{Refusal, WampError};
 use crate::session::SessionHandle;
 use crate::wire::message::MAX_ID;
-use crate::wire::uri::{self, wildcard_matches, MatchPolicy};
+use crate::wire::uri::{self, MatchPolicy};
 use crate::wire::{Dict, Message, Payload, Serializer, Value};
 
 use filter::Recipients;
@@ -33,27 +34,18 @@ pub type Subscription = Registration<Arc<SessionHandle>, ()>;
 /// The pub/sub router of one realm.
 pub struct Broker {
     exact: Registry<Arc<SessionHandle>, ()>,
-    prefix: Registry<Arc<SessionHandle>, ()>,
-    wildcard: Registry<Arc<SessionHandle>, ()>,
+    patterns: PatternIndex<Arc<SessionHandle>, ()>,
 }
 
 impl Broker {
-    /// A broker whose exact-topic table has `shards` shards.
+    /// A broker whose exact-topic table and pattern index have `shards` shards.
     pub fn new(shards: usize) -> Self {
-        Broker { exact: Registry::new(shards), prefix: Registry::new(1), wildcard: Registry::new(1) }
+        Broker { exact: Registry::new(shards), patterns: PatternIndex::new(shards) }
     }
 
     /// How many subscriptions (topics and patterns) have subscribers.
     pub fn subscription_count(&self) -> usize {
-        self.exact.len() + self.prefix.len() + self.wildcard.len()
-    }
-
-    fn table(&self, policy: MatchPolicy) -> &Registry<Arc<SessionHandle>, ()> {
-        match policy {
-            MatchPolicy::Exact => &self.exact,
-            MatchPolicy::Prefix => &self.prefix,
-            MatchPolicy::Wildcard => &self.wildcard,
-        }
+        self.exact.len() + self.patterns.len()
     }
 
     /// SUBSCRIBE: adds the session to the subscription of (`topic`, match policy), returning its
@@ -67,7 +59,11 @@ impl Broker {
                 format!("invalid topic URI '{topic}' for {} match", policy.as_str()),
             ));
         }
-        match self.table(policy).register(topic, (), subscriber.clone()) {
+        let subscribed = match PatternKind::of(policy) {
+            None => self.exact.register(topic, (), subscriber.clone()),
+            Some(kind) => self.patterns.register(topic, kind, (), subscriber.clone()),
+        };
+        match subscribed {
             Ok(subscribed) => Ok(subscribed.id),
             Err(_) => unreachable!("subscriptions have no policy to conflict on"),
         }
@@ -75,8 +71,8 @@ impl Broker {
 
     /// UNSUBSCRIBE: removes the session from a subscription it holds.
     pub fn unsubscribe(&self, session: u64, subscription: u64) -> Result<(), Refusal> {
-        let tables = [&self.exact, &self.prefix, &self.wildcard];
-        if tables.iter().any(|t| t.unregister(subscription, session).is_some()) {
+        let left = self.exact.unregister(subscription, session);
+        if left.or_else(|| self.patterns.unregister(subscription, session)).is_some() {
             return Ok(());
         }
         Err(Refusal::new(WampError::NoSuchSubscription, format!("session holds no subscription {subscription}")))
@@ -139,27 +135,18 @@ impl Broker {
         if let Some(exact) = self.exact.lookup(topic) {
             found.push((exact, false));
         }
-        if !self.prefix.is_empty() {
-            self.prefix.for_each(|s| {
-                if topic.starts_with(&*s.uri) {
-                    found.push((s.clone(), true));
-                }
-            });
-        }
-        if !self.wildcard.is_empty() {
-            self.wildcard.for_each(|s| {
-                if wildcard_matches(&s.uri, topic) {
-                    found.push((s.clone(), true));
-                }
-            });
+        if !self.patterns.is_empty() {
+            self.patterns.for_each_match(topic, |s| found.push((s, true)));
         }
         found
     }
 }
 
-/// Queues `event` to every eligible subscriber, encoding it once per serializer in use.
+/// Queues `event` to every eligible subscriber, encoding it once per serializer in use. An event
+/// whose payload cannot be represented in a subscriber's serializer is not sent to it (never sent
+/// altered); that is logged.
 fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients) {
-    let mut frames: SmallVec<[(Serializer, Bytes); 3]> = SmallVec::new();
+    let mut frames: SmallVec<[(Serializer, Option<Bytes>); 3]> = SmallVec::new();
     for subscriber in subscription.snapshot().iter() {
         if !recipients.admits(subscriber) {
             continue;
@@ -168,12 +155,20 @@ fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients
             Some((_, frame)) => frame.clone(),
             None => {
                 let mut out = Vec::with_capacity(128);
-                subscriber.serializer.encode(event, &mut out);
-                let frame = Bytes::from(out);
+                let frame = match subscriber.serializer.try_encode(event, &mut out) {
+                    Ok(()) => Some(Bytes::from(out)),
+                    Err(error) => {
+                        let serializer = subscriber.serializer.subprotocol();
+                        tracing::info!(%error, serializer, "event not sent to subscribers of this serializer");
+                        None
+                    }
+                };
                 frames.push((subscriber.serializer, frame.clone()));
                 frame
             }
         };
-        subscriber.outbox().push_event(frame);
+        if let Some(frame) = frame {
+            subscriber.outbox().push_event(frame);
+        }
     }
 }

@@ -37,12 +37,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 use crate::error::{Refusal, WampError};
 use crate::session::{Outbound, SessionHandle};
+use crate::sync::Mutex;
 use crate::wire::{Dict, Message, MessageType, Payload, RawPayload, Value};
 
 use super::timeout::{Timeouts, TimerKey};
@@ -148,8 +148,6 @@ enum Stage {
         chunks: Vec<Chunk>,
         /// Their payload bytes.
         bytes: usize,
-        /// The caller's reader waits for room in `chunks`.
-        waiting: bool,
     },
     /// Written to `callee` as INVOCATION `invocation`.
     Running { callee: Weak<SessionHandle>, invocation: u64, registration: u64 },
@@ -169,13 +167,17 @@ struct Calls {
     next_token: u64,
     /// Request ids of progressive calls that ended before their caller sent the last chunk.
     ended_streams: VecDeque<u64>,
+    /// Payload bytes of chunks kept with queued calls, all calls together.
+    buffered: usize,
+    /// The session's reader waits for `buffered` to go down.
+    waiting: bool,
 }
 
 /// A caller's calls in flight, by CALL request id.
 #[derive(Default)]
 pub struct CallTable {
     calls: Mutex<Calls>,
-    /// Signalled when a call with a full chunk buffer starts or ends.
+    /// Signalled when a queued call with chunks starts or ends while the reader waits for room.
     started: Notify,
 }
 
@@ -208,7 +210,7 @@ impl CallTable {
                     return Opened::Stray;
                 }
                 calls.next_token += 1;
-                let stage = Stage::Queued { chunks: Vec::new(), bytes: 0, waiting: false };
+                let stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
                 slot.insert(Entry { token: calls.next_token, stage, streaming, timer: None });
                 Opened::New(calls.next_token)
             }
@@ -259,7 +261,16 @@ fn finish(calls: &mut Calls, started: &Notify, request: u64, entry: Entry) {
         }
         calls.ended_streams.push_back(request);
     }
-    if matches!(entry.stage, Stage::Queued { waiting: true, .. }) {
+    if let Stage::Queued { bytes, .. } = entry.stage {
+        release(calls, started, bytes);
+    }
+}
+
+/// Chunks of `bytes` left the buffer: a reader waiting for room may go on.
+fn release(calls: &mut Calls, started: &Notify, bytes: usize) {
+    calls.buffered -= bytes;
+    if calls.waiting && bytes > 0 {
+        calls.waiting = false;
         started.notify_waiters();
     }
 }
@@ -308,10 +319,8 @@ pub fn start(
     let entry = calls.entries.get_mut(&request).filter(|e| e.token == token)?;
     let running = Stage::Running { callee: Arc::downgrade(callee), invocation, registration };
     match std::mem::replace(&mut entry.stage, running) {
-        Stage::Queued { chunks, waiting, .. } => {
-            if waiting {
-                caller.calls.started.notify_waiters();
-            }
+        Stage::Queued { chunks, bytes } => {
+            release(&mut calls, &caller.calls.started, bytes);
             Some(chunks)
         }
         Stage::Running { .. } => Some(Vec::new()),
@@ -324,7 +333,7 @@ fn requeue(call: &Invocation) -> bool {
     match calls.entries.get_mut(&call.caller_request).filter(|e| e.token == call.token) {
         Some(entry) => {
             if matches!(entry.stage, Stage::Running { .. }) {
-                entry.stage = Stage::Queued { chunks: Vec::new(), bytes: 0, waiting: false };
+                entry.stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
             }
             true
         }
@@ -346,7 +355,7 @@ enum Next {
 
 /// Takes a further chunk of the progressive invocation `request` (its CALL matched
 /// [`Opened::Chunk`]). Waits, as any CALL does, while its callee's queue is full, or while the
-/// call is still queued with `max_buffered` bytes of chunks.
+/// session's queued calls keep `max_buffered` bytes of chunks between them.
 pub async fn chunk(caller: &Arc<SessionHandle>, request: u64, chunk: Chunk, max_buffered: usize) {
     let mut chunk = Some(chunk);
     loop {
@@ -355,18 +364,21 @@ pub async fn chunk(caller: &Arc<SessionHandle>, request: u64, chunk: Chunk, max_
         started.as_mut().enable();
         let next = {
             let mut calls = caller.calls.calls.lock();
+            let calls = &mut *calls;
             match calls.entries.get_mut(&request) {
                 None => Next::Gone,
                 Some(entry) => {
                     let streaming = chunk.as_ref().is_some_and(|c| c.progress);
                     match &mut entry.stage {
-                        Stage::Queued { bytes, waiting, .. } if *bytes > max_buffered => {
-                            *waiting = true;
+                        Stage::Queued { .. } if calls.buffered > max_buffered => {
+                            calls.waiting = true;
                             Next::Full
                         }
-                        Stage::Queued { chunks, bytes, .. } => {
+                        Stage::Queued { chunks, bytes } => {
                             if let Some(chunk) = chunk.take() {
-                                *bytes += payload_size(&chunk.payload);
+                                let size = payload_size(&chunk.payload);
+                                *bytes += size;
+                                calls.buffered += size;
                                 chunks.push(chunk);
                             }
                             entry.streaming = streaming;
@@ -518,6 +530,7 @@ struct Pending {
 }
 
 /// Why a callee cannot take another call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AtLimit {
     /// It has `max_pending_per_callee` calls in flight.
     Calls,
@@ -582,11 +595,6 @@ impl InvocationTable {
     /// True when no call is in flight here.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Bytes the calls in flight here pin.
-    pub fn bytes(&self) -> usize {
-        self.pending.lock().bytes
     }
 }
 
@@ -796,8 +804,9 @@ pub fn callee_gone(callee: &SessionHandle) {
 pub fn caller_gone(caller: &SessionHandle) {
     let entries: Vec<Entry> = {
         let mut calls = caller.calls.calls.lock();
-        let Calls { entries, .. } = &mut *calls;
-        entries.drain().map(|(_, entry)| entry).collect()
+        calls.buffered = 0;
+        calls.waiting = false;
+        calls.entries.drain().map(|(_, entry)| entry).collect()
     };
     caller.calls.started.notify_waiters();
     for entry in entries {
@@ -820,5 +829,407 @@ pub fn cancel_all(caller: &SessionHandle, reason: &str) {
     let calls: Vec<(u64, u64)> = caller.calls.calls.lock().entries.iter().map(|(r, e)| (*r, e.token)).collect();
     for (request, token) in calls {
         fail(caller, request, token, WampError::Canceled, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dealer::registry::Registry;
+    use crate::dealer::rule::InvocationRule;
+    use crate::session::outbox::OutboxLimits;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    fn session(id: u64) -> (Arc<SessionHandle>, UnboundedReceiver<Outbound>) {
+        let limits =
+            OutboxLimits { max_bytes: 1 << 30, slow_consumer_bytes: 1 << 31, stuck_timeout: Duration::from_secs(5) };
+        SessionHandle::new(id, crate::wire::Serializer::Json, limits)
+    }
+
+    fn registration(callee: &Arc<SessionHandle>) -> Arc<Registration> {
+        let registry = Registry::new(1);
+        let member = Callee { session: callee.clone(), options: Default::default() };
+        let id = registry.register("com.example.p", InvocationRule::Single, member).unwrap().id;
+        registry.get(id).unwrap()
+    }
+
+    /// Messages queued for a session so far.
+    fn sent(rx: &mut UnboundedReceiver<Outbound>) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            match item {
+                Outbound::Message(message) => out.push(*message),
+                Outbound::Close(closing) => out.push(closing.message),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn is_final(message: &Message) -> bool {
+        match message {
+            Message::Result { details, .. } => details.get("progress").is_none(),
+            Message::Error { .. } => true,
+            _ => false,
+        }
+    }
+
+    fn open(
+        caller: &Arc<SessionHandle>,
+        callee: &Arc<SessionHandle>,
+        request: u64,
+        streaming: bool,
+    ) -> Box<Invocation> {
+        let Opened::New(token) = caller.calls.open(request, streaming) else { panic!("not a new call") };
+        let options = CallOptions { progress: streaming, ..Default::default() };
+        Invocation::new(registration(callee), caller.clone(), request, token, options, Payload::Empty)
+    }
+
+    use std::time::Duration;
+
+    #[test]
+    fn a_call_dropped_unanswered_answers_canceled_once() {
+        let (caller, mut rx) = session(1);
+        let (callee, _crx) = session(2);
+        let call = open(&caller, &callee, 7, false);
+        drop(call);
+        let got = sent(&mut rx);
+        assert_eq!(got.len(), 1);
+        match &got[0] {
+            Message::Error { request: 7, error, .. } => assert_eq!(error, "wamp.error.canceled"),
+            other => panic!("{other:?}"),
+        }
+        assert!(caller.calls.is_empty());
+    }
+
+    #[test]
+    fn an_answered_call_is_never_answered_again() {
+        let (caller, mut rx) = session(1);
+        let (callee, _crx) = session(2);
+        let call = open(&caller, &callee, 7, false);
+        let token = call.token;
+        call.answer(Message::Result { request: 7, details: Dict::new(), payload: Payload::Empty });
+        assert!(!fail(&caller, 7, token, WampError::Timeout, "late"));
+        assert!(!progress(&caller, 7, token, Payload::Empty));
+        assert_eq!(sent(&mut rx).len(), 1);
+    }
+
+    #[test]
+    fn a_call_canceled_while_queued_is_dropped_by_the_writer() {
+        let (caller, mut rx) = session(1);
+        let (callee, _crx) = session(2);
+        let call = open(&caller, &callee, 7, false);
+        cancel(&caller, 7, None, CancelMode::KillNoWait, WampError::Canceled);
+        assert!(start(&caller, 7, call.token, &callee, 1, call.registration.id).is_none());
+        call.discard();
+        let got = sent(&mut rx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(matches!(&got[0], Message::Error { error, .. } if error == "wamp.error.canceled"));
+    }
+
+    #[test]
+    fn a_timer_never_ends_a_newer_call_with_the_same_request_id() {
+        let (caller, mut rx) = session(1);
+        let (callee, _crx) = session(2);
+        let first = open(&caller, &callee, 7, false);
+        let stale = first.token;
+        first.answer(Message::Result { request: 7, details: Dict::new(), payload: Payload::Empty });
+        let _second = open(&caller, &callee, 7, false);
+        cancel(&caller, 7, Some(stale), CancelMode::KillNoWait, WampError::Timeout);
+        assert_eq!(sent(&mut rx).len(), 1, "only the first call's RESULT");
+        assert_eq!(caller.calls.len(), 1, "the second call is still open");
+        drop(_second);
+    }
+
+    #[test]
+    fn request_ids_in_flight_and_ended_streams_are_told_apart() {
+        let (caller, _rx) = session(1);
+        let (callee, _crx) = session(2);
+        let call = open(&caller, &callee, 7, true);
+        assert!(matches!(caller.calls.open(7, true), Opened::Chunk));
+        call.fail(WampError::Canceled, "gone");
+        assert!(matches!(caller.calls.open(7, true), Opened::Stray), "a chunk of the ended stream");
+        assert!(matches!(caller.calls.open(7, false), Opened::Stray), "its last chunk");
+        let again = open(&caller, &callee, 7, false);
+        assert!(matches!(caller.calls.open(7, false), Opened::Reused));
+        again.discard();
+    }
+
+    /// One step of the in-flight model: what a peer, the writer, a timer or a teardown does.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Call { streaming: bool },
+        Start(usize),
+        Yield(usize),
+        Progress(usize),
+        CalleeError(usize),
+        Cancel(usize, u8),
+        Timeout(usize),
+        CalleeGone,
+        CallerGone,
+        WriterLost(usize),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => any::<bool>().prop_map(|streaming| Step::Call { streaming }),
+            3 => (0..8usize).prop_map(Step::Start),
+            2 => (0..8usize).prop_map(Step::Yield),
+            2 => (0..8usize).prop_map(Step::Progress),
+            1 => (0..8usize).prop_map(Step::CalleeError),
+            2 => (0..8usize, 0..3u8).prop_map(|(c, m)| Step::Cancel(c, m)),
+            1 => (0..8usize).prop_map(Step::Timeout),
+            1 => Just(Step::CalleeGone),
+            1 => Just(Step::CallerGone),
+            1 => (0..8usize).prop_map(Step::WriterLost),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens to calls in flight, in whatever order, each CALL a caller still
+        /// waits for gets exactly one final answer, and nothing for it after that; a caller that
+        /// left gets nothing more.
+        #[test]
+        fn every_call_is_answered_exactly_once(steps in proptest::collection::vec(step(), 1..60)) {
+            let (caller, mut rx) = session(1);
+            let features = crate::session::CalleeFeatures { progressive_call_results: true, call_canceling: true, ..Default::default() };
+            let (callee, _crx) = session(2);
+            callee.set_identity(crate::session::Identity { authid: "c".into(), authrole: "r".into(), features });
+            let mut queued: Vec<Option<Box<Invocation>>> = Vec::new();
+            let mut requests: Vec<u64> = Vec::new();
+            let mut invocation_ids: Vec<Option<u64>> = Vec::new();
+            let mut next_invocation = 0;
+            let mut caller_left = false;
+            let mut answers: std::collections::HashMap<u64, (usize, bool)> = Default::default();
+            for step in steps {
+                match step {
+                    Step::Call { streaming } if !caller_left => {
+                        let request = requests.len() as u64 + 1;
+                        let mut call = open(&caller, &callee, request, streaming);
+                        call.progress = true;
+                        requests.push(request);
+                        queued.push(Some(call));
+                        invocation_ids.push(None);
+                    }
+                    Step::Call { .. } => {}
+                    Step::Start(i) => {
+                        if let Some(call) = queued.get_mut(i).and_then(Option::take) {
+                            next_invocation += 1;
+                            let (request, token, registration) = (call.caller_request, call.token, call.registration.id);
+                            callee.invocations.insert(next_invocation, call, usize::MAX, usize::MAX).ok().unwrap();
+                            if start(&caller, request, token, &callee, next_invocation, registration).is_some() {
+                                invocation_ids[i] = Some(next_invocation);
+                            } else if let Some(call) = callee.invocations.remove(next_invocation) {
+                                call.discard();
+                            }
+                        }
+                    }
+                    Step::Yield(i) | Step::Progress(i) | Step::CalleeError(i) => {
+                        let Some(Some(id)) = invocation_ids.get(i).copied() else { continue };
+                        let outcome = match step {
+                            Step::Yield(_) => Outcome::Result(Payload::Empty),
+                            Step::Progress(_) => Outcome::Progress(Payload::Empty),
+                            _ => Outcome::Error { error: "com.example.failed".into(), payload: Payload::Empty },
+                        };
+                        complete(&callee, id, outcome);
+                    }
+                    Step::Cancel(i, mode) => {
+                        let Some(&request) = requests.get(i) else { continue };
+                        let mode = [CancelMode::Skip, CancelMode::Kill, CancelMode::KillNoWait][mode as usize];
+                        cancel(&caller, request, None, mode, WampError::Canceled);
+                    }
+                    Step::Timeout(i) => {
+                        let Some(&request) = requests.get(i) else { continue };
+                        let token = caller.calls.token(request);
+                        cancel(&caller, request, token, CancelMode::KillNoWait, WampError::Timeout);
+                    }
+                    Step::CalleeGone => callee_gone(&callee),
+                    Step::CallerGone => {
+                        caller_left = true;
+                        caller_gone(&caller);
+                    }
+                    Step::WriterLost(i) => {
+                        if let Some(slot) = queued.get_mut(i) {
+                            slot.take();
+                        }
+                    }
+                }
+                for message in sent(&mut rx) {
+                    let request = match &message {
+                        Message::Result { request, .. } | Message::Error { request, .. } => *request,
+                        _ => continue,
+                    };
+                    let entry = answers.entry(request).or_default();
+                    proptest::prop_assert!(!entry.1, "a message for call {} after its final answer: {:?}", request, message);
+                    if is_final(&message) {
+                        entry.0 += 1;
+                        entry.1 = true;
+                    }
+                }
+            }
+            // Whatever is still queued is lost with its writer, and the callee leaves.
+            queued.clear();
+            callee_gone(&callee);
+            for message in sent(&mut rx) {
+                if let Message::Result { request, .. } | Message::Error { request, .. } = &message {
+                    let entry = answers.entry(*request).or_default();
+                    proptest::prop_assert!(!entry.1, "after the final answer: {:?}", message);
+                    if is_final(&message) {
+                        entry.0 += 1;
+                        entry.1 = true;
+                    }
+                }
+            }
+            proptest::prop_assert!(caller.calls.is_empty() || caller_left);
+            proptest::prop_assert!(callee.invocations.is_empty());
+            for request in &requests {
+                let finals = answers.get(request).map_or(0, |a| a.0);
+                if caller_left {
+                    proptest::prop_assert!(finals <= 1);
+                } else {
+                    proptest::prop_assert_eq!(finals, 1, "call {} got {} final answers", request, finals);
+                }
+            }
+        }
+    }
+
+    /// Model checks of the races between everything that can end one call, under `shuttle`'s
+    /// scheduler (`cargo test --features shuttle --lib shuttle`): whichever way the threads
+    /// interleave at the tables' locks, the caller gets exactly one final answer.
+    #[cfg(feature = "shuttle")]
+    mod shuttle_model {
+        use super::*;
+
+        const ITERATIONS: usize = 3_000;
+
+        fn finals(rx: &mut UnboundedReceiver<Outbound>) -> (usize, bool) {
+            let messages = sent(rx);
+            let finals = messages.iter().filter(|m| is_final(m)).count();
+            let after = messages.iter().position(is_final).is_some_and(|end| end + 1 < messages.len());
+            (finals, after)
+        }
+
+        fn interruptible(callee: &SessionHandle) {
+            let features = crate::session::CalleeFeatures {
+                progressive_call_results: true,
+                call_canceling: true,
+                ..Default::default()
+            };
+            callee.set_identity(crate::session::Identity { authid: "c".into(), authrole: "r".into(), features });
+        }
+
+        #[test]
+        fn shuttle_a_running_call_raced_by_answer_cancel_timeout_and_teardown() {
+            shuttle::check_random(
+                || {
+                    let (caller, mut rx) = session(1);
+                    let (callee, _crx) = session(2);
+                    interruptible(&callee);
+                    let mut call = open(&caller, &callee, 7, false);
+                    call.progress = true;
+                    let (token, registration) = (call.token, call.registration.id);
+                    callee.invocations.insert(1, call, usize::MAX, usize::MAX).ok().unwrap();
+                    start(&caller, 7, token, &callee, 1, registration).unwrap();
+                    let threads = vec![
+                        {
+                            let callee = callee.clone();
+                            shuttle::thread::spawn(move || {
+                                complete(&callee, 1, Outcome::Progress(Payload::Empty));
+                                complete(&callee, 1, Outcome::Result(Payload::Empty));
+                            })
+                        },
+                        {
+                            let caller = caller.clone();
+                            shuttle::thread::spawn(move || {
+                                cancel(&caller, 7, None, CancelMode::KillNoWait, WampError::Canceled)
+                            })
+                        },
+                        {
+                            let caller = caller.clone();
+                            shuttle::thread::spawn(move || {
+                                cancel(&caller, 7, Some(token), CancelMode::KillNoWait, WampError::Timeout)
+                            })
+                        },
+                        {
+                            let callee = callee.clone();
+                            shuttle::thread::spawn(move || callee_gone(&callee))
+                        },
+                    ];
+                    threads.into_iter().for_each(|t| t.join().unwrap());
+                    assert_eq!(finals(&mut rx), (1, false), "exactly one final answer, nothing after it");
+                    assert!(caller.calls.is_empty() && callee.invocations.is_empty());
+                },
+                ITERATIONS,
+            );
+        }
+
+        #[test]
+        fn shuttle_a_queued_call_raced_by_its_writer_a_cancel_and_its_caller_leaving() {
+            shuttle::check_random(
+                || {
+                    let (caller, mut rx) = session(1);
+                    let (callee, _crx) = session(2);
+                    let call = open(&caller, &callee, 7, true);
+                    let writer = {
+                        let (caller, callee) = (caller.clone(), callee.clone());
+                        shuttle::thread::spawn(move || {
+                            let (token, registration) = (call.token, call.registration.id);
+                            callee.invocations.insert(1, call, usize::MAX, usize::MAX).ok().unwrap();
+                            if start(&caller, 7, token, &callee, 1, registration).is_none() {
+                                if let Some(call) = callee.invocations.remove(1) {
+                                    call.discard();
+                                }
+                            }
+                        })
+                    };
+                    let canceler = {
+                        let caller = caller.clone();
+                        shuttle::thread::spawn(move || cancel(&caller, 7, None, CancelMode::Skip, WampError::Canceled))
+                    };
+                    let teardown = {
+                        let callee = callee.clone();
+                        shuttle::thread::spawn(move || callee_gone(&callee))
+                    };
+                    for thread in [writer, canceler, teardown] {
+                        thread.join().unwrap();
+                    }
+                    callee_gone(&callee);
+                    assert_eq!(finals(&mut rx), (1, false));
+                    assert!(caller.calls.is_empty() && callee.invocations.is_empty());
+                    assert!(matches!(caller.calls.open(7, true), Opened::Stray), "its chunks are dropped");
+                },
+                ITERATIONS,
+            );
+        }
+
+        #[test]
+        fn shuttle_a_caller_leaving_races_its_callees_answer() {
+            shuttle::check_random(
+                || {
+                    let (caller, mut rx) = session(1);
+                    let (callee, _crx) = session(2);
+                    interruptible(&callee);
+                    let call = open(&caller, &callee, 7, false);
+                    let (token, registration) = (call.token, call.registration.id);
+                    callee.invocations.insert(1, call, usize::MAX, usize::MAX).ok().unwrap();
+                    start(&caller, 7, token, &callee, 1, registration).unwrap();
+                    let answer = {
+                        let callee = callee.clone();
+                        shuttle::thread::spawn(move || complete(&callee, 1, Outcome::Result(Payload::Empty)))
+                    };
+                    let leave = {
+                        let caller = caller.clone();
+                        shuttle::thread::spawn(move || caller_gone(&caller))
+                    };
+                    answer.join().unwrap();
+                    leave.join().unwrap();
+                    let (finals, after) = finals(&mut rx);
+                    assert!(finals <= 1 && !after, "at most one answer to a caller that left");
+                    assert!(caller.calls.is_empty() && callee.invocations.is_empty(), "nothing left behind");
+                },
+                ITERATIONS,
+            );
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! The dealer: the RPC role of one realm.
 //!
-//! [`registry`] holds who registered what (sharded, wait-free reads), [`rule`] decides which member
-//! serves a call, [`call`] is the state machine of calls in flight (routing, results, cancels,
+//! [`registry`] holds who registered what (sharded, wait-free reads), [`patterns`] indexes prefix
+//! and wildcard registrations so a lookup never scans them, [`rule`] decides which member serves a
+//! call, [`call`] is the state machine of calls in flight (routing, results, cancels,
 //! callee or caller leaving), [`timeout`] expires calls that asked for a timeout. This module
 //! turns REGISTER, UNREGISTER, CALL and CANCEL into operations on those; YIELD and a callee's
 //! ERROR go straight to [`call::complete`].
 
 pub mod call;
+pub mod patterns;
 pub mod registry;
 pub mod rule;
 pub mod timeout;
@@ -19,6 +21,7 @@ use crate::wire::uri::{self, MatchPolicy};
 use crate::wire::{Dict, MessageType, Payload, Value};
 
 use call::{CallOptions, CancelMode, Chunk, Invocation, Opened};
+use patterns::{PatternIndex, PatternKind};
 use registry::{Member, RegisterError, Registry};
 use rule::InvocationRule;
 
@@ -71,13 +74,12 @@ pub type Registration = registry::Registration<Callee>;
 
 /// The RPC router of one realm.
 ///
-/// Registrations live in one table per match policy: exact URIs in the sharded table (the hot
-/// path: one lookup per CALL), prefix and wildcard patterns in one-shard tables that a CALL scans
-/// only when no exact registration matches. All three are snapshot tables: routing never waits.
+/// Registrations live in two tables: exact URIs in the sharded [`Registry`] (the hot path: one
+/// lookup per CALL), prefix and wildcard patterns in the [`PatternIndex`], which a CALL asks only
+/// when no exact registration matches. Both are read through snapshots: routing never waits.
 pub struct Dealer {
     exact: Registry<Callee>,
-    prefix: Registry<Callee>,
-    wildcard: Registry<Callee>,
+    patterns: PatternIndex<Callee>,
     timeouts: Arc<timeout::Timeouts>,
     allow_disclose_caller: bool,
     /// Bytes of further chunks a progressive invocation may hold while its first chunk waits for
@@ -91,8 +93,7 @@ impl Dealer {
     pub fn new(shards: usize, allow_disclose_caller: bool, max_buffered_chunks: usize) -> Self {
         Dealer {
             exact: Registry::new(shards),
-            prefix: Registry::new(1),
-            wildcard: Registry::new(1),
+            patterns: PatternIndex::new(shards),
             timeouts: timeout::Timeouts::start(),
             allow_disclose_caller,
             max_buffered_chunks,
@@ -109,69 +110,54 @@ impl Dealer {
         &self.exact
     }
 
-    fn table(&self, policy: MatchPolicy) -> &Registry<Callee> {
-        match policy {
-            MatchPolicy::Exact => &self.exact,
-            MatchPolicy::Prefix => &self.prefix,
-            MatchPolicy::Wildcard => &self.wildcard,
-        }
-    }
-
     /// The registration a CALL to `procedure` goes to, per the spec's selection: an exact match,
     /// else the most specific prefix match, else the most specific wildcard match. The flag says
     /// whether it is a pattern registration.
+    ///
+    /// Patterns never capture a procedure in the reserved `wamp.` namespace, nor an invalid URI
+    /// (which then gets `wamp.error.invalid_uri`, not a callee). Nothing invalid can have been
+    /// registered exactly, so that check is paid on the pattern path only.
     pub fn lookup(&self, procedure: &str) -> Option<(Arc<Registration>, bool)> {
         if let Some(exact) = self.exact.lookup(procedure) {
             return Some((exact, false));
         }
-        let mut best: Option<(Arc<Registration>, usize)> = None;
-        if !self.prefix.is_empty() {
-            self.prefix.for_each(|r| {
-                let rank = uri::prefix_rank(&r.uri);
-                if uri::component_prefix_matches(&r.uri, procedure) && best.as_ref().is_none_or(|(_, b)| rank > *b) {
-                    best = Some((r.clone(), rank));
-                }
-            });
+        if self.patterns.is_empty() || uri::is_reserved(procedure) || !uri::is_valid(procedure) {
+            return None;
         }
-        if let Some((registration, _)) = best {
-            return Some((registration, true));
-        }
-        let mut best: Option<(Arc<Registration>, Vec<usize>)> = None;
-        if !self.wildcard.is_empty() {
-            self.wildcard.for_each(|r| {
-                if uri::wildcard_matches(&r.uri, procedure) {
-                    let rank = uri::wildcard_rank(&r.uri);
-                    if best.as_ref().is_none_or(|(_, b)| rank > *b) {
-                        best = Some((r.clone(), rank));
-                    }
-                }
-            });
-        }
-        best.map(|(registration, _)| (registration, true))
+        self.patterns.best_match(procedure).map(|registration| (registration, true))
     }
 
     /// The registration with this id, and its match policy.
     pub fn get(&self, id: u64) -> Option<(Arc<Registration>, MatchPolicy)> {
-        [MatchPolicy::Exact, MatchPolicy::Prefix, MatchPolicy::Wildcard]
-            .into_iter()
-            .find_map(|policy| self.table(policy).get(id).map(|r| (r, policy)))
+        match self.exact.get(id) {
+            Some(exact) => Some((exact, MatchPolicy::Exact)),
+            None => self.patterns.get(id).map(|(registration, kind)| (registration, kind.policy())),
+        }
     }
 
     /// The registration of `procedure` under exactly this match policy (no pattern selection).
     pub fn lookup_exactly(&self, procedure: &str, policy: MatchPolicy) -> Option<Arc<Registration>> {
-        self.table(policy).lookup(procedure)
+        match PatternKind::of(policy) {
+            None => self.exact.lookup(procedure),
+            Some(kind) => self.patterns.find(procedure, kind),
+        }
     }
 
     /// How many registrations (exact and pattern) have members.
     pub fn registration_count(&self) -> usize {
-        self.exact.len() + self.prefix.len() + self.wildcard.len()
+        self.exact.len() + self.patterns.len()
     }
 
     /// The ids of all registrations under `policy`.
     pub fn ids(&self, policy: MatchPolicy) -> Vec<u64> {
-        let mut ids = Vec::new();
-        self.table(policy).for_each(|r| ids.push(r.id));
-        ids
+        match PatternKind::of(policy) {
+            None => {
+                let mut ids = Vec::new();
+                self.exact.for_each(|r| ids.push(r.id));
+                ids
+            }
+            Some(kind) => self.patterns.ids(kind),
+        }
     }
 
     /// REGISTER: adds `callee` to the registration of `procedure`, returning its id and whether
@@ -201,7 +187,12 @@ impl Dealer {
             forward_timeout: flag("forward_timeout"),
             max_reroutes: options.get("max_reroutes").and_then(Value::as_u64),
         };
-        match self.table(policy).register(procedure, rule, Callee { session: callee.clone(), options }) {
+        let callee = Callee { session: callee.clone(), options };
+        let registered = match PatternKind::of(policy) {
+            None => self.exact.register(procedure, rule, callee),
+            Some(kind) => self.patterns.register(procedure, kind, rule, callee),
+        };
+        match registered {
             Ok(registered) => Ok(registered),
             Err(RegisterError::AlreadyExists) => Err(Refusal::new(
                 WampError::ProcedureAlreadyExists,
@@ -217,8 +208,8 @@ impl Dealer {
     /// UNREGISTER: removes the session from a registration it is a member of; `Ok(true)` when
     /// that deleted the registration (its last member left).
     pub fn unregister(&self, session: u64, registration: u64) -> Result<bool, Refusal> {
-        let tables = [&self.exact, &self.prefix, &self.wildcard];
-        if let Some((_, deleted)) = tables.iter().find_map(|t| t.unregister(registration, session)) {
+        let left = self.exact.unregister(registration, session);
+        if let Some((_, deleted)) = left.or_else(|| self.patterns.unregister(registration, session)) {
             return Ok(deleted);
         }
         Err(Refusal::new(

@@ -1,5 +1,9 @@
 //! The registration registry: the design card's sharded, wait-free routing table.
 //!
+//! It owns [`Registration`], the entry every table shares: exact URIs here, prefix and wildcard
+//! patterns in [`super::patterns`], subscriptions in the broker. A table finds entries; the entry
+//! keeps its members and picks one (`join`, `leave`, `pick` below), whichever table holds it.
+//!
 //! Procedure URIs are hashed into shards. Each shard publishes an immutable map
 //! `URI → Arc<Registration>` through an [`ArcSwap`]; each registration publishes its member list
 //! (callees in registration order) through an `ArcSwap` of its own. Routing a call is therefore
@@ -139,6 +143,56 @@ impl<C: Member> Registration<C> {
 }
 
 impl<C: Member, P: Policy> Registration<C, P> {
+    /// A new entry whose only member is `member`; its table publishes it.
+    pub(crate) fn new(id: u64, uri: &str, policy: P, member: C) -> Self {
+        let mut callees = SmallVec::new();
+        callees.push((member, 0));
+        Registration {
+            id,
+            uri: Arc::from(uri),
+            policy,
+            created: std::time::SystemTime::now(),
+            members: ArcSwap::from_pointee(Members {
+                callees,
+                rr_base: 0,
+                rr_offset: 0,
+                next_seq: 1,
+                last_served: None,
+            }),
+            cursor: CachePadded::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Adds `member` under `policy` (a member already in stays where it is), or says why not.
+    /// Callers hold their table's write lock.
+    pub(crate) fn join(&self, policy: P, member: C) -> Result<(), RegisterError<P>> {
+        if self.policy.is_exclusive() {
+            return Err(RegisterError::AlreadyExists);
+        }
+        if self.policy != policy {
+            return Err(RegisterError::DifferentRule(self.policy));
+        }
+        let old = self.members.load();
+        if !old.callees.iter().any(|(c, _)| c.member_id() == member.member_id()) {
+            let mut callees = old.callees.clone();
+            callees.push((member, old.next_seq));
+            self.publish(&old, callees, old.next_seq + 1);
+        }
+        Ok(())
+    }
+
+    /// Removes the member `member_id`: `Some(true)` when it was the last one (the table then
+    /// deletes the entry), `None` when it was not a member. Callers hold their table's write lock.
+    pub(crate) fn leave(&self, member_id: u64) -> Option<bool> {
+        let old = self.members.load();
+        let position = old.callees.iter().position(|(c, _)| c.member_id() == member_id)?;
+        let mut callees = old.callees.clone();
+        callees.remove(position);
+        let deleted = callees.is_empty();
+        self.publish(&old, callees, old.next_seq);
+        Some(deleted)
+    }
+
     /// True while the session `member_id` is a member.
     pub fn has_member(&self, member_id: u64) -> bool {
         self.members.load().callees.iter().any(|(c, _)| c.member_id() == member_id)
@@ -247,8 +301,8 @@ impl<C: Member, P: Policy> Registry<C, P> {
         self.by_id.get(&id).map(|r| r.value().clone())
     }
 
-    /// Visits every entry (a snapshot per shard). Meant for small tables (pattern subscriptions
-    /// live in one-shard tables); it is O(entries + shards).
+    /// Visits every entry (a snapshot per shard): O(entries + shards), for the meta API's
+    /// listings, never for routing.
     pub fn for_each(&self, mut visit: impl FnMut(&Arc<Registration<C, P>>)) {
         for shard in self.shards.iter() {
             shard.procedures.load().values().for_each(&mut visit);
@@ -271,37 +325,11 @@ impl<C: Member, P: Policy> Registry<C, P> {
         let _write = shard.write.lock();
         let map = shard.procedures.load();
         if let Some(existing) = map.get(uri) {
-            if existing.policy.is_exclusive() {
-                return Err(RegisterError::AlreadyExists);
-            }
-            if existing.policy != policy {
-                return Err(RegisterError::DifferentRule(existing.policy));
-            }
-            let old = existing.members.load();
-            if !old.callees.iter().any(|(c, _)| c.member_id() == member.member_id()) {
-                let mut callees = old.callees.clone();
-                callees.push((member, old.next_seq));
-                existing.publish(&old, callees, old.next_seq + 1);
-            }
+            existing.join(policy, member)?;
             return Ok(Registered { id: existing.id, created: false });
         }
-        let id = self.fresh_id();
-        let mut callees = SmallVec::new();
-        callees.push((member, 0));
-        let registration = Arc::new(Registration {
-            id,
-            uri: Arc::from(uri),
-            policy,
-            created: std::time::SystemTime::now(),
-            members: ArcSwap::from_pointee(Members {
-                callees,
-                rr_base: 0,
-                rr_offset: 0,
-                next_seq: 1,
-                last_served: None,
-            }),
-            cursor: CachePadded::new(AtomicU64::new(0)),
-        });
+        let id = fresh_id(|id| self.by_id.contains_key(&id));
+        let registration = Arc::new(Registration::new(id, uri, policy, member));
         let mut next = ProcedureMap::clone(&map);
         next.insert(registration.uri.clone(), registration.clone());
         self.by_id.insert(id, registration);
@@ -316,12 +344,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
         let registration = self.get(id)?;
         let shard = self.shard(&registration.uri);
         let _write = shard.write.lock();
-        let old = registration.members.load();
-        let position = old.callees.iter().position(|(c, _)| c.member_id() == member_id)?;
-        let mut callees = old.callees.clone();
-        callees.remove(position);
-        let deleted = callees.is_empty();
-        registration.publish(&old, callees, old.next_seq);
+        let deleted = registration.leave(member_id)?;
         if deleted {
             let map = shard.procedures.load();
             let mut next = ProcedureMap::clone(&map);
@@ -332,13 +355,14 @@ impl<C: Member, P: Policy> Registry<C, P> {
         }
         Some((registration, deleted))
     }
+}
 
-    fn fresh_id(&self) -> u64 {
-        loop {
-            let id = fastrand::u64(1..=MAX_ID);
-            if !self.by_id.contains_key(&id) {
-                return id;
-            }
+/// A random registration id in WAMP's id range that `taken` does not refuse.
+pub(crate) fn fresh_id(taken: impl Fn(u64) -> bool) -> u64 {
+    loop {
+        let id = fastrand::u64(1..=MAX_ID);
+        if !taken(id) {
+            return id;
         }
     }
 }
@@ -493,5 +517,159 @@ mod tests {
             assert!(m == 1 || m == 2);
         }
         churn.join().unwrap();
+    }
+}
+
+/// The registry against a simple model: a list of members per procedure, and for round-robin the
+/// join number of the member that served the previous call.
+#[cfg(test)]
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+    use InvocationRule::*;
+
+    const PROCEDURES: [&str; 3] = ["com.example.p", "com.example.q", "com.example.r"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Joins with the procedure's usual rule, or with `odd` when given.
+        Join {
+            procedure: usize,
+            odd: Option<InvocationRule>,
+            member: u64,
+        },
+        Leave {
+            procedure: usize,
+            member: u64,
+        },
+        Call {
+            procedure: usize,
+        },
+    }
+
+    struct Modelled {
+        id: u64,
+        rule: InvocationRule,
+        /// (member, join number), in join order.
+        members: Vec<(u64, u64)>,
+        joins: u64,
+        /// The join number of the member that served the last round-robin call.
+        last_served: Option<u64>,
+    }
+
+    impl Modelled {
+        /// The member that serves the next call; round-robin moves on.
+        fn serve(&mut self) -> Option<u64> {
+            let first = self.members.first()?;
+            let served = match self.rule {
+                Single | First => *first,
+                Last => *self.members.last()?,
+                Random => return None,
+                RoundRobin => {
+                    let after = |&&(_, joined): &&(u64, u64)| self.last_served.is_none_or(|last| joined > last);
+                    *self.members.iter().find(after).unwrap_or(first)
+                }
+            };
+            self.last_served = Some(served.1);
+            Some(served.0)
+        }
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let odd = prop_oneof![4 => Just(None), 1 => prop::sample::select(InvocationRule::ALL.to_vec()).prop_map(Some)];
+        prop_oneof![
+            3 => (0..3usize, odd, 1..6u64).prop_map(|(procedure, odd, member)| Op::Join { procedure, odd, member }),
+            2 => (0..3usize, 1..6u64).prop_map(|(procedure, member)| Op::Leave { procedure, member }),
+            5 => (0..3usize).prop_map(|procedure| Op::Call { procedure }),
+        ]
+    }
+
+    fn rules() -> impl Strategy<Value = [InvocationRule; 3]> {
+        let rule = prop_oneof![3 => Just(RoundRobin), 2 => prop::sample::select(InvocationRule::ALL.to_vec())];
+        [rule.clone(), rule.clone(), rule]
+    }
+
+    fn join(
+        registry: &Registry<u64>,
+        model: &mut [Option<Modelled>],
+        procedure: usize,
+        rule: InvocationRule,
+        member: u64,
+    ) {
+        let got = registry.register(PROCEDURES[procedure], rule, member);
+        match &mut model[procedure] {
+            None => {
+                let registered = got.expect("a new procedure is created");
+                assert!(registered.created);
+                let members = vec![(member, 0)];
+                let id = registered.id;
+                model[procedure] = Some(Modelled { id, rule, members, joins: 1, last_served: None });
+            }
+            Some(m) if m.rule == Single => assert_eq!(got, Err(RegisterError::AlreadyExists)),
+            Some(m) if m.rule != rule => assert_eq!(got, Err(RegisterError::DifferentRule(m.rule))),
+            Some(m) => {
+                assert_eq!(got, Ok(Registered { id: m.id, created: false }));
+                if !m.members.iter().any(|&(joined, _)| joined == member) {
+                    m.members.push((member, m.joins));
+                    m.joins += 1;
+                }
+            }
+        }
+    }
+
+    fn leave(registry: &Registry<u64>, model: &mut [Option<Modelled>], procedure: usize, member: u64) {
+        let Some(m) = &mut model[procedure] else {
+            assert!(registry.lookup(PROCEDURES[procedure]).is_none());
+            return;
+        };
+        let left = registry.unregister(m.id, member).map(|(r, deleted)| (r.id, deleted));
+        let Some(position) = m.members.iter().position(|&(joined, _)| joined == member) else {
+            assert_eq!(left, None, "not a member");
+            return;
+        };
+        m.members.remove(position);
+        assert_eq!(left, Some((m.id, m.members.is_empty())));
+        if m.members.is_empty() {
+            assert!(registry.get(m.id).is_none());
+            model[procedure] = None;
+        }
+    }
+
+    fn call(registry: &Registry<u64>, model: &mut [Option<Modelled>], procedure: usize) {
+        let picked = registry.lookup(PROCEDURES[procedure]).and_then(|r| r.pick());
+        match &mut model[procedure] {
+            None => assert_eq!(picked, None),
+            Some(m) if m.rule == Random => {
+                let picked = picked.expect("a member serves");
+                assert!(m.members.iter().any(|&(member, _)| member == picked), "{picked} is a member");
+            }
+            Some(m) => assert_eq!(picked, m.serve(), "{:?} among {:?}", m.rule, m.members),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn the_registry_behaves_as_the_model(rules in rules(), ops in prop::collection::vec(op(), 1..80)) {
+            let registry = Registry::new(2);
+            let mut model: Vec<Option<Modelled>> = (0..PROCEDURES.len()).map(|_| None).collect();
+            for op in ops {
+                match op {
+                    Op::Join { procedure, odd, member } => {
+                        join(&registry, &mut model, procedure, odd.unwrap_or(rules[procedure]), member)
+                    }
+                    Op::Leave { procedure, member } => leave(&registry, &mut model, procedure, member),
+                    Op::Call { procedure } => call(&registry, &mut model, procedure),
+                }
+                for (procedure, m) in PROCEDURES.iter().zip(&model) {
+                    let members = registry.lookup(procedure).map(|r| (r.id, r.policy, r.members()));
+                    let expected = m.as_ref().map(|m| (m.id, m.rule, m.members.iter().map(|&(c, _)| c).collect()));
+                    prop_assert_eq!(members, expected);
+                }
+                prop_assert_eq!(registry.len(), model.iter().flatten().count());
+            }
+        }
     }
 }

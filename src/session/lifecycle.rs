@@ -23,26 +23,25 @@ use super::{Closing, Outbound, SessionHandle};
 use crate::dealer::call;
 use crate::error::WampError;
 use crate::router::RouterShared;
-use crate::transport::{CloseCode, OutFrame};
-use crate::wire::{Dict, Message, Serializer};
+use crate::transport::{CloseCode, OutFrame, PeerLink};
+use crate::wire::{Dict, Message};
 
 /// Runs one session over a transport's frame stream and sink, until it ends and is torn down.
-/// `max_outgoing` is the largest message the peer accepts.
-pub async fn run<R, W>(router: Arc<RouterShared>, serializer: Serializer, mut frames: R, sink: W, max_outgoing: usize)
+pub async fn run<R, W>(router: Arc<RouterShared>, link: PeerLink, mut frames: R, sink: W)
 where
     R: Stream<Item = Inbound> + Unpin,
     W: Sink<OutFrame> + Unpin + Send + 'static,
     W::Error: std::fmt::Display,
 {
-    let (handle, queue) = router.new_session(serializer);
+    let (handle, queue) = router.new_session(link.serializer);
     let limits = WriterLimits {
-        max_outgoing,
+        max_outgoing: link.max_outgoing,
         max_pending: router.config.max_pending_per_callee,
         max_pending_bytes: router.config.max_pending_bytes_per_callee,
         write_timeout: router.config.stuck_timeout(),
     };
     let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), limits));
-    let mut session = Session::new(router.clone(), handle.clone());
+    let mut session = Session::new(router.clone(), handle.clone(), link.pings);
     let last = match AssertUnwindSafe(session.run(&mut frames)).catch_unwind().await {
         Ok(last) => last,
         Err(_) => {

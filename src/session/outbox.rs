@@ -162,6 +162,7 @@ impl Outbox {
     }
 
     fn enqueue(&self, item: Outbound) -> Result<(), Refused> {
+        crate::sync::switch_point();
         let size = item.size();
         self.queued.fetch_add(size, Ordering::Relaxed);
         self.tx.send(item).map_err(|error| {

@@ -57,6 +57,8 @@ enum Flow {
 pub struct Session {
     router: Arc<RouterShared>,
     handle: Arc<SessionHandle>,
+    /// The peer answers pings, so it may be pinged and closed when it stays silent.
+    pings: bool,
     realm: Option<Arc<Realm>>,
     /// Registrations this session is a member of, so leaving can remove it from each.
     registrations: HashSet<u64>,
@@ -79,9 +81,11 @@ struct Liveness {
 }
 
 impl Liveness {
-    fn new(router: &RouterShared) -> Self {
+    /// The rules for a peer that answers pings (`pings`) or may not (then it is neither pinged
+    /// nor closed for its silence: a silent peer may be alive).
+    fn new(router: &RouterShared, pings: bool) -> Self {
         let config = &router.config;
-        let ms = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        let ms = |ms: u64| (pings && ms > 0).then(|| Duration::from_millis(ms));
         let (keepalive, idle_timeout) = (ms(config.keepalive_interval_ms), ms(config.idle_timeout_ms));
         // Without pings, still look for silence often enough to close an idle peer in time.
         let period = keepalive.or(idle_timeout.map(|t| t / 4));
@@ -107,9 +111,10 @@ impl Liveness {
 }
 
 impl Session {
-    /// A session that has not said HELLO yet.
-    pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>) -> Self {
-        Session { router, handle, realm: None, registrations: HashSet::new(), subscriptions: HashSet::new() }
+    /// A session that has not said HELLO yet; `pings` when its transport's peer answers pings.
+    pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>, pings: bool) -> Self {
+        let (registrations, subscriptions) = (HashSet::new(), HashSet::new());
+        Session { router, handle, pings, realm: None, registrations, subscriptions }
     }
 
     /// Reads and handles messages until the session ends; returns the last message to send.
@@ -118,7 +123,7 @@ impl Session {
         // Made once, not per message: each `cancelled()` registers with (and leaves) a Notify.
         let closed = self.handle.closing.clone().cancelled_owned();
         let shutdown = self.router.shutdown.clone().cancelled_owned();
-        let mut liveness = Liveness::new(&self.router);
+        let mut liveness = Liveness::new(&self.router, self.pings);
         let far = Duration::from_secs(86_400 * 365);
         let tick = tokio::time::sleep(liveness.period.unwrap_or(far));
         tokio::pin!(hello_deadline, closed, shutdown, tick);
@@ -389,11 +394,6 @@ impl Session {
             }
         }
         meta::left(&realm, &self.handle);
-    }
-
-    /// Registrations and subscriptions the session holds.
-    pub fn holdings(&self) -> (usize, usize) {
-        (self.registrations.len(), self.subscriptions.len())
     }
 }
 

@@ -238,14 +238,26 @@ where
         let registration = call.registration.id;
         let details = std::mem::take(&mut call.details);
         let message = Message::Invocation { request, registration, details, payload: call.payload.clone() };
-        let frame = self.encode(&message);
-        if frame.len() > self.limits.max_outgoing {
-            tracing::info!(session = self.handle.id, size = frame.len(), "call larger than the callee accepts");
-            let reason =
-                format!("the call is {} bytes; the callee accepts at most {}", frame.len(), self.limits.max_outgoing);
-            call.fail(WampError::PayloadSizeExceeded, &reason);
-            return Step::Continue;
-        }
+        let frame = match self.encode(&message) {
+            Ok(frame) if frame.len() <= self.limits.max_outgoing => frame,
+            Ok(frame) => {
+                tracing::info!(session = self.handle.id, size = frame.len(), "call larger than the callee accepts");
+                let max = self.limits.max_outgoing;
+                call.fail(
+                    WampError::PayloadSizeExceeded,
+                    &format!("the call is {} bytes; the callee accepts at most {max}", frame.len()),
+                );
+                return Step::Continue;
+            }
+            Err(error) => {
+                tracing::info!(session = self.handle.id, %error, "call arguments cannot be sent to the callee");
+                call.fail(
+                    WampError::InvalidArgument,
+                    &format!("the call's arguments cannot be sent to the callee: {error}"),
+                );
+                return Step::Continue;
+            }
+        };
         let (caller, caller_request, token) = {
             let (caller, request, token) = call.caller_request();
             (caller.clone(), request, token)
@@ -253,8 +265,8 @@ where
         // Pending at this callee first, then running for the caller: a cancel that sees the call
         // running finds it here. A callee at its limit is unavailable for this call.
         let limits = (self.limits.max_pending, self.limits.max_pending_bytes);
-        if let Err((_, mut call)) = self.handle.invocations.insert(request, call, limits.0, limits.1) {
-            tracing::debug!(session = self.handle.id, "callee at its pending limit; call handed on");
+        if let Err((limit, mut call)) = self.handle.invocations.insert(request, call, limits.0, limits.1) {
+            tracing::debug!(session = self.handle.id, ?limit, "callee at its pending limit; call handed on");
             call.unavailable.push(self.handle.id);
             call::reroute(call);
             return Step::Continue;
@@ -282,54 +294,61 @@ where
     async fn chunk(&mut self, request: u64, registration: u64, chunk: Chunk) -> Step {
         let Chunk { progress, payload } = chunk;
         let details = if progress { Dict::new().with("progress", true) } else { Dict::new() };
-        let frame = self.encode(&Message::Invocation { request, registration, details, payload });
-        if frame.len() > self.limits.max_outgoing {
-            // The call cannot go on: it ends for its caller, and the callee is told to stop.
-            if let Some(call) = self.handle.invocations.remove(request) {
-                let reason =
-                    format!("a chunk of the call exceeds the {} bytes the callee accepts", self.limits.max_outgoing);
-                call.fail(WampError::PayloadSizeExceeded, &reason);
-                let options = Dict::new().with("mode", "killnowait").with("reason", WampError::Canceled.uri());
-                let interrupt = self.encode(&Message::Interrupt { request, options });
-                return self.frame(OutFrame::Message(interrupt)).await;
+        let (error, reason) = match self.encode(&Message::Invocation { request, registration, details, payload }) {
+            Ok(frame) if frame.len() <= self.limits.max_outgoing => return self.frame(OutFrame::Message(frame)).await,
+            Ok(_) => {
+                let max = self.limits.max_outgoing;
+                (
+                    WampError::PayloadSizeExceeded,
+                    format!("a chunk of the call exceeds the {max} bytes the callee accepts"),
+                )
             }
-            return Step::Continue;
-        }
-        self.frame(OutFrame::Message(frame)).await
+            Err(error) => {
+                (WampError::InvalidArgument, format!("a chunk of the call cannot be sent to the callee: {error}"))
+            }
+        };
+        // The call cannot go on: it ends for its caller, and the callee is told to stop.
+        let Some(call) = self.handle.invocations.remove(request) else { return Step::Continue };
+        call.fail(error, &reason);
+        let options = Dict::new().with("mode", "killnowait").with("reason", WampError::Canceled.uri());
+        self.message(&Message::Interrupt { request, options }).await
     }
 
+    /// Writes a message, or what stands in for it when the peer cannot take it (see the module
+    /// docs): a RESULT or ERROR becomes an ERROR saying why; anything else ends the session.
     async fn message(&mut self, message: &Message) -> Step {
-        let mut frame = self.encode(message);
-        if frame.len() > self.limits.max_outgoing {
-            tracing::info!(session = self.handle.id, size = frame.len(), "message larger than the peer accepts");
-            match too_large(message, frame.len(), self.limits.max_outgoing) {
-                Some(replacement) => frame = self.encode(&replacement),
-                None => {
-                    // A session message (WELCOME, ...) the peer cannot take: the session cannot go on.
-                    let reason = format!(
-                        "a {:?} of {} bytes exceeds what this peer accepts",
-                        message.message_type(),
-                        frame.len()
-                    );
-                    let details = Dict::new().with("message", reason);
-                    let abort = Message::Abort { details, reason: WampError::PayloadSizeExceeded.uri().to_owned() };
-                    let frame = self.encode(&abort);
-                    if self.frame(OutFrame::Message(frame)).await == Step::Continue
-                        && self.frame(OutFrame::Close(CloseCode::TooBig)).await == Step::Continue
-                    {
-                        self.guarded("close", |sink| sink.close()).await;
-                    }
-                    return Step::Stop;
-                }
+        let max = self.limits.max_outgoing;
+        let (error, reason) = match self.encode(message) {
+            Ok(frame) if frame.len() <= max => return self.frame(OutFrame::Message(frame)).await,
+            Ok(frame) => (
+                WampError::PayloadSizeExceeded,
+                format!("the message is {} bytes; this peer accepts {max}", frame.len()),
+            ),
+            Err(error) => {
+                (WampError::InvalidArgument, format!("the message cannot be sent in this peer's serializer: {error}"))
+            }
+        };
+        tracing::info!(session = self.handle.id, reason, "message replaced: the peer cannot take it");
+        if let Some(frame) = stand_in(message, error, &reason).and_then(|m| self.encode(&m).ok()) {
+            return self.frame(OutFrame::Message(frame)).await;
+        }
+        // A session message (WELCOME, ...) the peer cannot take: the session cannot go on.
+        let reason = format!("a {:?} this peer cannot take: {reason}", message.message_type());
+        let abort = Message::Abort { details: Dict::new().with("message", reason), reason: error.uri().to_owned() };
+        if let Ok(frame) = self.encode(&abort) {
+            if self.frame(OutFrame::Message(frame)).await == Step::Continue
+                && self.frame(OutFrame::Close(CloseCode::TooBig)).await == Step::Continue
+            {
+                self.guarded("close", |sink| sink.close()).await;
             }
         }
-        self.frame(OutFrame::Message(frame)).await
+        Step::Stop
     }
 
-    fn encode(&self, message: &Message) -> Bytes {
+    fn encode(&self, message: &Message) -> Result<Bytes, crate::wire::EncodeError> {
         let mut out = Vec::with_capacity(128);
-        self.handle.serializer.encode(message, &mut out);
-        Bytes::from(out)
+        self.handle.serializer.try_encode(message, &mut out)?;
+        Ok(Bytes::from(out))
     }
 
     async fn frame(&mut self, frame: OutFrame) -> Step {
@@ -369,20 +388,20 @@ where
     }
 }
 
-/// What to send instead of a message too large for the peer; `None` for messages that have no
-/// smaller stand-in (WELCOME and the like), which end the session.
-fn too_large(message: &Message, size: usize, limit: usize) -> Option<Message> {
-    let reason = || Payload::args(vec![Value::from(format!("the message is {size} bytes; this peer accepts {limit}"))]);
-    let uri = WampError::PayloadSizeExceeded.uri();
-    match message {
-        Message::Result { request, .. } => Some(Message::error(MessageType::Call, *request, uri, reason())),
-        Message::Error { request_type, request, .. } => Some(Message::Error {
-            request_type: *request_type,
-            request: *request,
-            details: Default::default(),
-            error: uri.to_owned(),
-            payload: reason(),
-        }),
-        _ => None,
-    }
+/// What to send instead of a message the peer cannot take (too large, or not representable in
+/// its serializer): an ERROR with `error` and `reason` for a RESULT or an ERROR; `None` for
+/// messages that have no stand-in (WELCOME and the like), which end the session.
+fn stand_in(message: &Message, error: WampError, reason: &str) -> Option<Message> {
+    let (request_type, request) = match message {
+        Message::Result { request, .. } => (MessageType::Call as u64, *request),
+        Message::Error { request_type, request, .. } => (*request_type, *request),
+        _ => return None,
+    };
+    Some(Message::Error {
+        request_type,
+        request,
+        details: Dict::new(),
+        error: error.uri().to_owned(),
+        payload: Payload::args(vec![Value::from(reason)]),
+    })
 }

@@ -8,6 +8,18 @@ pub mod websocket;
 
 use bytes::Bytes;
 
+/// What a transport tells the session about its peer.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerLink {
+    /// The serializer the peer speaks.
+    pub serializer: crate::wire::Serializer,
+    /// The largest message the peer accepts.
+    pub max_outgoing: usize,
+    /// The router may ping this peer (and close it when it stays silent): every WebSocket peer
+    /// answers pings, but some RawSocket clients do not implement PING.
+    pub pings: bool,
+}
+
 /// What a session's writer hands its transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutFrame {

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
 use super::gate::{FrameGate, Framing};
-use super::{CloseCode, OutFrame};
+use super::{CloseCode, OutFrame, PeerLink};
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
@@ -32,6 +32,9 @@ pub const MAGIC: u8 = 0x7F;
 
 /// The largest payload a frame header can express (24-bit length).
 pub const MAX_FRAME: usize = (1 << 24) - 1;
+
+/// How far beyond the bytes already buffered [`Codec`] reserves room while a frame arrives.
+pub const READ_AHEAD: usize = 64 * 1024;
 
 /// Handshake error codes, sent in the upper nibble of the reply's second octet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,56 @@ pub enum HandshakeError {
     ReservedBitsUsed = 3,
     /// The router has no room for another connection.
     MaxConnectionCountReached = 4,
+}
+
+impl HandshakeError {
+    /// The 4 octets that refuse a handshake with this error.
+    pub fn reply(self) -> [u8; 4] {
+        [MAGIC, (self as u8) << 4, 0, 0]
+    }
+}
+
+/// Why a client's 4 handshake octets were not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeRefusal {
+    /// The first octet is not [`MAGIC`]: this is no RawSocket client, so nothing is answered.
+    NotRawSocket,
+    /// A RawSocket client asked for something we refuse; answer with [`HandshakeError::reply`].
+    Refused(HandshakeError),
+}
+
+/// A handshake we accept, and what it settles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The serializer the client asked for.
+    pub serializer: Serializer,
+    /// The largest message the client accepts, in bytes.
+    pub peer_max: usize,
+    /// The largest frame payload we accept from the client, in bytes.
+    pub max_incoming: usize,
+    /// Our 4 reply octets: our length exponent and the client's serializer.
+    pub reply: [u8; 4],
+}
+
+/// Checks a client's 4 handshake octets, given the largest message we accept
+/// (`max_message_size`). Pure: the caller reads the octets and writes the reply.
+pub fn parse_handshake(octets: [u8; 4], max_message_size: usize) -> Result<Accepted, HandshakeRefusal> {
+    if octets[0] != MAGIC {
+        return Err(HandshakeRefusal::NotRawSocket);
+    }
+    if octets[2] != 0 || octets[3] != 0 {
+        return Err(HandshakeRefusal::Refused(HandshakeError::ReservedBitsUsed));
+    }
+    let serializer =
+        serializer_from_id(octets[1] & 0x0f).ok_or(HandshakeRefusal::Refused(HandshakeError::SerializerUnsupported))?;
+    let our_max = max_message_size.min(MAX_FRAME);
+    let our_exponent = length_exponent(our_max);
+    Ok(Accepted {
+        serializer,
+        peer_max: announced_length(octets[1] >> 4),
+        max_incoming: announced_length(our_exponent).max(our_max),
+        reply: [MAGIC, (our_exponent << 4) | octets[1] & 0x0f, 0, 0],
+    })
 }
 
 /// The serializer id of the handshake. Every serializer we speak has one; the `Option` keeps
@@ -81,34 +134,26 @@ pub async fn serve(router: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAd
         Ok(Err(error)) => return tracing::debug!(%peer, %error, "RawSocket handshake failed"),
         Err(_) => return tracing::info!(%peer, "RawSocket handshake timed out"),
     }
-    let our_exponent = length_exponent(router.config.max_message_size.min(MAX_FRAME));
-    let refusal = if hello[0] != MAGIC {
-        return tracing::info!(%peer, "not a RawSocket handshake");
-    } else if hello[2] != 0 || hello[3] != 0 {
-        Err(HandshakeError::ReservedBitsUsed)
-    } else {
-        serializer_from_id(hello[1] & 0x0f).ok_or(HandshakeError::SerializerUnsupported)
-    };
-    let serializer = match refusal {
-        Ok(serializer) => serializer,
-        Err(error) => {
-            tracing::info!(%peer, ?error, octets = ?hello, "RawSocket handshake refused");
-            let _ = tcp.write_all(&[MAGIC, (error as u8) << 4, 0, 0]).await;
-            return;
-        }
-    };
-    let peer_max = announced_length(hello[1] >> 4);
-    let accepted = (our_exponent << 4) | hello[1] & 0x0f;
-    if tcp.write_all(&[MAGIC, accepted, 0, 0]).await.is_err() {
+    let Accepted { serializer, peer_max, max_incoming, reply } =
+        match parse_handshake(hello, router.config.max_message_size) {
+            Ok(accepted) => accepted,
+            Err(HandshakeRefusal::NotRawSocket) => return tracing::info!(%peer, "not a RawSocket handshake"),
+            Err(HandshakeRefusal::Refused(error)) => {
+                tracing::info!(%peer, ?error, octets = ?hello, "RawSocket handshake refused");
+                let _ = tcp.write_all(&error.reply()).await;
+                return;
+            }
+        };
+    if tcp.write_all(&reply).await.is_err() {
         return;
     }
     tracing::debug!(%peer, serializer = serializer.subprotocol(), peer_max, "RawSocket connection open");
     let (read, write) = tcp.into_split();
-    let max_incoming = announced_length(our_exponent).max(router.config.max_message_size.min(MAX_FRAME));
     let read = FrameGate::new(read, Framing::RawSocket, max_incoming, router.config.message_timeout());
     let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
     let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
-    lifecycle::run(router, serializer, frames, sink, peer_max).await;
+    let link = PeerLink { serializer, max_outgoing: peer_max, pings: router.config.rawsocket_keepalive };
+    lifecycle::run(router, link, frames, sink).await;
 }
 
 /// A RawSocket frame as read.
@@ -123,6 +168,9 @@ pub enum RawFrame {
 }
 
 /// Frames RawSocket messages (after the handshake). Used by the router and by our client.
+///
+/// A frame's header announces up to 16 MiB; its buffer grows as the bytes arrive, at most
+/// [`READ_AHEAD`] beyond what is buffered, so a header alone costs next to nothing.
 pub struct Codec {
     /// Largest payload accepted; larger frames are an error.
     pub max_incoming: usize,
@@ -159,7 +207,9 @@ impl Decoder for Codec {
             )));
         }
         if src.len() < 4 + length {
-            src.reserve(4 + length - src.len());
+            // Room for the next bytes, not for what the header promises: a peer that announces
+            // 16 MiB and sends nothing more must not make us hold 16 MiB.
+            src.reserve((4 + length - src.len()).min(READ_AHEAD));
             return Ok(None);
         }
         src.advance(4);
@@ -277,5 +327,62 @@ mod tests {
         assert!(matches!(codec.decode(&mut big), Err(FrameError::Violation(_))));
         let mut reserved = BytesMut::from(&[0x08u8, 0, 0, 1, 0][..]);
         assert!(matches!(codec.decode(&mut reserved), Err(FrameError::Violation(_))));
+    }
+
+    #[test]
+    fn handshakes_are_accepted_or_refused_as_the_spec_says() {
+        let max = 16 * 1024 * 1024;
+        // JSON, client accepts 2^(9+15), capped at a frame's 2^24 - 1. We accept as much, but
+        // can only announce 2^23: 2^24 would be more than a frame holds.
+        let accepted = parse_handshake([MAGIC, 0xf1, 0, 0], max).unwrap();
+        assert_eq!(accepted.serializer, Serializer::Json);
+        assert_eq!(accepted.peer_max, MAX_FRAME);
+        assert_eq!(accepted.max_incoming, MAX_FRAME);
+        assert_eq!(accepted.reply, [MAGIC, 0xe1, 0, 0]);
+        // MessagePack and CBOR; the client's exponent 0 is 512 bytes; ours follows our limit.
+        let accepted = parse_handshake([MAGIC, 0x02, 0, 0], 64 * 1024).unwrap();
+        assert_eq!((accepted.serializer, accepted.peer_max), (Serializer::MsgPack, 512));
+        assert_eq!((accepted.max_incoming, accepted.reply), (64 * 1024, [MAGIC, 0x72, 0, 0]));
+        assert_eq!(parse_handshake([MAGIC, 0x33, 0, 0], max).unwrap().serializer, Serializer::Cbor);
+        // A limit between two powers of two: we announce less, and accept what we said we would.
+        let accepted = parse_handshake([MAGIC, 0x01, 0, 0], 100_000).unwrap();
+        assert_eq!((accepted.reply[1] >> 4, accepted.max_incoming), (7, 100_000));
+        // Refusals.
+        let refused = |octets| parse_handshake(octets, max).unwrap_err();
+        assert_eq!(refused([0x47, 0x45, 0x54, 0x20]), HandshakeRefusal::NotRawSocket);
+        for serializer in [0x00, 0x04, 0x0f] {
+            let error = HandshakeRefusal::Refused(HandshakeError::SerializerUnsupported);
+            assert_eq!(refused([MAGIC, 0xf0 | serializer, 0, 0]), error);
+        }
+        for reserved in [[MAGIC, 0xf1, 1, 0], [MAGIC, 0xf1, 0, 0x80]] {
+            assert_eq!(refused(reserved), HandshakeRefusal::Refused(HandshakeError::ReservedBitsUsed));
+        }
+        assert_eq!(HandshakeError::SerializerUnsupported.reply(), [MAGIC, 0x10, 0, 0]);
+        assert_eq!(HandshakeError::MaxConnectionCountReached.reply(), [MAGIC, 0x40, 0, 0]);
+    }
+
+    #[test]
+    fn a_header_alone_reserves_a_bounded_chunk_and_the_buffer_grows_as_bytes_arrive() {
+        let mut codec = Codec { max_incoming: MAX_FRAME };
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0, 0xff, 0xff, 0xff]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() <= 4 + READ_AHEAD + 64, "reserved {} bytes for a header", buf.capacity());
+        // Feed the frame in pieces; the buffer never runs far ahead of what arrived (the factor 2
+        // is BytesMut doubling its allocation when it grows).
+        let mut sent = 0;
+        while sent < MAX_FRAME {
+            let chunk = (MAX_FRAME - sent).min(100_000);
+            buf.extend_from_slice(&vec![b' '; chunk]);
+            sent += chunk;
+            if sent < MAX_FRAME {
+                assert_eq!(codec.decode(&mut buf).unwrap(), None);
+                assert!(buf.capacity() <= 2 * (4 + sent + READ_AHEAD), "{} for {sent}", buf.capacity());
+            }
+        }
+        match codec.decode(&mut buf).unwrap() {
+            Some(RawFrame::Message(payload)) => assert_eq!(payload.len(), MAX_FRAME),
+            other => panic!("expected the whole frame, got {:?}", other.map(|_| "another frame")),
+        }
     }
 }

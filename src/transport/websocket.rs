@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::gate::{FrameGate, Framing};
-use super::{CloseCode, OutFrame};
+use super::{CloseCode, OutFrame, PeerLink};
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
@@ -61,8 +61,9 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     tracing::debug!(%peer, subprotocol = serializer.subprotocol(), "WebSocket connection open");
     let (sink, stream) = ws.split();
     let (frames, sink) = (Frames { inner: stream, serializer }, FrameSink { inner: sink, serializer });
-    // A WebSocket peer announces no limit of its own.
-    lifecycle::run(router, serializer, frames, sink, usize::MAX).await;
+    // A WebSocket peer announces no limit of its own, and answers pings (RFC 6455 requires it).
+    let link = PeerLink { serializer, max_outgoing: usize::MAX, pings: true };
+    lifecycle::run(router, link, frames, sink).await;
 }
 
 /// Picks the first subprotocol in the client's list that we speak.

@@ -11,7 +11,14 @@
 //!   Every other tag is refused. WAMP defines none and [`Value`] has nowhere to keep one, and
 //!   dropping a tag silently would change meaning (tag 2 over a byte string is a bignum, not
 //!   bytes).
-//! - Only text strings as dictionary keys, as in every WAMP serializer.
+//! - Only text strings as dictionary keys, as in every WAMP serializer. A repeated key keeps its
+//!   last value ([`Dict::from_entries`]), as in JSON and MessagePack.
+//! - Negative integers down to -2^64, as CBOR allows, in payloads forwarded to CBOR peers; only
+//!   reading one into a [`Value`] (a dictionary, or transcoding to another serializer) refuses
+//!   those below `i64::MIN`.
+//!
+//! Building reserves room for containers only within a [`ReserveBudget`], never from an announced
+//! length alone.
 //!
 //! What is written: definite lengths in their shortest form, integers in their shortest form,
 //! byte strings for [`Value::Bytes`], and finite floats as doubles (non-finite ones as the
@@ -20,7 +27,7 @@
 
 use bytes::Bytes;
 
-use super::format::{DecodeError, EnvelopeReader, Format, RawKind};
+use super::format::{utf8, DecodeError, EnvelopeReader, Format, RawKind, ReserveBudget};
 use super::value::{Dict, Value};
 
 /// Nesting deeper than this is refused: it bounds recursion against hostile input.
@@ -48,6 +55,7 @@ pub struct Cbor;
 pub struct CborReader {
     buf: Bytes,
     pos: usize,
+    budget: ReserveBudget,
     /// Elements left in a definite-length message array; `None` for an indefinite one.
     remaining: Option<usize>,
     /// An indefinite-length message array's break has been read.
@@ -57,14 +65,14 @@ pub struct CborReader {
 impl CborReader {
     /// Starts reading `frame`, which must hold a CBOR array.
     pub fn new(frame: Bytes) -> Result<Self, DecodeError> {
-        let mut cursor = Cursor { buf: &frame, pos: 0 };
+        let mut cursor = Cursor::new(&frame);
         let remaining = match cursor.item()? {
             Item::Array(Len::Definite(n)) => Some(n),
             Item::Array(Len::Indefinite) => None,
             _ => return Err(DecodeError::new("message is not a CBOR array")),
         };
-        let pos = cursor.pos;
-        Ok(CborReader { buf: frame, pos, remaining, done: false })
+        let (pos, budget) = (cursor.pos, cursor.budget);
+        Ok(CborReader { buf: frame, pos, budget, remaining, done: false })
     }
 
     /// A cursor on the next element, or `None` when the message array has ended.
@@ -81,7 +89,7 @@ impl CborReader {
             // Running out of bytes here surfaces as "truncated" when the element is read.
             None => {}
         }
-        Some(Cursor { buf: &self.buf, pos: self.pos })
+        Some(Cursor { buf: &self.buf, pos: self.pos, budget: self.budget })
     }
 
     /// Reads the next element with `read`, moving past it; `None` once the array has ended.
@@ -91,7 +99,7 @@ impl CborReader {
     ) -> Result<Option<T>, DecodeError> {
         let Some(mut cursor) = self.next() else { return Ok(None) };
         let value = read(&mut cursor)?;
-        self.pos = cursor.pos;
+        (self.pos, self.budget) = (cursor.pos, cursor.budget);
         Ok(Some(value))
     }
 }
@@ -159,7 +167,7 @@ impl EnvelopeReader for CborReader {
 
 /// Parses one complete CBOR value (a payload being transcoded).
 pub fn parse_value(span: &[u8]) -> Result<Value, DecodeError> {
-    let mut c = Cursor { buf: span, pos: 0 };
+    let mut c = Cursor::new(span);
     let v = c.value(0)?;
     if c.pos != span.len() {
         return Err(DecodeError::new("trailing bytes after CBOR value"));
@@ -202,9 +210,14 @@ struct Head {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    budget: ReserveBudget,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0, budget: ReserveBudget::new(buf.len()) }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let end = end.ok_or_else(|| DecodeError::new("truncated CBOR data"))?;
@@ -298,9 +311,9 @@ impl<'a> Cursor<'a> {
     fn text(&mut self, len: Len) -> Result<String, DecodeError> {
         let mut out = String::new();
         let mut valid = true;
-        self.string_chunks(TEXT, len, |c| match std::str::from_utf8(c) {
-            Ok(s) => out.push_str(s),
-            Err(_) => valid = false,
+        self.string_chunks(TEXT, len, |c| match utf8(c) {
+            Some(s) => out.push_str(s),
+            None => valid = false,
         })?;
         if !valid {
             return Err(DecodeError::new("CBOR text string is not UTF-8"));
@@ -311,7 +324,7 @@ impl<'a> Cursor<'a> {
     /// Validates a string body without keeping it.
     fn skip_string(&mut self, major: u8, len: Len) -> Result<(), DecodeError> {
         let mut valid = true;
-        self.string_chunks(major, len, |c| valid &= major != TEXT || std::str::from_utf8(c).is_ok())?;
+        self.string_chunks(major, len, |c| valid &= major != TEXT || utf8(c).is_some())?;
         if !valid {
             return Err(DecodeError::new("CBOR text string is not UTF-8"));
         }
@@ -350,10 +363,10 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Room to reserve for `len` entries: each takes at least one byte, so never more than is left.
-    fn capacity(&self, len: Len) -> usize {
+    /// Room to reserve for a container of `len` entries.
+    fn reserve(&mut self, len: Len) -> usize {
         match len {
-            Len::Definite(n) => n.min(self.buf.len() - self.pos),
+            Len::Definite(n) => self.budget.take(n, self.buf.len() - self.pos),
             Len::Indefinite => 0,
         }
     }
@@ -368,7 +381,7 @@ impl<'a> Cursor<'a> {
             Item::Bytes(len) => Value::Bytes(self.bytes(len)?),
             Item::Text(len) => Value::Str(self.text(len)?),
             Item::Array(len) => {
-                let mut items = Vec::with_capacity(self.capacity(len));
+                let mut items = Vec::with_capacity(self.reserve(len));
                 self.entries(len, |c| {
                     items.push(c.value(depth + 1)?);
                     Ok(())
@@ -376,13 +389,13 @@ impl<'a> Cursor<'a> {
                 Value::List(items)
             }
             Item::Map(len) => {
-                let mut entries = Vec::with_capacity(self.capacity(len));
+                let mut entries = Vec::with_capacity(self.reserve(len));
                 self.entries(len, |c| {
                     let key = c.key()?;
                     entries.push((key, c.value(depth + 1)?));
                     Ok(())
                 })?;
-                Value::Dict(Dict(entries))
+                Value::Dict(Dict::from_entries(entries))
             }
             Item::Bool(b) => Value::Bool(b),
             Item::Null => Value::Null,
@@ -397,9 +410,6 @@ impl<'a> Cursor<'a> {
             return Err(DecodeError::new("CBOR nested too deeply"));
         }
         match self.item()? {
-            Item::NegInt(n) => {
-                negative(n)?;
-            }
             Item::Bytes(len) => self.skip_string(BYTES, len)?,
             Item::Text(len) => self.skip_string(TEXT, len)?,
             Item::Array(len) => self.entries(len, |c| c.skip(depth + 1))?,
@@ -411,7 +421,7 @@ impl<'a> Cursor<'a> {
                 c.skip(depth + 1)
             })?,
             Item::Break => return Err(DecodeError::new("malformed CBOR: unexpected break")),
-            Item::UInt(_) | Item::Bool(_) | Item::Null | Item::Float(_) => {}
+            Item::UInt(_) | Item::NegInt(_) | Item::Bool(_) | Item::Null | Item::Float(_) => {}
         }
         Ok(())
     }
@@ -419,7 +429,9 @@ impl<'a> Cursor<'a> {
 
 /// The value `-1 - n` of a CBOR negative integer, if an `i64` can hold it.
 fn negative(n: u64) -> Result<i64, DecodeError> {
-    i64::try_from(n).map(|n| -1 - n).map_err(|_| DecodeError::new("CBOR negative integer out of range"))
+    i64::try_from(n)
+        .map(|n| -1 - n)
+        .map_err(|_| DecodeError(format!("CBOR negative integer -{} is below the 64-bit range", u128::from(n) + 1)))
 }
 
 /// Widens an IEEE 754 half-precision float.
@@ -738,7 +750,7 @@ mod tests {
         for b in bad {
             assert!(parse_value(b).is_err(), "accepted {b:02x?}");
             // The span validator must agree with the parser.
-            let mut c = Cursor { buf: b, pos: 0 };
+            let mut c = Cursor::new(b);
             let skipped = c.skip(0).is_ok() && c.pos == b.len();
             assert!(!skipped, "skip accepted {b:02x?}");
         }
@@ -757,7 +769,7 @@ mod tests {
             }
             deep.push(0x00);
             assert!(parse_value(&deep).is_err());
-            assert!(Cursor { buf: &deep, pos: 0 }.skip(0).is_err());
+            assert!(Cursor::new(&deep).skip(0).is_err());
         }
         let mut ok = vec![0x81; MAX_DEPTH];
         ok.push(0x00);
@@ -769,5 +781,35 @@ mod tests {
         let mut b = [0xd9, 0xd9, 0xf7].repeat(10_000);
         b.push(0x01);
         assert_eq!(parse_value(&b).unwrap(), Value::UInt(1));
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_value_in_linear_time() {
+        let dict = hex(&"a3 6161 01 6162 02 6161 03".replace(' ', ""));
+        assert_eq!(parse_value(&dict).unwrap(), Value::Dict(Dict::new().with("a", 3u64).with("b", 2u64)));
+        // 400k copies of one key, definite and indefinite.
+        for head in [hex("ba00061a80"), hex("bf")] {
+            let mut many = head.clone();
+            for _ in 0..400_000 {
+                many.extend_from_slice(&[0x61, b'k', 0x01]);
+            }
+            if head == [0xbf] {
+                many.push(BREAK);
+            }
+            assert_eq!(parse_value(&many).unwrap(), Value::Dict(Dict::new().with("k", 1u64)));
+        }
+    }
+
+    #[test]
+    fn integers_below_i64_min_pass_in_payloads_but_are_no_values() {
+        // [48, 1, {}, "p", [-2^64]]
+        let frame = hex(&"85 1830 01 a0 6170 81 3bffffffffffffffff".replace(' ', ""));
+        let message = crate::wire::Serializer::Cbor.decode(Bytes::from(frame)).unwrap();
+        let crate::wire::Message::Call { payload, .. } = message else { panic!("not a CALL") };
+        let error = payload.to_values().unwrap_err();
+        assert_eq!(error.0, "CBOR negative integer -18446744073709551616 is below the 64-bit range");
+        // In Options, which the router reads, it is refused.
+        let frame = hex(&"85 1830 01 a1 616b 3bffffffffffffffff 6170 80".replace(' ', ""));
+        assert!(crate::wire::Serializer::Cbor.decode(Bytes::from(frame)).is_err());
     }
 }

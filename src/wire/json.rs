@@ -1,21 +1,50 @@
-//! The `wamp.2.json` serializer.
+//! The `wamp.2.json` serializer. What it accepts is RFC 8259 JSON, checked at ingress.
 //!
-//! Decoding is split in two on purpose. The envelope (the message array, its integers and URIs)
-//! is walked by a small validating scanner of ours, because passthrough needs the exact byte span
-//! of `args` and `kwargs` and simd-json cannot report spans. Values that must really be built —
-//! `Details`/`Options` dictionaries and payloads being transcoded to another serializer — are
-//! parsed by simd-json. Binary values travel as a string holding `"\u0000"` plus base64.
+//! Payload spans pass through to other JSON peers as the bytes the sender wrote, so "valid" here
+//! means what every other peer's parser will accept, not merely what the router can read:
+//!
+//! - the whole frame is UTF-8 (checked once, up front, by [`super::format::utf8`]);
+//! - numbers follow the grammar (no leading zeros, no bare `-`, digits after `.` and `e`) and are
+//!   finite as doubles: `1e400` is refused, since serde_json and others reject it;
+//! - strings hold no raw control characters, and `\u` escapes name Unicode scalar values: a high
+//!   surrogate must be followed by a low one, and a lone surrogate of either kind is refused;
+//! - nesting is at most `MAX_DEPTH` (256) deep, which bounds the parser's recursion.
+//!
+//! One parser walks the grammar, generic over what it makes of it (`Make`): `Skip` makes
+//! nothing and serves the message envelope, where passthrough needs the exact byte span of `args`
+//! and `kwargs`; `Build` makes [`Value`]s for `Details`/`Options` dictionaries and for payloads
+//! transcoded to another serializer. Both read the same grammar, so a span the router forwards
+//! is exactly a span it could have parsed.
+//!
+//! Reading values: integers become [`Value::UInt`] / [`Value::Int`] and an integer beyond 64 bits
+//! is refused (it can be forwarded to JSON peers, not converted); `-0` becomes the float `-0.0`,
+//! so its sign survives. A repeated key keeps its last value ([`Dict::from_entries`]). Binary
+//! values travel as a string holding `"\u0000"` plus base64 (padding optional when reading); a
+//! string that starts with `"\u0000"` but is not base64 is refused as a value. Envelope strings
+//! (URIs, auth methods) are plain text: the binary convention is for values.
+
+use std::io::Write as _;
 
 use base64::Engine as _;
 use bytes::Bytes;
 
-use super::format::{DecodeError, EnvelopeReader, Format, RawKind};
+use super::format::{check_entries, check_items, utf8, DecodeError, EnvelopeReader, Format, RawKind, Unrepresentable};
 use super::value::{Dict, Value};
 
-/// Nesting deeper than this is refused: it bounds the scanner's recursion against hostile input.
+/// Nesting deeper than this is refused: it bounds the parser's recursion against hostile input.
 const MAX_DEPTH: usize = 256;
 
+/// How binary values are written: standard base64 with padding, as the WAMP spec shows.
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// How binary values are read: padding optional and non-zero trailing bits tolerated, since
+/// encoders differ on both and neither changes which bytes are meant.
+const B64_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// The JSON [`Format`].
 pub struct Json;
@@ -29,25 +58,18 @@ pub struct JsonReader {
 }
 
 impl JsonReader {
-    /// Starts reading `frame`, which must hold a JSON array.
+    /// Starts reading `frame`, which must be UTF-8 and hold a JSON array.
     pub fn new(frame: Bytes) -> Result<Self, DecodeError> {
+        if utf8(&frame).is_none() {
+            return Err(not_utf8(&frame));
+        }
         let mut reader = JsonReader { buf: frame, pos: 0, first: true, done: false };
-        reader.skip_ws();
-        if reader.peek() != Some(b'[') {
+        reader.pos = skip_ws(&reader.buf, 0);
+        if reader.buf.get(reader.pos) != Some(&b'[') {
             return Err(DecodeError::new("message is not a JSON array"));
         }
         reader.pos += 1;
         Ok(reader)
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.buf.get(self.pos).copied()
-    }
-
-    fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.pos += 1;
-        }
     }
 
     /// Moves to the start of the next element; `false` at the closing bracket.
@@ -55,29 +77,30 @@ impl JsonReader {
         if self.done {
             return Ok(false);
         }
-        self.skip_ws();
-        match (self.first, self.peek()) {
+        self.pos = skip_ws(&self.buf, self.pos);
+        match (self.first, self.buf.get(self.pos)) {
             (_, Some(b']')) => {
                 self.pos += 1;
                 self.done = true;
                 return Ok(false);
             }
             (true, Some(_)) => {}
-            (false, Some(b',')) => {
-                self.pos += 1;
-                self.skip_ws();
-            }
+            (false, Some(b',')) => self.pos = skip_ws(&self.buf, self.pos + 1),
             _ => return Err(DecodeError::new("malformed JSON array")),
         }
         self.first = false;
         Ok(true)
     }
 
-    /// Validates and steps over the value at the cursor, returning its span.
-    fn skip_element(&mut self) -> Result<(usize, usize), DecodeError> {
-        let start = self.pos;
-        self.pos = skip_value(&self.buf, self.pos, 0)?;
-        Ok((start, self.pos))
+    /// Parses the next element with `M`.
+    fn element<M: Make>(&mut self, make: M) -> Result<Option<M::Value>, DecodeError> {
+        if !self.next_element()? {
+            return Ok(None);
+        }
+        let mut parser = Parser { buf: &self.buf, pos: self.pos, make };
+        let value = parser.value(0)?;
+        self.pos = parser.pos;
+        Ok(Some(value))
     }
 }
 
@@ -87,40 +110,56 @@ impl EnvelopeReader for JsonReader {
             return Ok(None);
         }
         let start = self.pos;
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.pos += 1;
+        if !matches!(self.buf.get(start), Some(b'0'..=b'9')) {
+            return Err(DecodeError::new("expected a non-negative integer"));
         }
-        let digits = &self.buf[start..self.pos];
-        match self.peek() {
-            Some(b'.' | b'e' | b'E' | b'-' | b'+') => return Err(DecodeError::new("expected a non-negative integer")),
-            _ if digits.is_empty() => return Err(DecodeError::new("expected an integer")),
-            _ => {}
+        let (end, integer) = number_end(&self.buf, start)?;
+        if !integer {
+            return Err(DecodeError::new("expected a non-negative integer"));
         }
-        let text = std::str::from_utf8(digits).map_err(|_| DecodeError::new("bad integer"))?;
-        text.parse().map(Some).map_err(|_| DecodeError::new("integer out of range"))
+        self.pos = end;
+        let digits = &self.buf[start..end];
+        digits
+            .iter()
+            .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .map(Some)
+            .ok_or_else(|| DecodeError::new("integer out of range"))
     }
 
+    /// Envelope strings (URIs, auth methods) are plain text: WAMP's `"\u0000"` binary
+    /// convention is for values, so such a string reads back as what another serializer sent.
     fn string(&mut self) -> Result<Option<String>, DecodeError> {
         if !self.next_element()? {
             return Ok(None);
         }
-        if self.peek() != Some(b'"') {
+        let start = self.pos;
+        if self.buf.get(start) != Some(&b'"') {
             return Err(DecodeError::new("expected a string"));
         }
-        let (s, end) = parse_string(&self.buf, self.pos)?;
+        let (end, escaped) = string_end(&self.buf, start)?;
         self.pos = end;
-        Ok(Some(s))
+        Build.key(&self.buf[start + 1..end - 1], escaped).map(Some)
     }
 
     fn dict(&mut self) -> Result<Option<Dict>, DecodeError> {
         if !self.next_element()? {
             return Ok(None);
         }
-        if self.peek() != Some(b'{') {
+        // `{}`, the common case on the hot path, needs no parser.
+        if self.buf.get(self.pos..self.pos + 2) == Some(b"{}") {
+            self.pos += 2;
+            return Ok(Some(Dict::new()));
+        }
+        if self.buf.get(self.pos) != Some(&b'{') {
             return Err(DecodeError::new("expected a dictionary"));
         }
-        let (start, end) = self.skip_element()?;
-        parse_dict(&self.buf[start..end]).map(Some)
+        let mut parser = Parser { buf: &self.buf, pos: self.pos, make: Build };
+        let value = parser.value(0)?;
+        self.pos = parser.pos;
+        match value {
+            Value::Dict(d) => Ok(Some(d)),
+            _ => Err(DecodeError::new("expected a dictionary")),
+        }
     }
 
     fn raw(&mut self, kind: RawKind) -> Result<Option<Bytes>, DecodeError> {
@@ -131,71 +170,289 @@ impl EnvelopeReader for JsonReader {
             RawKind::List => b'[',
             RawKind::Dict => b'{',
         };
-        if self.peek() != Some(expected) {
+        if self.buf.get(self.pos) != Some(&expected) {
             return Err(kind.mismatch());
         }
-        let (start, end) = self.skip_element()?;
-        Ok(Some(self.buf.slice(start..end)))
+        let start = self.pos;
+        let mut parser = Parser { buf: &self.buf, pos: start, make: Skip };
+        parser.value(0)?;
+        self.pos = parser.pos;
+        Ok(Some(self.buf.slice(start..self.pos)))
     }
 
     fn value(&mut self) -> Result<Option<Value>, DecodeError> {
-        if !self.next_element()? {
-            return Ok(None);
-        }
-        let (start, end) = self.skip_element()?;
-        parse_value(&self.buf[start..end]).map(Some)
+        self.element(Build)
     }
 
     fn end(&mut self) -> Result<(), DecodeError> {
         if self.next_element()? {
             return Err(DecodeError::new("too many elements for this message type"));
         }
-        self.skip_ws();
-        if self.pos != self.buf.len() {
+        if skip_ws(&self.buf, self.pos) != self.buf.len() {
             return Err(DecodeError::new("trailing bytes after the message"));
         }
         Ok(())
     }
 }
 
-/// Validates the JSON value starting at `pos` and returns the offset just past it.
-fn skip_value(buf: &[u8], mut pos: usize, depth: usize) -> Result<usize, DecodeError> {
-    if depth > MAX_DEPTH {
-        return Err(DecodeError::new("JSON nested too deeply"));
+/// Parses one complete JSON value (a payload being transcoded, a test's sample). The same rules
+/// as at ingress apply, UTF-8 included; whitespace around the value is allowed.
+pub fn parse_value(span: &[u8]) -> Result<Value, DecodeError> {
+    if utf8(span).is_none() {
+        return Err(not_utf8(span));
     }
-    match buf.get(pos) {
-        Some(b'"') => parse_string_span(buf, pos),
-        Some(b'{') | Some(b'[') => {
-            let close = if buf[pos] == b'{' { b'}' } else { b']' };
-            let is_object = close == b'}';
-            pos = skip_ws(buf, pos + 1);
-            if buf.get(pos) == Some(&close) {
-                return Ok(pos + 1);
+    let mut parser = Parser { buf: span, pos: skip_ws(span, 0), make: Build };
+    let value = parser.value(0)?;
+    if skip_ws(span, parser.pos) != span.len() {
+        return Err(DecodeError::new("trailing bytes after the JSON value"));
+    }
+    Ok(value)
+}
+
+/// True when `span` is one complete JSON value by the ingress rules, without building it.
+pub fn is_valid(span: &[u8]) -> bool {
+    let mut parser = Parser { buf: span, pos: skip_ws(span, 0), make: Skip };
+    utf8(span).is_some() && parser.value(0).is_ok() && skip_ws(span, parser.pos) == span.len()
+}
+
+fn not_utf8(bytes: &[u8]) -> DecodeError {
+    let at = std::str::from_utf8(bytes).err().map_or(0, |e| e.valid_up_to());
+    DecodeError(format!("JSON text is not UTF-8 (invalid byte at offset {at})"))
+}
+
+/// What the parser makes of the values it reads. The parser checks the grammar; a `Make` turns
+/// checked pieces into its output, and may refuse what it cannot represent.
+trait Make: Copy {
+    /// A parsed value.
+    type Value;
+    /// A list being filled.
+    type List;
+    /// A dictionary being filled.
+    type Entries;
+    /// A dictionary key.
+    type Key;
+
+    fn literal(self, value: Value) -> Self::Value;
+    /// `text` is a checked number; `integer` when it has no fraction and no exponent.
+    fn number(self, text: &[u8], integer: bool) -> Result<Self::Value, DecodeError>;
+    /// `body` is a checked string body, quotes removed; `escaped` when it holds a backslash.
+    fn string(self, body: &[u8], escaped: bool) -> Result<Self::Value, DecodeError>;
+    fn key(self, body: &[u8], escaped: bool) -> Result<Self::Key, DecodeError>;
+    fn list(self) -> Self::List;
+    fn push(self, list: &mut Self::List, value: Self::Value);
+    fn end_list(self, list: Self::List) -> Self::Value;
+    fn entries(self) -> Self::Entries;
+    fn entry(self, entries: &mut Self::Entries, key: Self::Key, value: Self::Value);
+    fn end_dict(self, entries: Self::Entries) -> Self::Value;
+}
+
+/// Checks the grammar and makes nothing.
+#[derive(Clone, Copy)]
+struct Skip;
+
+impl Make for Skip {
+    type Value = ();
+    type List = ();
+    type Entries = ();
+    type Key = ();
+
+    fn literal(self, _: Value) {}
+    fn number(self, _: &[u8], _: bool) -> Result<(), DecodeError> {
+        Ok(())
+    }
+    fn string(self, _: &[u8], _: bool) -> Result<(), DecodeError> {
+        Ok(())
+    }
+    fn key(self, _: &[u8], _: bool) -> Result<(), DecodeError> {
+        Ok(())
+    }
+    fn list(self) {}
+    fn push(self, _: &mut (), _: ()) {}
+    fn end_list(self, _: ()) {}
+    fn entries(self) {}
+    fn entry(self, _: &mut (), _: (), _: ()) {}
+    fn end_dict(self, _: ()) {}
+}
+
+/// Makes [`Value`]s.
+#[derive(Clone, Copy)]
+struct Build;
+
+impl Make for Build {
+    type Value = Value;
+    type List = Vec<Value>;
+    type Entries = Vec<(String, Value)>;
+    type Key = String;
+
+    fn literal(self, value: Value) -> Value {
+        value
+    }
+
+    fn number(self, text: &[u8], integer: bool) -> Result<Value, DecodeError> {
+        let text = std::str::from_utf8(text).map_err(|_| DecodeError::new("invalid JSON number"))?;
+        if integer && text != "-0" {
+            let parsed = match text.strip_prefix('-') {
+                Some(_) => text.parse::<i64>().map(Value::from).ok(),
+                None => text.parse::<u64>().map(Value::UInt).ok(),
+            };
+            return parsed.ok_or_else(|| DecodeError(format!("integer {} does not fit in 64 bits", abbreviated(text))));
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::Float(f)),
+            _ => Err(DecodeError(format!("number {} is out of range", abbreviated(text)))),
+        }
+    }
+
+    fn string(self, body: &[u8], escaped: bool) -> Result<Value, DecodeError> {
+        let text = self.key(body, escaped)?;
+        let Some(encoded) = text.strip_prefix('\0') else { return Ok(Value::Str(text)) };
+        B64_LENIENT.decode(encoded).map(Value::Bytes).map_err(|_| {
+            DecodeError::new("a string starting with \\u0000 must be WAMP binary (base64 after the \\u0000)")
+        })
+    }
+
+    fn key(self, body: &[u8], escaped: bool) -> Result<String, DecodeError> {
+        let text = std::str::from_utf8(body).map_err(|_| DecodeError::new("JSON string is not UTF-8"))?;
+        if escaped {
+            unescape(text)
+        } else {
+            Ok(text.to_owned())
+        }
+    }
+
+    fn list(self) -> Vec<Value> {
+        Vec::new()
+    }
+    fn push(self, list: &mut Vec<Value>, value: Value) {
+        list.push(value);
+    }
+    fn end_list(self, list: Vec<Value>) -> Value {
+        Value::List(list)
+    }
+    fn entries(self) -> Vec<(String, Value)> {
+        Vec::new()
+    }
+    fn entry(self, entries: &mut Vec<(String, Value)>, key: String, value: Value) {
+        entries.push((key, value));
+    }
+    fn end_dict(self, entries: Vec<(String, Value)>) -> Value {
+        Value::Dict(Dict::from_entries(entries))
+    }
+}
+
+/// A number's text for an error message, cut short if long.
+fn abbreviated(text: &str) -> String {
+    match text.get(..24) {
+        Some(head) if text.len() > 24 => format!("{head}... ({} digits)", text.len()),
+        _ => text.to_owned(),
+    }
+}
+
+/// A recursive-descent parser over `buf` from `pos`.
+struct Parser<'a, M> {
+    buf: &'a [u8],
+    pos: usize,
+    make: M,
+}
+
+impl<M: Make> Parser<'_, M> {
+    /// Parses the value at the cursor and moves past it.
+    fn value(&mut self, depth: usize) -> Result<M::Value, DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(DecodeError::new("JSON nested too deeply"));
+        }
+        let (buf, pos) = (self.buf, self.pos);
+        match buf.get(pos) {
+            Some(b'"') => {
+                let (end, escaped) = string_end(buf, pos)?;
+                self.pos = end;
+                self.make.string(&buf[pos + 1..end - 1], escaped)
             }
+            Some(b'[') => self.list(depth),
+            Some(b'{') => self.dict(depth),
+            Some(b't') => self.literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.literal(b"false", Value::Bool(false)),
+            Some(b'n') => self.literal(b"null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => {
+                let (end, integer) = number_end(buf, pos)?;
+                self.pos = end;
+                self.make.number(&buf[pos..end], integer)
+            }
+            _ => Err(DecodeError::new("invalid JSON value")),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], value: Value) -> Result<M::Value, DecodeError> {
+        if !self.buf[self.pos..].starts_with(word) {
+            return Err(DecodeError::new("invalid JSON literal"));
+        }
+        self.pos += word.len();
+        Ok(self.make.literal(value))
+    }
+
+    /// After an element: `true` if another follows (the comma is consumed), `false` at `close`.
+    fn more(&mut self, close: u8) -> Result<bool, DecodeError> {
+        self.pos = skip_ws(self.buf, self.pos);
+        match self.buf.get(self.pos) {
+            Some(b',') => {
+                self.pos = skip_ws(self.buf, self.pos + 1);
+                Ok(true)
+            }
+            Some(c) if *c == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(DecodeError::new("malformed JSON container")),
+        }
+    }
+
+    /// Steps past the opening bracket; `true` if the container is empty (and consumed whole).
+    fn open(&mut self, close: u8) -> bool {
+        self.pos = skip_ws(self.buf, self.pos + 1);
+        let empty = self.buf.get(self.pos) == Some(&close);
+        if empty {
+            self.pos += 1;
+        }
+        empty
+    }
+
+    fn list(&mut self, depth: usize) -> Result<M::Value, DecodeError> {
+        let mut list = self.make.list();
+        if !self.open(b']') {
             loop {
-                if is_object {
-                    if buf.get(pos) != Some(&b'"') {
-                        return Err(DecodeError::new("JSON object key must be a string"));
-                    }
-                    pos = skip_ws(buf, parse_string_span(buf, pos)?);
-                    if buf.get(pos) != Some(&b':') {
-                        return Err(DecodeError::new("expected ':' in JSON object"));
-                    }
-                    pos = skip_ws(buf, pos + 1);
-                }
-                pos = skip_ws(buf, skip_value(buf, pos, depth + 1)?);
-                match buf.get(pos) {
-                    Some(b',') => pos = skip_ws(buf, pos + 1),
-                    Some(c) if *c == close => return Ok(pos + 1),
-                    _ => return Err(DecodeError::new("malformed JSON container")),
+                let item = self.value(depth + 1)?;
+                self.make.push(&mut list, item);
+                if !self.more(b']')? {
+                    break;
                 }
             }
         }
-        Some(b't') => literal(buf, pos, b"true"),
-        Some(b'f') => literal(buf, pos, b"false"),
-        Some(b'n') => literal(buf, pos, b"null"),
-        Some(b'-' | b'0'..=b'9') => skip_number(buf, pos),
-        _ => Err(DecodeError::new("invalid JSON value")),
+        Ok(self.make.end_list(list))
+    }
+
+    fn dict(&mut self, depth: usize) -> Result<M::Value, DecodeError> {
+        let mut entries = self.make.entries();
+        if !self.open(b'}') {
+            loop {
+                let start = self.pos;
+                if self.buf.get(start) != Some(&b'"') {
+                    return Err(DecodeError::new("JSON object key must be a string"));
+                }
+                let (end, escaped) = string_end(self.buf, start)?;
+                let key = self.make.key(&self.buf[start + 1..end - 1], escaped)?;
+                self.pos = skip_ws(self.buf, end);
+                if self.buf.get(self.pos) != Some(&b':') {
+                    return Err(DecodeError::new("expected ':' in JSON object"));
+                }
+                self.pos = skip_ws(self.buf, self.pos + 1);
+                let value = self.value(depth + 1)?;
+                self.make.entry(&mut entries, key, value);
+                if !self.more(b'}')? {
+                    break;
+                }
+            }
+        }
+        Ok(self.make.end_dict(entries))
     }
 }
 
@@ -206,62 +463,80 @@ fn skip_ws(buf: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-fn literal(buf: &[u8], pos: usize, word: &[u8]) -> Result<usize, DecodeError> {
-    if buf[pos..].starts_with(word) {
-        Ok(pos + word.len())
-    } else {
-        Err(DecodeError::new("invalid JSON literal"))
-    }
-}
+/// A number larger than this many decimal digits before the point (counting the exponent) may
+/// overflow a double; such rare numbers are parsed to check. Doubles end near 1.8e308.
+const SAFE_MAGNITUDE: i64 = 300;
 
-fn skip_number(buf: &[u8], mut pos: usize) -> Result<usize, DecodeError> {
-    let digits = |buf: &[u8], mut p: usize| {
-        let start = p;
+/// Checks the number starting at `pos`; returns the offset past it and whether it is an integer
+/// (no fraction, no exponent).
+fn number_end(buf: &[u8], start: usize) -> Result<(usize, bool), DecodeError> {
+    let digits = |mut p: usize| {
+        let from = p;
         while let Some(b'0'..=b'9') = buf.get(p) {
             p += 1;
         }
-        (p, p > start)
+        (p, p - from)
     };
-    if buf.get(pos) == Some(&b'-') {
-        pos += 1;
+    let mut pos = start + usize::from(buf.get(start) == Some(&b'-'));
+    let (after_int, int_digits) = digits(pos);
+    match int_digits {
+        0 => return Err(DecodeError::new("invalid JSON number: a digit must follow '-'")),
+        1 => {}
+        _ if buf[pos] == b'0' => return Err(DecodeError::new("invalid JSON number: leading zero")),
+        _ => {}
     }
-    let (p, any) = digits(buf, pos);
-    if !any {
-        return Err(DecodeError::new("invalid JSON number"));
-    }
-    pos = p;
+    pos = after_int;
+    let mut integer = true;
     if buf.get(pos) == Some(&b'.') {
-        let (p, any) = digits(buf, pos + 1);
-        if !any {
-            return Err(DecodeError::new("invalid JSON number"));
+        let (p, n) = digits(pos + 1);
+        if n == 0 {
+            return Err(DecodeError::new("invalid JSON number: a digit must follow '.'"));
         }
         pos = p;
+        integer = false;
     }
+    let mut exponent = 0i64;
     if let Some(b'e' | b'E') = buf.get(pos) {
         pos += 1;
+        let negative = buf.get(pos) == Some(&b'-');
         if let Some(b'+' | b'-') = buf.get(pos) {
             pos += 1;
         }
-        let (p, any) = digits(buf, pos);
-        if !any {
-            return Err(DecodeError::new("invalid JSON number"));
+        let (p, n) = digits(pos);
+        if n == 0 {
+            return Err(DecodeError::new("invalid JSON number: a digit must follow the exponent"));
         }
+        // Saturates well below i64's range however many digits follow.
+        let magnitude = buf[pos..p].iter().fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1 << 40));
+        exponent = if negative { -magnitude } else { magnitude };
         pos = p;
+        integer = false;
     }
-    Ok(pos)
+    if i64::try_from(int_digits).unwrap_or(i64::MAX).saturating_add(exponent) > SAFE_MAGNITUDE {
+        let finite = std::str::from_utf8(&buf[start..pos]).ok().and_then(|t| t.parse::<f64>().ok());
+        if !finite.is_some_and(f64::is_finite) {
+            return Err(DecodeError::new("JSON number out of range (beyond a double's largest value)"));
+        }
+    }
+    Ok((pos, integer))
 }
 
-/// Validates the string starting at `pos` (the opening quote) and returns the offset past it.
-fn parse_string_span(buf: &[u8], pos: usize) -> Result<usize, DecodeError> {
+/// Checks the string starting at `pos` (its opening quote); returns the offset past its closing
+/// quote and whether it holds escapes. The bytes are UTF-8 already (the caller checked).
+fn string_end(buf: &[u8], pos: usize) -> Result<(usize, bool), DecodeError> {
     let mut p = pos + 1;
+    let mut escaped = false;
     loop {
         match buf.get(p) {
-            Some(b'"') => return Ok(p + 1),
-            Some(b'\\') => match buf.get(p + 1) {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => p += 2,
-                Some(b'u') if buf.len() >= p + 6 && buf[p + 2..p + 6].iter().all(u8::is_ascii_hexdigit) => p += 6,
-                _ => return Err(DecodeError::new("invalid escape in JSON string")),
-            },
+            Some(b'"') => return Ok((p + 1, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                p = match buf.get(p + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => p + 2,
+                    Some(b'u') => unicode_escape_end(buf, p)?,
+                    _ => return Err(DecodeError::new("invalid escape in JSON string")),
+                }
+            }
             Some(c) if *c < 0x20 => return Err(DecodeError::new("control character in JSON string")),
             Some(_) => p += 1,
             None => return Err(DecodeError::new("unterminated JSON string")),
@@ -269,90 +544,65 @@ fn parse_string_span(buf: &[u8], pos: usize) -> Result<usize, DecodeError> {
     }
 }
 
-/// Parses the string starting at `pos`, returning it unescaped and the offset past it.
-fn parse_string(buf: &[u8], pos: usize) -> Result<(String, usize), DecodeError> {
-    let end = parse_string_span(buf, pos)?;
-    let body = &buf[pos + 1..end - 1];
-    let text = std::str::from_utf8(body).map_err(|_| DecodeError::new("JSON string is not UTF-8"))?;
-    if !body.contains(&b'\\') {
-        return Ok((text.to_owned(), end));
-    }
-    let mut out = String::with_capacity(body.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
+/// Checks the `\uXXXX` escape at `p` (and the low surrogate's escape after a high one); returns
+/// the offset past it.
+fn unicode_escape_end(buf: &[u8], p: usize) -> Result<usize, DecodeError> {
+    let unit = |at: usize| -> Result<u32, DecodeError> {
+        match buf.get(at..at + 2) {
+            Some(b"\\u") => {}
+            _ => return Err(DecodeError::new("unpaired surrogate in JSON string")),
         }
-        match chars.next() {
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('t') => out.push('\t'),
-            Some('u') => {
-                let hi = hex4(&mut chars)?;
-                let code = if (0xD800..0xDC00).contains(&hi) {
-                    if chars.next() != Some('\\') || chars.next() != Some('u') {
-                        return Err(DecodeError::new("unpaired surrogate in JSON string"));
-                    }
-                    let lo = hex4(&mut chars)?;
-                    0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF)
-                } else {
-                    hi
-                };
-                out.push(char::from_u32(code).ok_or_else(|| DecodeError::new("invalid \\u escape"))?);
-            }
-            Some(c) => out.push(c),
-            None => return Err(DecodeError::new("invalid escape in JSON string")),
-        }
-    }
-    Ok((out, end))
-}
-
-fn hex4(chars: &mut std::str::Chars<'_>) -> Result<u32, DecodeError> {
-    let mut n = 0;
-    for _ in 0..4 {
-        let d = chars.next().and_then(|c| c.to_digit(16));
-        n = n * 16 + d.ok_or_else(|| DecodeError::new("invalid \\u escape"))?;
-    }
-    Ok(n)
-}
-
-/// Parses a dictionary span; `{}` (the common case on the hot path) skips the parser entirely.
-fn parse_dict(span: &[u8]) -> Result<Dict, DecodeError> {
-    if span == b"{}" {
-        return Ok(Dict::new());
-    }
-    match parse_value(span)? {
-        Value::Dict(d) => Ok(d),
-        _ => Err(DecodeError::new("expected a dictionary")),
-    }
-}
-
-/// Parses one complete JSON value with simd-json.
-pub fn parse_value(span: &[u8]) -> Result<Value, DecodeError> {
-    let mut scratch = span.to_vec();
-    let parsed =
-        simd_json::to_borrowed_value(&mut scratch).map_err(|e| DecodeError::new(&format!("invalid JSON: {e}")))?;
-    Ok(from_simd(parsed))
-}
-
-fn from_simd(v: simd_json::BorrowedValue<'_>) -> Value {
-    use simd_json::{BorrowedValue as B, StaticNode as S};
-    match v {
-        B::Static(S::Null) => Value::Null,
-        B::Static(S::Bool(b)) => Value::Bool(b),
-        B::Static(S::I64(n)) => Value::from(n),
-        B::Static(S::U64(n)) => Value::UInt(n),
-        B::Static(S::F64(f)) => Value::Float(f),
-        B::String(s) => match s.strip_prefix('\0').map(|b64| B64.decode(b64)) {
-            Some(Ok(bytes)) => Value::Bytes(bytes),
-            _ => Value::Str(s.into_owned()),
+        hex4(buf.get(at + 2..at + 6)).ok_or_else(|| DecodeError::new("invalid \\u escape in JSON string"))
+    };
+    match unit(p)? {
+        0xD800..=0xDBFF => match unit(p + 6) {
+            Ok(0xDC00..=0xDFFF) => Ok(p + 12),
+            _ => Err(DecodeError::new("unpaired surrogate in JSON string")),
         },
-        B::Array(items) => Value::List(items.into_iter().map(from_simd).collect()),
-        B::Object(map) => Value::Dict(Dict(map.into_iter().map(|(k, v)| (k.into_owned(), from_simd(v))).collect())),
+        0xDC00..=0xDFFF => Err(DecodeError::new("unpaired surrogate in JSON string")),
+        _ => Ok(p + 6),
     }
+}
+
+/// The value of four hex digits.
+fn hex4(digits: Option<&[u8]>) -> Option<u32> {
+    let digits = digits.filter(|d| d.len() == 4)?;
+    digits.iter().try_fold(0u32, |n, d| Some(n * 16 + char::from(*d).to_digit(16)?))
+}
+
+/// The text of a checked string body with its escapes resolved.
+fn unescape(body: &str) -> Result<String, DecodeError> {
+    let bad = || DecodeError::new("invalid escape in JSON string");
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = rest.as_bytes().get(at + 1).ok_or_else(bad)?;
+        let mut used = 2;
+        out.push(match escape {
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = |from: usize| hex4(rest.as_bytes().get(from..from + 4)).ok_or_else(bad);
+                let high = unit(at + 2)?;
+                used = 6;
+                let code = if (0xD800..0xDC00).contains(&high) {
+                    used = 12;
+                    0x10000 + ((high - 0xD800) << 10) + (unit(at + 8)? - 0xDC00)
+                } else {
+                    high
+                };
+                char::from_u32(code).ok_or_else(bad)?
+            }
+            other => char::from(*other),
+        });
+        rest = rest.get(at + used..).ok_or_else(bad)?;
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 impl Format for Json {
@@ -383,7 +633,11 @@ impl Format for Json {
             Value::Bool(false) => out.extend_from_slice(b"false"),
             Value::Int(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
             Value::UInt(n) => Self::uint(out, *n),
-            Value::Float(f) if f.is_finite() => out.extend_from_slice(format!("{f:?}").as_bytes()),
+            // `{:?}` always writes a decimal point or an exponent, so the float stays a float.
+            Value::Float(f) if f.is_finite() => {
+                let _ = write!(out, "{f:?}");
+            }
+            // Lossy stand-in; `check` refuses these where a peer must get the real value.
             Value::Float(_) => out.extend_from_slice(b"null"),
             Value::Str(s) => write_escaped(out, s),
             Value::Bytes(b) => {
@@ -418,6 +672,23 @@ impl Format for Json {
         }
         out.push(b'}');
     }
+
+    /// JSON has no NaN or infinity, and a string starting with U+0000 is how JSON carries binary:
+    /// a JSON peer would read such a string (from a MessagePack or CBOR peer) as bytes.
+    fn check(value: &Value) -> Result<(), Unrepresentable> {
+        match value {
+            Value::Float(f) if !f.is_finite() => {
+                Err(Unrepresentable::new(format!("{}, which JSON cannot represent", value.describe())))
+            }
+            Value::Str(s) if s.starts_with('\0') => Err(Unrepresentable::new(format!(
+                "a string starting with U+0000 ({}), which JSON peers read as binary",
+                value.describe()
+            ))),
+            Value::List(items) => check_items::<Self>(items),
+            Value::Dict(d) => check_entries::<Self>(d),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn write_escaped(out: &mut Vec<u8>, s: &str) {
@@ -436,7 +707,7 @@ fn write_escaped(out: &mut Vec<u8>, s: &str) {
         };
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+            let _ = write!(out, "\\u{b:04x}");
         } else {
             out.extend_from_slice(escape);
         }
@@ -447,61 +718,4 @@ fn write_escaped(out: &mut Vec<u8>, s: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reader(s: &str) -> JsonReader {
-        JsonReader::new(Bytes::copy_from_slice(s.as_bytes())).unwrap()
-    }
-
-    #[test]
-    fn reads_envelope_and_raw_payload_spans() {
-        let mut r = reader(r#" [48, 7, {"a": [1, {"b": null}]}, "com.x", [1, "two", 3.5e2], {"k": "v\"w"}] "#);
-        assert_eq!(r.uint().unwrap(), Some(48));
-        assert_eq!(r.uint().unwrap(), Some(7));
-        let d = r.dict().unwrap().unwrap();
-        assert_eq!(
-            d.get("a"),
-            Some(&Value::List(vec![Value::UInt(1), Value::Dict(Dict::new().with("b", Value::Null))]))
-        );
-        assert_eq!(r.string().unwrap().as_deref(), Some("com.x"));
-        assert_eq!(&r.raw(RawKind::List).unwrap().unwrap()[..], br#"[1, "two", 3.5e2]"#);
-        assert_eq!(&r.raw(RawKind::Dict).unwrap().unwrap()[..], br#"{"k": "v\"w"}"#);
-        assert_eq!(r.raw(RawKind::List).unwrap(), None);
-        r.end().unwrap();
-    }
-
-    #[test]
-    fn rejects_malformed_input() {
-        for bad in [r#"[1,"#, r#"[1 2]"#, r#"[01x]"#, r#"["a\q"]"#, r#"[[1,]]"#, r#"[{"a" 1}]"#, r#"[1] x"#, "[tru]"] {
-            let mut r = reader(bad);
-            let result = (|| {
-                while r.value()?.is_some() {}
-                r.end()
-            })();
-            assert!(result.is_err(), "accepted {bad}");
-        }
-        assert!(JsonReader::new(Bytes::from_static(b"{}")).is_err());
-    }
-
-    #[test]
-    fn refuses_deep_nesting_without_overflowing() {
-        let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(reader(&deep).value().is_err());
-    }
-
-    #[test]
-    fn strings_round_trip_with_escapes_and_binary() {
-        let v = Value::List(vec![
-            Value::from("quote\" back\\ nl\n ctl\u{1} é 😀"),
-            Value::Bytes(vec![0, 1, 2, 255]),
-            Value::Float(1.0),
-            Value::from(-5i64),
-        ]);
-        let mut out = Vec::new();
-        Json::value(&mut out, &v);
-        assert_eq!(parse_value(&out).unwrap(), v);
-        let (s, _) = parse_string(br#""\ud83d\ude00\u00e9""#, 0).unwrap();
-        assert_eq!(s, "😀é");
-    }
-}
+mod tests;

@@ -3,8 +3,15 @@
 //! Each layout is written once here, against [`EnvelopeReader`] and [`Format`], and serves every
 //! serializer. Decoding checks arity and element types; URI syntax and what a message may do in a
 //! session's current state are the session's business.
+//!
+//! Encoding never changes what a message says: a payload that arrived in another serializer is
+//! parsed and re-encoded (transcoded), and where that cannot be done faithfully (a value the target
+//! cannot represent, a payload that does not parse) encoding fails with an [`EncodeError`] naming
+//! the element. Only the legacy [`super::Serializer::encode`] still falls back to an empty payload.
 
-use super::format::{DecodeError, EnvelopeReader, Format, RawKind};
+use std::fmt;
+
+use super::format::{check_entries, check_items, DecodeError, EncodeError, EnvelopeReader, Format, RawKind};
 use super::payload::{Payload, RawPayload};
 use super::value::{Dict, Value};
 use super::Serializer;
@@ -66,6 +73,46 @@ pub enum MessageType {
     Yield = 70,
 }
 
+impl MessageType {
+    /// The spec's name for the type, as error texts show it: `CALL`, `INVOCATION`.
+    pub fn name(self) -> &'static str {
+        use MessageType as T;
+        match self {
+            T::Hello => "HELLO",
+            T::Welcome => "WELCOME",
+            T::Abort => "ABORT",
+            T::Challenge => "CHALLENGE",
+            T::Authenticate => "AUTHENTICATE",
+            T::Goodbye => "GOODBYE",
+            T::Error => "ERROR",
+            T::Publish => "PUBLISH",
+            T::Published => "PUBLISHED",
+            T::Subscribe => "SUBSCRIBE",
+            T::Subscribed => "SUBSCRIBED",
+            T::Unsubscribe => "UNSUBSCRIBE",
+            T::Unsubscribed => "UNSUBSCRIBED",
+            T::Event => "EVENT",
+            T::Call => "CALL",
+            T::Cancel => "CANCEL",
+            T::Result => "RESULT",
+            T::Register => "REGISTER",
+            T::Registered => "REGISTERED",
+            T::Unregister => "UNREGISTER",
+            T::Unregistered => "UNREGISTERED",
+            T::Invocation => "INVOCATION",
+            T::Interrupt => "INTERRUPT",
+            T::Yield => "YIELD",
+        }
+    }
+}
+
+/// Shows the spec's name ([`MessageType::name`]).
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One WAMP message. Field names follow the spec's element names.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)] // the fields are the spec's element names
@@ -125,6 +172,34 @@ impl Message {
             Message::Invocation { .. } => T::Invocation,
             Message::Interrupt { .. } => T::Interrupt,
             Message::Yield { .. } => T::Yield,
+        }
+    }
+
+    /// The message's payload, for the types that carry one.
+    pub fn payload(&self) -> Option<&Payload> {
+        match self {
+            Message::Error { payload, .. }
+            | Message::Publish { payload, .. }
+            | Message::Event { payload, .. }
+            | Message::Call { payload, .. }
+            | Message::Result { payload, .. }
+            | Message::Invocation { payload, .. }
+            | Message::Yield { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+
+    /// The message's payload, mutably, for the types that carry one.
+    pub fn payload_mut(&mut self) -> Option<&mut Payload> {
+        match self {
+            Message::Error { payload, .. }
+            | Message::Publish { payload, .. }
+            | Message::Event { payload, .. }
+            | Message::Call { payload, .. }
+            | Message::Result { payload, .. }
+            | Message::Invocation { payload, .. }
+            | Message::Yield { payload, .. } => Some(payload),
+            _ => None,
         }
     }
 
@@ -246,11 +321,24 @@ fn payload<R: EnvelopeReader>(r: &mut R, serializer: Serializer) -> Result<Paylo
     Ok(Payload::Raw(RawPayload { serializer, args: Some(args), kwargs }))
 }
 
+/// How [`encode`] treats an element it cannot write faithfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fidelity {
+    /// Fail with an [`EncodeError`].
+    Exact,
+    /// Write a stand-in: an empty list or dictionary for a payload element that does not
+    /// transcode, the format's lossy form for an unrepresentable value (JSON: NaN as `null`). Only
+    /// for [`super::Serializer::encode`], until its callers have moved to `try_encode`.
+    Lossy,
+}
+
 /// Writes the elements of one message, putting separators between them.
 struct Elements<'a, F: Format> {
     out: &'a mut Vec<u8>,
     first: bool,
+    message: MessageType,
     target: Serializer,
+    fidelity: Fidelity,
     _format: std::marker::PhantomData<F>,
 }
 
@@ -273,12 +361,26 @@ impl<F: Format> Elements<'_, F> {
         self
     }
 
-    fn dict(&mut self, d: &Dict) -> &mut Self {
+    fn dict(&mut self, d: &Dict, element: &'static str) -> Result<&mut Self, EncodeError> {
+        self.checked(element, None, || check_entries::<F>(d).map_err(|e| e.to_string()))?;
         F::dict(self.next(), d);
-        self
+        Ok(self)
     }
 
-    fn payload(&mut self, payload: &Payload) {
+    /// Runs `check` unless encoding is lossy; its failure becomes an [`EncodeError`] for `element`.
+    fn checked(
+        &self,
+        element: &'static str,
+        from: Option<Serializer>,
+        check: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), EncodeError> {
+        if self.fidelity == Fidelity::Lossy {
+            return Ok(());
+        }
+        check().map_err(|reason| EncodeError { message: self.message, element, from, to: self.target, reason })
+    }
+
+    fn payload(&mut self, payload: &Payload) -> Result<(), EncodeError> {
         let target = self.target;
         match payload {
             Payload::Empty => {}
@@ -292,12 +394,13 @@ impl<F: Format> Elements<'_, F> {
                 }
             }
             Payload::Raw(raw) => {
-                self.transcoded(raw.serializer, raw.args.as_deref(), Value::List(Vec::new()));
+                self.transcoded(raw.serializer, raw.args.as_deref(), ARGS)?;
                 if let Some(kwargs) = &raw.kwargs {
-                    self.transcoded(raw.serializer, Some(kwargs), Value::Dict(Dict::new()));
+                    self.transcoded(raw.serializer, Some(kwargs), KWARGS)?;
                 }
             }
             Payload::Values(args, kwargs) => {
+                self.checked(ARGS, None, || check_items::<F>(args).map_err(|e| e.to_string()))?;
                 let out = self.next();
                 F::begin(out, args.len());
                 for (i, arg) in args.iter().enumerate() {
@@ -308,40 +411,64 @@ impl<F: Format> Elements<'_, F> {
                 }
                 F::end(out);
                 if let Some(kwargs) = kwargs {
-                    F::dict(self.next(), kwargs);
+                    self.dict(kwargs, KWARGS)?;
                 }
             }
         }
+        Ok(())
     }
 
-    /// Re-encodes a payload element from another serializer. The element was validated when it
-    /// was received, so a parse failure here means a serializer disagreement; the element is
-    /// replaced by an empty one rather than sending a broken frame.
-    fn transcoded(&mut self, from: Serializer, bytes: Option<&[u8]>, empty: Value) {
-        let value = match bytes.map(|b| from.parse_value(b)) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "payload could not be transcoded; sending it empty");
-                empty
+    /// Re-encodes a payload element received in serializer `from`. Lossy encoding replaces an
+    /// element that does not parse by an empty one, as the router always did; exact encoding
+    /// fails.
+    fn transcoded(&mut self, from: Serializer, bytes: Option<&[u8]>, element: &'static str) -> Result<(), EncodeError> {
+        let empty = || if element == ARGS { Value::List(Vec::new()) } else { Value::Dict(Dict::new()) };
+        let parsed = match bytes {
+            Some(bytes) => from.parse_value(bytes).map_err(|e| e.0),
+            None => Ok(empty()),
+        };
+        let value = match parsed {
+            Ok(value) => {
+                // Lossy encoding writes the value with the format's stand-ins.
+                self.checked(element, Some(from), || F::check(&value).map_err(|e| e.to_string()))?;
+                value
             }
-            None => empty,
+            Err(reason) => {
+                self.checked(element, Some(from), || Err(reason))?;
+                empty()
+            }
         };
         F::value(self.next(), &value);
+        Ok(())
     }
 }
 
-/// Encodes `msg` in format `F` (whose serializer is `target`), appending to `out`.
-pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
-    let payload = match msg {
-        Message::Error { payload, .. }
-        | Message::Publish { payload, .. }
-        | Message::Event { payload, .. }
-        | Message::Call { payload, .. }
-        | Message::Result { payload, .. }
-        | Message::Invocation { payload, .. }
-        | Message::Yield { payload, .. } => Some(payload),
-        _ => None,
-    };
+const ARGS: &str = "Arguments|list";
+const KWARGS: &str = "ArgumentsKw|dict";
+
+/// Encodes `msg` in format `F` (whose serializer is `target`), appending to `out`. With
+/// [`Fidelity::Exact`], an element that cannot be written faithfully fails the whole message and
+/// `out` is left as it was.
+pub fn encode<F: Format>(
+    msg: &Message,
+    target: Serializer,
+    fidelity: Fidelity,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    let result = write::<F>(msg, target, fidelity, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn write<F: Format>(
+    msg: &Message,
+    target: Serializer,
+    fidelity: Fidelity,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let fixed = match msg {
         Message::Unsubscribed { details, .. } | Message::Unregistered { details, .. } => {
             2 + usize::from(details.is_some())
@@ -355,36 +482,37 @@ pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
         | Message::Invocation { .. } => 4,
         _ => 3,
     };
-    F::begin(out, fixed + payload.map_or(0, |p| p.element_count()));
-    let mut w = Elements::<F> { out, first: true, target, _format: std::marker::PhantomData };
-    w.uint(msg.message_type() as u64);
+    F::begin(out, fixed + msg.payload().map_or(0, |p| p.element_count()));
+    let message = msg.message_type();
+    let mut w = Elements::<F> { out, first: true, message, target, fidelity, _format: std::marker::PhantomData };
+    w.uint(message as u64);
     match msg {
         Message::Hello { realm, details } => {
-            w.string(realm).dict(details);
+            w.string(realm).dict(details, "Details|dict")?;
         }
         Message::Welcome { session, details } => {
-            w.uint(*session).dict(details);
+            w.uint(*session).dict(details, "Details|dict")?;
         }
         Message::Abort { details, reason } | Message::Goodbye { details, reason } => {
-            w.dict(details).string(reason);
+            w.dict(details, "Details|dict")?.string(reason);
         }
         Message::Challenge { auth_method, extra } => {
-            w.string(auth_method).dict(extra);
+            w.string(auth_method).dict(extra, "Extra|dict")?;
         }
         Message::Authenticate { signature, extra } => {
-            w.string(signature).dict(extra);
+            w.string(signature).dict(extra, "Extra|dict")?;
         }
         Message::Error { request_type, request, details, error, payload } => {
-            w.uint(*request_type).uint(*request).dict(details).string(error).payload(payload);
+            w.uint(*request_type).uint(*request).dict(details, "Details|dict")?.string(error).payload(payload)?;
         }
         Message::Publish { request, options, topic, payload } => {
-            w.uint(*request).dict(options).string(topic).payload(payload);
+            w.uint(*request).dict(options, "Options|dict")?.string(topic).payload(payload)?;
         }
         Message::Published { request, publication } => {
             w.uint(*request).uint(*publication);
         }
         Message::Subscribe { request, options, topic } => {
-            w.uint(*request).dict(options).string(topic);
+            w.uint(*request).dict(options, "Options|dict")?.string(topic);
         }
         Message::Subscribed { request, subscription } => {
             w.uint(*request).uint(*subscription);
@@ -395,23 +523,23 @@ pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
         Message::Unsubscribed { request, details } | Message::Unregistered { request, details } => {
             w.uint(*request);
             if let Some(d) = details {
-                w.dict(d);
+                w.dict(d, "Details|dict")?;
             }
         }
         Message::Event { subscription, publication, details, payload } => {
-            w.uint(*subscription).uint(*publication).dict(details).payload(payload);
+            w.uint(*subscription).uint(*publication).dict(details, "Details|dict")?.payload(payload)?;
         }
         Message::Call { request, options, procedure, payload } => {
-            w.uint(*request).dict(options).string(procedure).payload(payload);
+            w.uint(*request).dict(options, "Options|dict")?.string(procedure).payload(payload)?;
         }
         Message::Cancel { request, options } | Message::Interrupt { request, options } => {
-            w.uint(*request).dict(options);
+            w.uint(*request).dict(options, "Options|dict")?;
         }
         Message::Result { request, details, payload } => {
-            w.uint(*request).dict(details).payload(payload);
+            w.uint(*request).dict(details, "Details|dict")?.payload(payload)?;
         }
         Message::Register { request, options, procedure } => {
-            w.uint(*request).dict(options).string(procedure);
+            w.uint(*request).dict(options, "Options|dict")?.string(procedure);
         }
         Message::Registered { request, registration } => {
             w.uint(*request).uint(*registration);
@@ -420,11 +548,12 @@ pub fn encode<F: Format>(msg: &Message, target: Serializer, out: &mut Vec<u8>) {
             w.uint(*request).uint(*registration);
         }
         Message::Invocation { request, registration, details, payload } => {
-            w.uint(*request).uint(*registration).dict(details).payload(payload);
+            w.uint(*request).uint(*registration).dict(details, "Details|dict")?.payload(payload)?;
         }
         Message::Yield { request, options, payload } => {
-            w.uint(*request).dict(options).payload(payload);
+            w.uint(*request).dict(options, "Options|dict")?.payload(payload)?;
         }
     }
     F::end(w.out);
+    Ok(())
 }

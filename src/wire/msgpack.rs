@@ -1,10 +1,14 @@
 //! The `wamp.2.msgpack` serializer: a hand-written reader that can both build values and step over
 //! them (to keep payload spans as bytes), and a writer for the handful of types WAMP uses.
 //! Extension types are refused: WAMP defines none.
+//!
+//! Both reading paths check the same things: strings are UTF-8, dictionary keys are strings,
+//! nesting is bounded. Building reserves room for containers only within a [`ReserveBudget`], and
+//! a repeated dictionary key keeps its last value ([`Dict::from_entries`]), as in JSON.
 
 use bytes::Bytes;
 
-use super::format::{DecodeError, EnvelopeReader, Format, RawKind};
+use super::format::{utf8, DecodeError, EnvelopeReader, Format, RawKind, ReserveBudget};
 use super::value::{Dict, Value};
 
 /// Nesting deeper than this is refused: it bounds recursion against hostile input.
@@ -18,18 +22,19 @@ pub struct MsgPackReader {
     buf: Bytes,
     pos: usize,
     remaining: usize,
+    budget: ReserveBudget,
 }
 
 impl MsgPackReader {
     /// Starts reading `frame`, which must hold a MessagePack array.
     pub fn new(frame: Bytes) -> Result<Self, DecodeError> {
-        let mut cursor = Cursor { buf: &frame, pos: 0 };
+        let mut cursor = Cursor::new(&frame);
         let remaining = match cursor.header()? {
             Header::Array(n) => n,
             _ => return Err(DecodeError::new("message is not a MessagePack array")),
         };
-        let pos = cursor.pos;
-        Ok(MsgPackReader { buf: frame, pos, remaining })
+        let (pos, budget) = (cursor.pos, cursor.budget);
+        Ok(MsgPackReader { buf: frame, pos, remaining, budget })
     }
 
     fn next(&mut self) -> Option<Cursor<'_>> {
@@ -37,7 +42,7 @@ impl MsgPackReader {
             return None;
         }
         self.remaining -= 1;
-        Some(Cursor { buf: &self.buf, pos: self.pos })
+        Some(Cursor { buf: &self.buf, pos: self.pos, budget: self.budget })
     }
 
     /// Reads the next element with `read`, moving past it; `None` once the array has ended.
@@ -47,7 +52,7 @@ impl MsgPackReader {
     ) -> Result<Option<T>, DecodeError> {
         let Some(mut cursor) = self.next() else { return Ok(None) };
         let value = read(&mut cursor)?;
-        self.pos = cursor.pos;
+        (self.pos, self.budget) = (cursor.pos, cursor.budget);
         Ok(Some(value))
     }
 }
@@ -105,7 +110,7 @@ impl EnvelopeReader for MsgPackReader {
 
 /// Parses one complete MessagePack value (a payload being transcoded).
 pub fn parse_value(span: &[u8]) -> Result<Value, DecodeError> {
-    let mut c = Cursor { buf: span, pos: 0 };
+    let mut c = Cursor::new(span);
     let v = c.value(0)?;
     if c.pos != span.len() {
         return Err(DecodeError::new("trailing bytes after MessagePack value"));
@@ -129,9 +134,19 @@ enum Header {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    budget: ReserveBudget,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0, budget: ReserveBudget::new(buf.len()) }
+    }
+
+    /// Room to reserve for a container announcing `n` elements.
+    fn reserve(&mut self, n: usize) -> usize {
+        self.budget.take(n, self.buf.len() - self.pos)
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let end = end.ok_or_else(|| DecodeError::new("truncated MessagePack data"))?;
@@ -180,7 +195,15 @@ impl<'a> Cursor<'a> {
     }
 
     fn str(&mut self, n: usize) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.take(n)?).map_err(|_| DecodeError::new("MessagePack string is not UTF-8"))
+        utf8(self.take(n)?).ok_or_else(|| DecodeError::new("MessagePack string is not UTF-8"))
+    }
+
+    /// A dictionary key, which must be a string.
+    fn key(&mut self) -> Result<&'a str, DecodeError> {
+        match self.header()? {
+            Header::Str(len) => self.str(len),
+            _ => Err(DecodeError::new("dictionary keys must be strings")),
+        }
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
@@ -196,23 +219,19 @@ impl<'a> Cursor<'a> {
             Header::Str(n) => Value::Str(self.str(n)?.to_owned()),
             Header::Bin(n) => Value::Bytes(self.take(n)?.to_vec()),
             Header::Array(n) => {
-                // Each element takes at least one byte: cap the reservation by what is left.
-                let mut items = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+                let mut items = Vec::with_capacity(self.reserve(n));
                 for _ in 0..n {
                     items.push(self.value(depth + 1)?);
                 }
                 Value::List(items)
             }
             Header::Map(n) => {
-                let mut entries = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+                let mut entries = Vec::with_capacity(self.reserve(n));
                 for _ in 0..n {
-                    let key = match self.header()? {
-                        Header::Str(len) => self.str(len)?.to_owned(),
-                        _ => return Err(DecodeError::new("dictionary keys must be strings")),
-                    };
+                    let key = self.key()?.to_owned();
                     entries.push((key, self.value(depth + 1)?));
                 }
-                Value::Dict(Dict(entries))
+                Value::Dict(Dict::from_entries(entries))
             }
         })
     }
@@ -236,12 +255,7 @@ impl<'a> Cursor<'a> {
             }
             Header::Map(n) => {
                 for _ in 0..n {
-                    match self.header()? {
-                        Header::Str(len) => {
-                            self.str(len)?;
-                        }
-                        _ => return Err(DecodeError::new("dictionary keys must be strings")),
-                    }
+                    self.key()?;
                     self.skip(depth + 1)?;
                 }
             }
@@ -379,5 +393,63 @@ mod tests {
         assert!(parse_value(&[0xd4, 0x01, 0x02]).is_err());
         assert!(parse_value(&[0x91; 100_000]).is_err());
         assert!(MsgPackReader::new(Bytes::from_static(&[0x80])).is_err());
+    }
+
+    /// A CALL `[48, 1, options, "p", args]` with the given encoded options and args.
+    fn call(options: &[u8], args: &[u8]) -> Bytes {
+        let mut frame = vec![0x95, 0x30, 0x01];
+        frame.extend_from_slice(options);
+        frame.extend_from_slice(&[0xa1, b'p']);
+        frame.extend_from_slice(args);
+        Bytes::from(frame)
+    }
+
+    fn decode(frame: Bytes) -> Result<crate::wire::Message, DecodeError> {
+        crate::wire::Serializer::MsgPack.decode(frame)
+    }
+
+    #[test]
+    fn strings_must_be_utf8_where_built_and_where_skipped() {
+        assert!(decode(call(&[0x80], &[0x91, 0xa1, b'x'])).is_ok());
+        for bad in [&[0xffu8][..], &[0xc3, 0x28], &[0xed, 0xa0, 0x80], &[0xc0, 0xaf]] {
+            let mut string = vec![0xa0 | bad.len() as u8];
+            string.extend_from_slice(bad);
+            // In a payload (skipped, kept as bytes), as a payload key, in Options (built).
+            let args = [&[0x91][..], &string].concat();
+            assert!(decode(call(&[0x80], &args)).is_err(), "payload string {bad:02x?}");
+            let with_kwargs = |key: &[u8]| {
+                let frame = [&[0x96, 0x30, 0x01, 0x80, 0xa1, b'p', 0x91, 0x01, 0x81][..], key, &[0x01]].concat();
+                decode(Bytes::from(frame))
+            };
+            assert!(with_kwargs(&[0xa1, b'k']).is_ok());
+            assert!(with_kwargs(&string).is_err(), "payload key {bad:02x?}");
+            let options = [&[0x81, 0xa1, b'k'][..], &string].concat();
+            assert!(decode(call(&options, &[0x90])).is_err(), "option value {bad:02x?}");
+            assert!(parse_value(&string).is_err());
+            let mut c = Cursor::new(&string);
+            assert!(c.skip(0).is_err());
+        }
+    }
+
+    #[test]
+    fn dictionary_keys_must_be_strings_where_built_and_where_skipped() {
+        for key in [&[0x01u8][..], &[0xc4, 0x01, b'k'], &[0xc0], &[0x90]] {
+            let dict = [&[0x81][..], key, &[0x01]].concat();
+            assert!(parse_value(&dict).is_err(), "key {key:02x?}");
+            assert!(Cursor::new(&dict).skip(0).is_err(), "key {key:02x?}");
+            assert!(decode(call(&dict, &[0x90])).is_err());
+        }
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_value() {
+        let dict = [0x83, 0xa1, b'a', 0x01, 0xa1, b'b', 0x02, 0xa1, b'a', 0x03];
+        assert_eq!(parse_value(&dict).unwrap(), Value::Dict(Dict::new().with("a", 3u64).with("b", 2u64)));
+        // 400k copies of one key: linear, where a quadratic scan would take minutes.
+        let mut many = vec![0xdf, 0x00, 0x06, 0x1a, 0x80];
+        for _ in 0..400_000 {
+            many.extend_from_slice(&[0xa1, b'k', 0x01]);
+        }
+        assert_eq!(parse_value(&many).unwrap(), Value::Dict(Dict::new().with("k", 1u64)));
     }
 }

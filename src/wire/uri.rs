@@ -27,11 +27,21 @@ pub enum MatchPolicy {
 impl MatchPolicy {
     /// Reads `Options.match`; absent means exact.
     pub fn from_option(value: Option<&crate::wire::Value>) -> Result<Self, String> {
-        match value.map(|v| v.as_str()) {
-            None | Some(Some("exact")) => Ok(MatchPolicy::Exact),
-            Some(Some("prefix")) => Ok(MatchPolicy::Prefix),
-            Some(Some("wildcard")) => Ok(MatchPolicy::Wildcard),
-            Some(other) => Err(format!("unknown match policy {other:?} (expected exact, prefix or wildcard)")),
+        let Some(value) = value else { return Ok(MatchPolicy::Exact) };
+        match value.as_str() {
+            Some("exact") => Ok(MatchPolicy::Exact),
+            Some("prefix") => Ok(MatchPolicy::Prefix),
+            Some("wildcard") => Ok(MatchPolicy::Wildcard),
+            _ => Err(format!("unknown match policy {} (expected exact, prefix or wildcard)", value.describe())),
+        }
+    }
+
+    /// The policy's name as `Options.match` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatchPolicy::Exact => "exact",
+            MatchPolicy::Prefix => "prefix",
+            MatchPolicy::Wildcard => "wildcard",
         }
     }
 
@@ -114,7 +124,10 @@ mod tests {
         assert!(is_reserved("wamp.session.count"));
         assert!(MatchPolicy::Wildcard.accepts("a..b"));
         assert!(!MatchPolicy::Exact.accepts("a..b"));
-        assert!(MatchPolicy::from_option(Some(&crate::wire::Value::from("regex"))).is_err());
+        let unknown = MatchPolicy::from_option(Some(&crate::wire::Value::from("regex"))).unwrap_err();
+        assert_eq!(unknown, r#"unknown match policy "regex" (expected exact, prefix or wildcard)"#);
+        let wrong_type = MatchPolicy::from_option(Some(&crate::wire::Value::Int(-1))).unwrap_err();
+        assert!(wrong_type.starts_with("unknown match policy -1 "), "{wrong_type}");
         assert!(!is_reserved("wampx.a"));
     }
 }

@@ -86,7 +86,7 @@ fn check_dict(dict: &Dict, name: &str, rules: &[(&str, Rule)]) -> Result<(), Dec
             continue;
         };
         if let Err(expected) = check_value(*rule, value) {
-            return Err(DecodeError(format!("{name}.{key} must be {expected}, got {}", describe(value))));
+            return Err(DecodeError(format!("{name}.{key} must be {expected}, got {}", value.describe())));
         }
     }
     Ok(())
@@ -124,22 +124,6 @@ fn check_value(rule: Rule, value: &Value) -> Result<(), String> {
 fn forward_hop(hop: &Dict) -> bool {
     matches!(hop.get("session"), Some(Value::UInt(n)) if *n <= MAX_ID)
         && ["authid", "authrole"].iter().all(|k| matches!(hop.get(k), None | Some(Value::Str(_))))
-}
-
-/// A short description of what a peer sent, without echoing arbitrarily large values back.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => format!("{b}"),
-        Value::Int(n) => format!("{n}"),
-        Value::UInt(n) => format!("{n}"),
-        Value::Float(f) => format!("{f}"),
-        Value::Str(s) if s.chars().count() <= 40 => format!("{s:?}"),
-        Value::Str(_) => "a long string".to_owned(),
-        Value::Bytes(_) => "binary".to_owned(),
-        Value::List(_) => "a list".to_owned(),
-        Value::Dict(_) => "a dictionary".to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use roundhouse::client::{Client, ClientError};
+use roundhouse::router::RouterShared;
 use roundhouse::wire::{Dict, Message, MessageType, Payload, Serializer, Value};
-use roundhouse::{RealmConfig, Router, RouterConfig, RouterHandle};
+use roundhouse::{Census, RealmConfig, Router, RouterConfig, RouterHandle};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -34,15 +35,33 @@ pub async fn router_with(adjust: impl FnOnce(&mut RouterConfig)) -> RouterHandle
 /// Waits (up to 5 s) until the router holds nothing: no session, call, invocation, timer,
 /// registration or subscription. Every client must have been dropped or closed before.
 pub async fn assert_empty(router: &RouterHandle) {
-    let mut census = router.census();
+    wait_empty(|| router.census()).await;
+}
+
+/// [`assert_empty`] for a router that was shut down, whose handle [`RouterHandle::shutdown`]
+/// consumed: `shared` is [`RouterHandle::shared`], kept from before.
+pub async fn assert_empty_after_shutdown(shared: &RouterShared) {
+    wait_empty(|| shared.census()).await;
+}
+
+async fn wait_empty(census_now: impl Fn() -> Census) {
+    let mut census = census_now();
     for _ in 0..500 {
         if census.is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-        census = router.census();
+        census = census_now();
     }
     panic!("the router is not empty after every client left: {census:?}");
+}
+
+/// Closes a client cleanly: GOODBYE, and the router's GOODBYE in answer.
+pub async fn say_goodbye(client: Client) {
+    match client.goodbye().await {
+        Ok(Message::Goodbye { reason, .. }) => assert_eq!(reason, "wamp.close.goodbye_and_out"),
+        other => panic!("expected the router's GOODBYE, got {other:?}"),
+    }
 }
 
 /// A joined client of `realm1`.

@@ -105,12 +105,15 @@ pub struct ChaosSettings {
 }
 
 /// Settings of the embedded router for a chaos run: the default configuration with liveness
-/// timings short enough that frozen and hostile peers are closed well within the grace period
-/// (10 s by default), and a stuck timeout above it: only a peer that stopped reading may be made
-/// to wait that long, so a healthy peer stalled until the router gives up on a stuck one shows as
-/// a violation. `scripts/soak.sh` gives a `roundhouse` process the same values.
+/// timings short enough that frozen and hostile peers, RawSocket ones included, are closed well
+/// within the grace period (10 s by default), and a stuck timeout above it: only a peer that
+/// stopped reading may be made to wait that long, so a healthy peer stalled until the router gives
+/// up on a stuck one shows as a violation. `scripts/soak.sh` gives a `roundhouse` process the same
+/// values.
 pub fn tune(config: &mut RouterConfig) {
     config.keepalive_interval_ms = 1_000;
+    // RawSocket peers are pinged, and closed when silent, too: the soak's peers answer PINGs.
+    config.rawsocket_keepalive = true;
     config.idle_timeout_ms = 3_000;
     config.message_timeout_ms = 2_000;
     config.handshake_timeout_ms = 3_000;
