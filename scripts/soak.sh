@@ -104,8 +104,9 @@ free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.rst
 lines = [
     f"Run of `scripts/soak.sh` ({sys.argv[3]} build): a {report['warmup_s']:.0f} s warmup round and a "
     f"{report['duration_s']:.0f} s round, {report['elapsed_s']:.0f} s in all with the wind-downs; seed "
-    f"{report['seed']}; {report['settings']}.",
+    f"{report['seed']}; {report['settings']}. Counts cover both rounds.",
     "",
+] + ([f"Hostile cases left out: {', '.join(report['skipped'])}.", ""] if report["skipped"] else []) + [
     "| | |",
     "|---|---|",
     f"| calls made by healthy callers | {n(report['calls'])} |",

@@ -30,7 +30,7 @@ use roundhouse::wire::Serializer;
 /// with an error URI that fits how it ended; if a healthy session is disturbed; if a hostile one is
 /// not refused; or if, once everyone has left a round, the router is not empty; or if its RSS then,
 /// after the second round, exceeds its RSS after the first by more than --rss-margin percent plus
-/// 4 MiB.
+/// 16 MiB.
 ///
 /// Exit status: 0 when every call succeeded (chaos: no violation), 1 when any call failed (chaos: any
 /// violation), 2 when the router could not be reached or the flags are invalid.
@@ -143,13 +143,14 @@ pub struct Cli {
     /// Chaos: how long the router may take beyond what a peer asked for: to answer a call after
     /// its timeout (or its deliberate delay), to close a frozen peer or refuse a hostile one. It
     /// must exceed the router's idle_timeout + keepalive_interval, message_timeout and
-    /// handshake_timeout; the embedded router uses 3 s, 1 s, 2 s and 3 s (see loadtest/README.md),
-    /// a router with the default configuration needs --grace 100s.
+    /// handshake_timeout; the embedded router uses 3 s, 1 s, 2 s and 3 s, and pings RawSocket peers
+    /// too (see loadtest/README.md). A router with the default configuration needs --grace 100s,
+    /// and does not close a frozen RawSocket peer at all.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub grace: Duration,
 
     /// Chaos: the router's RSS once everyone has left the second round may exceed its RSS once
-    /// everyone had left the first (the warmup) by at most this many percent, plus 4 MiB for the
+    /// everyone had left the first (the warmup) by at most this many percent, plus 16 MiB for the
     /// allocator's own noise (checked when the router is its own process: --router-pid or
     /// --spawn-router).
     #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]

@@ -9,7 +9,8 @@
 //! sent), reach the registration of the procedure it was made for, carry a fresh id (or continue a
 //! progressive invocation in order), and never come for a registration after its UNREGISTERED;
 //! INTERRUPT only if it announced `call_canceling`; and the router must not close it while it is
-//! healthy, nor keep it once it froze.
+//! healthy, and must announce it gone (`wamp.session.on_leave`) within the grace period once it
+//! froze or dropped its connection.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -287,6 +288,8 @@ impl Callee {
             if let Phase::Unregistering(waiting) = &self.phase {
                 if waiting.is_empty() {
                     self.phase = Phase::Draining;
+                    // Long enough for the slowest answer it may owe: a call's own delay (up to
+                    // 1.5 s) plus its own.
                     leave_at = now + MAX_DELAY + Duration::from_millis(1600);
                 } else if now >= leave_at {
                     return Err(format!("no UNREGISTERED within {:?}", self.ctx.grace));

@@ -39,6 +39,8 @@ pub struct ChaosResult {
     pub router: String,
     /// Its actors and pace, in words.
     pub settings: String,
+    /// Hostile cases left out.
+    pub skipped: Vec<String>,
     /// Warmup.
     pub warmup: Duration,
     /// Duration after the warmup.
@@ -96,6 +98,9 @@ impl ChaosResult {
             self.settings
         );
         let _ = writeln!(out, "  router        {}", self.router);
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out, "  left out      hostile cases {}", self.skipped.join(", "));
+        }
         let _ = writeln!(out, "  cases tried");
         for (case, n) in &self.cases {
             let _ = writeln!(out, "    {:<52} {:>10}", case, thousands(*n));
@@ -182,6 +187,7 @@ impl ChaosResult {
             "seed": self.seed,
             "router": self.router,
             "settings": self.settings,
+            "skipped": self.skipped,
             "warmup_s": round2(self.warmup.as_secs_f64()),
             "duration_s": round2(self.duration.as_secs_f64()),
             "elapsed_s": round2(self.elapsed.as_secs_f64()),
