@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and loopback integration tests of every crate, then the interop
-# suite with third-party WAMP clients (autobahn-python) against the real `roundhouse` binary.
+# The whole test suite: unit and loopback integration tests of every crate, a 30-second chaos soak
+# against the real `roundhouse` binary (about 50 s; RELIABILITY.md says what it checks), then the
+# interop suite with third-party WAMP clients (autobahn-python) against that binary.
 # Needs: cargo, python3 with pip and venv (the interop script installs its PyPI packages itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,10 @@ cargo build --workspace --all-targets
 cargo test --workspace
 # The races between everything that can end a call, model-checked with shuttle.
 cargo test -p roundhouse --features shuttle --lib shuttle
+
+# The chaos soak, CI-sized: 30 s (and a 5 s warmup round) against the debug roundhouse as its own
+# process; RELIABILITY.md says what it checks.
+SOAK_PROFILE=debug scripts/soak.sh 30s --warmup 5s --rate 300
 
 if [ -x scripts/interop.sh ]; then
   ROUNDHOUSE_BIN=target/debug/roundhouse scripts/interop.sh

@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use roundhouse::wire::Serializer;
 
-/// Load generator for WAMP v2 routers: RPC throughput and latency, session setup rate, and memory per
-/// idle session.
+/// Load generator for WAMP v2 routers: RPC throughput and latency, session setup rate, memory per
+/// idle session, and a chaos soak that checks every call is answered exactly once.
 ///
 /// With no --url it starts an embedded Roundhouse router on 127.0.0.1 (an ephemeral port) and
 /// benchmarks it, so `cargo run --release -p loadtest` alone shows the product working. With --url
@@ -21,8 +21,19 @@ use roundhouse::wire::Serializer;
 /// and the load generator's, over the measured interval, divided by the calls completed in it. A
 /// DISTURBED line warns when other processes took CPU time meanwhile.
 ///
-/// Exit status: 0 when every call succeeded, 1 when any call failed, 2 when the router could not be
-/// reached or the flags are invalid.
+/// chaos mode: in two rounds, --warmup then --duration, callees join, serve and leave in every way
+/// (UNREGISTER, GOODBYE, a dropped connection, freezing), healthy callers pipeline checked calls
+/// over WebSocket and RawSocket in every serializer (timeouts, CANCEL in all three modes,
+/// progressive results and invocations), slow consumers stop reading, and hostile sessions send
+/// malformed frames. Every choice comes from a seeded RNG (--seed, printed). The run fails with a
+/// precise message if a healthy call is not answered exactly once, within its timeout plus --grace,
+/// with an error URI that fits how it ended; if a healthy session is disturbed; if a hostile one is
+/// not refused; or if, once everyone has left a round, the router is not empty; or if its RSS then,
+/// after the second round, exceeds its RSS after the first by more than --rss-margin percent plus
+/// 16 MiB.
+///
+/// Exit status: 0 when every call succeeded (chaos: no violation), 1 when any call failed (chaos: any
+/// violation), 2 when the router could not be reached or the flags are invalid.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "loadtest", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -40,8 +51,8 @@ pub struct Cli {
     pub procedure: String,
 
     /// What to measure: `rpc` calls through callees, `connect` session setup and teardown
-    /// (HELLO→WELCOME→GOODBYE) as fast as --callers loops can go, or `idle` memory per idle joined
-    /// session (--sessions of them).
+    /// (HELLO→WELCOME→GOODBYE) as fast as --callers loops can go, `idle` memory per idle joined
+    /// session (--sessions of them), or `chaos`, the soak described above.
     #[arg(long, value_enum, default_value_t = Mode::Rpc)]
     pub mode: Mode,
 
@@ -51,23 +62,26 @@ pub struct Cli {
     #[arg(long, default_value = "roundrobin", value_parser = parse_rules, value_name = "RULES")]
     pub rule: RuleList,
 
-    /// Callee sessions, each answering INVOCATIONs with a YIELD that echoes the payload.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub callees: u32,
+    /// Callee sessions, each answering INVOCATIONs with a YIELD that echoes the payload [default:
+    /// 4]. Chaos: callees alive at once, each replaced by a new one when it leaves [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub callees: Option<u32>,
 
-    /// Caller sessions (rpc), concurrent connect loops (connect), or concurrent openers (idle).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub callers: u32,
+    /// Caller sessions (rpc), concurrent connect loops (connect), or concurrent openers (idle)
+    /// [default: 4]. Chaos: healthy callers alive at once [default: 6].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub callers: Option<u32>,
 
-    /// Calls in flight per caller. Without --rate this is the closed loop: a new call goes out as
-    /// soon as one completes. With --rate it caps the calls in flight; calls that fall due while the
-    /// window is full wait, and that wait counts in their latency.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub window: u32,
+    /// Calls in flight per caller [default: 32; chaos: 64]. Without --rate this is the closed loop:
+    /// a new call goes out as soon as one completes. With --rate it caps the calls in flight; calls
+    /// that fall due while the window is full wait, and that wait counts in their latency.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub window: Option<u32>,
 
     /// Open loop: a fixed total call rate in calls/s, spread evenly over the callers. Latency is
     /// measured from each call's intended send time, so queueing in the router (or the loader) is not
     /// hidden ("coordinated omission"); the latency from the actual send time is shown as well.
+    /// Chaos always paces its healthy callers [default: 1000].
     #[arg(long, value_name = "CALLS_PER_SEC", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
@@ -75,9 +89,11 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Duration,
 
-    /// Load before measuring starts; its results are discarded (but its errors still count).
-    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
-    pub warmup: Duration,
+    /// Load before measuring starts; its results are discarded (but its errors still count)
+    /// [default: 2s]. Chaos: the first round, after which the router's RSS is first read [default:
+    /// 10s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub warmup: Option<Duration>,
 
     /// Size in bytes of the one binary argument each call carries (and each YIELD echoes). JSON
     /// carries it as "\u0000" + base64, so its frames are about a third larger.
@@ -119,6 +135,31 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
 
+    /// Chaos: the seed of every random choice (default: from the clock). It is printed, so a failing
+    /// run can be replayed with the same choices (timing, and so interleavings, still differ).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Chaos: how long the router may take beyond what a peer asked for: to answer a call after
+    /// its timeout (or its deliberate delay), to close a frozen peer or refuse a hostile one. It
+    /// must exceed the router's idle_timeout + keepalive_interval, message_timeout and
+    /// handshake_timeout; the embedded router uses 3 s, 1 s, 2 s and 3 s, and pings RawSocket peers
+    /// too (see loadtest/README.md). A router with the default configuration needs --grace 100s,
+    /// and does not close a frozen RawSocket peer at all.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub grace: Duration,
+
+    /// Chaos: the router's RSS once everyone has left the second round may exceed its RSS once
+    /// everyone had left the first (the warmup) by at most this many percent, plus 16 MiB for the
+    /// allocator's own noise (checked when the router is its own process: --router-pid or
+    /// --spawn-router).
+    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+    pub rss_margin: f64,
+
+    /// Chaos: hostile cases to leave out, comma-separated (see loadtest/README.md for the names).
+    #[arg(long, value_name = "CASES", value_delimiter = ',')]
+    pub skip: Vec<String>,
+
     /// Print one machine-readable JSON line per result (per rule in rpc mode) on stdout at the end;
     /// the tables then go to stderr.
     #[arg(long)]
@@ -138,6 +179,30 @@ pub enum Mode {
     Connect,
     /// Router memory per idle joined session.
     Idle,
+    /// The chaos soak: churn, cancels, timeouts, slow and hostile peers; every call checked.
+    Chaos,
+}
+
+impl Cli {
+    /// `--callees`, or the mode's default.
+    pub fn callees(&self) -> u32 {
+        self.callees.unwrap_or(if self.mode == Mode::Chaos { 10 } else { 4 })
+    }
+
+    /// `--callers`, or the mode's default.
+    pub fn callers(&self) -> u32 {
+        self.callers.unwrap_or(if self.mode == Mode::Chaos { 6 } else { 4 })
+    }
+
+    /// `--window`, or the mode's default.
+    pub fn window(&self) -> u32 {
+        self.window.unwrap_or(if self.mode == Mode::Chaos { 64 } else { 32 })
+    }
+
+    /// `--warmup`, or the mode's default.
+    pub fn warmup(&self) -> Duration {
+        self.warmup.unwrap_or(Duration::from_secs(if self.mode == Mode::Chaos { 10 } else { 2 }))
+    }
 }
 
 /// The serializer flag's values.

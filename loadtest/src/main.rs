@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p loadtest` starts an embedded Roundhouse and benchmarks RPC through it;
 //! `--help` explains every flag. Modules: [`cli`] flags, [`target`] the router under test, [`rpc`],
-//! [`connect`] and [`idle`] the three modes, [`report`] tables and JSON, [`cpu`] `/proc` readings,
+//! [`connect`], [`idle`] and [`chaos`] the four modes, [`report`] tables and JSON, [`cpu`] `/proc` readings,
 //! [`progress`] the live line on stderr, [`timer`] the open loop's precise timer, [`wamp`] session
 //! helpers.
 //!
@@ -11,6 +11,7 @@
 //! router runs on a separate multi-thread runtime whose workers are named `rh-router*`, so the two
 //! never share workers and the router's CPU time is read from its own threads.
 
+mod chaos;
 mod cli;
 mod connect;
 mod cpu;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use cli::{Cli, Mode};
-use target::Target;
+use target::{Target, Tuning};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -42,8 +43,9 @@ const EXIT_SETUP: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    let tuning = if cli.mode == Mode::Chaos { Tuning::Chaos } else { Tuning::Default };
     if cli.internal_router {
-        return ExitCode::from(target::serve_child(&cli.realm, router_threads(&cli)) as u8);
+        return ExitCode::from(target::serve_child(&cli.realm, router_threads(&cli), tuning) as u8);
     }
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     if let Err(message) = check(&cli, fd_limit) {
@@ -52,9 +54,9 @@ fn main() -> ExitCode {
     }
     let target = match (&cli.url, cli.mode) {
         (Some(url), _) => Ok(Target::external(url, cli.router_pid)),
-        (None, Mode::Idle) => Target::child_process(&cli.realm, router_threads(&cli)),
-        (None, _) if cli.spawn_router => Target::child_process(&cli.realm, router_threads(&cli)),
-        (None, _) => Target::in_process(&cli.realm, router_threads(&cli)),
+        (None, Mode::Idle) => Target::child_process(&cli.realm, router_threads(&cli), tuning),
+        (None, _) if cli.spawn_router => Target::child_process(&cli.realm, router_threads(&cli), tuning),
+        (None, _) => Target::in_process(&cli.realm, router_threads(&cli), tuning),
     };
     let target = match target {
         Ok(target) => target,
@@ -76,6 +78,10 @@ fn main() -> ExitCode {
     target.stop();
     match outcome {
         Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) if cli.mode == Mode::Chaos => {
+            eprintln!("loadtest: FAILED: {failed} violations (listed in the report; replay with --seed)");
+            ExitCode::from(EXIT_FAILED)
+        }
         Ok(failed) => {
             eprintln!("loadtest: FAILED: {failed} calls or sessions failed (see the errors above)");
             ExitCode::from(EXIT_FAILED)
@@ -110,18 +116,18 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 procedure: cli.procedure.clone(),
                 serializer,
                 serializer_name: cli.serializer.name(),
-                callees: cli.callees as usize,
-                callers: cli.callers as usize,
-                window: cli.window as usize,
+                callees: cli.callees() as usize,
+                callers: cli.callers() as usize,
+                window: cli.window() as usize,
                 rate: cli.rate,
-                warmup: cli.warmup,
+                warmup: cli.warmup(),
                 duration: cli.duration,
                 drain: cli.drain_timeout,
                 payload: cli.payload,
             };
             let mut results = Vec::new();
             for rule in &cli.rule.0 {
-                if *rule == "single" && cli.callees > 1 {
+                if *rule == "single" && cli.callees() > 1 {
                     eprintln!("loadtest: rule single admits one callee; running it with 1 callee");
                 }
                 let result = rpc::run_rule(&settings, rule).await?;
@@ -142,8 +148,8 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 realm: cli.realm.clone(),
                 serializer,
                 serializer_name: cli.serializer.name(),
-                loops: cli.callers as usize,
-                warmup: cli.warmup,
+                loops: cli.callers() as usize,
+                warmup: cli.warmup(),
                 duration: cli.duration,
             })
             .await?;
@@ -159,12 +165,40 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 realm: cli.realm.clone(),
                 serializer,
                 sessions: cli.sessions as usize,
-                openers: cli.callers as usize,
+                openers: cli.callers() as usize,
             })
             .await?;
             show(&result.table());
             json_lines.push(result.json());
             result.errors.values().sum::<u64>() + result.dropped as u64
+        }
+        Mode::Chaos => {
+            let seed = cli.seed.unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                now.as_nanos() as u64 % 1_000_000_000
+            });
+            let settings = chaos::ChaosSettings {
+                url: target.url.clone(),
+                router: target.description.clone(),
+                router_cpu: target.router_cpu.clone(),
+                router_pid: target.router_pid,
+                in_process: target.is_in_process(),
+                realm: cli.realm.clone(),
+                seed,
+                callees: cli.callees().into(),
+                callers: cli.callers().into(),
+                window: cli.window() as usize,
+                rate: cli.rate.unwrap_or(1000.0),
+                warmup: cli.warmup(),
+                duration: cli.duration,
+                grace: cli.grace,
+                rss_margin: cli.rss_margin,
+                skip: cli.skip.clone(),
+            };
+            let result = chaos::run(&settings, &|| target.census()).await?;
+            show(&result.table());
+            json_lines.push(result.json());
+            result.violation_count
         }
     };
     if cli.json {
@@ -185,9 +219,11 @@ fn check(cli: &Cli, fd_limit: u64) -> Result<(), String> {
         return Err("--duration must be positive".into());
     }
     let connections = match cli.mode {
-        Mode::Rpc => (cli.callers + cli.callees) as u64,
-        Mode::Connect => cli.callers as u64,
+        Mode::Rpc => (cli.callers() + cli.callees()) as u64,
+        Mode::Connect => cli.callers() as u64,
         Mode::Idle => cli.sessions as u64,
+        // Each slot holds one session at a time, hostile cases a few more.
+        Mode::Chaos => (cli.callers() + cli.callees()) as u64 + 16,
     };
     // In-process, each connection costs a descriptor on both ends.
     let per_connection = if cli.url.is_none() && !cli.spawn_router && cli.mode != Mode::Idle { 2 } else { 1 };

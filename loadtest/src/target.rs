@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roundhouse::{Router, RouterConfig, RouterHandle};
+use roundhouse::{Census, Router, RouterConfig, RouterHandle};
 
 use crate::cpu::{self, RouterCpu};
 
@@ -25,6 +25,15 @@ pub struct Target {
     /// What the router is, for the report.
     pub description: String,
     embedded: Embedded,
+}
+
+/// How an embedded router is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tuning {
+    /// The default configuration.
+    Default,
+    /// The default with short liveness timings, for chaos runs (see [`crate::chaos::tune`]).
+    Chaos,
 }
 
 enum Embedded {
@@ -50,7 +59,7 @@ impl Target {
 
     /// Starts Roundhouse in this process on its own runtime with `threads` workers (default: one per
     /// CPU), serving `realm` on 127.0.0.1 and an ephemeral port.
-    pub fn in_process(realm: &str, threads: Option<usize>) -> Result<Target, String> {
+    pub fn in_process(realm: &str, threads: Option<usize>, tuning: Tuning) -> Result<Target, String> {
         let threads = threads.unwrap_or_else(default_threads);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -59,7 +68,7 @@ impl Target {
             .build()
             .map_err(|e| format!("cannot start the embedded router's runtime: {e}"))?;
         let router = runtime
-            .block_on(Router::start(router_config(realm)))
+            .block_on(Router::start(router_config(realm, tuning)))
             .map_err(|e| format!("cannot start the embedded router: {e}"))?;
         Ok(Target {
             url: router.url(),
@@ -74,10 +83,16 @@ impl Target {
     }
 
     /// Starts Roundhouse in a child process (this binary with `--internal-router`).
-    pub fn child_process(realm: &str, threads: Option<usize>) -> Result<Target, String> {
+    pub fn child_process(realm: &str, threads: Option<usize>, tuning: Tuning) -> Result<Target, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
         let mut command = Command::new(exe);
         command.args(["--internal-router", "--realm", realm]);
+        if tuning == Tuning::Chaos {
+            command.args(["--mode", "chaos"]);
+            // Memory the router frees goes back to the system at once, so its RSS tracks what it
+            // holds (see crate::chaos::PURGE_NOW).
+            command.env(crate::chaos::PURGE_NOW.0, crate::chaos::PURGE_NOW.1);
+        }
         if let Some(threads) = threads {
             command.args(["--router-threads", &threads.to_string()]);
         }
@@ -109,6 +124,19 @@ impl Target {
         })
     }
 
+    /// What an in-process router holds right now (`None` for a router in another process).
+    pub fn census(&self) -> Option<Census> {
+        match &self.embedded {
+            Embedded::InProcess(_, router) => Some(router.census()),
+            _ => None,
+        }
+    }
+
+    /// True when the router runs in this process.
+    pub fn is_in_process(&self) -> bool {
+        matches!(self.embedded, Embedded::InProcess(..))
+    }
+
     /// Stops an embedded router (an external one is left alone).
     pub fn stop(self) {
         match self.embedded {
@@ -137,7 +165,7 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-fn router_config(realm: &str) -> RouterConfig {
+fn router_config(realm: &str, tuning: Tuning) -> RouterConfig {
     // The default configuration, with its one realm renamed (so every other realm setting keeps
     // its default).
     let mut config = RouterConfig { listen: ([127, 0, 0, 1], 0).into(), ..Default::default() };
@@ -145,14 +173,17 @@ fn router_config(realm: &str) -> RouterConfig {
     if let Some(only) = config.realms.first_mut() {
         only.name = realm.to_owned();
     }
+    if tuning == Tuning::Chaos {
+        crate::chaos::tune(&mut config);
+    }
     config
 }
 
 /// The child side of [`Target::child_process`]: serves a router, prints its URL on stdout, and runs
 /// until stdin closes. Returns the process exit code.
-pub fn serve_child(realm: &str, threads: Option<usize>) -> i32 {
+pub fn serve_child(realm: &str, threads: Option<usize>, tuning: Tuning) -> i32 {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let target = match Target::in_process(realm, threads) {
+    let target = match Target::in_process(realm, threads, tuning) {
         Ok(target) => target,
         Err(error) => {
             eprintln!("loadtest router: {error}");
