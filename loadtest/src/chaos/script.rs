@@ -228,7 +228,7 @@ mod tests {
                     payload: Payload::args(ask.args()),
                 };
                 let mut frame = Vec::new();
-                serializer.encode(&call, &mut frame);
+                serializer.try_encode(&call, &mut frame).unwrap();
                 let Ok(Message::Call { payload, .. }) = serializer.decode(frame.into()) else { panic!() };
                 assert_eq!(Ask::parse(&payload.to_values().unwrap().0), Some(ask), "{serializer:?}");
                 let answer = Answer::parse(&ask.answer(4, true)).unwrap();

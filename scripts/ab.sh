@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Before/after: the standard load-generator runs against two router binaries, alternately (A, B,
+# A, B, ...), each as its own process with `--router-pid`, so both see the same machine at nearly
+# the same time. Prints a Markdown table: each figure's median over the rounds, and B ÷ A.
+#
+#   scripts/ab.sh OLD_ROUTER_BIN NEW_ROUTER_BIN [ROUNDS]   (default 2 rounds, ~15 minutes)
+#
+# Build the older binary from its own checkout (e.g. `git worktree add`, then
+# `cargo build --release -p roundhouse`); the load generator is this checkout's release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: $0 OLD_ROUTER_BIN NEW_ROUTER_BIN [ROUNDS]" >&2; exit 2; }
+bins=("$1" "$2")
+rounds="${3:-2}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+out="$target_dir/ab"
+rm -rf "$out"
+mkdir -p "$out"
+cargo build --release -p loadtest
+loadtest="$target_dir/release/loadtest"
+ulimit -n "$(ulimit -Hn)"
+
+router_pid=""
+stop_router() { [ -n "$router_pid" ] && kill "$router_pid" 2>/dev/null && wait "$router_pid" 2>/dev/null; router_pid=""; }
+trap stop_router EXIT
+
+# run SIDE ROUND NAME "ROUTER FLAGS" LOADTEST-ARGS...
+run() {
+  local side=$1 round=$2 name=$3 router_flags=$4
+  shift 4
+  local log="$out/$side-$round-$name.router.log"
+  "${bins[$side]}" --listen 127.0.0.1:0 --log-level info --log-format json $router_flags 2>"$log" &
+  router_pid=$!
+  local url=""
+  for _ in $(seq 100); do
+    url=$(grep -o 'ws://[^"]*' "$log" | head -1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "router $side did not start" >&2; exit 1; }
+  echo "== round $round, $([ "$side" = 0 ] && echo A || echo B): $name"
+  "$loadtest" --url "$url" --router-pid "$router_pid" --json "$@" 2>"$out/$side-$round-$name.err" \
+    | grep '^{' >"$out/$side-$round-$name.json" || { echo "loadtest $name failed" >&2; tail -3 "$out/$side-$round-$name.err"; exit 1; }
+  stop_router
+}
+
+for round in $(seq "$rounds"); do
+  for side in 0 1; do
+    run "$side" "$round" standard "" --duration 10s
+    run "$side" "$round" standard-1thread "--threads 1" --duration 10s
+    run "$side" "$round" msgpack "--threads 1" --serializer msgpack --duration 10s
+    run "$side" "$round" window256 "--threads 1" --window 256 --duration 10s
+    run "$side" "$round" sequential "" --callers 1 --window 1 --callees 1 --duration 10s
+    run "$side" "$round" connect "" --mode connect --duration 10s
+    run "$side" "$round" idle "" --mode idle --sessions 10000
+  done
+done
+
+python3 - "$out" "$rounds" <<'PY'
+import json, os, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def figures(side, name, pick):
+    vals = []
+    for r in range(1, rounds + 1):
+        path = os.path.join(out, f"{side}-{r}-{name}.json")
+        if os.path.exists(path):
+            for line in open(path):
+                if line.strip():
+                    v = pick(json.loads(line))
+                    if v is not None:
+                        vals.append(v)
+    return statistics.median(vals) if vals else None
+rows = []
+for name in ["standard", "standard-1thread", "msgpack", "window256", "sequential"]:
+    rows.append((f"{name}: calls/s", name, lambda r: r["calls_per_sec"], "{:,.0f}"))
+    rows.append((f"{name}: router CPU µs/call", name, lambda r: r.get("router_cpu_us_per_call"), "{:.2f}"))
+    rows.append((f"{name}: p50 µs", name, lambda r: (r.get("latency_us") or {}).get("p50"), "{:,.1f}"))
+    rows.append((f"{name}: p99 µs", name, lambda r: (r.get("latency_us") or {}).get("p99"), "{:,.1f}"))
+    rows.append((f"{name}: errors", name, lambda r: r["error_count"], "{:.0f}"))
+rows.append(("connect: sessions/s", "connect", lambda r: r["sessions_per_sec"], "{:,.0f}"))
+rows.append(("connect: router CPU µs/session", "connect", lambda r: r.get("router_cpu_us_per_session"), "{:.1f}"))
+rows.append(("idle: KiB per session", "idle", lambda r: (r.get("router_rss_per_session_bytes") or 0) / 1024, "{:.1f}"))
+print(f"| measure (median of {rounds} rounds) | before (A) | after (B) | B ÷ A |")
+print("|---|---|---|---|")
+for label, name, pick, fmt in rows:
+    a, b = figures(0, name, pick), figures(1, name, pick)
+    ratio = f"{b / a:.2f}" if a and b else "—"
+    show = lambda v: fmt.format(v) if v is not None else "—"
+    print(f"| {label} | {show(a)} | {show(b)} | {ratio} |")
+PY
