@@ -4,6 +4,7 @@
 # the same time. Prints a Markdown table: each figure's median over the rounds, and B ÷ A.
 #
 #   scripts/ab.sh OLD_ROUTER_BIN NEW_ROUTER_BIN [ROUNDS]   (default 2 rounds, ~15 minutes)
+#   AB_RUNS="window256 idle" scripts/ab.sh ...            (a subset of the runs)
 #
 # Build the older binary from its own checkout (e.g. `git worktree add`, then
 # `cargo build --release -p roundhouse`); the load generator is this checkout's release build.
@@ -28,6 +29,7 @@ trap stop_router EXIT
 run() {
   local side=$1 round=$2 name=$3 router_flags=$4
   shift 4
+  if [ -n "${AB_RUNS:-}" ] && [[ " $AB_RUNS " != *" $name "* ]]; then return; fi
   local log="$out/$side-$round-$name.router.log"
   "${bins[$side]}" --listen 127.0.0.1:0 --log-level info --log-format json $router_flags 2>"$log" &
   router_pid=$!

@@ -318,8 +318,9 @@ impl Receiver {
         Ok(self.serializer.decode(self.next_frame().await?)?)
     }
 
-    /// The next transport frame holding a WAMP message (RawSocket PONGs are skipped; the router
-    /// sends no PINGs).
+    /// The next transport frame holding a WAMP message. RawSocket PINGs and PONGs are skipped
+    /// without an answer: the router pings RawSocket peers only with `rawsocket_keepalive`, and a
+    /// test that turns it on answers them itself (WebSocket pings are answered by tungstenite).
     pub async fn next_frame(&mut self) -> Result<Bytes, ClientError> {
         loop {
             match &mut self.stream {

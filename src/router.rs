@@ -153,7 +153,8 @@ async fn accept_loop(
             if let Ok(refusing) = refusals.clone().try_acquire_owned() {
                 let timeout = shared.config.handshake_timeout().min(Duration::from_secs(2));
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(timeout, refuse(tcp, kind)).await;
+                    let rawsocket_only = matches!(kind, Listener::RawSocket);
+                    let _ = tokio::time::timeout(timeout, crate::transport::refuse(tcp, rawsocket_only)).await;
                     drop(refusing);
                 });
             }
@@ -181,40 +182,6 @@ fn keepalive(tcp: &TcpStream, idle_ms: u64) {
     if let Err(error) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
         tracing::debug!(%error, "cannot set TCP keepalive");
     }
-}
-
-/// Refuses a connection the router has no room for, in the words of its transport: RawSocket
-/// handshake error 4, or HTTP 503 with `Retry-After`.
-async fn refuse(mut tcp: TcpStream, kind: Listener) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut first = [0u8; 1];
-    let rawsocket = match kind {
-        Listener::RawSocket => true,
-        Listener::Main => matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == rawsocket::MAGIC),
-    };
-    if rawsocket {
-        let mut hello = [0u8; 4];
-        if tcp.read_exact(&mut hello).await.is_ok() {
-            let _ = tcp.write_all(&rawsocket::HandshakeError::MaxConnectionCountReached.reply()).await;
-        }
-        return;
-    }
-    // Read the request head (bounded) before answering, so the client sees a response, not a reset.
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tcp.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let body = "the router is at its connection limit; retry later\n";
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tcp.write_all(response.as_bytes()).await;
-    let _ = tcp.shutdown().await;
 }
 
 /// Hands a connection to its transport; on the main port the first octet tells RawSocket (0x7F)

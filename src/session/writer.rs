@@ -22,6 +22,7 @@
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -369,16 +370,25 @@ where
     {
         let session = self.handle.id;
         let deadline = self.limits.write_timeout;
+        let outcome = |result: Result<(), S::Error>| match result {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(session, %error, "{what} failed; closing session");
+                false
+            }
+        };
         let Writer { sink, closed, .. } = self;
+        let operation = operation(sink);
+        tokio::pin!(operation);
+        // Most writes complete at once (the sink has room): those need no timer.
+        if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(operation.as_mut().poll(cx))).await {
+            return outcome(result);
+        }
         tokio::select! {
             biased;
             _ = closed.as_mut() => false,
-            result = tokio::time::timeout(deadline, operation(sink)) => match result {
-                Ok(Ok(())) => true,
-                Ok(Err(error)) => {
-                    tracing::debug!(session, %error, "{what} failed; closing session");
-                    false
-                }
+            result = tokio::time::timeout(deadline, operation) => match result {
+                Ok(result) => outcome(result),
                 Err(_) => {
                     tracing::warn!(session, timeout = ?deadline, "slow consumer: a {what} did not complete in time; closing the session");
                     false

@@ -14,7 +14,9 @@
 //! read fails with [`std::io::ErrorKind::TimedOut`] and the session ends. Silence between frames
 //! is not the gate's business (see the idle timeout in [`crate::session::protocol`]).
 //!
-//! The gate copies each inbound byte once more; next to the syscalls per frame that is noise.
+//! While nothing is held, the socket is read straight into the decoder's buffer and only scanned,
+//! so the common case costs no copy and an idle connection no buffer; the gate's own buffer exists
+//! only while it holds a frame back (or the few bytes of a header cut by a read).
 
 use std::future::Future;
 use std::io;
@@ -29,12 +31,9 @@ use tokio::time::{Instant, Sleep};
 /// Frames at most this large stream through; larger ones are held until complete.
 const STREAMED: u64 = 64 * 1024;
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// A buffer this large is given back once it is empty, so one large message does not leave its
-/// size behind in an idle session.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// Room made in the gate's buffer before each read while it holds a frame back; the buffer grows
+/// only as bytes arrive.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// The framing of the bytes behind the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +61,10 @@ pub struct FrameGate<S> {
     /// Largest frame the decoder accepts; larger headers go through at once to be refused.
     max_frame: u64,
     timeout: Duration,
-    /// Bytes read and not yet passed on.
+    /// Bytes held back: a frame not yet whole (or a header cut by a read), then whatever followed.
     buf: BytesMut,
-    /// `buf[..released]` may be passed on ...
+    /// `buf[..released]` may be passed on; the rest, if any, starts at a frame header.
     released: usize,
-    /// ... and `buf[..scanned]` has been looked at.
-    scanned: usize,
     scan: Scan,
     /// When the frame in progress must be complete.
     deadline: Option<Pin<Box<Sleep>>>,
@@ -88,7 +85,6 @@ impl<S> FrameGate<S> {
             timeout,
             buf: BytesMut::new(),
             released: 0,
-            scanned: 0,
             scan,
             deadline: None,
         }
@@ -99,39 +95,40 @@ impl<S> FrameGate<S> {
         &self.inner
     }
 
-    /// Moves `scanned` and `released` over the bytes read so far.
-    fn scan(&mut self) {
-        while self.scanned < self.buf.len() {
+    /// Walks `bytes` from the scanner's state and returns how many of them may be passed on; the
+    /// rest, if any, is a frame that must be held back (its header is incomplete, or it is large
+    /// and not yet whole), and the scanner stays at its header.
+    fn scan(&mut self, bytes: &[u8]) -> usize {
+        let mut at = 0;
+        while at < bytes.len() {
             match self.scan {
                 Scan::Http { matched } => {
                     const END: &[u8] = b"\r\n\r\n";
-                    let byte = self.buf[self.scanned];
-                    self.scanned += 1;
+                    let byte = bytes[at];
+                    at += 1;
                     let matched = if byte == END[matched] { matched + 1 } else { usize::from(byte == END[0]) };
                     self.scan = if matched == END.len() { Scan::Header } else { Scan::Http { matched } };
-                    self.released = self.scanned;
                 }
                 Scan::Header => {
-                    let Some((header, length)) = self.header(&self.buf[self.scanned..]) else { return };
-                    let available = (self.buf.len() - self.scanned - header) as u64;
+                    let Some((header, length)) = self.header(&bytes[at..]) else { return at };
+                    let available = (bytes.len() - at - header) as u64;
                     if length <= STREAMED || length > self.max_frame {
-                        self.scanned += header;
+                        at += header;
                         self.scan = if length == 0 { Scan::Header } else { Scan::Body { remaining: length } };
                     } else if available >= length {
-                        self.scanned += header + length as usize;
+                        at += header + length as usize;
                     } else {
-                        return; // a large frame: held until its last byte is here
+                        return at; // a large frame: held until its last byte is here
                     }
-                    self.released = self.scanned;
                 }
                 Scan::Body { remaining } => {
-                    let n = remaining.min((self.buf.len() - self.scanned) as u64);
-                    self.scanned += n as usize;
-                    self.released = self.scanned;
+                    let n = remaining.min((bytes.len() - at) as u64);
+                    at += n as usize;
                     self.scan = if n == remaining { Scan::Header } else { Scan::Body { remaining: remaining - n } };
                 }
             }
         }
+        at
     }
 
     /// The header length and frame length of the frame starting `bytes`, once its header is
@@ -160,8 +157,33 @@ impl<S> FrameGate<S> {
     fn in_frame(&self) -> bool {
         match self.scan {
             Scan::Body { .. } => true,
-            Scan::Header => self.scanned < self.buf.len(),
+            Scan::Header => self.buf.len() > self.released,
             Scan::Http { .. } => false,
+        }
+    }
+
+    /// Nothing more can be read now: pending, unless a frame in progress has run out of time.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.in_frame() {
+            self.deadline = None;
+            return Poll::Pending;
+        }
+        let timeout = self.timeout;
+        let deadline =
+            self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("a frame did not arrive whole within {} ms", timeout.as_millis()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The frame in progress (if any) ended: its deadline goes.
+    fn progressed(&mut self) {
+        if !self.in_frame() {
+            self.deadline = None;
         }
     }
 }
@@ -175,48 +197,50 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameGate<S> {
                 out.put_slice(&gate.buf[..n]);
                 gate.buf.advance(n);
                 gate.released -= n;
-                gate.scanned -= n;
-                if gate.buf.is_empty() && gate.buf.capacity() > KEEP_CAPACITY {
+                if gate.buf.is_empty() {
+                    // Back to reading straight into the decoder's buffer: give ours back.
                     gate.buf = BytesMut::new();
                 }
                 return Poll::Ready(Ok(()));
             }
-            if gate.buf.capacity() - gate.buf.len() < READ_CHUNK / 4 {
-                gate.buf.reserve(READ_CHUNK);
+            if gate.buf.is_empty() {
+                // Nothing held: read straight into the decoder's buffer, keep back what must wait.
+                let before = out.filled().len();
+                match Pin::new(&mut gate.inner).poll_read(cx, out) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => return gate.pending(cx),
+                }
+                let read = &out.filled()[before..];
+                if read.is_empty() {
+                    return Poll::Ready(Ok(())); // the peer is done
+                }
+                let passed = gate.scan(read);
+                if passed < read.len() {
+                    gate.buf.extend_from_slice(&read[passed..]);
+                    out.set_filled(before + passed);
+                }
+                gate.progressed();
+                if passed > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
+            // Holding a frame back: read into the gate's buffer, which grows with the bytes.
+            gate.buf.reserve(READ_CHUNK);
             match tokio_util::io::poll_read_buf(Pin::new(&mut gate.inner), cx, &mut gate.buf) {
                 Poll::Ready(Ok(0)) => {
                     // The peer is done: pass on what is left, so the decoder sees a cut-off frame.
                     gate.released = gate.buf.len();
-                    gate.scanned = gate.buf.len();
-                    if gate.released == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
                 }
                 Poll::Ready(Ok(_)) => {
-                    gate.scan();
-                    if !gate.in_frame() {
-                        gate.deadline = None;
-                    }
+                    let held = std::mem::take(&mut gate.buf);
+                    gate.released = gate.scan(&held);
+                    gate.buf = held;
+                    gate.progressed();
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => {
-                    if !gate.in_frame() {
-                        gate.deadline = None;
-                        return Poll::Pending;
-                    }
-                    let timeout = gate.timeout;
-                    let deadline = gate
-                        .deadline
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
-                    return match deadline.as_mut().poll(cx) {
-                        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("a frame did not arrive whole within {} ms", timeout.as_millis()),
-                        ))),
-                        Poll::Pending => Poll::Pending,
-                    };
-                }
+                Poll::Pending => return gate.pending(cx),
             }
         }
     }
@@ -289,6 +313,7 @@ mod tests {
         let early = tokio::time::timeout(Duration::from_millis(100), gate.read(&mut one)).await;
         assert!(early.is_err(), "nothing of a large frame passes before its last byte");
         assert!(gate.buf.capacity() < 200_000, "the buffer grows with the bytes, not the header");
+        assert!(gate.buf.len() >= 100_000, "the large frame is held by the gate");
         peer.write_all(&vec![7; 100_000]).await.unwrap();
         let mut frame = vec![0; 14 + big as usize];
         gate.read_exact(&mut frame).await.unwrap();

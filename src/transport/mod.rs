@@ -1,6 +1,7 @@
 //! Transports: how WAMP message frames travel. Each transport turns a connection into a stream of
 //! [`crate::session::protocol::Inbound`] items and a sink of [`OutFrame`]s, and hands both to
-//! [`crate::session::lifecycle::run`]; sessions never see the transport itself.
+//! [`crate::session::lifecycle::run`]; sessions never see the transport itself. A connection the
+//! router has no room for is refused here, in its transport's words ([`refuse`]).
 
 pub mod gate;
 pub mod rawsocket;
@@ -65,4 +66,36 @@ impl CloseCode {
             CloseCode::TooBig => 1009,
         }
     }
+}
+
+/// Refuses a connection the router has no room for, in the words of its transport: RawSocket
+/// handshake error 4, or HTTP 503 with `Retry-After`.
+/// `rawsocket_only` is set for a RawSocket-only listener; on the main port the first octet tells.
+pub async fn refuse(mut tcp: tokio::net::TcpStream, rawsocket_only: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    let rawsocket = rawsocket_only || matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == rawsocket::MAGIC);
+    if rawsocket {
+        let mut hello = [0u8; 4];
+        if tcp.read_exact(&mut hello).await.is_ok() {
+            let _ = tcp.write_all(&rawsocket::HandshakeError::MaxConnectionCountReached.reply()).await;
+        }
+        return;
+    }
+    // Read the request head (bounded) before answering, so the client sees a response, not a reset.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = "the router is at its connection limit; retry later\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(response.as_bytes()).await;
+    let _ = tcp.shutdown().await;
 }

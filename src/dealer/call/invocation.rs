@@ -1,0 +1,203 @@
+//! The routed call, an [`Invocation`], which carries the obligation to be answered, and a
+//! callee's [`InvocationTable`] of the calls it is serving.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::{fail, CallOptions};
+use crate::dealer::timeout::Timeouts;
+use crate::dealer::Registration;
+use crate::error::WampError;
+use crate::session::SessionHandle;
+use crate::sync::Mutex;
+use crate::wire::{Dict, Message, Payload, RawPayload};
+
+/// A call routed to a callee: queued for its writer, then pending in its invocation table until
+/// answered. See the module docs for the obligation it carries.
+pub struct Invocation {
+    /// The registration it was routed through (routing again picks from it).
+    pub registration: Arc<Registration>,
+    /// The caller's session.
+    pub caller: Arc<SessionHandle>,
+    /// The caller's CALL request id.
+    pub caller_request: u64,
+    /// The call's token in the caller's table.
+    pub(super) token: u64,
+    /// What the caller asked for.
+    pub options: CallOptions,
+    /// `INVOCATION.Details` for the callee it is routed to.
+    pub details: Dict,
+    /// The caller's arguments, passed through (kept until the answer, for call reroute).
+    pub payload: Payload,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Members that answered `wamp.error.unavailable`, or could not take the call.
+    pub unavailable: SmallVec<[u64; 4]>,
+    /// The callee may send progressive results: the caller asked and the callee supports it.
+    pub progress: bool,
+    /// Where to start the call's timeout once its callee is known (unless that callee takes
+    /// `forward_timeout`); `None` for calls without a timeout, or once started.
+    pub timer: Option<Arc<Timeouts>>,
+    /// The procedure called, when it reached a pattern registration (`INVOCATION.Details.procedure`).
+    pub called: Option<Box<str>>,
+    /// Answered, handed on, or found ended: nothing left for `Drop` to do.
+    pub(super) settled: bool,
+}
+
+impl Invocation {
+    /// A call to route through `registration`, opened in the caller's table with `token`.
+    pub fn new(
+        registration: Arc<Registration>,
+        caller: Arc<SessionHandle>,
+        caller_request: u64,
+        token: u64,
+        options: CallOptions,
+        payload: Payload,
+    ) -> Box<Self> {
+        Box::new(Invocation {
+            registration,
+            caller,
+            caller_request,
+            token,
+            options,
+            details: Dict::new(),
+            payload,
+            attempts: 0,
+            unavailable: SmallVec::new(),
+            progress: false,
+            timer: None,
+            called: None,
+            settled: false,
+        })
+    }
+
+    /// Bytes this call pins while in flight.
+    pub fn size(&self) -> usize {
+        payload_size(&self.payload) + std::mem::size_of::<Self>()
+    }
+
+    /// The caller and its request id.
+    pub fn caller_request(&self) -> (&Arc<SessionHandle>, u64, u64) {
+        (&self.caller, self.caller_request, self.token)
+    }
+
+    /// Ends the call with `answer`, a final RESULT or ERROR for the caller (if it still waits).
+    pub fn answer(mut self: Box<Self>, answer: Message) {
+        self.settled = true;
+        super::end(&self.caller, self.caller_request, self.token, answer);
+    }
+
+    /// Ends the call with an ERROR.
+    pub fn fail(mut self: Box<Self>, error: WampError, reason: &str) {
+        self.settled = true;
+        fail(&self.caller, self.caller_request, self.token, error, reason);
+    }
+
+    /// Drops a call known to have ended already.
+    pub fn discard(mut self: Box<Self>) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Invocation {
+    fn drop(&mut self) {
+        if !self.settled {
+            tracing::debug!(session = self.caller.id, request = self.caller_request, "call dropped unanswered");
+            fail(&self.caller, self.caller_request, self.token, WampError::Canceled, "the call was lost in the router");
+        }
+    }
+}
+
+/// Bytes a payload occupies (its encoded bytes, or an estimate for router-made values).
+pub fn payload_size(payload: &Payload) -> usize {
+    match payload {
+        Payload::Empty => 0,
+        Payload::Raw(RawPayload { args, kwargs, .. }) => {
+            args.as_ref().map_or(0, |b| b.len()) + kwargs.as_ref().map_or(0, |b| b.len())
+        }
+        Payload::Values(args, kwargs) => 16 * (args.len() + kwargs.as_ref().map_or(0, |k| k.0.len())),
+    }
+}
+
+/// Calls a callee is serving, by INVOCATION id, with the bytes they pin.
+#[derive(Default)]
+pub struct InvocationTable {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<u64, Box<Invocation>, foldhash::fast::RandomState>,
+    bytes: usize,
+}
+
+/// Why a callee cannot take another call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtLimit {
+    /// It has `max_pending_per_callee` calls in flight.
+    Calls,
+    /// Its calls in flight pin `max_pending_bytes_per_callee` bytes.
+    Bytes,
+}
+
+impl InvocationTable {
+    /// Records that INVOCATION `id` was sent, unless the callee is at one of its limits.
+    pub fn insert(
+        &self,
+        id: u64,
+        call: Box<Invocation>,
+        max_calls: usize,
+        max_bytes: usize,
+    ) -> Result<(), (AtLimit, Box<Invocation>)> {
+        let mut pending = self.pending.lock();
+        if pending.calls.len() >= max_calls {
+            return Err((AtLimit::Calls, call));
+        }
+        let size = call.size();
+        if pending.bytes > 0 && pending.bytes + size > max_bytes {
+            return Err((AtLimit::Bytes, call));
+        }
+        pending.bytes += size;
+        pending.calls.insert(id, call);
+        Ok(())
+    }
+
+    /// Takes INVOCATION `id` out: its answer came, or it was canceled.
+    pub fn remove(&self, id: u64) -> Option<Box<Invocation>> {
+        let mut pending = self.pending.lock();
+        let call = pending.calls.remove(&id)?;
+        pending.bytes -= call.size();
+        Some(call)
+    }
+
+    /// True while INVOCATION `id` waits for its answer.
+    pub fn contains(&self, id: u64) -> bool {
+        self.pending.lock().calls.contains_key(&id)
+    }
+
+    /// Where a progressive result for INVOCATION `id` goes, if the caller accepts one.
+    pub(super) fn progress_target(&self, id: u64) -> Option<(Arc<SessionHandle>, u64, u64)> {
+        let pending = self.pending.lock();
+        let call = pending.calls.get(&id).filter(|c| c.progress)?;
+        Some((call.caller.clone(), call.caller_request, call.token))
+    }
+
+    /// Takes every call out (the callee is leaving).
+    pub fn drain(&self) -> Vec<Box<Invocation>> {
+        let mut pending = self.pending.lock();
+        pending.bytes = 0;
+        pending.calls.drain().map(|(_, call)| call).collect()
+    }
+
+    /// Calls in flight here.
+    pub fn len(&self) -> usize {
+        self.pending.lock().calls.len()
+    }
+
+    /// True when no call is in flight here.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
