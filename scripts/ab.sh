@@ -61,7 +61,7 @@ done
 python3 - "$out" "$rounds" <<'PY'
 import json, os, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-def figures(side, name, pick):
+def values(side, name, pick):
     vals = []
     for r in range(1, rounds + 1):
         path = os.path.join(out, f"{side}-{r}-{name}.json")
@@ -71,6 +71,9 @@ def figures(side, name, pick):
                     v = pick(json.loads(line))
                     if v is not None:
                         vals.append(v)
+    return vals
+def figures(side, name, pick):
+    vals = values(side, name, pick)
     return statistics.median(vals) if vals else None
 rows = []
 for name in ["standard", "standard-1thread", "msgpack", "window256", "sequential"]:
@@ -82,11 +85,19 @@ for name in ["standard", "standard-1thread", "msgpack", "window256", "sequential
 rows.append(("connect: sessions/s", "connect", lambda r: r["sessions_per_sec"], "{:,.0f}"))
 rows.append(("connect: router CPU µs/session", "connect", lambda r: r.get("router_cpu_us_per_session"), "{:.1f}"))
 rows.append(("idle: KiB per session", "idle", lambda r: (r.get("router_rss_per_session_bytes") or 0) / 1024, "{:.1f}"))
-print(f"| measure (median of {rounds} rounds) | before (A) | after (B) | B ÷ A |")
+print(f"| measure: median of {rounds} rounds (min–max) | before (A) | after (B) | B ÷ A (medians) |")
 print("|---|---|---|---|")
 for label, name, pick, fmt in rows:
+    va, vb = values(0, name, pick), values(1, name, pick)
+    if not va and not vb:
+        continue
     a, b = figures(0, name, pick), figures(1, name, pick)
     ratio = f"{b / a:.2f}" if a and b else "—"
-    show = lambda v: fmt.format(v) if v is not None else "—"
-    print(f"| {label} | {show(a)} | {show(b)} | {ratio} |")
+    def show(vals, med):
+        if med is None:
+            return "—"
+        if len(vals) < 2:
+            return fmt.format(med)
+        return f"{fmt.format(med)} ({fmt.format(min(vals))}–{fmt.format(max(vals))})"
+    print(f"| {label} | {show(va, a)} | {show(vb, b)} | {ratio} |")
 PY
