@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The standard benchmark set: criterion groups (benches/) and load-generator runs (loadtest/)
 # against the release `roundhouse` as a separate process, then rewrites the generated section of
-# BENCHMARKS.md with the figures, the commands and the machine. About 15 minutes.
+# BENCHMARKS.md with the figures, the commands and the machine. About 40 minutes.
 #
 #   scripts/bench.sh            everything
 #   BENCH_SKIP_CRITERION=1 scripts/bench.sh   load-generator runs only
@@ -17,7 +17,7 @@ cargo build --release -p roundhouse -p loadtest
 ulimit -n "$(ulimit -Hn)"
 
 if [ -z "${BENCH_SKIP_CRITERION:-}" ]; then
-  cargo bench --bench routing --bench registry --bench patterns --bench codec --bench end_to_end --bench fanout -- --noplot \
+  cargo bench --bench routing --bench registry --bench patterns --bench ingress --bench codec --bench end_to_end --bench fanout -- --noplot \
     2>&1 | tee "$out/criterion.log" | grep -E '^[a-z_]+/|time:' || true
 fi
 

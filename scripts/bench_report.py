@@ -100,7 +100,13 @@ def main():
                          ("codec_wamp.2.json", "JSON codec"), ("codec_wamp.2.msgpack", "MessagePack codec"),
                          ("codec_wamp.2.cbor", "CBOR codec"),
                          ("call_round_trip", "Call round trip over loopback, in-process router"),
-                         ("fanout", "Broker fan-out, one event to N subscribers")]:
+                         ("fanout", "Broker fan-out, one event to N subscribers"),
+                         ("lookup", "Finding the pattern registration of a CALL with no exact match, by kind and number of patterns (the exact lookup alongside)"),
+                         ("register", "Creating and deleting a pattern registration, by kind and number of patterns"),
+                         ("subscriptions", "String-prefix subscriptions matching a PUBLISH, by number of patterns"),
+                         ("scan", "The previous pattern selection (a scan of every pattern), for comparison"),
+                         ("repeated_keys", "Decoding a HELLO whose Details repeat one key N times"),
+                         ("large_call", "Decoding and transcoding a 500 KB CALL")]:
         rows = criterion(group)
         if not rows:
             continue
