@@ -114,8 +114,17 @@ impl Client {
         serializer: Serializer,
         max_exponent: u8,
     ) -> Result<Self, ClientError> {
+        Self::rawsocket_over(TcpStream::connect(addr).await?, serializer, max_exponent).await
+    }
+
+    /// Speaks RawSocket over a TCP connection made by the caller (e.g. with a small receive
+    /// buffer, to play a peer that reads slowly); no HELLO yet.
+    pub async fn rawsocket_over(
+        mut tcp: TcpStream,
+        serializer: Serializer,
+        max_exponent: u8,
+    ) -> Result<Self, ClientError> {
         let id = rawsocket::serializer_id(serializer).ok_or(ClientError::Refused(1))?;
-        let mut tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         tcp.write_all(&[rawsocket::MAGIC, (max_exponent << 4) | id, 0, 0]).await?;
         let mut reply = [0u8; 4];

@@ -101,21 +101,28 @@ async fn chunks_after_a_progressive_call_ended_start_no_new_call() {
     assert_empty(&router).await;
 }
 
-/// A callee `first` in line whose socket is full: the filler's large calls took every byte its
-/// kernel buffers hold, so the calls queued after them stay in the router until it leaves.
+/// A callee `first` in line that stopped reading, over a socket with a small receive buffer; the
+/// filler's calls are sent until the router holds some of them queued (its writer is blocked), so
+/// the calls routed after them stay in the router until the callee leaves.
 async fn clogged_first_member(router: &roundhouse::RouterHandle, procedure: &str) -> (Client, Client) {
-    let mut stuck = peer(router, Serializer::MsgPack, &["progressive_call_invocations"]).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(router.local_addr()).await.unwrap();
+    let mut stuck = Client::rawsocket_over(tcp, Serializer::MsgPack, 15).await.unwrap();
+    stuck.hello_with_features(REALM, &["progressive_call_invocations"]).await.unwrap();
     stuck.register(procedure, rule("first")).await.unwrap();
     let mut filler = join(router, Serializer::MsgPack).await;
-    for _ in 0..48 {
+    for _ in 0..400 {
+        if router.census().queued_bytes >= 128 * 1024 {
+            return (stuck, filler);
+        }
         let request = filler.request_id();
-        let payload = Payload::args(vec![Value::Bytes(vec![0x5a; 256 * 1024])]);
+        let payload = Payload::args(vec![Value::Bytes(vec![0x5a; 32 * 1024])]);
         let call = Message::Call { request, options: Dict::new(), procedure: procedure.into(), payload };
         filler.send(&call).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    // Let the router's writer block on the full socket.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    (stuck, filler)
+    panic!("the router never queued the filler's calls: {:?}", router.census());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,8 @@ use roundhouse::wire::{Dict, Message, MessageType, Serializer};
 
 async fn lively_router() -> roundhouse::RouterHandle {
     router_with(|c| {
-        c.keepalive_interval_ms = 100;
-        c.idle_timeout_ms = 400;
+        c.keepalive_interval_ms = 200;
+        c.idle_timeout_ms = 1_000;
     })
     .await
 }
@@ -30,7 +30,7 @@ async fn a_callee_that_went_silent_leaves_the_rotation_and_its_calls_are_answere
     let mut caller = join(&router, Serializer::Json).await;
     assert_eq!(call_names(&mut caller, "com.example.work", 1).await, ["L"]);
     let request = send_call(&mut caller, "com.example.work").await; // goes to the frozen one
-    caller.rx.set_timeout(Duration::from_secs(3));
+    caller.rx.set_timeout(Duration::from_secs(5));
     match caller.recv().await.unwrap() {
         Message::Error { request: r, error, .. } => {
             assert_eq!((r, error.as_str()), (request, "wamp.error.canceled"));
@@ -48,7 +48,7 @@ async fn a_callee_that_went_silent_leaves_the_rotation_and_its_calls_are_answere
 async fn a_quiet_peer_that_answers_pings_stays() {
     let router = lively_router().await;
     let mut quiet = join(&router, Serializer::Json).await;
-    quiet.rx.set_timeout(Duration::from_millis(1500));
+    quiet.rx.set_timeout(Duration::from_millis(3_000));
     // Reading (and so answering pings) but sending nothing for several idle timeouts.
     assert!(matches!(quiet.recv().await, Err(ClientError::Timeout)));
     let mut caller = join(&router, Serializer::Json).await;
@@ -65,15 +65,15 @@ async fn rawsocket_peers_are_pinged_only_when_asked() {
     let router = lively_router().await;
     let mut client = Client::connect_rawsocket(router.local_addr(), Serializer::Json, 15).await.unwrap();
     client.hello(REALM).await.unwrap();
-    client.rx.set_timeout(Duration::from_millis(1000));
+    client.rx.set_timeout(Duration::from_millis(2_500));
     assert!(matches!(client.rx.next_raw_frame().await, Err(ClientError::Timeout)), "no PING, still open");
     client.call("wamp.session.count", vec![]).await.unwrap();
     drop(client);
     assert_empty(&router).await;
 
     let router = router_with(|c| {
-        c.keepalive_interval_ms = 100;
-        c.idle_timeout_ms = 400;
+        c.keepalive_interval_ms = 200;
+        c.idle_timeout_ms = 1_000;
         c.rawsocket_keepalive = true;
     })
     .await;
@@ -118,7 +118,7 @@ async fn a_refused_call_to_a_silent_single_callee_is_still_answered() {
     frozen.register("com.example.only", Dict::new()).await.unwrap();
     let mut caller = join(&router, Serializer::Json).await;
     send_call(&mut caller, "com.example.only").await;
-    caller.rx.set_timeout(Duration::from_secs(3));
+    caller.rx.set_timeout(Duration::from_secs(5));
     assert_error(&caller.recv().await.unwrap(), MessageType::Call, "wamp.error.canceled");
     let reply = unexpected(caller.call("com.example.only", vec![]).await);
     assert_error(&reply, MessageType::Call, "wamp.error.no_such_procedure");

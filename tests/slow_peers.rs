@@ -13,8 +13,8 @@ use roundhouse::wire::{Dict, Message, MessageType, Payload, Serializer, Value};
 
 /// Bounds for "promptly": far above what a healthy router needs on a loaded 2-core machine, far
 /// below the stuck timeout the old behaviour waited for.
-const PROMPT: Duration = Duration::from_secs(2);
-const STUCK_MS: u64 = 8_000;
+const PROMPT: Duration = Duration::from_secs(5);
+const STUCK_MS: u64 = 15_000;
 
 async fn slow_router() -> roundhouse::RouterHandle {
     router_with(|c| c.stuck_timeout_ms = STUCK_MS).await
