@@ -6,7 +6,6 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
 use crate::auth::RealmAuth;
-
 use crate::broker::Broker;
 use crate::config::{RealmConfig, SessionLimits};
 use crate::dealer::Dealer;
