@@ -36,7 +36,7 @@ methods=(
   "anonymous|--auth anonymous"
   "ticket (Argon2id, m=19 MiB, t=2)|--auth ticket --authid bench-argon2 --secret benchpw"
   "ticket (PBKDF2-SHA256, 600,000 iterations)|--auth ticket --authid bench-pbkdf2 --secret benchpw"
-  "wampcra (salted, key stored)|--auth wampcra --authid bench-cra --secret benchpw"
+  "wampcra (an HMAC; salted costs the router the same)|--auth wampcra --authid bench-cra --secret benchpw"
   "cryptosign (Ed25519)|--auth cryptosign --secret 4d57d97a68f555696620a6d849c0ce582568518d729eb753dc7c732de2804510"
 )
 for round in $(seq "$rounds"); do
