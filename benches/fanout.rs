@@ -48,7 +48,7 @@ fn fanout(c: &mut Criterion) {
                     let start = Instant::now();
                     for i in 0..events {
                         let payload = Payload::args(vec![Value::UInt(i), Value::from("tick")]);
-                        broker.publish(&publisher, "com.example.ticker", &Dict::new(), payload).unwrap();
+                        broker.publish(&publisher, "com.example.ticker", &Dict::new(), payload, false).unwrap();
                     }
                     while delivered.load(Ordering::Relaxed) < target {
                         tokio::task::yield_now().await;

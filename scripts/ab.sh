@@ -5,6 +5,7 @@
 #
 #   scripts/ab.sh OLD_ROUTER_BIN NEW_ROUTER_BIN [ROUNDS]   (default 2 rounds, ~15 minutes)
 #   AB_RUNS="window256 idle" scripts/ab.sh ...            (a subset of the runs)
+#   AB_FLAGS_B="--config benches/auth-on.toml" scripts/ab.sh BIN BIN   (one binary, two configs)
 #
 # Build the older binary from its own checkout (e.g. `git worktree add`, then
 # `cargo build --release -p roundhouse`); the load generator is this checkout's release build.
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 OLD_ROUTER_BIN NEW_ROUTER_BIN [ROUNDS]" >&2; exit 2; }
 bins=("$1" "$2")
+side_flags=("${AB_FLAGS_A:-}" "${AB_FLAGS_B:-}")
 rounds="${3:-2}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 out="$target_dir/ab"
@@ -31,7 +33,7 @@ run() {
   shift 4
   if [ -n "${AB_RUNS:-}" ] && [[ " $AB_RUNS " != *" $name "* ]]; then return; fi
   local log="$out/$side-$round-$name.router.log"
-  "${bins[$side]}" --listen 127.0.0.1:0 --log-level info --log-format json $router_flags 2>"$log" &
+  "${bins[$side]}" --listen 127.0.0.1:0 --log-level info --log-format json ${side_flags[$side]} $router_flags 2>"$log" &
   router_pid=$!
   local url=""
   for _ in $(seq 100); do

@@ -170,8 +170,9 @@ else
   started=""
   for attempt in 1 2 3; do
     PORT="$(free_port)"
-    log "starting $BIN --config tests/interop/router.toml --listen 127.0.0.1:$PORT --realm $REALM"
-    "$BIN" --config tests/interop/router.toml --listen "127.0.0.1:$PORT" --realm "$REALM" >>"$ROUTER_LOG" 2>&1 &
+    # router.toml declares the realms: $REALM, and "auth" for the authentication tests.
+    log "starting $BIN --config tests/interop/router.toml --listen 127.0.0.1:$PORT"
+    "$BIN" --config tests/interop/router.toml --listen "127.0.0.1:$PORT" >>"$ROUTER_LOG" 2>&1 &
     ROUTER_PID=$!
     # wait (bounded, ~10 s) until the port accepts TCP
     for _ in $(seq 1 100); do

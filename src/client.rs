@@ -162,19 +162,60 @@ impl Client {
     /// Sends HELLO announcing every role, with `features` (e.g. `call_canceling`) announced for
     /// the callee and caller roles, and waits for WELCOME.
     pub async fn hello_with_features(&mut self, realm: &str, features: &[&str]) -> Result<u64, ClientError> {
-        let announced = features.iter().fold(Dict::new(), |d, f| d.with(f, true));
-        let role = |name: &str| {
-            let features = if name == "callee" || name == "caller" { announced.clone() } else { Dict::new() };
-            Value::Dict(Dict::new().with("features", features))
-        };
-        let roles = ["caller", "callee", "publisher", "subscriber"].iter().fold(Dict::new(), |d, r| d.with(r, role(r)));
-        self.send(&Message::Hello { realm: realm.to_owned(), details: Dict::new().with("roles", roles) }).await?;
+        self.send(&Message::Hello { realm: realm.to_owned(), details: Dict::new().with("roles", roles(features)) })
+            .await?;
         match self.recv().await? {
             Message::Welcome { session, .. } => {
                 self.session = session;
                 Ok(session)
             }
             other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// Connects and joins `realm` authenticated with `credentials`.
+    pub async fn join_as(
+        url: &str,
+        realm: &str,
+        serializer: Serializer,
+        credentials: &Credentials,
+    ) -> Result<Self, ClientError> {
+        let mut client = Self::connect(url, serializer).await?;
+        client.hello_as(realm, credentials).await?;
+        Ok(client)
+    }
+
+    /// Sends HELLO offering the method of `credentials`, answers its CHALLENGE, and waits for
+    /// WELCOME; returns the session id.
+    pub async fn hello_as(&mut self, realm: &str, credentials: &Credentials) -> Result<u64, ClientError> {
+        let mut details = Dict::new().with("roles", roles(&[]));
+        let (method, authid) = match credentials {
+            Credentials::Anonymous => ("anonymous", None),
+            Credentials::Ticket { authid, .. } => ("ticket", Some(authid.as_str())),
+            Credentials::Wampcra { authid, .. } => ("wampcra", Some(authid.as_str())),
+            Credentials::Cryptosign { authid, private_key } => {
+                let key = ed25519_dalek::SigningKey::from_bytes(private_key);
+                details.insert("authextra", Dict::new().with("pubkey", hex::encode(key.verifying_key().to_bytes())));
+                ("cryptosign", authid.as_deref())
+            }
+        };
+        details.insert("authmethods", Value::List(vec![Value::from(method)]));
+        if let Some(authid) = authid {
+            details.insert("authid", authid);
+        }
+        self.send(&Message::Hello { realm: realm.to_owned(), details }).await?;
+        loop {
+            match self.recv().await? {
+                Message::Welcome { session, .. } => {
+                    self.session = session;
+                    return Ok(session);
+                }
+                Message::Challenge { extra, .. } => {
+                    let signature = credentials.answer(&extra);
+                    self.send(&Message::Authenticate { signature, extra: Dict::new() }).await?;
+                }
+                other => return Err(ClientError::Unexpected(Box::new(other))),
+            }
         }
     }
 
@@ -377,6 +418,71 @@ impl Receiver {
     /// Changes how long [`Receiver::recv`] waits.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
+    }
+}
+
+/// `HELLO.Details.roles`: every role, with `features` announced for the caller and callee.
+fn roles(features: &[&str]) -> Dict {
+    let announced = features.iter().fold(Dict::new(), |d, f| d.with(f, true));
+    let role = |name: &str| {
+        let features = if name == "callee" || name == "caller" { announced.clone() } else { Dict::new() };
+        Value::Dict(Dict::new().with("features", features))
+    };
+    ["caller", "callee", "publisher", "subscriber"].iter().fold(Dict::new(), |d, r| d.with(r, role(r)))
+}
+
+/// How a client authenticates ([`Client::join_as`]).
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// `anonymous`.
+    Anonymous,
+    /// `ticket`.
+    Ticket {
+        /// The principal.
+        authid: String,
+        /// Its ticket.
+        ticket: String,
+    },
+    /// `wampcra`, plain or salted (as the CHALLENGE says).
+    Wampcra {
+        /// The principal.
+        authid: String,
+        /// Its secret.
+        secret: String,
+    },
+    /// `cryptosign`, answering with the 96-byte form.
+    Cryptosign {
+        /// The principal, or `None` to let the router find it by key.
+        authid: Option<String>,
+        /// The Ed25519 private key.
+        private_key: [u8; 32],
+    },
+}
+
+impl Credentials {
+    /// AUTHENTICATE's signature for a CHALLENGE's extra.
+    fn answer(&self, extra: &Dict) -> String {
+        let text = |key: &str| extra.get(key).and_then(Value::as_str).unwrap_or_default();
+        match self {
+            Credentials::Anonymous => String::new(),
+            Credentials::Ticket { ticket, .. } => ticket.clone(),
+            Credentials::Wampcra { secret, .. } => {
+                let number = |key: &str| extra.get(key).and_then(Value::as_u64);
+                let key = match (extra.get("salt").and_then(Value::as_str), number("iterations"), number("keylen")) {
+                    (Some(salt), Some(iterations), Some(keylen)) => {
+                        crate::auth::wampcra::derive_key(secret.as_bytes(), salt, iterations as u32, keylen as usize)
+                    }
+                    _ => secret.clone(),
+                };
+                crate::auth::wampcra::sign(key.as_bytes(), text("challenge"))
+            }
+            Credentials::Cryptosign { private_key, .. } => {
+                use ed25519_dalek::Signer;
+                let challenge = hex::decode(text("challenge")).unwrap_or_default();
+                let signature = ed25519_dalek::SigningKey::from_bytes(private_key).sign(&challenge);
+                format!("{}{}", hex::encode(signature.to_bytes()), hex::encode(&challenge))
+            }
+        }
     }
 }
 

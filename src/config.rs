@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::config::{default_roles, PrincipalConfig, RoleConfig, ANONYMOUS_ROLE};
+
 /// Everything the router needs to run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,7 +96,7 @@ pub struct RouterConfig {
 }
 
 /// One realm.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealmConfig {
     /// The realm's name (a WAMP URI).
@@ -103,16 +105,40 @@ pub struct RealmConfig {
     /// false such calls get `wamp.error.option_disallowed.disclose_me`. Default true.
     #[serde(default = "yes")]
     pub allow_disclose_caller: bool,
+    /// Admit sessions that offer `anonymous` authentication (or offer none). Default true.
+    #[serde(default = "yes")]
+    pub anonymous: bool,
+    /// The role anonymous sessions get (default `anonymous`).
+    #[serde(default = "anonymous_role")]
+    pub anonymous_role: String,
+    /// The principals that may authenticate with `ticket`, `wampcra` or `cryptosign`.
+    #[serde(default, rename = "principal")]
+    pub principals: Vec<PrincipalConfig>,
+    /// The realm's roles and their permissions. Default: the `anonymous` role, which may call,
+    /// register, publish and subscribe everywhere except the meta API's admin procedures.
+    #[serde(default = "default_roles", rename = "role")]
+    pub roles: Vec<RoleConfig>,
 }
 
 fn yes() -> bool {
     true
 }
 
+fn anonymous_role() -> String {
+    ANONYMOUS_ROLE.to_owned()
+}
+
 impl RealmConfig {
-    /// A realm with default settings.
+    /// A realm with default settings: anonymous sessions only, in the default `anonymous` role.
     pub fn named(name: &str) -> Self {
-        RealmConfig { name: name.to_owned(), allow_disclose_caller: true }
+        RealmConfig {
+            name: name.to_owned(),
+            allow_disclose_caller: true,
+            anonymous: true,
+            anonymous_role: anonymous_role(),
+            principals: Vec::new(),
+            roles: default_roles(),
+        }
     }
 }
 
@@ -207,6 +233,15 @@ impl RouterConfig {
         if let Some(bad) = self.realms.iter().find(|r| !crate::wire::uri::is_valid(&r.name)) {
             return Err(ConfigError::Invalid(format!("realm name '{}' is not a valid URI", bad.name)));
         }
+        for realm in &self.realms {
+            crate::auth::RealmAuth::compile(realm)
+                .map_err(|reason| ConfigError::Invalid(format!("realm '{}': {reason}", realm.name)))?;
+        }
+        if let Some(twice) =
+            self.realms.iter().enumerate().find(|(i, r)| self.realms[..*i].iter().any(|o| o.name == r.name))
+        {
+            return Err(ConfigError::Invalid(format!("realm '{}' is configured twice", twice.1.name)));
+        }
         if !self.path.starts_with('/') {
             return invalid("path must start with '/'");
         }
@@ -293,7 +328,7 @@ mod tests {
         let config = RouterConfig::from_file(&path).unwrap();
         let defaults = RouterConfig::default();
         assert_eq!(config.listen, defaults.listen);
-        assert_eq!(config.realms.len(), 1);
+        assert_eq!(config.realms, vec![RealmConfig::named("realm1")]);
         assert_eq!(config.max_message_size, defaults.max_message_size);
     }
 

@@ -11,8 +11,14 @@ pub enum WampError {
     ProtocolViolation,
     /// HELLO named a realm this router does not serve.
     NoSuchRealm,
-    /// HELLO offered no authentication method this router accepts.
-    NoAuthMethod,
+    /// HELLO offered no authentication method the realm accepts for the client.
+    NoMatchingAuthMethod,
+    /// HELLO named an authid (or cryptosign key) the realm has no principal for.
+    NoSuchPrincipal,
+    /// AUTHENTICATE carried a wrong ticket or signature.
+    AuthenticationDenied,
+    /// Authentication could not be carried out (not the client's credentials' fault).
+    AuthenticationFailed,
     /// A URI failed the syntax check, or used the reserved `wamp.` namespace.
     InvalidUri,
     /// An option had a value the router does not accept.
@@ -59,7 +65,10 @@ impl WampError {
         match self {
             WampError::ProtocolViolation => "wamp.error.protocol_violation",
             WampError::NoSuchRealm => "wamp.error.no_such_realm",
-            WampError::NoAuthMethod => "wamp.error.no_auth_method",
+            WampError::NoMatchingAuthMethod => "wamp.error.no_matching_auth_method",
+            WampError::NoSuchPrincipal => "wamp.error.no_such_principal",
+            WampError::AuthenticationDenied => "wamp.error.authentication_denied",
+            WampError::AuthenticationFailed => "wamp.error.authentication_failed",
             WampError::InvalidUri => "wamp.error.invalid_uri",
             WampError::InvalidArgument => "wamp.error.invalid_argument",
             WampError::NoSuchProcedure => "wamp.error.no_such_procedure",

@@ -8,8 +8,10 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod broker;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod dealer;
 pub mod error;

@@ -16,11 +16,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Roundhouse, a WAMP v2 router with a sharded, wait-free dealer.
 ///
 /// With no arguments it serves ws://127.0.0.1:8080/ws with the realm `realm1`, where anonymous
-/// sessions may register, call, subscribe and publish. Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE
-/// wamp.close.system_shutdown and the process exits 0.
+/// sessions may register, call, subscribe and publish (but not use the meta API's admin
+/// procedures). Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE wamp.close.system_shutdown
+/// and the process exits 0.
+///
+/// Exit codes: 0 on a clean stop (or a valid config, for check-config); 1 when the router fails
+/// at run time (cannot bind, no runtime); 2 for an invalid config file or command line.
 #[derive(Parser, Debug)]
 #[command(name = "roundhouse", version, about, long_about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// TOML configuration file; see roundhouse.toml in the repository for every key and its
     /// default. Flags below override the file.
     #[arg(short, long, value_name = "FILE")]
@@ -48,8 +55,87 @@ struct Cli {
     threads: Option<usize>,
 }
 
+/// What to do instead of running the router.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Validate a config file and explain what it sets up: listeners, realms, how sessions
+    /// authenticate, roles and their rules, who may use the admin meta procedures. Exits 0 when
+    /// the file is valid, 2 (with the reason on stderr) when it is not.
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Read a secret from standard input (its first line) and print the config line that stores
+    /// it for a principal: a ticket's Argon2id (or PBKDF2) hash, or a salted WAMP-CRA key.
+    HashSecret {
+        /// What the secret is for.
+        #[arg(long, value_enum, default_value = "ticket")]
+        method: SecretMethod,
+        /// The hash for a ticket.
+        #[arg(long, value_enum, default_value = "argon2id")]
+        kdf: Kdf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SecretMethod {
+    Ticket,
+    Wampcra,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Kdf {
+    Argon2id,
+    Pbkdf2,
+}
+
+fn run_command(command: Command) -> ExitCode {
+    use roundhouse::commands::{self, SecretFor, EXIT_FAILURE, EXIT_INVALID, EXIT_OK};
+    match command {
+        Command::CheckConfig { file } => match commands::check_config(&file) {
+            Ok(explanation) => {
+                print!("{explanation}");
+                println!("{}: valid", file.display());
+                ExitCode::from(EXIT_OK)
+            }
+            Err(error) => {
+                eprintln!("roundhouse: {error}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        },
+        Command::HashSecret { method, kdf } => {
+            let mut secret = String::new();
+            if std::io::stdin().read_line(&mut secret).is_err() || secret.trim_end_matches(['\r', '\n']).is_empty() {
+                eprintln!("roundhouse: give the secret on standard input");
+                return ExitCode::from(EXIT_INVALID);
+            }
+            let secret = secret.trim_end_matches(['\r', '\n']);
+            let kind = match (method, kdf) {
+                (SecretMethod::Wampcra, _) => SecretFor::Wampcra,
+                (SecretMethod::Ticket, Kdf::Argon2id) => {
+                    SecretFor::Ticket(roundhouse::auth::ticket::HashKind::Argon2id)
+                }
+                (SecretMethod::Ticket, Kdf::Pbkdf2) => SecretFor::Ticket(roundhouse::auth::ticket::HashKind::Pbkdf2),
+            };
+            match commands::hash_secret(secret, kind) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::from(EXIT_OK)
+                }
+                Err(error) => {
+                    eprintln!("roundhouse: {error}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return run_command(command);
+    }
     let mut config = match &cli.config {
         Some(path) => match RouterConfig::from_file(path) {
             Ok(config) => config,

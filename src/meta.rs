@@ -20,7 +20,9 @@ use crate::wire::{Dict, Message, Payload, Value};
 
 /// True for procedures the router answers itself.
 pub fn is_meta_procedure(procedure: &str) -> bool {
-    procedure.starts_with("wamp.registration.") || procedure.starts_with("wamp.session.")
+    procedure.starts_with("wamp.registration.")
+        || procedure.starts_with("wamp.session.")
+        || procedure.starts_with("wamp.subscription.")
 }
 
 /// A testament: an event the router publishes for a session when it ends.
@@ -78,6 +80,27 @@ pub fn call(
             let callee = id_arg(&args, 1, "callee")?;
             let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.error.removed").to_owned();
             revoke(realm, registration.id, callee, &reason)?;
+            tracing::info!(
+                registration = registration.id,
+                callee,
+                reason,
+                by = caller.id,
+                by_authid = authid(caller),
+                "callee removed through the meta API"
+            );
+            Ok(Payload::Empty)
+        }
+        "wamp.subscription.remove_subscriber" => {
+            let subscription = id_arg(&args, 0, "subscription")?;
+            let subscriber = id_arg(&args, 1, "subscriber")?;
+            realm.broker.unsubscribe(subscriber, subscription)?;
+            tracing::info!(
+                subscription,
+                subscriber,
+                by = caller.id,
+                by_authid = authid(caller),
+                "subscriber removed through the meta API"
+            );
             Ok(Payload::Empty)
         }
         "wamp.session.count" => one(Value::UInt(sessions(realm, &args).len() as u64)),
@@ -93,7 +116,7 @@ pub fn call(
                 return Err(Refusal::new(WampError::NoSuchSession, "a session cannot kill itself"));
             }
             let session = realm.sessions.get(&id).map(|s| s.clone()).ok_or_else(|| no_such_session(id))?;
-            kill(&session, &kwargs);
+            kill(&session, caller, &kwargs);
             Ok(Payload::Empty)
         }
         "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" | "wamp.session.kill_all" => {
@@ -114,7 +137,7 @@ pub fn call(
                 })
                 .collect();
             for session in &targets {
-                kill(session, &kwargs);
+                kill(session, caller, &kwargs);
             }
             one(Value::UInt(targets.len() as u64))
         }
@@ -222,17 +245,28 @@ fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result
     Ok(())
 }
 
-fn kill(session: &SessionHandle, kwargs: &Dict) {
+fn kill(session: &SessionHandle, by: &SessionHandle, kwargs: &Dict) {
     let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.close.killed").to_owned();
     let details = match kwargs.get("message").and_then(Value::as_str) {
         Some(message) => Dict::new().with("message", message),
         None => Dict::new(),
     };
-    tracing::info!(session = session.id, reason, "session killed through the meta API");
+    tracing::info!(
+        session = session.id,
+        authid = authid(session),
+        reason,
+        by = by.id,
+        by_authid = authid(by),
+        "session killed through the meta API"
+    );
     let closing = Closing { message: Message::Goodbye { details, reason }, code: CloseCode::Policy };
     if session.push(Outbound::Close(Box::new(closing))).is_err() {
         session.kill();
     }
+}
+
+fn authid(session: &SessionHandle) -> &str {
+    session.identity().map_or("", |i| i.authid.as_str())
 }
 
 fn sessions(realm: &Realm, args: &[Value]) -> Vec<Arc<SessionHandle>> {
@@ -249,11 +283,12 @@ fn sessions(realm: &Realm, args: &[Value]) -> Vec<Arc<SessionHandle>> {
 }
 
 fn session_details(session: &SessionHandle) -> Dict {
-    let mut details =
-        Dict::new().with("session", session.id).with("authmethod", "anonymous").with("authprovider", "static");
+    let mut details = Dict::new().with("session", session.id);
     if let Some(identity) = session.identity() {
         details.insert("authid", identity.authid.as_str());
         details.insert("authrole", identity.authrole.as_str());
+        details.insert("authmethod", identity.authmethod);
+        details.insert("authprovider", identity.authprovider);
     }
     details.with("serializer", session.serializer.subprotocol())
 }
@@ -291,8 +326,9 @@ fn no_such_session(id: u64) -> Refusal {
     Refusal::new(WampError::NoSuchSession, format!("no session {id} in this realm"))
 }
 
-/// `2026-11-25T18:30:00.000Z` for a time after the epoch (the meta API's `created`).
-fn iso8601(time: SystemTime) -> String {
+/// `2026-11-25T18:30:00.000Z` for a time after the epoch (the meta API's `created`, WAMP-CRA's
+/// `timestamp`).
+pub(crate) fn iso8601(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (days, secs) = ((since.as_secs() / 86_400) as i64, since.as_secs() % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
+use crate::auth::RealmAuth;
 use crate::broker::Broker;
 use crate::config::{RealmConfig, SessionLimits};
 use crate::dealer::Dealer;
@@ -21,6 +23,9 @@ pub struct Realm {
     pub sessions: DashMap<u64, Arc<SessionHandle>, foldhash::fast::RandomState>,
     /// What one session may hold here.
     pub limits: SessionLimits,
+    /// Who may join and what each role may do; swapped whole on a config reload
+    /// ([`crate::auth::apply`]), read once per handshake.
+    pub auth: ArcSwap<RealmAuth>,
 }
 
 impl Realm {
@@ -33,6 +38,11 @@ impl Realm {
             broker: Broker::new(shards),
             sessions: DashMap::default(),
             limits,
+            auth: ArcSwap::from_pointee(RealmAuth::compile(config).unwrap_or_else(|reason| {
+                // The config was validated before; should it not be, admit nobody rather than everybody.
+                tracing::error!(realm = config.name, reason, "invalid realm security config; admitting nobody");
+                RealmAuth::default()
+            })),
         }
     }
 

@@ -94,3 +94,38 @@ fn help_explains_and_bad_config_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lissten"), "names the bad key");
     std::fs::remove_file(config).ok();
 }
+
+#[test]
+fn check_config_explains_a_valid_file_and_exits_2_on_an_invalid_one() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/roundhouse.toml");
+    let out = Command::new(BIN).args(["check-config", example]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("anonymous sessions get role 'anonymous'") && text.ends_with("valid\n"), "{text}");
+    let bad = std::env::temp_dir().join(format!("roundhouse-bad-{}.toml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "[[realm]]\nname = \"r\"\n[[realm.principal]]\nauthid = \"a\"\nrole = \"nobody\"\nticket = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check-config"]).arg(&bad).output().unwrap();
+    std::fs::remove_file(&bad).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("principal 'a'"));
+}
+
+#[test]
+fn hash_secret_prints_a_ticket_hash_never_the_secret() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["hash-secret", "--kdf", "pbkdf2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("ticket = \"$pbkdf2-sha256$i=600000,l=32$") && !line.contains("s3cret"), "{line}");
+}

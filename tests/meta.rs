@@ -152,7 +152,7 @@ async fn session_procedures_and_events() {
 
 #[tokio::test]
 async fn kill_ends_other_sessions_with_goodbye() {
-    let router = router().await;
+    let router = router_with(grant_admin).await;
     let mut admin = peer(&router, &[]).await;
     let mut victim = peer(&router, &[]).await;
     let own = Value::UInt(admin.session_id());
@@ -220,7 +220,7 @@ async fn testaments_are_published_when_a_session_is_lost_unless_flushed() {
 
 #[tokio::test]
 async fn a_revoked_callee_is_told_and_calls_go_to_the_rest() {
-    let router = router().await;
+    let router = router_with(grant_admin).await;
     let mut revoked = peer(&router, &["registration_revocation"]).await;
     let id = revoked.register("com.example.p", rule("first")).await.unwrap();
     let standby = Callee::start(&router, Serializer::Json, "B", "com.example.p", rule("first"), Behavior::Name).await;

@@ -159,7 +159,7 @@ async fn hello_without_roles_or_with_foreign_authmethods_is_refused() {
         .with("authmethods", Value::List(vec![Value::from("ticket")]));
     client.send(&Message::Hello { realm: REALM.into(), details }).await.unwrap();
     assert!(
-        matches!(client.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.no_auth_method")
+        matches!(client.recv().await.unwrap(), Message::Abort { reason, .. } if reason == "wamp.error.no_matching_auth_method")
     );
     drop(client);
     assert_empty(&router).await;

@@ -160,6 +160,18 @@ pub struct Cli {
     #[arg(long, value_name = "CASES", value_delimiter = ',')]
     pub skip: Vec<String>,
 
+    /// Connect mode: how each session authenticates (the realm must have the principal).
+    #[arg(long, value_enum, default_value_t = AuthArg::Anonymous)]
+    pub auth: AuthArg,
+
+    /// Connect mode: the principal of --auth ticket/wampcra/cryptosign (cryptosign may omit it).
+    #[arg(long, value_name = "AUTHID")]
+    pub authid: Option<String>,
+
+    /// Connect mode: the ticket, the WAMP-CRA secret, or the Ed25519 private key (64 hex digits).
+    #[arg(long, value_name = "SECRET", default_value = "")]
+    pub secret: String,
+
     /// Print one machine-readable JSON line per result (per rule in rpc mode) on stdout at the end;
     /// the tables then go to stderr.
     #[arg(long)]
@@ -183,7 +195,41 @@ pub enum Mode {
     Chaos,
 }
 
+/// How connect-mode sessions authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
+    /// No credentials.
+    Anonymous,
+    /// A ticket.
+    Ticket,
+    /// WAMP-CRA (plain or salted, as the router's CHALLENGE says).
+    Wampcra,
+    /// An Ed25519 key.
+    Cryptosign,
+}
+
 impl Cli {
+    /// The credentials `--auth`, `--authid` and `--secret` describe.
+    pub fn credentials(&self) -> Result<roundhouse::client::Credentials, String> {
+        use roundhouse::client::Credentials;
+        let authid = || self.authid.clone().ok_or_else(|| format!("--auth {:?} needs --authid", self.auth));
+        Ok(match self.auth {
+            AuthArg::Anonymous => Credentials::Anonymous,
+            AuthArg::Ticket => Credentials::Ticket { authid: authid()?, ticket: self.secret.clone() },
+            AuthArg::Wampcra => Credentials::Wampcra { authid: authid()?, secret: self.secret.clone() },
+            AuthArg::Cryptosign => {
+                let key = (0..self.secret.len().min(64))
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(self.secret.get(i..i + 2).unwrap_or("zz"), 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .ok()
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                    .ok_or("--auth cryptosign needs --secret with the private key in 64 hex digits")?;
+                Credentials::Cryptosign { authid: self.authid.clone(), private_key: key }
+            }
+        })
+    }
+
     /// `--callees`, or the mode's default.
     pub fn callees(&self) -> u32 {
         self.callees.unwrap_or(if self.mode == Mode::Chaos { 10 } else { 4 })

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use roundhouse::client::Credentials;
 use roundhouse::wire::Serializer;
 use serde_json::{json, Value as Json};
 use tokio::time::Instant;
@@ -32,6 +33,8 @@ pub struct ConnectSettings {
     pub router_cpu: RouterCpu,
     /// Realm.
     pub realm: String,
+    /// How each session authenticates.
+    pub credentials: Credentials,
     /// Serializer.
     pub serializer: Serializer,
     /// Its name.
@@ -71,7 +74,7 @@ struct LoopOutcome {
 /// Runs the connect loops. `Err` when not even one session could be opened.
 pub async fn run(s: &ConnectSettings) -> Result<ConnectResult, String> {
     // One session first, so an unreachable router is reported as such rather than as errors.
-    let (mut tx, mut rx) = wamp::join(&s.url, &s.realm, s.serializer).await?.split();
+    let (mut tx, mut rx) = wamp::join_as(&s.url, &s.realm, s.serializer, &s.credentials).await?.split();
     wamp::leave(&mut tx, &mut rx).await;
 
     let start = Instant::now();
@@ -81,7 +84,8 @@ pub async fn run(s: &ConnectSettings) -> Result<ConnectResult, String> {
     let tasks: Vec<_> = (0..s.loops)
         .map(|_| {
             let (url, realm, serializer, counters) = (s.url.clone(), s.realm.clone(), s.serializer, counters.clone());
-            tokio::spawn(async move { one_loop(&url, &realm, serializer, from, until, &counters).await })
+            let credentials = s.credentials.clone();
+            tokio::spawn(async move { one_loop(&url, &realm, serializer, &credentials, from, until, &counters).await })
         })
         .collect();
     tokio::time::sleep_until(from).await;
@@ -130,6 +134,7 @@ async fn one_loop(
     url: &str,
     realm: &str,
     serializer: Serializer,
+    credentials: &Credentials,
     from: Instant,
     until: Instant,
     counters: &Counters,
@@ -140,7 +145,7 @@ async fn one_loop(
         if begin >= until {
             return out;
         }
-        let client = match wamp::join(url, realm, serializer).await {
+        let client = match wamp::join_as(url, realm, serializer, credentials).await {
             Ok(client) => client,
             Err(cause) => {
                 *out.errors.entry(cause).or_default() += 1;

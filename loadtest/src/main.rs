@@ -146,6 +146,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 router: target.description.clone(),
                 router_cpu: target.router_cpu.clone(),
                 realm: cli.realm.clone(),
+                credentials: cli.credentials()?,
                 serializer,
                 serializer_name: cli.serializer.name(),
                 loops: cli.callers() as usize,

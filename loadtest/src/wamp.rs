@@ -18,6 +18,18 @@ pub async fn join(url: &str, realm: &str, serializer: Serializer) -> Result<Clie
         .map_err(|e| format!("cannot join realm '{realm}' at {url}: {}", describe(&e)))
 }
 
+/// Connects and joins `realm` with `credentials`.
+pub async fn join_as(
+    url: &str,
+    realm: &str,
+    serializer: Serializer,
+    credentials: &roundhouse::client::Credentials,
+) -> Result<Client, String> {
+    Client::join_as(url, realm, serializer, credentials)
+        .await
+        .map_err(|e| format!("cannot join realm '{realm}' at {url}: {}", describe(&e)))
+}
+
 /// Says GOODBYE, waits for the router's GOODBYE, then closes the WebSocket and waits for the router
 /// to close the connection. Returns whether the router answered the GOODBYE.
 pub async fn leave(tx: &mut Sender, rx: &mut Receiver) -> bool {

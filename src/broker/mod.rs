@@ -81,12 +81,14 @@ impl Broker {
     /// PUBLISH: sends an EVENT to every eligible subscriber of every subscription matching
     /// `topic`. Returns the publication id. Never waits: a subscriber that cannot keep up loses
     /// the event (see [`crate::session::outbox`]), the publisher and the other subscribers do not.
+    /// `disclose` names the publisher whatever it asked (its role's rule says so).
     pub fn publish(
         &self,
         publisher: &SessionHandle,
         topic: &str,
         options: &Dict,
         payload: Payload,
+        disclose: bool,
     ) -> Result<u64, Refusal> {
         if !uri::is_valid(topic) || uri::is_reserved(topic) {
             return Err(Refusal::new(WampError::InvalidUri, format!("cannot publish to topic URI '{topic}'")));
@@ -95,7 +97,7 @@ impl Broker {
             Recipients::from_options(publisher, options).map_err(|r| Refusal::new(WampError::InvalidArgument, r))?;
         let publication = fastrand::u64(1..=MAX_ID);
         let mut details = Dict::new();
-        if options.get("disclose_me").and_then(Value::as_bool) == Some(true) {
+        if disclose || options.get("disclose_me").and_then(Value::as_bool) == Some(true) {
             details.insert("publisher", publisher.id);
             if let Some(identity) = publisher.identity() {
                 details.insert("publisher_authid", identity.authid.as_str());

@@ -221,7 +221,8 @@ impl Dealer {
     /// CALL: opens the call in the caller's table, routes it by the registration's rule and
     /// queues the INVOCATION at the callee, waiting while the callee's queue is full. A further
     /// chunk of a progressive invocation goes where its call went. Every refusal is the call's
-    /// one answer; `Err` is a protocol violation (a request id already in flight).
+    /// one answer; `Err` is a protocol violation (a request id already in flight). `disclose`
+    /// names the caller to the callee whatever the caller asked (its role's rule says so).
     pub async fn call(
         &self,
         caller: &Arc<SessionHandle>,
@@ -229,6 +230,7 @@ impl Dealer {
         procedure: &str,
         options: &Dict,
         payload: Payload,
+        disclose: bool,
     ) -> Result<(), String> {
         let streaming = options.get("progress").and_then(Value::as_bool) == Some(true);
         let token = match caller.calls.open(request, streaming) {
@@ -256,7 +258,7 @@ impl Dealer {
                 Refusal::new(WampError::InvalidUri, format!("invalid procedure URI '{procedure}'"))
             });
         };
-        let options = match call_options(options) {
+        let mut options = match call_options(options) {
             Ok(options) => options,
             Err(refusal) => return refuse(refusal),
         };
@@ -266,6 +268,7 @@ impl Dealer {
                 "this realm does not disclose callers to callees",
             ));
         }
+        options.disclose_me |= disclose;
         let mut invocation = Invocation::new(registration, caller.clone(), request, token, options, payload);
         if options.timeout_ms > 0 {
             invocation.timer = Some(self.timeouts.clone());

@@ -41,7 +41,7 @@ where
         write_timeout: router.config.stuck_timeout(),
     };
     let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), limits));
-    let mut session = Session::new(router.clone(), handle.clone(), link.pings);
+    let mut session = Session::new(router.clone(), handle.clone(), &link);
     let last = match AssertUnwindSafe(session.run(&mut frames)).catch_unwind().await {
         Ok(last) => last,
         Err(_) => {

@@ -124,6 +124,10 @@ pub struct Identity {
     pub authid: String,
     /// `authrole`.
     pub authrole: String,
+    /// `authmethod`: how it authenticated.
+    pub authmethod: &'static str,
+    /// `authprovider`: where its principal came from.
+    pub authprovider: &'static str,
     /// The callee features it announced.
     pub features: CalleeFeatures,
 }

@@ -10,6 +10,7 @@
 //! and the session goes on.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::{CalleeFeatures, Closing, Identity, Outbound, SessionHandle};
+use crate::auth::config::Action;
+use crate::auth::handshake::{self, Admitted, Hello};
+use crate::auth::permissions::{Access, Grant};
 use crate::broker;
 use crate::dealer::call::{self, Opened, Outcome};
 use crate::dealer::{self, Dealer};
@@ -25,7 +29,7 @@ use crate::error::{Refusal, WampError};
 use crate::meta;
 use crate::realm::Realm;
 use crate::router::RouterShared;
-use crate::transport::CloseCode;
+use crate::transport::{CloseCode, PeerLink};
 use crate::wire::{uri, validate, Dict, Message, MessageType, Value};
 
 /// One item from a transport.
@@ -64,6 +68,21 @@ pub struct Session {
     registrations: HashSet<u64>,
     /// Subscriptions this session holds, likewise.
     subscriptions: HashSet<u64>,
+    /// The peer's address, for the log.
+    peer: SocketAddr,
+    /// When the handshake (HELLO, and AUTHENTICATE if challenged) must be over.
+    handshake_deadline: Instant,
+    /// A CHALLENGE sent, AUTHENTICATE awaited.
+    challenged: Option<Challenged>,
+    /// What the session may do; set at WELCOME.
+    access: Option<Access>,
+}
+
+/// A session between CHALLENGE and AUTHENTICATE.
+struct Challenged {
+    realm: Arc<Realm>,
+    pending: Box<handshake::Pending>,
+    features: CalleeFeatures,
 }
 
 /// When the peer was last heard from, checked at each keepalive tick.
@@ -111,15 +130,27 @@ impl Liveness {
 }
 
 impl Session {
-    /// A session that has not said HELLO yet; `pings` when its transport's peer answers pings.
-    pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>, pings: bool) -> Self {
+    /// A session that has not said HELLO yet, on a transport link.
+    pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>, link: &PeerLink) -> Self {
         let (registrations, subscriptions) = (HashSet::new(), HashSet::new());
-        Session { router, handle, pings, realm: None, registrations, subscriptions }
+        let handshake_deadline = Instant::now() + router.config.handshake_timeout();
+        Session {
+            router,
+            handle,
+            pings: link.pings,
+            realm: None,
+            registrations,
+            subscriptions,
+            peer: link.peer,
+            handshake_deadline,
+            challenged: None,
+            access: None,
+        }
     }
 
     /// Reads and handles messages until the session ends; returns the last message to send.
     pub async fn run<S: Stream<Item = Inbound> + Unpin>(&mut self, frames: &mut S) -> Option<Closing> {
-        let hello_deadline = tokio::time::sleep_until(Instant::now() + self.router.config.handshake_timeout());
+        let hello_deadline = tokio::time::sleep_until(self.handshake_deadline);
         // Made once, not per message: each `cancelled()` registers with (and leaves) a Notify.
         let closed = self.handle.closing.clone().cancelled_owned();
         let shutdown = self.router.shutdown.clone().cancelled_owned();
@@ -135,6 +166,11 @@ impl Session {
                     return Some(goodbye(WampError::SystemShutdown, "the router is shutting down", CloseCode::Away));
                 }
                 _ = &mut hello_deadline, if self.realm.is_none() => {
+                    if let Some(challenged) = &self.challenged {
+                        let (authid, authmethod) = (challenged.pending.authid(), challenged.pending.method());
+                        tracing::warn!(session = self.handle.id, peer = %self.peer, authid, authmethod, "no AUTHENTICATE in time; closing");
+                        return Some(abort(WampError::AuthenticationFailed, "no AUTHENTICATE received in time"));
+                    }
                     tracing::info!(session = self.handle.id, "no HELLO in time; closing");
                     return Some(abort(WampError::ProtocolViolation, "no HELLO received in time"));
                 }
@@ -183,14 +219,11 @@ impl Session {
     async fn on_message(&mut self, message: Message) -> Flow {
         let Some(realm) = self.realm.clone() else {
             return match message {
-                Message::Hello { realm, details } => {
-                    let flow = self.on_hello(&realm, &details);
-                    if let (Flow::Continue, Some(realm)) = (&flow, &self.realm) {
-                        realm.sessions.insert(self.handle.id, self.handle.clone());
-                        meta::joined(realm, &self.handle);
-                    }
-                    flow
+                Message::Hello { .. } if self.challenged.is_some() => {
+                    Flow::Close(Some(self.violation("HELLO received while a CHALLENGE awaits its AUTHENTICATE")))
                 }
+                Message::Hello { realm, details } => self.on_hello(&realm, &details),
+                Message::Authenticate { signature, .. } => self.on_authenticate(&signature).await,
                 other => Flow::Close(Some(self.violation(&format!("{} received before HELLO", other.message_type())))),
             };
         };
@@ -200,22 +233,33 @@ impl Session {
         }
         let dealer = &realm.dealer;
         match message {
-            Message::Call { request, procedure, payload, .. } if meta::is_meta_procedure(&procedure) => {
+            Message::Call { request, options, procedure, payload } => {
+                let grant = self.grant(&procedure);
+                let answer = if !grant.allows(Action::Call) {
+                    let refusal = self.not_authorized(Action::Call, &procedure);
+                    tracing::debug!(session = self.handle.id, %refusal, "call refused");
+                    Err(refusal)
+                } else if meta::is_meta_procedure(&procedure) {
+                    meta::call(&realm, &self.handle, &procedure, &payload)
+                } else {
+                    let disclose = grant.discloses_caller();
+                    if let Err(violation) =
+                        dealer.call(&self.handle, request, &procedure, &options, payload, disclose).await
+                    {
+                        return Flow::Close(Some(self.violation(&violation)));
+                    }
+                    return Flow::Continue;
+                };
                 let token = match self.handle.calls.open(request, false) {
                     Opened::New(token) => token,
                     Opened::Reused => return self.reused(request),
                     Opened::Chunk | Opened::Stray => return Flow::Continue,
                 };
-                let answer = match meta::call(&realm, &self.handle, &procedure, &payload) {
+                let answer = match answer {
                     Ok(payload) => Message::Result { request, details: Dict::new(), payload },
                     Err(refusal) => refusal.to_message(MessageType::Call, request),
                 };
                 call::end(&self.handle, request, token, answer);
-            }
-            Message::Call { request, options, procedure, payload } => {
-                if let Err(violation) = dealer.call(&self.handle, request, &procedure, &options, payload).await {
-                    return Flow::Close(Some(self.violation(&violation)));
-                }
             }
             Message::Yield { request, options, payload } => {
                 let outcome = match options.get("progress").and_then(Value::as_bool) {
@@ -242,6 +286,11 @@ impl Session {
                         self.registrations.len()
                     );
                     self.refuse(MessageType::Register, request, Refusal::new(WampError::InvalidArgument, reason));
+                    return Flow::Continue;
+                }
+                if !self.grant(&procedure).allows(Action::Register) {
+                    let refusal = self.not_authorized(Action::Register, &procedure);
+                    self.refuse(MessageType::Register, request, refusal);
                     return Flow::Continue;
                 }
                 match dealer.register(&self.handle, &procedure, &options) {
@@ -283,6 +332,11 @@ impl Session {
                     self.refuse(MessageType::Subscribe, request, Refusal::new(WampError::InvalidArgument, reason));
                     return Flow::Continue;
                 }
+                if !self.grant(&topic).allows(Action::Subscribe) {
+                    let refusal = self.not_authorized(Action::Subscribe, &topic);
+                    self.refuse(MessageType::Subscribe, request, refusal);
+                    return Flow::Continue;
+                }
                 match realm.broker.subscribe(&self.handle, &topic, &options) {
                     Ok(subscription) => {
                         self.subscriptions.insert(subscription);
@@ -302,7 +356,13 @@ impl Session {
             }
             Message::Publish { request, options, topic, payload } => {
                 let acknowledge = options.get("acknowledge").and_then(Value::as_bool) == Some(true);
-                match realm.broker.publish(&self.handle, &topic, &options, payload) {
+                let grant = self.grant(&topic);
+                let published = if grant.allows(Action::Publish) {
+                    realm.broker.publish(&self.handle, &topic, &options, payload, grant.discloses_publisher())
+                } else {
+                    Err(self.not_authorized(Action::Publish, &topic))
+                };
+                match published {
                     Ok(publication) if acknowledge => {
                         self.handle.send(Message::Published { request, publication });
                     }
@@ -331,6 +391,17 @@ impl Session {
         Flow::Close(Some(self.violation(&format!("CALL request id {request} is already in flight"))))
     }
 
+    /// What this session may do with `uri` (nothing before WELCOME).
+    fn grant(&mut self, uri: &str) -> Grant {
+        self.access.as_mut().map_or(Grant::DENY, |access| access.grant(uri))
+    }
+
+    fn not_authorized(&self, action: Action, uri: &str) -> Refusal {
+        let role = self.access.as_ref().map_or("", |a| a.role().name());
+        let action = format!("{action:?}").to_lowercase();
+        Refusal::new(WampError::NotAuthorized, format!("role '{role}' may not {action} '{uri}'"))
+    }
+
     fn on_hello(&mut self, realm_name: &str, details: &Dict) -> Flow {
         if !uri::is_valid(realm_name) {
             return Flow::Close(Some(self.violation(&format!("invalid realm URI '{realm_name}'"))));
@@ -339,16 +410,6 @@ impl Session {
         if roles.is_none_or(|r| r.is_empty()) {
             return Flow::Close(Some(self.violation("HELLO.Details.roles must announce at least one role")));
         }
-        if let Some(Value::List(methods)) = details.get("authmethods") {
-            if !methods.is_empty() && !methods.iter().any(|m| m.as_str() == Some("anonymous")) {
-                let offered: Vec<&str> = methods.iter().filter_map(Value::as_str).collect();
-                tracing::info!(session = self.handle.id, methods = %offered.join(","), "HELLO without an authmethod we offer");
-                return Flow::Close(Some(abort(
-                    WampError::NoAuthMethod,
-                    "this router offers only anonymous authentication",
-                )));
-            }
-        }
         let Some(realm) = self.router.realms.get(realm_name).cloned() else {
             tracing::info!(session = self.handle.id, realm = realm_name, "HELLO for an unknown realm");
             return Flow::Close(Some(abort(
@@ -356,18 +417,71 @@ impl Session {
                 &format!("no realm '{realm_name}' on this router"),
             )));
         };
-        tracing::debug!(session = self.handle.id, realm = realm_name, "session joined");
-        let identity = Identity {
-            authid: format!("anonymous-{}", self.handle.id),
-            authrole: "anonymous".to_owned(),
-            features: CalleeFeatures::from_hello(details),
+        let features = CalleeFeatures::from_hello(details);
+        let started = handshake::hello(&realm.auth.load(), details, self.handle.id);
+        match started {
+            Hello::Welcome(admitted) => self.welcome(realm, admitted, features),
+            Hello::Challenge(challenge, pending) => {
+                self.challenged = Some(Challenged { realm, pending, features });
+                if self.handle.push(Outbound::Message(Box::new(challenge))).is_err() {
+                    return Flow::Close(None);
+                }
+                Flow::Continue
+            }
+            Hello::Refused(refusal) => {
+                let authid = details.get("authid").and_then(Value::as_str).unwrap_or("");
+                tracing::warn!(session = self.handle.id, peer = %self.peer, realm = realm_name, authid, %refusal, "authentication refused");
+                Flow::Close(Some(abort(refusal.error, &refusal.message)))
+            }
+        }
+    }
+
+    async fn on_authenticate(&mut self, signature: &str) -> Flow {
+        let Some(Challenged { realm, pending, features }) = self.challenged.take() else {
+            return Flow::Close(Some(self.violation("AUTHENTICATE received without a CHALLENGE")));
         };
+        let (authid, authmethod) = (pending.authid().to_owned(), pending.method());
+        // A slow check (a ticket hash waiting for a free CPU) ends at the handshake deadline too.
+        let checked = tokio::time::timeout_at(self.handshake_deadline, handshake::authenticate(*pending, signature))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Refusal::new(WampError::AuthenticationFailed, "the credentials could not be checked in time"))
+            });
+        match checked {
+            Ok(admitted) => self.welcome(realm, admitted, features),
+            Err(refusal) => {
+                tracing::warn!(session = self.handle.id, peer = %self.peer, realm = realm.name, authid, authmethod, %refusal, "authentication failed");
+                Flow::Close(Some(abort(refusal.error, &refusal.message)))
+            }
+        }
+    }
+
+    /// WELCOME: the session joins `realm` as `admitted`.
+    fn welcome(&mut self, realm: Arc<Realm>, admitted: Admitted, features: CalleeFeatures) -> Flow {
+        let identity = Identity {
+            authid: admitted.authid,
+            authrole: admitted.role.name().to_owned(),
+            authmethod: admitted.authmethod,
+            authprovider: admitted.authprovider,
+            features,
+        };
+        tracing::debug!(
+            session = self.handle.id,
+            realm = realm.name,
+            authid = identity.authid,
+            authrole = identity.authrole,
+            authmethod = identity.authmethod,
+            "session joined"
+        );
         let welcome = Message::Welcome { session: self.handle.id, details: welcome_details(&realm, &identity) };
         self.handle.set_identity(identity);
-        self.realm = Some(realm);
+        self.access = Some(Access::new(admitted.role));
         if self.handle.push(Outbound::Message(Box::new(welcome))).is_err() {
             return Flow::Close(None);
         }
+        realm.sessions.insert(self.handle.id, self.handle.clone());
+        meta::joined(&realm, &self.handle);
+        self.realm = Some(realm);
         Flow::Continue
     }
 
@@ -432,8 +546,8 @@ fn welcome_details(realm: &Realm, identity: &Identity) -> Dict {
         .with("realm", realm.name.as_str())
         .with("authid", identity.authid.as_str())
         .with("authrole", identity.authrole.as_str())
-        .with("authmethod", "anonymous")
-        .with("authprovider", "static")
+        .with("authmethod", identity.authmethod)
+        .with("authprovider", identity.authprovider)
         .with("roles", roles)
         .with("agent", concat!("roundhouse-", env!("CARGO_PKG_VERSION")))
 }

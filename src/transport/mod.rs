@@ -19,6 +19,8 @@ pub struct PeerLink {
     /// The router may ping this peer (and close it when it stays silent): every WebSocket peer
     /// answers pings, but some RawSocket clients do not implement PING.
     pub pings: bool,
+    /// The peer's address, for the log.
+    pub peer: std::net::SocketAddr,
 }
 
 /// What a session's writer hands its transport.

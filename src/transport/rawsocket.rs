@@ -152,7 +152,7 @@ pub async fn serve(router: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAd
     let read = FrameGate::new(read, Framing::RawSocket, max_incoming, router.config.message_timeout());
     let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
     let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
-    let link = PeerLink { serializer, max_outgoing: peer_max, pings: router.config.rawsocket_keepalive };
+    let link = PeerLink { serializer, max_outgoing: peer_max, pings: router.config.rawsocket_keepalive, peer };
     lifecycle::run(router, link, frames, sink).await;
 }
 

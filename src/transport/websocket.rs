@@ -62,7 +62,7 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     let (sink, stream) = ws.split();
     let (frames, sink) = (Frames { inner: stream, serializer }, FrameSink { inner: sink, serializer });
     // A WebSocket peer announces no limit of its own, and answers pings (RFC 6455 requires it).
-    let link = PeerLink { serializer, max_outgoing: usize::MAX, pings: true };
+    let link = PeerLink { serializer, max_outgoing: usize::MAX, pings: true, peer };
     lifecycle::run(router, link, frames, sink).await;
 }
 

@@ -32,6 +32,16 @@ pub async fn router_with(adjust: impl FnOnce(&mut RouterConfig)) -> RouterHandle
     Router::start(config).await.expect("router starts")
 }
 
+/// Lets realm1's anonymous sessions use the meta API's admin procedures (kill, remove_callee,
+/// remove_subscriber), which the default role does not grant.
+pub fn grant_admin(config: &mut RouterConfig) {
+    use roundhouse::auth::config::{Action, RuleConfig, RuleMatch};
+    let realm = config.realms.iter_mut().find(|r| r.name == REALM).expect("realm1");
+    let rule =
+        RuleConfig { uri: "wamp.".into(), policy: RuleMatch::Prefix, allow: vec![Action::Call], disclose: vec![] };
+    realm.roles[0].permissions.push(rule);
+}
+
 /// Waits (up to 5 s) until the router holds nothing: no session, call, invocation, timer,
 /// registration or subscription. Every client must have been dropped or closed before.
 pub async fn assert_empty(router: &RouterHandle) {

@@ -160,6 +160,22 @@ class Client(ApplicationSession):
         self.wire: list = []
         self._wire_waiters: list[tuple[Callable[[Any], bool], asyncio.Future]] = []
 
+    def onConnect(self):
+        # With an "auth" entry in extra (see connect()), join with its authmethods, authid and
+        # authextra and answer CHALLENGE with its on_challenge; otherwise anonymously.
+        auth = self.config.extra.get("auth")
+        if not auth:
+            return super().onConnect()
+        self.join(
+            self.config.realm,
+            authmethods=auth["authmethods"],
+            authid=auth.get("authid"),
+            authextra=auth.get("authextra"),
+        )
+
+    def onChallenge(self, challenge):
+        return self.config.extra["auth"]["on_challenge"](challenge)
+
     def onJoin(self, details):
         self.welcome = details
         if not self.joined.done():
@@ -250,9 +266,10 @@ class Client(ApplicationSession):
         return await bounded(fut, f"{self.name}: {what}")
 
 
-async def connect(spec: str, name: str, realm: str = REALM) -> Client:
+async def connect(spec: str, name: str, realm: str = REALM, auth: dict | None = None) -> Client:
     """Connect + join one session with autobahn's defaults over one transport
-    (``"ws-json"``, ``"rs-cbor"``, ...; a bare serializer name means WebSocket)."""
+    (``"ws-json"``, ``"rs-cbor"``, ...; a bare serializer name means WebSocket).
+    ``auth``: ``{"authmethods", "authid", "authextra", "on_challenge"}`` to authenticate."""
     kind, serializer = parse_transport(spec)
     url = URL if kind == "ws" else RS_URL
     what = "WebSocket opening handshake" if kind == "ws" else "RawSocket handshake"
@@ -268,7 +285,7 @@ async def connect(spec: str, name: str, realm: str = REALM) -> Client:
     runner = ApplicationRunner(
         url,
         realm,
-        extra={"name": name, "spec": spec},
+        extra={"name": name, "spec": spec, "auth": auth},
         serializers=[SERIALIZERS[serializer]()],
     )
     _transport, proto = await bounded(
@@ -315,8 +332,8 @@ class Wamp:
         self.sessions: list[Client] = []
         self._cleanups: list[Callable[[], Any]] = []
 
-    async def connect(self, spec: str, name: str) -> Client:
-        s = await connect(spec, name)
+    async def connect(self, spec: str, name: str, **kwargs) -> Client:
+        s = await connect(spec, name, **kwargs)
         self.sessions.append(s)
         return s
 

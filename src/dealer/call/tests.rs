@@ -157,7 +157,13 @@ proptest::proptest! {
         let (caller, mut rx) = session(1);
         let features = crate::session::CalleeFeatures { progressive_call_results: true, call_canceling: true, ..Default::default() };
         let (callee, _crx) = session(2);
-        callee.set_identity(crate::session::Identity { authid: "c".into(), authrole: "r".into(), features });
+        callee.set_identity(crate::session::Identity {
+            authid: "c".into(),
+            authrole: "r".into(),
+            authmethod: "anonymous",
+            authprovider: "static",
+            features,
+        });
         let mut queued: Vec<Option<Box<Invocation>>> = Vec::new();
         let mut requests: Vec<u64> = Vec::new();
         let mut invocation_ids: Vec<Option<u64>> = Vec::new();
@@ -278,7 +284,13 @@ mod shuttle_model {
             call_canceling: true,
             ..Default::default()
         };
-        callee.set_identity(crate::session::Identity { authid: "c".into(), authrole: "r".into(), features });
+        callee.set_identity(crate::session::Identity {
+            authid: "c".into(),
+            authrole: "r".into(),
+            authmethod: "anonymous",
+            authprovider: "static",
+            features,
+        });
     }
 
     #[test]

@@ -144,8 +144,11 @@ class Client {
   }
 }
 
-/** Open one connection with a single serializer and wait for WELCOME. */
-async function connect(ser, name, { url = URL, realm = REALM } = {}) {
+/**
+ * Open one connection with a single serializer and wait for WELCOME. `auth` adds Autobahn|JS's
+ * authentication options (`authmethods`, `authid`, `onchallenge`).
+ */
+async function connect(ser, name, { url = URL, realm = REALM, auth = {} } = {}) {
   const client = new Client(name, ser);
   const joined = new Promise((resolve, reject) => {
     const conn = new autobahn.Connection({
@@ -159,6 +162,7 @@ async function connect(ser, name, { url = URL, realm = REALM } = {}) {
       use_es6_promises: true,
       on_user_error: onUserError,
       on_internal_error: onInternalError,
+      ...auth,
     });
     client.conn = conn;
     conn.onopen = (session, details) => {

@@ -1,0 +1,133 @@
+//! The security part of a realm's configuration, as it is written in the TOML file: who may join
+//! (anonymous sessions, principals and their credentials) and what each role may do. Parsed here,
+//! checked and compiled by [`super::RealmAuth::compile`].
+
+use serde::Deserialize;
+
+/// A principal: an `authid`, the role it gets, and the credentials it may log in with. A
+/// principal may have several; which one is used follows the client's `HELLO.Details.authmethods`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The `authid` the client names in HELLO.
+    pub authid: String,
+    /// The role (`[[realm.role]]`) the session gets.
+    pub role: String,
+    /// `ticket`: an Argon2id or PBKDF2-SHA256 hash of the ticket in PHC form, as printed by
+    /// `roundhouse hash-secret`. Never the ticket itself.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// `wampcra`: the shared secret, or the key derived from it (salted WAMP-CRA).
+    #[serde(default)]
+    pub wampcra: Option<WampcraConfig>,
+    /// `cryptosign`: the principal's Ed25519 public keys, 64 hex digits each.
+    #[serde(default)]
+    pub cryptosign: Vec<String>,
+}
+
+/// The WAMP-CRA secret of a principal. WAMP-CRA signs with the secret itself, so the router must
+/// hold something secret-equivalent: either `secret`, or (salted WAMP-CRA) `derived_key` with the
+/// `salt`, `iterations` and `keylen` it was derived with, which keeps the password itself off
+/// the router. `roundhouse hash-secret --method wampcra` prints the salted form.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WampcraConfig {
+    /// The plain shared secret (unsalted WAMP-CRA).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The base64 text of PBKDF2-HMAC-SHA256(secret, salt, iterations, keylen) (salted WAMP-CRA).
+    #[serde(default)]
+    pub derived_key: Option<String>,
+    /// The salt, used as its UTF-8 bytes.
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// PBKDF2 iterations.
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    /// Derived key length in bytes.
+    #[serde(default)]
+    pub keylen: Option<u32>,
+}
+
+/// A role: a name and its permissions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// The role's name (`authrole` in WELCOME).
+    pub name: String,
+    /// Its rules; the most specific rule matching a URI decides, no rule means deny.
+    #[serde(default)]
+    pub permissions: Vec<RuleConfig>,
+}
+
+/// One permission rule: what a role may do on the URIs a pattern matches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The URI or pattern.
+    pub uri: String,
+    /// How `uri` matches (default `exact`).
+    #[serde(default, rename = "match")]
+    pub policy: RuleMatch,
+    /// The actions allowed; everything else is denied on the URIs this rule wins for.
+    #[serde(default)]
+    pub allow: Vec<Action>,
+    /// Whose identity the router discloses even when the client did not ask.
+    #[serde(default)]
+    pub disclose: Vec<Disclose>,
+}
+
+/// How a rule's URI matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMatch {
+    /// The URI itself.
+    #[default]
+    Exact,
+    /// Every URI that starts with the string (`com.app.` covers `com.app.add`; `""` covers all).
+    Prefix,
+    /// Empty components match any one component (`com..get` covers `com.users.get`).
+    Wildcard,
+}
+
+/// Something a session asks the router to do with a URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// CALL.
+    Call,
+    /// REGISTER.
+    Register,
+    /// PUBLISH.
+    Publish,
+    /// SUBSCRIBE.
+    Subscribe,
+}
+
+/// Whose identity a rule discloses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disclose {
+    /// The caller's, in INVOCATION (`caller`, `caller_authid`, `caller_authrole`).
+    Caller,
+    /// The publisher's, in EVENT (`publisher`, `publisher_authid`, `publisher_authrole`).
+    Publisher,
+}
+
+/// The role anonymous sessions get unless a realm says otherwise.
+pub const ANONYMOUS_ROLE: &str = "anonymous";
+
+/// The roles of a realm that configures none: `anonymous`, which may call, register, publish and
+/// subscribe on every URI, but not use the meta API's admin procedures (those need a rule that
+/// names a `wamp.` URI, see [`super::permissions`]).
+pub fn default_roles() -> Vec<RoleConfig> {
+    vec![RoleConfig {
+        name: ANONYMOUS_ROLE.to_owned(),
+        permissions: vec![RuleConfig {
+            uri: String::new(),
+            policy: RuleMatch::Prefix,
+            allow: vec![Action::Call, Action::Register, Action::Publish, Action::Subscribe],
+            disclose: Vec::new(),
+        }],
+    }]
+}
