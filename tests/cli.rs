@@ -194,3 +194,13 @@ async fn sighup_without_a_config_file_changes_nothing_and_keeps_serving() {
     signal(&child, "TERM");
     assert!(wait_exit(&mut child).success());
 }
+
+#[test]
+fn a_certificate_that_does_not_load_is_refused_at_start_with_exit_2() {
+    let dir = pki::Dir::temp();
+    let config = dir.write("roundhouse.toml", "[tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n");
+    let out = Command::new(BIN).args(["--config", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.pem"), "names the file: {stderr}");
+}
