@@ -17,8 +17,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::either::Either;
 
 use crate::transport::rawsocket::{self, RawFrame};
 use crate::wire::{DecodeError, Dict, Message, Payload, Serializer, Value};
@@ -27,6 +28,47 @@ use crate::wire::{DecodeError, Dict, Message, Payload, Serializer, Value};
 pub use tokio_tungstenite::tungstenite;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A RawSocket connection's halves: plain TCP or TLS.
+type TlsTcp = tokio_rustls::client::TlsStream<TcpStream>;
+type RawRead = Either<OwnedReadHalf, tokio::io::ReadHalf<TlsTcp>>;
+type RawWrite = Either<OwnedWriteHalf, tokio::io::WriteHalf<TlsTcp>>;
+
+/// The TLS client configuration [`Client::connect_tls`] takes.
+pub use rustls::ClientConfig as TlsClientConfig;
+
+/// [`tls_config`] trusting the CA certificates of a PEM file; the error names the file.
+pub fn tls_config_from_pem(ca_file: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let roots = rustls_pki_types::CertificateDer::pem_file_iter(ca_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in the file", ca_file.display()));
+    }
+    tls_config(roots, None).map_err(|e| format!("{}: {e}", ca_file.display()))
+}
+
+/// A TLS client config (ring provider) that trusts `roots` and, with `identity`, presents that
+/// certificate chain and key (for listeners that ask for client certificates).
+pub fn tls_config(
+    roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    identity: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root)?;
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(store);
+    let config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(std::sync::Arc::new(config))
+}
 
 /// What went wrong talking to the router.
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +102,13 @@ pub enum ClientError {
 /// The sending half of a transport.
 enum Outgoing {
     WebSocket(SplitSink<Ws, WsMessage>),
-    RawSocket(FramedWrite<OwnedWriteHalf, rawsocket::Codec>),
+    RawSocket(FramedWrite<RawWrite, rawsocket::Codec>),
 }
 
 /// The receiving half of a transport.
 enum Incoming {
     WebSocket(SplitStream<Ws>),
-    RawSocket(FramedRead<OwnedReadHalf, rawsocket::Codec>),
+    RawSocket(FramedRead<RawRead, rawsocket::Codec>),
 }
 
 /// Sends messages to the router.
@@ -96,13 +138,26 @@ pub struct Client {
 impl Client {
     /// Opens a WebSocket to `url` offering one serializer; no HELLO yet.
     pub async fn connect(url: &str, serializer: Serializer) -> Result<Self, ClientError> {
+        Self::connect_with(url, serializer, None).await
+    }
+
+    /// Opens a WebSocket to a `wss://` URL through `tls`; no HELLO yet.
+    pub async fn connect_tls(
+        url: &str,
+        serializer: Serializer,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        Self::connect_with(url, serializer, Some(Connector::Rustls(tls))).await
+    }
+
+    async fn connect_with(url: &str, serializer: Serializer, tls: Option<Connector>) -> Result<Self, ClientError> {
         let mut request = url.into_client_request()?;
         request
             .headers_mut()
             .insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(serializer.subprotocol()));
         // A small read buffer (it grows for large frames) keeps thousands of test sessions cheap.
         let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None).read_buffer_size(16 * 1024);
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, tls).await?;
         let (sink, stream) = ws.split();
         Ok(Self::from_halves(Outgoing::WebSocket(sink), Incoming::WebSocket(stream), serializer))
     }
@@ -124,19 +179,35 @@ impl Client {
         serializer: Serializer,
         max_exponent: u8,
     ) -> Result<Self, ClientError> {
-        let id = rawsocket::serializer_id(serializer).ok_or(ClientError::Refused(1))?;
         tcp.set_nodelay(true)?;
-        tcp.write_all(&[rawsocket::MAGIC, (max_exponent << 4) | id, 0, 0]).await?;
-        let mut reply = [0u8; 4];
-        tcp.read_exact(&mut reply).await?;
-        if reply[0] != rawsocket::MAGIC || reply[1] & 0x0f != id {
-            return Err(ClientError::Refused(reply[1] >> 4));
-        }
-        let max_incoming = rawsocket::announced_length(max_exponent);
+        let max_incoming = rawsocket_handshake(&mut tcp, serializer, max_exponent).await?;
         let (read, write) = tcp.into_split();
+        Ok(Self::rawsocket_halves(Either::Left(read), Either::Left(write), serializer, max_incoming))
+    }
+
+    /// Opens RawSocket over TLS to `addr` through `tls`, checking the router's certificate for
+    /// `server_name` (a DNS name or an IP address); no HELLO yet.
+    pub async fn connect_rawsocket_tls(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        serializer: Serializer,
+        max_exponent: u8,
+    ) -> Result<Self, ClientError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+        let max_incoming = rawsocket_handshake(&mut stream, serializer, max_exponent).await?;
+        let (read, write) = tokio::io::split(stream);
+        Ok(Self::rawsocket_halves(Either::Right(read), Either::Right(write), serializer, max_incoming))
+    }
+
+    fn rawsocket_halves(read: RawRead, write: RawWrite, serializer: Serializer, max_incoming: usize) -> Self {
         let sink = Outgoing::RawSocket(FramedWrite::new(write, rawsocket::Codec { max_incoming }));
         let stream = Incoming::RawSocket(FramedRead::new(read, rawsocket::Codec { max_incoming }));
-        Ok(Self::from_halves(sink, stream, serializer))
+        Self::from_halves(sink, stream, serializer)
     }
 
     fn from_halves(sink: Outgoing, stream: Incoming, serializer: Serializer) -> Self {
@@ -484,6 +555,22 @@ impl Credentials {
             }
         }
     }
+}
+
+/// The client's side of the RawSocket handshake; returns the largest message it accepts.
+async fn rawsocket_handshake<S>(socket: &mut S, serializer: Serializer, max_exponent: u8) -> Result<usize, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let id = rawsocket::serializer_id(serializer).ok_or(ClientError::Refused(1))?;
+    socket.write_all(&[rawsocket::MAGIC, (max_exponent << 4) | id, 0, 0]).await?;
+    socket.flush().await?;
+    let mut reply = [0u8; 4];
+    socket.read_exact(&mut reply).await?;
+    if reply[0] != rawsocket::MAGIC || reply[1] & 0x0f != id {
+        return Err(ClientError::Refused(reply[1] >> 4));
+    }
+    Ok(rawsocket::announced_length(max_exponent))
 }
 
 /// Answers every INVOCATION the client receives with a YIELD of the same payload, until the

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::config::{default_roles, PrincipalConfig, RoleConfig, ANONYMOUS_ROLE};
+use crate::transport::listener::{ListenerConfig, Live};
+use crate::transport::tls::TlsConfig;
 
 /// Everything the router needs to run.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +26,14 @@ pub struct RouterConfig {
     pub rawsocket_on_websocket_port: bool,
     /// A separate address for RawSocket only (default: none).
     pub rawsocket_listen: Option<SocketAddr>,
+    /// TLS on the `listen` listener: `wss://`, and RawSocket over TLS (default: none).
+    pub tls: Option<TlsConfig>,
+    /// Web origins allowed to open a WebSocket on the `listen` listener (default: none but
+    /// loopback origins on a loopback address; see [`crate::transport::origin`]).
+    pub allowed_origins: Vec<String>,
+    /// Further listeners (`[[listener]]`), each with its own address, transports, TLS and origins.
+    #[serde(rename = "listener")]
+    pub extra_listeners: Vec<ListenerConfig>,
     /// The realms served; sessions asking for any other realm are aborted with
     /// `wamp.error.no_such_realm`.
     #[serde(rename = "realm")]
@@ -160,6 +170,9 @@ impl Default for RouterConfig {
             path: "/ws".to_owned(),
             rawsocket_on_websocket_port: true,
             rawsocket_listen: None,
+            tls: None,
+            allowed_origins: Vec::new(),
+            extra_listeners: Vec::new(),
             realms: vec![RealmConfig::named("realm1")],
             max_message_size: 16 * 1024 * 1024,
             read_buffer_size: 4096,
@@ -218,10 +231,45 @@ impl RouterConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        let config: RouterConfig =
+        let mut config: RouterConfig =
             toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown, source: Box::new(source) })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.validate()?;
         Ok(config)
+    }
+
+    /// Every listener: `listen` (WebSocket, and RawSocket with `rawsocket_on_websocket_port`),
+    /// `rawsocket_listen` if set (RawSocket only, plain), then each `[[listener]]`, in this order.
+    pub fn listeners(&self) -> Vec<ListenerConfig> {
+        let main = ListenerConfig {
+            listen: self.listen,
+            websocket: true,
+            rawsocket: self.rawsocket_on_websocket_port,
+            tls: self.tls.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+        };
+        let rawsocket = self.rawsocket_listen.map(|listen| ListenerConfig {
+            listen,
+            websocket: false,
+            rawsocket: true,
+            tls: None,
+            allowed_origins: Vec::new(),
+        });
+        std::iter::once(main).chain(rawsocket).chain(self.extra_listeners.iter().cloned()).collect()
+    }
+
+    /// Makes the relative paths in the file (certificates, keys) relative to its directory.
+    fn resolve_paths(&mut self, dir: &Path) {
+        if let Some(tls) = &mut self.tls {
+            tls.resolve_paths(dir);
+        }
+        self.extra_listeners.iter_mut().for_each(|listener| listener.resolve_paths(dir));
+    }
+
+    /// Reads what the config names on disk (certificates, keys) and checks it is usable; one
+    /// [`Live`] per listener of [`RouterConfig::listeners`].
+    pub fn load_listeners(&self) -> Result<Vec<Live>, ConfigError> {
+        self.listeners().iter().map(|l| Live::build(l).map_err(ConfigError::Invalid)).collect()
     }
 
     /// Checks values a router cannot run with.
@@ -256,6 +304,9 @@ impl RouterConfig {
         }
         if self.stuck_timeout_ms == 0 || self.handshake_timeout_ms == 0 || self.message_timeout_ms == 0 {
             return invalid("stuck_timeout_ms, handshake_timeout_ms and message_timeout_ms must be positive");
+        }
+        for listener in self.listeners() {
+            listener.validate().map_err(ConfigError::Invalid)?;
         }
         if self.idle_timeout_ms > 0 && self.keepalive_interval_ms >= self.idle_timeout_ms {
             return invalid(
@@ -330,6 +381,8 @@ mod tests {
         assert_eq!(config.listen, defaults.listen);
         assert_eq!(config.realms, vec![RealmConfig::named("realm1")]);
         assert_eq!(config.max_message_size, defaults.max_message_size);
+        assert_eq!((config.tls, config.allowed_origins), (defaults.tls, defaults.allowed_origins));
+        assert_eq!(config.extra_listeners, defaults.extra_listeners);
     }
 
     #[test]
@@ -339,5 +392,32 @@ mod tests {
         assert!(config.validate().is_err());
         let config: RouterConfig = toml::from_str("[[realm]]\nname = \"bad realm\"").unwrap();
         assert!(config.validate().is_err());
+        let config: RouterConfig = toml::from_str("allowed_origins = [\"example.com\"]").unwrap();
+        assert!(config.validate().is_err(), "an origin needs its scheme");
+        let listener = "[[listener]]\nlisten = \"127.0.0.1:0\"\nwebsocket = false\nrawsocket = false\n";
+        assert!(toml::from_str::<RouterConfig>(listener).unwrap().validate().is_err());
+        assert!(toml::from_str::<RouterConfig>("[tls]\ncert = \"a.pem\"\nkey = \"a.key\"\nclient = 1").is_err());
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_config_file_and_unreadable_certificates_are_refused() {
+        let dir = std::env::temp_dir().join(format!("roundhouse-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("router.toml");
+        let text = "[tls]\ncert = \"certs/r.pem\"\nkey = \"/abs/r.key\"\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }\n";
+        std::fs::write(&file, text).unwrap();
+        let config = RouterConfig::from_file(&file).unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.cert.clone(), tls.key.clone()),
+            (dir.join("certs/r.pem"), std::path::PathBuf::from("/abs/r.key"))
+        );
+        assert_eq!(config.extra_listeners[0].tls.as_ref().unwrap().cert, dir.join("c.pem"));
+        let listeners = config.listeners();
+        assert_eq!(listeners.len(), 2);
+        assert!(listeners[0].tls.is_some() && listeners[0].rawsocket);
+        let error = config.load_listeners().err().expect("the files do not exist").to_string();
+        assert!(error.contains("certs/r.pem"), "{error}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -17,6 +17,7 @@ pub mod dealer;
 pub mod error;
 pub mod meta;
 pub mod realm;
+pub mod reload;
 pub mod router;
 pub mod session;
 mod sync;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use roundhouse::config::LogFormat;
+use roundhouse::config::{ConfigError, LogFormat};
 use roundhouse::{RealmConfig, Router, RouterConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -18,7 +18,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// With no arguments it serves ws://127.0.0.1:8080/ws with the realm `realm1`, where anonymous
 /// sessions may register, call, subscribe and publish (but not use the meta API's admin
 /// procedures). Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE wamp.close.system_shutdown
-/// and the process exits 0.
+/// and the process exits 0. SIGHUP re-reads the config file and applies principals, roles,
+/// TLS certificates and allowed origins to new sessions; a file that does not load is logged and
+/// the running configuration stays.
 ///
 /// Exit codes: 0 on a clean stop (or a valid config, for check-config); 1 when the router fails
 /// at run time (cannot bind, no runtime); 2 for an invalid config file or command line.
@@ -132,18 +134,55 @@ fn run_command(command: Command) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(command) = cli.command {
+    let mut cli = Cli::parse();
+    if let Some(command) = cli.command.take() {
         return run_command(command);
     }
-    let mut config = match &cli.config {
-        Some(path) => match RouterConfig::from_file(path) {
-            Ok(config) => config,
+    let config = match load(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("roundhouse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.log_level.as_deref(), &config);
+    raise_file_limit(config.max_connections);
+
+    let runtime = match runtime(config.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("roundhouse: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut signals = match Signals::install() {
+            Ok(signals) => signals,
             Err(error) => {
-                eprintln!("roundhouse: {error}");
-                return ExitCode::from(2);
+                tracing::error!(%error, "cannot install signal handlers");
+                return ExitCode::FAILURE;
             }
-        },
+        };
+        let router = match Router::start(config).await {
+            Ok(router) => router,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the router");
+                return ExitCode::FAILURE;
+            }
+        };
+        while let Signal::Reload = signals.next().await {
+            reload(&cli, &router);
+        }
+        router.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// The configuration: the file (if any), the flags over it, validated, with the certificates it
+/// names read and checked.
+fn load(cli: &Cli) -> Result<RouterConfig, ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => RouterConfig::from_file(path)?,
         None => RouterConfig::default(),
     };
     if let Some(listen) = cli.listen {
@@ -158,39 +197,32 @@ fn main() -> ExitCode {
     if let Some(format) = cli.log_format {
         config.log_format = format;
     }
-    if let Err(error) = config.validate() {
-        eprintln!("roundhouse: {error}");
-        return ExitCode::from(2);
-    }
-    init_logging(cli.log_level.as_deref(), &config);
-    raise_file_limit(config.max_connections);
+    config.validate()?;
+    config.load_listeners()?;
+    Ok(config)
+}
 
-    let runtime = match runtime(config.worker_threads) {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("roundhouse: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+/// SIGHUP: re-reads the config file and applies what a running router can change. A file that
+/// does not load is logged and the running configuration stays.
+fn reload(cli: &Cli, router: &roundhouse::RouterHandle) {
+    let Some(path) = &cli.config else {
+        return tracing::warn!("SIGHUP: no config file to re-read (started without --config); nothing changed");
     };
-    runtime.block_on(async {
-        let signal = match shutdown_signal() {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot install signal handlers");
-                return ExitCode::FAILURE;
+    let outcome = load(cli).and_then(|config| router.reload(config));
+    match outcome {
+        Ok(report) => {
+            for key in &report.needs_restart {
+                tracing::warn!(key = key.as_str(), "config reload: changed, but takes effect only after a restart");
             }
-        };
-        let router = match Router::start(config).await {
-            Ok(router) => router,
-            Err(error) => {
-                tracing::error!(%error, "cannot start the router");
-                return ExitCode::FAILURE;
+            for part in &report.applied {
+                tracing::info!(applied = part.as_str(), "config reload: applied to new connections");
             }
-        };
-        signal.await;
-        router.shutdown().await;
-        ExitCode::SUCCESS
-    })
+            tracing::info!(config = %path.display(), "config reloaded");
+        }
+        Err(error) => {
+            tracing::error!(config = %path.display(), %error, "config reload refused; the running configuration stays");
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: the usual soft default of 1024 would
@@ -228,16 +260,46 @@ fn init_logging(flag: Option<&str>, config: &RouterConfig) {
     }
 }
 
-/// Installs the SIGINT and SIGTERM handlers (before the router starts, so an early signal still
-/// shuts down gracefully) and returns a future that completes on the first of them.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
+/// What a signal asks for.
+enum Signal {
+    /// SIGINT or SIGTERM: shut down.
+    Shutdown,
+    /// SIGHUP: reload the config file. Never a reason to exit.
+    Reload,
+}
+
+/// The handlers of SIGINT, SIGTERM and SIGHUP, installed before the router starts, so an early
+/// signal still shuts down gracefully and an early SIGHUP does not kill the process.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => {
+                tracing::info!("SIGINT received");
+                Signal::Shutdown
+            }
+            _ = self.terminate.recv() => {
+                tracing::info!("SIGTERM received");
+                Signal::Shutdown
+            }
+            _ = self.hangup.recv() => {
+                tracing::info!("SIGHUP received: reloading the config");
+                Signal::Reload
+            }
         }
-    })
+    }
 }

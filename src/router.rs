@@ -1,4 +1,4 @@
-//! The router: listener, realms, sessions, and graceful shutdown.
+//! The router: listeners, realms, sessions, and graceful shutdown.
 //!
 //! [`Router::start`] binds and returns at once with a [`RouterHandle`]; tests, benches and the
 //! load generator embed the router this way, and `main.rs` does the same and waits for a signal.
@@ -10,16 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RouterConfig;
 use crate::realm::Realm;
+use crate::reload::{ReloadHook, ReloadReport};
 use crate::session::{Outbound, SessionHandle};
-use crate::transport::{rawsocket, websocket};
+use crate::transport::listener::{ListenerState, Live};
+use crate::transport::tls::{self, ClientCert};
+use crate::transport::{rawsocket, websocket, Connection, Socket};
 use crate::wire::message::MAX_ID;
 use crate::wire::Serializer;
 
@@ -33,6 +39,10 @@ pub struct RouterShared {
     pub sessions: DashMap<u64, Arc<SessionHandle>, foldhash::fast::RandomState>,
     /// Fires when the router shuts down.
     pub shutdown: CancellationToken,
+    /// The listeners, in the order of [`RouterConfig::listeners`].
+    pub listeners: Vec<Arc<ListenerState>>,
+    /// What a reload tells besides the listeners (see [`crate::reload`]).
+    pub(crate) reload_hooks: parking_lot::Mutex<Vec<Arc<dyn ReloadHook>>>,
 }
 
 impl RouterShared {
@@ -57,12 +67,13 @@ impl RouterShared {
     pub(crate) fn new_session(
         &self,
         serializer: Serializer,
+        client_cert: Option<Arc<ClientCert>>,
     ) -> (Arc<SessionHandle>, mpsc::UnboundedReceiver<Outbound>) {
         let limits = self.config.outbox_limits();
         loop {
             let id = fastrand::u64(1..=MAX_ID);
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
-                let (handle, queue) = SessionHandle::new(id, serializer, limits);
+                let (handle, queue) = SessionHandle::with_client_cert(id, serializer, limits, client_cert.clone());
                 slot.insert(handle.clone());
                 return (handle, queue);
             }
@@ -74,59 +85,67 @@ impl RouterShared {
 pub struct Router;
 
 impl Router {
-    /// Binds the listener and starts serving. Returns once the port is bound.
+    /// Binds the listeners and starts serving. Returns once every port is bound.
     pub async fn start(config: RouterConfig) -> io::Result<RouterHandle> {
-        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let listener = TcpListener::bind(config.listen).await?;
-        let local_addr = listener.local_addr()?;
+        let invalid = |e: crate::config::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+        config.validate().map_err(invalid)?;
+        let lives = config.load_listeners().map_err(invalid)?;
+        let mut sockets = Vec::with_capacity(lives.len());
+        let mut listeners = Vec::with_capacity(lives.len());
+        for live in lives {
+            let socket = TcpListener::bind(live.config.listen).await?;
+            listeners.push(Arc::new(ListenerState::new(live, socket.local_addr()?)));
+            sockets.push(socket);
+        }
         let (limits, chunks) = (config.session_limits(), config.max_message_size);
         let realms = config
             .realms
             .iter()
             .map(|r| (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards, limits, chunks))))
             .collect();
-        let shared =
-            Arc::new(RouterShared { config, realms, sessions: DashMap::default(), shutdown: CancellationToken::new() });
-        let rawsocket = match shared.config.rawsocket_listen {
-            Some(address) => Some(TcpListener::bind(address).await?),
-            None => None,
-        };
-        let rawsocket_addr = rawsocket.as_ref().map(TcpListener::local_addr).transpose()?;
+        let shared = Arc::new(RouterShared {
+            config,
+            realms,
+            sessions: DashMap::default(),
+            shutdown: CancellationToken::new(),
+            listeners,
+            reload_hooks: parking_lot::Mutex::default(),
+        });
         let connections = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(shared.config.max_connections));
-        let mut accept = vec![tokio::spawn(accept_loop(
-            listener,
-            Listener::Main,
-            shared.clone(),
-            connections.clone(),
-            limit.clone(),
-        ))];
-        if let Some(listener) = rawsocket {
-            let rawsocket = accept_loop(listener, Listener::RawSocket, shared.clone(), connections.clone(), limit);
-            accept.push(tokio::spawn(rawsocket));
-        }
+        let accept = sockets
+            .into_iter()
+            .zip(shared.listeners.clone())
+            .map(|(socket, state)| {
+                tokio::spawn(accept_loop(socket, state, shared.clone(), connections.clone(), limit.clone()))
+            })
+            .collect();
+        let main = &shared.listeners[0];
+        let rawsocket_addr = shared.config.rawsocket_listen.map(|_| shared.listeners[1].local_addr);
         tracing::info!(
-            url = %format!("ws://{local_addr}{}", shared.config.path),
-            rawsocket = ?rawsocket_addr.or(shared.config.rawsocket_on_websocket_port.then_some(local_addr)),
+            url = %main.url(&shared.config.path),
+            rawsocket = ?rawsocket_addr.or(shared.config.rawsocket_on_websocket_port.then_some(main.local_addr)),
             realms = ?shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
             "router listening"
         );
-        Ok(RouterHandle { local_addr, rawsocket_addr, shared, connections, accept })
+        let extra = shared.listeners.len() - shared.config.extra_listeners.len();
+        for listener in &shared.listeners[extra..] {
+            let config = &listener.bound;
+            tracing::info!(
+                url = %listener.url(&shared.config.path),
+                websocket = config.websocket,
+                rawsocket = config.rawsocket,
+                tls = config.tls.is_some(),
+                "listener"
+            );
+        }
+        Ok(RouterHandle { local_addr: main.local_addr, rawsocket_addr, shared, connections, accept })
     }
-}
-
-/// What a listening socket serves.
-#[derive(Clone, Copy)]
-enum Listener {
-    /// WebSocket, and RawSocket too when `rawsocket_on_websocket_port` is set.
-    Main,
-    /// RawSocket only.
-    RawSocket,
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    kind: Listener,
+    state: Arc<ListenerState>,
     shared: Arc<RouterShared>,
     connections: TaskTracker,
     limit: Arc<Semaphore>,
@@ -149,11 +168,14 @@ async fn accept_loop(
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = shared.config.max_connections, "connection refused: max_connections reached");
             // Say why, so a client backs off instead of retrying blindly; a bounded number of
-            // refusals at a time, so a flood of connections costs no more than that.
-            if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+            // refusals at a time, so a flood of connections costs no more than that. A TLS
+            // listener cannot say it in plain text, and a handshake would cost what the limit saves:
+            // its connection is just closed.
+            let plain = state.bound.tls.is_none();
+            if let (true, Ok(refusing)) = (plain, refusals.clone().try_acquire_owned()) {
                 let timeout = shared.config.handshake_timeout().min(Duration::from_secs(2));
+                let rawsocket_only = !state.bound.websocket;
                 tokio::spawn(async move {
-                    let rawsocket_only = matches!(kind, Listener::RawSocket);
                     let _ = tokio::time::timeout(timeout, crate::transport::refuse(tcp, rawsocket_only)).await;
                     drop(refusing);
                 });
@@ -161,9 +183,9 @@ async fn accept_loop(
             continue;
         };
         keepalive(&tcp, shared.config.tcp_keepalive_ms);
-        let shared = shared.clone();
+        let (shared, state) = (shared.clone(), state.clone());
         connections.spawn(async move {
-            serve(shared, tcp, peer, kind).await;
+            serve(shared, tcp, peer, &state).await;
             drop(permit);
         });
     }
@@ -184,24 +206,70 @@ fn keepalive(tcp: &TcpStream, idle_ms: u64) {
     }
 }
 
-/// Hands a connection to its transport; on the main port the first octet tells RawSocket (0x7F)
-/// from an HTTP request.
-async fn serve(shared: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr, kind: Listener) {
-    let is_rawsocket = match kind {
-        Listener::RawSocket => true,
-        Listener::Main if shared.config.rawsocket_on_websocket_port => {
+/// Hands a connection to its transport, after TLS on a TLS listener. On a listener that serves
+/// both transports, the first octet tells RawSocket (0x7F) from an HTTP request. TLS and the
+/// transport's handshake share one deadline.
+async fn serve(shared: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr, state: &ListenerState) {
+    let deadline = Instant::now() + shared.config.handshake_timeout();
+    let _ = tcp.set_nodelay(true);
+    let live = state.live();
+    let connection = Connection { peer, deadline, first: None, client_cert: None };
+    match &live.tls {
+        None => {
+            let is_rawsocket = match (live.config.websocket, live.config.rawsocket) {
+                (true, true) => {
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+                        Ok(Ok(1)) => first[0] == rawsocket::MAGIC,
+                        _ => return,
+                    }
+                }
+                (websocket, _) => !websocket,
+            };
+            dispatch(shared, tcp, connection, is_rawsocket, &live).await;
+        }
+        // Boxed: a TLS connection's state is far larger than a plain one's, and a plain
+        // connection's task must not carry room for it.
+        Some(acceptor) => Box::pin(serve_tls(shared, tcp, connection, acceptor, &live)).await,
+    }
+}
+
+async fn serve_tls(
+    shared: Arc<RouterShared>,
+    tcp: TcpStream,
+    connection: Connection,
+    acceptor: &TlsAcceptor,
+    live: &Live,
+) {
+    let (peer, deadline) = (connection.peer, connection.deadline);
+    let Some((mut tls, client_cert)) = tls::accept(acceptor, tcp, peer, deadline).await else { return };
+    let connection = Connection { client_cert, ..connection };
+    match (live.config.websocket, live.config.rawsocket) {
+        (true, true) => {
+            // No peeking inside TLS: the octet read is handed on with the stream.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(shared.config.handshake_timeout(), tcp.peek(&mut first)).await {
-                Ok(Ok(1)) => first[0] == rawsocket::MAGIC,
+            match tokio::time::timeout_at(deadline, tls.read_exact(&mut first)).await {
+                Ok(Ok(_)) => {}
                 _ => return,
             }
+            let is_rawsocket = first[0] == rawsocket::MAGIC;
+            dispatch(shared, tls, Connection { first: Some(first[0]), ..connection }, is_rawsocket, live).await
         }
-        Listener::Main => false,
-    };
+        (websocket, _) => dispatch(shared, tls, connection, !websocket, live).await,
+    }
+}
+
+async fn dispatch<S: Socket>(
+    shared: Arc<RouterShared>,
+    socket: S,
+    connection: Connection,
+    is_rawsocket: bool,
+    live: &Live,
+) {
     if is_rawsocket {
-        rawsocket::serve(shared, tcp, peer).await;
+        rawsocket::serve(shared, socket, connection).await;
     } else {
-        websocket::serve(shared, tcp, peer).await;
+        websocket::serve(shared, socket, connection, &live.origins).await;
     }
 }
 
@@ -254,9 +322,26 @@ impl RouterHandle {
         self.rawsocket_addr
     }
 
-    /// The WebSocket URL clients connect to.
+    /// The WebSocket URL clients connect to (`wss://` when the `listen` listener has TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.local_addr, self.shared.config.path)
+        self.shared.listeners[0].url(&self.shared.config.path)
+    }
+
+    /// The bound address of every listener, in the order of [`RouterConfig::listeners`]:
+    /// `listen`, `rawsocket_listen` if set, then each `[[listener]]`.
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.shared.listeners.iter().map(|l| l.local_addr).collect()
+    }
+
+    /// Applies a new configuration to new connections and sessions (what SIGHUP does with the
+    /// re-read config file); see [`crate::reload`]. On an error nothing changed.
+    pub fn reload(&self, config: RouterConfig) -> Result<ReloadReport, crate::config::ConfigError> {
+        crate::reload::reload(&self.shared, config)
+    }
+
+    /// Adds a part of the router that a reload must tell about the new configuration.
+    pub fn on_reload(&self, hook: Arc<dyn ReloadHook>) {
+        self.shared.reload_hooks.lock().push(hook);
     }
 
     /// Sessions currently open.

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use roundhouse::client::Client;
-use roundhouse::wire::{Message, Serializer};
+use roundhouse::wire::{Dict, Message, Serializer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundhouse");
 
@@ -128,4 +128,114 @@ fn hash_secret_prints_a_ticket_hash_never_the_secret() {
     assert!(out.status.success());
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with("ticket = \"$pbkdf2-sha256$i=600000,l=32$") && !line.contains("s3cret"), "{line}");
+}
+
+/// Starts the binary and returns it, the URLs it logged (the `listen` listener's `ws://` one,
+/// then every `wss://` one) and its log lines as they come.
+fn start_logged(args: &[&str]) -> (Child, String, Vec<String>, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut url, mut tls_urls) = (None, Vec::new());
+    let url_in = |line: &str, scheme: &str| {
+        line.find(scheme).map(|start| line[start..][..line[start..].find('"').unwrap()].to_owned())
+    };
+    while url.is_none() || tls_urls.is_empty() {
+        let line = lines.next().expect("router logs its URLs").unwrap();
+        if line.contains("\"router listening\"") {
+            url = url_in(&line, "ws://");
+        } else if let Some(tls) = url_in(&line, "wss://") {
+            tls_urls.push(tls);
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| drop(tx.send(line))));
+    (child, url.unwrap(), tls_urls, rx)
+}
+
+/// Waits (up to 10 s) for a log line containing `needle`.
+fn wait_for_log(logs: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = logs.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+        if line.contains(needle) {
+            return line;
+        }
+    }
+    panic!("no log line with {needle:?}");
+}
+
+mod pki;
+
+async fn join_tls(url: &str, ca: &pki::Ca) -> Result<Client, roundhouse::client::ClientError> {
+    let mut client = Client::connect_tls(url, Serializer::Json, pki::trusting(ca)).await?;
+    client.hello("realm1").await?;
+    Ok(client)
+}
+
+#[tokio::test]
+async fn sighup_reloads_certificates_refuses_a_broken_file_and_never_stops_the_router() {
+    let (old_ca, new_ca, dir) = (pki::Ca::new("old CA"), pki::Ca::new("new CA"), pki::Dir::temp());
+    dir.server_tls(&old_ca.server());
+    let file = |extra: &str| {
+        format!("{extra}\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"router.pem\", key = \"router.key\" }}\n")
+    };
+    let config = dir.write("roundhouse.toml", &file(""));
+    let (mut child, url, tls_urls, logs) = start_logged(&["--config", config.to_str().unwrap()]);
+    let wss = &tls_urls[0];
+    let mut plain = Client::join(&url, "realm1", Serializer::Json).await.unwrap();
+    let mut before = join_tls(wss, &old_ca).await.unwrap();
+
+    // New certificate files at the same paths: new connections get them, open ones go on.
+    dir.server_tls(&new_ca.server());
+    signal(&child, "HUP");
+    wait_for_log(&logs, "config reloaded");
+    assert!(join_tls(wss, &old_ca).await.is_err());
+    let after = join_tls(wss, &new_ca).await.unwrap();
+    before.register("com.example.before", Dict::new()).await.unwrap();
+    plain.register("com.example.plain", Dict::new()).await.unwrap();
+
+    // A broken file is refused and logged; everything goes on as it was.
+    dir.write("roundhouse.toml", "lissten = \"127.0.0.1:1\"\n");
+    signal(&child, "HUP");
+    assert!(wait_for_log(&logs, "config reload refused").contains("lissten"));
+    // A key that needs a restart is named; the certificate still applies.
+    dir.write("roundhouse.toml", &file("max_connections = 5"));
+    signal(&child, "HUP");
+    assert!(wait_for_log(&logs, "only after a restart").contains("max_connections"));
+    wait_for_log(&logs, "config reloaded");
+    let again = join_tls(wss, &new_ca).await.unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP never stops the router");
+
+    for client in [plain, before, after, again] {
+        client.goodbye().await.unwrap();
+    }
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+#[tokio::test]
+async fn sighup_without_a_config_file_changes_nothing_and_keeps_serving() {
+    let (mut child, url) = start(&[]);
+    let mut client = Client::join(&url, "realm1", Serializer::Json).await.unwrap();
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP does not stop the router");
+    client.register("com.example.after_hup", Dict::new()).await.unwrap();
+    Client::join(&url, "realm1", Serializer::Json).await.unwrap();
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn a_certificate_that_does_not_load_is_refused_at_start_with_exit_2() {
+    let dir = pki::Dir::temp();
+    let config = dir.write("roundhouse.toml", "[tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n");
+    let out = Command::new(BIN).args(["--config", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.pem"), "names the file: {stderr}");
 }

@@ -42,6 +42,10 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
 
+    /// PEM file with the CA certificate(s) that a wss:// --url's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Realm every session joins.
     #[arg(long, default_value = "realm1", value_name = "URI")]
     pub realm: String,

@@ -52,6 +52,12 @@ fn main() -> ExitCode {
         eprintln!("loadtest: {message}");
         return ExitCode::from(EXIT_SETUP);
     }
+    if let Some(ca_file) = &cli.ca_file {
+        if let Err(message) = wamp::trust(ca_file) {
+            eprintln!("loadtest: {message}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    }
     let target = match (&cli.url, cli.mode) {
         (Some(url), _) => Ok(Target::external(url, cli.router_pid)),
         (None, Mode::Idle) => Target::child_process(&cli.realm, router_threads(&cli), tuning),

@@ -11,11 +11,25 @@ use tokio::time::{timeout_at, Instant};
 /// How long leaving (GOODBYE and WebSocket close) may take before the connection is just dropped.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a `wss://` URL's certificate is checked against (`--ca-file`).
+static TLS: std::sync::OnceLock<std::sync::Arc<roundhouse::client::TlsClientConfig>> = std::sync::OnceLock::new();
+
+/// Trusts the CA certificates in the PEM file `ca_file` for `wss://` URLs.
+pub fn trust(ca_file: &std::path::Path) -> Result<(), String> {
+    let config = roundhouse::client::tls_config_from_pem(ca_file)?;
+    TLS.set(config).map_err(|_| "the CA is set once".to_owned())
+}
+
 /// Connects and joins `realm`, describing a failure.
 pub async fn join(url: &str, realm: &str, serializer: Serializer) -> Result<Client, String> {
-    Client::join(url, realm, serializer)
-        .await
-        .map_err(|e| format!("cannot join realm '{realm}' at {url}: {}", describe(&e)))
+    let joined = match TLS.get().filter(|_| url.starts_with("wss://")) {
+        Some(tls) => match Client::connect_tls(url, serializer, tls.clone()).await {
+            Ok(mut client) => client.hello(realm).await.map(|_| client),
+            Err(error) => Err(error),
+        },
+        None => Client::join(url, realm, serializer).await,
+    };
+    joined.map_err(|e| format!("cannot join realm '{realm}' at {url}: {}", describe(&e)))
 }
 
 /// Connects and joins `realm` with `credentials`.

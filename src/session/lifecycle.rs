@@ -33,7 +33,7 @@ where
     W: Sink<OutFrame> + Unpin + Send + 'static,
     W::Error: std::fmt::Display,
 {
-    let (handle, queue) = router.new_session(link.serializer);
+    let (handle, queue) = router.new_session(link.serializer, link.client_cert.clone());
     let limits = WriterLimits {
         max_outgoing: link.max_outgoing,
         max_pending: router.config.max_pending_per_callee,

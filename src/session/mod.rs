@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dealer::call::{CallTable, ChunkDelivery, Invocation, InvocationTable};
 use crate::dealer::registry::Member;
+use crate::transport::tls::ClientCert;
 use crate::wire::{Message, Serializer};
 use outbox::{Outbox, OutboxLimits, Refused, ITEM_OVERHEAD};
 
@@ -115,6 +116,8 @@ pub struct SessionHandle {
     pub(crate) testaments: Mutex<Vec<crate::meta::Testament>>,
     /// Who the session authenticated as; set once, at WELCOME.
     identity: std::sync::OnceLock<Identity>,
+    /// The client certificate its TLS connection verified, if any.
+    client_cert: Option<Arc<ClientCert>>,
 }
 
 /// Who a session is, as WELCOME told it, and what it announced in HELLO.
@@ -174,6 +177,16 @@ impl SessionHandle {
         serializer: Serializer,
         limits: OutboxLimits,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
+        Self::with_client_cert(id, serializer, limits, None)
+    }
+
+    /// [`SessionHandle::new`] for a session whose TLS connection verified `client_cert`.
+    pub fn with_client_cert(
+        id: u64,
+        serializer: Serializer,
+        limits: OutboxLimits,
+        client_cert: Option<Arc<ClientCert>>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
         let closing = CancellationToken::new();
         let (outbox, rx) = Outbox::new(id, limits, closing.clone());
         let handle = SessionHandle {
@@ -185,6 +198,7 @@ impl SessionHandle {
             testaments: Mutex::default(),
             closing,
             identity: std::sync::OnceLock::new(),
+            client_cert,
         };
         (Arc::new(handle), rx)
     }
@@ -223,6 +237,12 @@ impl SessionHandle {
     /// The session's identity; `None` before WELCOME.
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.get()
+    }
+
+    /// The client certificate the session's TLS connection verified (subject CN, SHA-256
+    /// fingerprint), for an authentication method that maps it to an authid.
+    pub fn client_cert(&self) -> Option<&ClientCert> {
+        self.client_cert.as_deref()
     }
 
     /// Records the session's identity at WELCOME (later calls are ignored).

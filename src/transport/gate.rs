@@ -90,6 +90,17 @@ impl<S> FrameGate<S> {
         }
     }
 
+    /// Like [`FrameGate::new`], for a socket whose first octets (`prefix`) were already read
+    /// from it: the gate hands them on first.
+    pub fn with_prefix(inner: S, framing: Framing, max_frame: usize, timeout: Duration, prefix: &[u8]) -> Self {
+        let mut gate = Self::new(inner, framing, max_frame, timeout);
+        if !prefix.is_empty() {
+            gate.released = gate.scan(prefix);
+            gate.buf.extend_from_slice(prefix);
+        }
+        gate
+    }
+
     /// The socket behind the gate.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -335,6 +346,21 @@ mod tests {
         peer.write_all(&[0, 0xff, 0xff, 0xff]).await.unwrap();
         let error = gate.read(&mut frame).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_already_read_comes_first() {
+        let (mut peer, socket) = tokio::io::duplex(1 << 16);
+        let mut gate = FrameGate::with_prefix(socket, Framing::WebSocket, 1 << 24, Duration::from_secs(5), b"G");
+        peer.write_all(b"ET /ws HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 20];
+        gate.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"GET /ws HTTP/1.1\r\n\r\n");
+        let mut raw =
+            FrameGate::with_prefix(tokio::io::empty(), Framing::RawSocket, 1024, Duration::from_secs(5), &[0]);
+        let mut octet = [9u8; 1];
+        raw.read_exact(&mut octet).await.unwrap();
+        assert_eq!(octet, [0]);
     }
 
     #[tokio::test]

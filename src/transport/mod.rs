@@ -4,13 +4,64 @@
 //! router has no room for is refused here, in its transport's words ([`refuse`]).
 
 pub mod gate;
+pub mod listener;
+pub mod origin;
 pub mod rawsocket;
+pub mod tls;
 pub mod websocket;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// A connection as the router hands it to a transport.
+pub struct Connection {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// When the transport's handshake (and TLS's before it) must be done.
+    pub deadline: Instant,
+    /// The first octet, when the router already read it (to tell RawSocket from WebSocket
+    /// inside TLS, where it cannot peek).
+    pub first: Option<u8>,
+    /// The client certificate TLS verified, if any.
+    pub client_cert: Option<Arc<tls::ClientCert>>,
+}
+
+/// A byte stream a transport runs over: plain TCP or TLS. Each kind splits into halves its own
+/// way, so plain TCP keeps its lock-free halves.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The reading half.
+    type ReadHalf: AsyncRead + Unpin + Send + 'static;
+    /// The writing half.
+    type WriteHalf: AsyncWrite + Unpin + Send + 'static;
+    /// Splits the stream for a reader and a writer task.
+    fn into_halves(self) -> (Self::ReadHalf, Self::WriteHalf);
+}
+
+impl Socket for TcpStream {
+    type ReadHalf = tokio::net::tcp::OwnedReadHalf;
+    type WriteHalf = tokio::net::tcp::OwnedWriteHalf;
+
+    fn into_halves(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        self.into_split()
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    type ReadHalf = tokio::io::ReadHalf<Self>;
+    type WriteHalf = tokio::io::WriteHalf<Self>;
+
+    fn into_halves(self) -> (Self::ReadHalf, Self::WriteHalf) {
+        tokio::io::split(self)
+    }
+}
 
 /// What a transport tells the session about its peer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PeerLink {
     /// The serializer the peer speaks.
     pub serializer: crate::wire::Serializer,
@@ -21,6 +72,8 @@ pub struct PeerLink {
     pub pings: bool,
     /// The peer's address, for the log.
     pub peer: std::net::SocketAddr,
+    /// The client certificate TLS verified, if any.
+    pub client_cert: Option<Arc<tls::ClientCert>>,
 }
 
 /// What a session's writer hands its transport.
@@ -84,7 +137,15 @@ pub async fn refuse(mut tcp: tokio::net::TcpStream, rawsocket_only: bool) {
         }
         return;
     }
-    // Read the request head (bounded) before answering, so the client sees a response, not a reset.
+    let body = "the router is at its connection limit; retry later\n";
+    answer_http(tcp, "503 Service Unavailable", "Retry-After: 1\r\n", body).await;
+}
+
+/// Answers an HTTP request with `status` (e.g. `"400 Bad Request"`), `headers` (each ending in
+/// CRLF) and a plain-text `body`, and closes. The request head is read first (bounded), so the
+/// client sees the response rather than a reset.
+pub async fn answer_http(mut tcp: tokio::net::TcpStream, status: &str, headers: &str, body: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -93,9 +154,8 @@ pub async fn refuse(mut tcp: tokio::net::TcpStream, rawsocket_only: bool) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let body = "the router is at its connection limit; retry later\n";
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = tcp.write_all(response.as_bytes()).await;

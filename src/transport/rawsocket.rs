@@ -8,20 +8,17 @@
 //! used, 4 connection limit reached.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
 
 use super::gate::{FrameGate, Framing};
-use super::{CloseCode, OutFrame, PeerLink};
+use super::{CloseCode, Connection, OutFrame, PeerLink, Socket};
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
@@ -125,11 +122,18 @@ pub fn announced_length(exponent: u8) -> usize {
     (1usize << (9 + usize::from(exponent & 0x0f))).min(MAX_FRAME)
 }
 
-/// Serves one TCP connection whose first octet is [`MAGIC`].
-pub async fn serve(router: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
+/// Serves one connection (plain TCP or TLS) whose first octet is [`MAGIC`].
+pub async fn serve<S: Socket>(router: Arc<RouterShared>, mut socket: S, connection: Connection) {
+    let Connection { peer, deadline, first, client_cert } = connection;
     let mut hello = [0u8; 4];
-    match tokio::time::timeout(router.config.handshake_timeout(), tcp.read_exact(&mut hello)).await {
+    let start = match first {
+        Some(octet) => {
+            hello[0] = octet;
+            1
+        }
+        None => 0,
+    };
+    match tokio::time::timeout_at(deadline, socket.read_exact(&mut hello[start..])).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return tracing::debug!(%peer, %error, "RawSocket handshake failed"),
         Err(_) => return tracing::info!(%peer, "RawSocket handshake timed out"),
@@ -140,19 +144,21 @@ pub async fn serve(router: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAd
             Err(HandshakeRefusal::NotRawSocket) => return tracing::info!(%peer, "not a RawSocket handshake"),
             Err(HandshakeRefusal::Refused(error)) => {
                 tracing::info!(%peer, ?error, octets = ?hello, "RawSocket handshake refused");
-                let _ = tcp.write_all(&error.reply()).await;
+                let _ = socket.write_all(&error.reply()).await;
+                let _ = socket.flush().await;
                 return;
             }
         };
-    if tcp.write_all(&reply).await.is_err() {
+    if socket.write_all(&reply).await.is_err() || socket.flush().await.is_err() {
         return;
     }
     tracing::debug!(%peer, serializer = serializer.subprotocol(), peer_max, "RawSocket connection open");
-    let (read, write) = tcp.into_split();
+    let (read, write) = socket.into_halves();
     let read = FrameGate::new(read, Framing::RawSocket, max_incoming, router.config.message_timeout());
     let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
     let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
-    let link = PeerLink { serializer, max_outgoing: peer_max, pings: router.config.rawsocket_keepalive, peer };
+    let pings = router.config.rawsocket_keepalive;
+    let link = PeerLink { serializer, max_outgoing: peer_max, pings, peer, client_cert };
     lifecycle::run(router, link, frames, sink).await;
 }
 
@@ -242,11 +248,11 @@ impl Encoder<RawFrame> for Codec {
     }
 }
 
-struct Frames {
-    inner: FramedRead<FrameGate<OwnedReadHalf>, Codec>,
+struct Frames<R> {
+    inner: FramedRead<FrameGate<R>, Codec>,
 }
 
-impl Stream for Frames {
+impl<R: AsyncRead + Unpin> Stream for Frames<R> {
     type Item = Inbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
@@ -268,11 +274,11 @@ impl Stream for Frames {
     }
 }
 
-struct FrameSink {
-    inner: FramedWrite<OwnedWriteHalf, Codec>,
+struct FrameSink<W> {
+    inner: FramedWrite<W, Codec>,
 }
 
-impl Sink<OutFrame> for FrameSink {
+impl<W: AsyncWrite + Unpin> Sink<OutFrame> for FrameSink<W> {
     type Error = io::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

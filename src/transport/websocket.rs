@@ -3,7 +3,8 @@
 //! `wamp.2.json` travels in text frames, `wamp.2.msgpack` and `wamp.2.cbor` in binary frames; a
 //! frame of the other kind is a protocol violation (close status 1003), a text frame that is not
 //! UTF-8 too (1007), a message over the limit too (1009). A handshake that offers none of our
-//! subprotocols, or asks for another path, is refused with an HTTP error that says why. The
+//! subprotocols, asks for another path, or comes from a web origin the listener does not allow
+//! ([`super::origin`], HTTP 403), is refused with an HTTP error that says why. The
 //! socket sits behind a [`FrameGate`], so a large frame costs memory only as its bytes arrive.
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, Stream, StreamExt};
 use http::StatusCode;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -23,17 +24,21 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::gate::{FrameGate, Framing};
-use super::{CloseCode, OutFrame, PeerLink};
+use super::origin::OriginPolicy;
+use super::{CloseCode, Connection, OutFrame, PeerLink};
 use crate::router::RouterShared;
 use crate::session::lifecycle;
 use crate::session::protocol::Inbound;
 use crate::wire::Serializer;
 
-/// Serves one accepted TCP connection: handshake, then a WAMP session.
+/// Serves one accepted connection (plain TCP or TLS): handshake, then a WAMP session.
 // The handshake callback's error type is tungstenite's HTTP response; its size is not ours to pick.
 #[allow(clippy::result_large_err)]
-pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) {
-    let _ = tcp.set_nodelay(true);
+pub async fn serve<S>(router: Arc<RouterShared>, socket: S, connection: Connection, origins: &OriginPolicy)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Connection { peer, deadline, first, client_cert } = connection;
     let config = &router.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
@@ -43,10 +48,18 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
         .max_frame_size(Some(config.max_message_size));
     let mut chosen = None;
     let path = config.path.clone();
-    let callback = |request: &Request, response: Response| negotiate(request, response, &path, &mut chosen);
-    let gated = FrameGate::new(tcp, Framing::WebSocket, config.max_message_size, config.message_timeout());
+    let callback = |request: &Request, response: Response| {
+        let origin = request.headers().get(http::header::ORIGIN).map(|o| o.to_str().unwrap_or("(not text)"));
+        if let Err(reason) = origins.check(origin) {
+            return Err(refuse(peer, StatusCode::FORBIDDEN, reason));
+        }
+        negotiate(request, response, &path, peer, &mut chosen)
+    };
+    let (max, timeout) = (config.max_message_size, config.message_timeout());
+    let prefix = first.as_slice();
+    let gated = FrameGate::with_prefix(socket, Framing::WebSocket, max, timeout, prefix);
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(gated, callback, Some(ws_config));
-    let ws = match tokio::time::timeout(config.handshake_timeout(), handshake).await {
+    let ws = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
             tracing::info!(%peer, %error, "WebSocket handshake refused or failed");
@@ -62,7 +75,7 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     let (sink, stream) = ws.split();
     let (frames, sink) = (Frames { inner: stream, serializer }, FrameSink { inner: sink, serializer });
     // A WebSocket peer announces no limit of its own, and answers pings (RFC 6455 requires it).
-    let link = PeerLink { serializer, max_outgoing: usize::MAX, pings: true, peer };
+    let link = PeerLink { serializer, max_outgoing: usize::MAX, pings: true, peer, client_cert };
     lifecycle::run(router, link, frames, sink).await;
 }
 
@@ -72,10 +85,15 @@ fn negotiate(
     request: &Request,
     mut response: Response,
     path: &str,
+    peer: SocketAddr,
     chosen: &mut Option<Serializer>,
 ) -> Result<Response, ErrorResponse> {
     if request.uri().path() != path {
-        return Err(refuse(StatusCode::NOT_FOUND, format!("no WAMP endpoint at {}; use {path}", request.uri().path())));
+        return Err(refuse(
+            peer,
+            StatusCode::NOT_FOUND,
+            format!("no WAMP endpoint at {}; use {path}", request.uri().path()),
+        ));
     }
     let offered = request
         .headers()
@@ -88,6 +106,7 @@ fn negotiate(
     let Some(serializer) = offered.find_map(Serializer::from_subprotocol) else {
         let wanted: Vec<_> = Serializer::ALL.iter().map(|s| s.subprotocol()).collect();
         return Err(refuse(
+            peer,
             StatusCode::BAD_REQUEST,
             format!("no supported WAMP subprotocol offered; this router speaks {}", wanted.join(", ")),
         ));
@@ -99,22 +118,22 @@ fn negotiate(
     Ok(response)
 }
 
-fn refuse(status: StatusCode, reason: String) -> ErrorResponse {
-    tracing::info!(%status, reason, "WebSocket handshake refused");
+fn refuse(peer: SocketAddr, status: StatusCode, reason: String) -> ErrorResponse {
+    tracing::info!(%peer, status = status.as_u16(), reason, "WebSocket handshake refused");
     let mut response = ErrorResponse::new(Some(reason));
     *response.status_mut() = status;
     response
 }
 
-type Socket = WebSocketStream<FrameGate<TcpStream>>;
+type Socket<S> = WebSocketStream<FrameGate<S>>;
 
 /// Incoming WAMP frames of one connection.
-struct Frames {
-    inner: SplitStream<Socket>,
+struct Frames<S> {
+    inner: SplitStream<Socket<S>>,
     serializer: Serializer,
 }
 
-impl Stream for Frames {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Frames<S> {
     type Item = Inbound;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
@@ -154,12 +173,12 @@ impl Stream for Frames {
 }
 
 /// Outgoing WAMP frames of one connection.
-struct FrameSink {
-    inner: SplitSink<Socket, WsMessage>,
+struct FrameSink<S> {
+    inner: SplitSink<Socket<S>, WsMessage>,
     serializer: Serializer,
 }
 
-impl Sink<OutFrame> for FrameSink {
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<OutFrame> for FrameSink<S> {
     type Error = tungstenite::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
