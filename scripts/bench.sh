@@ -8,6 +8,8 @@
 #
 # The machine is shared and noisy: compare figures measured in the same run, as ratios.
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 cd "$(dirname "$0")/.."
 out=target/bench
 mkdir -p "$out"

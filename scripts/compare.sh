@@ -25,6 +25,8 @@
 #   CARGO_TARGET_DIR       where the release binaries are built (default: target)
 # Exits non-zero if a run fails against either router. All processes it starts are stopped on exit.
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

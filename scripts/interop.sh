@@ -25,6 +25,8 @@
 # Both suites run against the same router; each prints its own summary, then a
 # combined one. Exits non-zero if either suite fails (or the router crashed).
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

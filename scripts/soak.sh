@@ -18,6 +18,8 @@
 # tracks what it holds, not when the allocator is next used.
 # Output in target/soak/: report.txt (the table), report.json, figures.md, router.log.
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 cd "$(dirname "$0")/.."
 
 duration=5m

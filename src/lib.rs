@@ -8,12 +8,14 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod broker;
 pub mod client;
 pub mod config;
 pub mod dealer;
 pub mod error;
 pub mod meta;
+pub mod metrics;
 pub mod realm;
 pub mod router;
 pub mod session;

@@ -16,52 +16,87 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Roundhouse, a WAMP v2 router with a sharded, wait-free dealer.
 ///
 /// With no arguments it serves ws://127.0.0.1:8080/ws with the realm `realm1`, where anonymous
-/// sessions may register, call, subscribe and publish. Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE
-/// wamp.close.system_shutdown and the process exits 0.
+/// sessions may register, call, subscribe and publish, and the admin endpoints (status page,
+/// /metrics, /healthz, /readyz) on http://127.0.0.1:8090/. Stop it with Ctrl-C or SIGTERM: sessions
+/// get GOODBYE wamp.close.system_shutdown and the process exits 0.
+///
+/// Every flag can also be set through the environment variable shown with it; flags and
+/// environment override the config file.
 #[derive(Parser, Debug)]
 #[command(name = "roundhouse", version, about, long_about)]
 struct Cli {
     /// TOML configuration file; see roundhouse.toml in the repository for every key and its
-    /// default. Flags below override the file.
-    #[arg(short, long, value_name = "FILE")]
+    /// default (or run `roundhouse print-config`). Flags below override the file.
+    #[arg(short, long, value_name = "FILE", env = "ROUNDHOUSE_CONFIG", global = true)]
     config: Option<PathBuf>,
 
-    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
-    #[arg(short, long, value_name = "ADDR")]
+    /// Address to listen on for WAMP (WebSocket, and RawSocket on the same port), e.g.
+    /// 127.0.0.1:8080 or localhost:8080 (port 0 picks a free port).
+    #[arg(short, long, value_name = "ADDR", env = "ROUNDHOUSE_LISTEN", value_parser = parse_addr, global = true)]
     listen: Option<SocketAddr>,
 
-    /// A realm to serve; repeat for several. Replaces the realms of the config file.
-    #[arg(short, long = "realm", value_name = "URI")]
+    /// A separate address serving RawSocket only.
+    #[arg(long, value_name = "ADDR", env = "ROUNDHOUSE_RAWSOCKET_LISTEN", value_parser = parse_addr, global = true)]
+    rawsocket_listen: Option<SocketAddr>,
+
+    /// A realm to serve; repeat for several (comma-separated in the environment variable).
+    /// Replaces the realms of the config file.
+    #[arg(short, long = "realm", value_name = "URI", env = "ROUNDHOUSE_REALMS", value_delimiter = ',', global = true)]
     realms: Vec<String>,
 
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
-    /// "roundhouse=debug". Overrides RUST_LOG and the config file.
-    #[arg(long, value_name = "FILTER")]
+    /// Address of the admin listener: status page at /, /metrics, /healthz, /readyz
+    /// (default 127.0.0.1:8090).
+    #[arg(long, value_name = "ADDR", env = "ROUNDHOUSE_ADMIN_LISTEN", value_parser = parse_addr, global = true)]
+    admin_listen: Option<SocketAddr>,
+
+    /// Do not start the admin listener.
+    #[arg(long, env = "ROUNDHOUSE_NO_ADMIN", global = true)]
+    no_admin: bool,
+
+    /// Log filter: error, warn, info, debug, trace, off, or tracing directives such as
+    /// "roundhouse=debug,info". Overrides RUST_LOG and the config file; anything else is refused.
+    #[arg(long, value_name = "FILTER", env = "ROUNDHOUSE_LOG_LEVEL", value_parser = parse_log_level, global = true)]
     log_level: Option<String>,
 
     /// Log format.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "ROUNDHOUSE_LOG_FORMAT", global = true)]
     log_format: Option<LogFormat>,
 
     /// Runtime worker threads (0: one per CPU). Overrides the config file.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "ROUNDHOUSE_THREADS", global = true)]
     threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// What to do instead of serving.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print the configuration the router would run with (defaults, the config file, then flags
+    /// and environment) as TOML, and exit. With no file and no flags: every default.
+    PrintConfig,
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    roundhouse::config::parse_addr(text)
+}
+
+fn parse_log_level(text: &str) -> Result<String, String> {
+    roundhouse::config::check_log_level(text).map(|()| text.to_owned())
+}
+
+/// The configuration: the file (or defaults), then flags and environment.
+fn load(cli: &Cli) -> Result<RouterConfig, String> {
     let mut config = match &cli.config {
-        Some(path) => match RouterConfig::from_file(path) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("roundhouse: {error}");
-                return ExitCode::from(2);
-            }
-        },
+        Some(path) => RouterConfig::from_file(path).map_err(|e| e.to_string())?,
         None => RouterConfig::default(),
     };
     if let Some(listen) = cli.listen {
         config.listen = listen;
+    }
+    if let Some(listen) = cli.rawsocket_listen {
+        config.rawsocket_listen = Some(listen);
     }
     if !cli.realms.is_empty() {
         config.realms = cli.realms.iter().map(|name| RealmConfig::named(name)).collect();
@@ -72,9 +107,31 @@ fn main() -> ExitCode {
     if let Some(format) = cli.log_format {
         config.log_format = format;
     }
-    if let Err(error) = config.validate() {
-        eprintln!("roundhouse: {error}");
-        return ExitCode::from(2);
+    if let Some(level) = &cli.log_level {
+        config.log_level = level.clone();
+    }
+    if let Some(listen) = cli.admin_listen {
+        config.admin.listen = listen;
+    }
+    if cli.no_admin {
+        config.admin.enabled = false;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("roundhouse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::PrintConfig) = cli.command {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
     }
     init_logging(cli.log_level.as_deref(), &config);
     raise_file_limit(config.max_connections);
@@ -94,15 +151,34 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin_config = config.admin.clone();
         let router = match Router::start(config).await {
             Ok(router) => router,
             Err(error) => {
                 tracing::error!(%error, "cannot start the router");
+                eprintln!("roundhouse: {error}");
                 return ExitCode::FAILURE;
             }
         };
+        let admin = if admin_config.enabled {
+            match roundhouse::admin::start(router.shared().clone(), admin_config.listen).await {
+                Ok(admin) => Some(admin),
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the admin listener");
+                    eprintln!("roundhouse: {error} (choose another with --admin-listen, or --no-admin)");
+                    router.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
         signal.await;
+        // /readyz answers 503 from here on, while sessions are told GOODBYE.
         router.shutdown().await;
+        if let Some(admin) = admin {
+            admin.stop();
+        }
         ExitCode::SUCCESS
     })
 }
@@ -137,7 +213,8 @@ fn init_logging(flag: Option<&str>, config: &RouterConfig) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
+        // One flat object per line: the event's fields next to timestamp, level and message.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }

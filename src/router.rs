@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::RouterConfig;
 use crate::realm::Realm;
 use crate::session::{Outbound, SessionHandle};
+use crate::transport::PeerLink;
 use crate::transport::{rawsocket, websocket};
 use crate::wire::message::MAX_ID;
-use crate::wire::Serializer;
 
 /// State every connection task shares.
 pub struct RouterShared {
@@ -33,6 +33,8 @@ pub struct RouterShared {
     pub sessions: DashMap<u64, Arc<SessionHandle>, foldhash::fast::RandomState>,
     /// Fires when the router shuts down.
     pub shutdown: CancellationToken,
+    /// Router-wide counters (`/metrics`).
+    pub metrics: crate::metrics::RouterMetrics,
 }
 
 impl RouterShared {
@@ -54,15 +56,13 @@ impl RouterShared {
     }
 
     /// Creates a session with a fresh random id and registers it in the session table.
-    pub(crate) fn new_session(
-        &self,
-        serializer: Serializer,
-    ) -> (Arc<SessionHandle>, mpsc::UnboundedReceiver<Outbound>) {
+    pub(crate) fn new_session(&self, link: &PeerLink) -> (Arc<SessionHandle>, mpsc::UnboundedReceiver<Outbound>) {
         let limits = self.config.outbox_limits();
         loop {
             let id = fastrand::u64(1..=MAX_ID);
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
-                let (handle, queue) = SessionHandle::new(id, serializer, limits);
+                let (handle, queue) =
+                    SessionHandle::connected(id, link.serializer, limits, link.transport, Some(link.peer));
                 slot.insert(handle.clone());
                 return (handle, queue);
             }
@@ -77,18 +77,26 @@ impl Router {
     /// Binds the listener and starts serving. Returns once the port is bound.
     pub async fn start(config: RouterConfig) -> io::Result<RouterHandle> {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = bind(config.listen, "listen").await?;
         let local_addr = listener.local_addr()?;
         let (limits, chunks) = (config.session_limits(), config.max_message_size);
         let realms = config
             .realms
             .iter()
-            .map(|r| (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards, limits, chunks))))
+            .map(|r| {
+                let metrics = Arc::new(crate::metrics::RealmMetrics::new(&r.name, &config.metrics.procedures));
+                (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards, limits, chunks, metrics)))
+            })
             .collect();
-        let shared =
-            Arc::new(RouterShared { config, realms, sessions: DashMap::default(), shutdown: CancellationToken::new() });
+        let shared = Arc::new(RouterShared {
+            config,
+            realms,
+            sessions: DashMap::default(),
+            shutdown: CancellationToken::new(),
+            metrics: crate::metrics::RouterMetrics::default(),
+        });
         let rawsocket = match shared.config.rawsocket_listen {
-            Some(address) => Some(TcpListener::bind(address).await?),
+            Some(address) => Some(bind(address, "rawsocket_listen").await?),
             None => None,
         };
         let rawsocket_addr = rawsocket.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -105,14 +113,22 @@ impl Router {
             let rawsocket = accept_loop(listener, Listener::RawSocket, shared.clone(), connections.clone(), limit);
             accept.push(tokio::spawn(rawsocket));
         }
+        let rawsocket = rawsocket_addr.or(shared.config.rawsocket_on_websocket_port.then_some(local_addr));
         tracing::info!(
             url = %format!("ws://{local_addr}{}", shared.config.path),
-            rawsocket = ?rawsocket_addr.or(shared.config.rawsocket_on_websocket_port.then_some(local_addr)),
-            realms = ?shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            rawsocket = %rawsocket.map_or_else(|| "off".to_owned(), |a| format!("tcp://{a}")),
+            realms = %shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(","),
             "router listening"
         );
         Ok(RouterHandle { local_addr, rawsocket_addr, shared, connections, accept })
     }
+}
+
+/// Binds a listener; the error names the address and the key that chose it.
+async fn bind(address: SocketAddr, key: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address} ({key}): {e}")))
 }
 
 /// What a listening socket serves.
@@ -147,6 +163,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared.metrics.refused("any", "max_connections");
             tracing::warn!(%peer, limit = shared.config.max_connections, "connection refused: max_connections reached");
             // Say why, so a client backs off instead of retrying blindly; a bounded number of
             // refusals at a time, so a flood of connections costs no more than that.
@@ -160,6 +177,7 @@ async fn accept_loop(
             }
             continue;
         };
+        shared.metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         keepalive(&tcp, shared.config.tcp_keepalive_ms);
         let shared = shared.clone();
         connections.spawn(async move {

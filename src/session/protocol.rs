@@ -9,6 +9,7 @@
 //! `wamp.error.protocol_violation` and a reason; a request the router merely refuses gets an ERROR
 //! and the session goes on.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::dealer::call::{self, Opened, Outcome};
 use crate::dealer::{self, Dealer};
 use crate::error::{Refusal, WampError};
 use crate::meta;
+use crate::metrics::{CloseCause, Direction};
 use crate::realm::Realm;
 use crate::router::RouterShared;
 use crate::transport::CloseCode;
@@ -64,6 +66,8 @@ pub struct Session {
     registrations: HashSet<u64>,
     /// Subscriptions this session holds, likewise.
     subscriptions: HashSet<u64>,
+    /// Why the session ended, as far as its reader knows.
+    cause: Cell<CloseCause>,
 }
 
 /// When the peer was last heard from, checked at each keepalive tick.
@@ -114,7 +118,19 @@ impl Session {
     /// A session that has not said HELLO yet; `pings` when its transport's peer answers pings.
     pub fn new(router: Arc<RouterShared>, handle: Arc<SessionHandle>, pings: bool) -> Self {
         let (registrations, subscriptions) = (HashSet::new(), HashSet::new());
-        Session { router, handle, pings, realm: None, registrations, subscriptions }
+        let cause = Cell::new(CloseCause::ConnectionLost);
+        Session { router, handle, pings, realm: None, registrations, subscriptions, cause }
+    }
+
+    /// Why the session ended: what the router decided (slow consumer, killed, ...) if it did,
+    /// else what the reader saw.
+    pub fn cause(&self) -> CloseCause {
+        self.handle.close_cause().unwrap_or(self.cause.get())
+    }
+
+    /// The realm the session joined, if it did.
+    pub fn realm(&self) -> Option<&Arc<Realm>> {
+        self.realm.as_ref()
     }
 
     /// Reads and handles messages until the session ends; returns the last message to send.
@@ -132,16 +148,19 @@ impl Session {
                 biased;
                 _ = &mut closed => return None,
                 _ = &mut shutdown => {
+                    self.cause.set(CloseCause::Shutdown);
                     return Some(goodbye(WampError::SystemShutdown, "the router is shutting down", CloseCode::Away));
                 }
                 _ = &mut hello_deadline, if self.realm.is_none() => {
-                    tracing::info!(session = self.handle.id, "no HELLO in time; closing");
+                    tracing::info!(session = self.handle.id, peer = %self.peer(), "no HELLO in time; closing");
+                    self.cause.set(CloseCause::HelloTimeout);
                     return Some(abort(WampError::ProtocolViolation, "no HELLO received in time"));
                 }
                 _ = &mut tick, if liveness.period.is_some() => {
                     let now = Instant::now();
                     if liveness.tick(now) {
                         tracing::info!(session = self.handle.id, "peer silent for the idle timeout; closing");
+                        self.cause.set(CloseCause::IdleTimeout);
                         let reason = "the peer sent nothing, not even a PONG, for the idle timeout";
                         return Some(goodbye(WampError::CloseRealm, reason, CloseCode::Policy));
                     }
@@ -165,8 +184,12 @@ impl Session {
                 }
                 Some(Inbound::Pong) => continue,
             };
+            let size = frame.len();
             let message = match self.handle.serializer.decode(frame).and_then(|m| validate::check(&m).map(|()| m)) {
-                Ok(message) => message,
+                Ok(message) => {
+                    self.router.metrics.message(Direction::In, message.message_type() as u8, size);
+                    message
+                }
                 Err(error) => return Some(self.violation(&format!("invalid message: {error}"))),
             };
             if let Flow::Close(last) = self.on_message(message).await {
@@ -175,8 +198,13 @@ impl Session {
         }
     }
 
+    fn peer(&self) -> String {
+        self.handle.peer().map_or_else(String::new, |p| p.to_string())
+    }
+
     fn violation(&self, reason: &str) -> Closing {
-        tracing::warn!(session = self.handle.id, reason, "protocol violation; aborting session");
+        self.cause.set(CloseCause::ProtocolViolation);
+        tracing::warn!(session = self.handle.id, peer = %self.peer(), reason, "protocol violation; aborting session");
         abort(WampError::ProtocolViolation, reason)
     }
 
@@ -187,6 +215,20 @@ impl Session {
                     let flow = self.on_hello(&realm, &details);
                     if let (Flow::Continue, Some(realm)) = (&flow, &self.realm) {
                         realm.sessions.insert(self.handle.id, self.handle.clone());
+                        self.handle.set_metrics(realm.metrics.clone());
+                        realm.metrics.count_join(self.handle.transport(), self.handle.serializer);
+                        let identity = self.handle.identity();
+                        tracing::info!(
+                            session = self.handle.id,
+                            realm = realm.name.as_str(),
+                            peer = %self.peer(),
+                            transport = self.handle.transport().as_str(),
+                            serializer = self.handle.serializer.subprotocol(),
+                            authid = identity.map_or("", |i| i.authid.as_str()),
+                            authrole = identity.map_or("", |i| i.authrole.as_str()),
+                            authmethod = "anonymous",
+                            "session joined"
+                        );
                         meta::joined(realm, &self.handle);
                     }
                     flow
@@ -263,10 +305,12 @@ impl Session {
                 Err(refusal) => self.refuse(MessageType::Unregister, request, refusal),
             },
             Message::Goodbye { .. } => {
+                self.cause.set(CloseCause::Goodbye);
                 return Flow::Close(Some(goodbye(WampError::GoodbyeAndOut, "", CloseCode::Normal)));
             }
             Message::Abort { reason, .. } => {
                 tracing::info!(session = self.handle.id, reason, "peer aborted the session");
+                self.cause.set(CloseCause::PeerAbort);
                 return Flow::Close(None);
             }
             Message::Cancel { request, options } => {
@@ -342,7 +386,14 @@ impl Session {
         if let Some(Value::List(methods)) = details.get("authmethods") {
             if !methods.is_empty() && !methods.iter().any(|m| m.as_str() == Some("anonymous")) {
                 let offered: Vec<&str> = methods.iter().filter_map(Value::as_str).collect();
-                tracing::info!(session = self.handle.id, methods = %offered.join(","), "HELLO without an authmethod we offer");
+                self.cause.set(CloseCause::Refused);
+                tracing::info!(
+                    session = self.handle.id,
+                    peer = %self.peer(),
+                    realm = realm_name,
+                    authmethods = %offered.join(","),
+                    "session refused: HELLO offers no authentication method this router accepts"
+                );
                 return Flow::Close(Some(abort(
                     WampError::NoAuthMethod,
                     "this router offers only anonymous authentication",
@@ -350,13 +401,13 @@ impl Session {
             }
         }
         let Some(realm) = self.router.realms.get(realm_name).cloned() else {
-            tracing::info!(session = self.handle.id, realm = realm_name, "HELLO for an unknown realm");
+            self.cause.set(CloseCause::Refused);
+            tracing::info!(session = self.handle.id, peer = %self.peer(), realm = realm_name, "session refused: no such realm");
             return Flow::Close(Some(abort(
                 WampError::NoSuchRealm,
                 &format!("no realm '{realm_name}' on this router"),
             )));
         };
-        tracing::debug!(session = self.handle.id, realm = realm_name, "session joined");
         let identity = Identity {
             authid: format!("anonymous-{}", self.handle.id),
             authrole: "anonymous".to_owned(),

@@ -9,9 +9,35 @@ pub mod websocket;
 
 use bytes::Bytes;
 
+/// Which transport a session came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// WAMP over WebSocket.
+    WebSocket = 0,
+    /// WAMP over RawSocket (TCP).
+    RawSocket = 1,
+}
+
+impl Kind {
+    /// Both transports.
+    pub const ALL: [Kind; 2] = [Kind::WebSocket, Kind::RawSocket];
+
+    /// The name logs and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::WebSocket => "websocket",
+            Kind::RawSocket => "rawsocket",
+        }
+    }
+}
+
 /// What a transport tells the session about its peer.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerLink {
+    /// The transport.
+    pub transport: Kind,
+    /// The peer's address.
+    pub peer: std::net::SocketAddr,
     /// The serializer the peer speaks.
     pub serializer: crate::wire::Serializer,
     /// The largest message the peer accepts.

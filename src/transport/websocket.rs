@@ -42,17 +42,30 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut chosen = None;
+    let mut refusal = None;
     let path = config.path.clone();
-    let callback = |request: &Request, response: Response| negotiate(request, response, &path, &mut chosen);
+    let callback =
+        |request: &Request, response: Response| negotiate(request, response, &path, &mut chosen, &mut refusal);
     let gated = FrameGate::new(tcp, Framing::WebSocket, config.max_message_size, config.message_timeout());
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(gated, callback, Some(ws_config));
     let ws = match tokio::time::timeout(config.handshake_timeout(), handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
-            tracing::info!(%peer, %error, "WebSocket handshake refused or failed");
+            // Logged once: the refusal's reason if we refused, else what went wrong.
+            match refusal {
+                Some(Refusal { status, reason, kind }) => {
+                    router.metrics.refused("websocket", kind);
+                    tracing::info!(%peer, status = status.as_u16(), reason, "WebSocket handshake refused");
+                }
+                None => {
+                    router.metrics.refused("websocket", "bad_request");
+                    tracing::info!(%peer, %error, "WebSocket handshake failed");
+                }
+            }
             return;
         }
         Err(_) => {
+            router.metrics.refused("websocket", "timeout");
             tracing::info!(%peer, "WebSocket handshake timed out");
             return;
         }
@@ -62,7 +75,7 @@ pub async fn serve(router: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr) 
     let (sink, stream) = ws.split();
     let (frames, sink) = (Frames { inner: stream, serializer }, FrameSink { inner: sink, serializer });
     // A WebSocket peer announces no limit of its own, and answers pings (RFC 6455 requires it).
-    let link = PeerLink { serializer, max_outgoing: usize::MAX, pings: true };
+    let link = PeerLink { transport: super::Kind::WebSocket, peer, serializer, max_outgoing: usize::MAX, pings: true };
     lifecycle::run(router, link, frames, sink).await;
 }
 
@@ -73,9 +86,11 @@ fn negotiate(
     mut response: Response,
     path: &str,
     chosen: &mut Option<Serializer>,
+    refusal: &mut Option<Refusal>,
 ) -> Result<Response, ErrorResponse> {
     if request.uri().path() != path {
-        return Err(refuse(StatusCode::NOT_FOUND, format!("no WAMP endpoint at {}; use {path}", request.uri().path())));
+        let reason = format!("no WAMP endpoint at {}; use {path}", request.uri().path());
+        return Err(refuse(refusal, StatusCode::NOT_FOUND, "wrong_path", reason));
     }
     let offered = request
         .headers()
@@ -87,10 +102,8 @@ fn negotiate(
     let mut offered = offered;
     let Some(serializer) = offered.find_map(Serializer::from_subprotocol) else {
         let wanted: Vec<_> = Serializer::ALL.iter().map(|s| s.subprotocol()).collect();
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            format!("no supported WAMP subprotocol offered; this router speaks {}", wanted.join(", ")),
-        ));
+        let reason = format!("no supported WAMP subprotocol offered; this router speaks {}", wanted.join(", "));
+        return Err(refuse(refusal, StatusCode::BAD_REQUEST, "no_subprotocol", reason));
     };
     response
         .headers_mut()
@@ -99,10 +112,17 @@ fn negotiate(
     Ok(response)
 }
 
-fn refuse(status: StatusCode, reason: String) -> ErrorResponse {
-    tracing::info!(%status, reason, "WebSocket handshake refused");
-    let mut response = ErrorResponse::new(Some(reason));
+/// Why we refused a handshake, for the one log line and the counter.
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+    kind: &'static str,
+}
+
+fn refuse(refusal: &mut Option<Refusal>, status: StatusCode, kind: &'static str, reason: String) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(reason.clone()));
     *response.status_mut() = status;
+    *refusal = Some(Refusal { status, reason, kind });
     response
 }
 
