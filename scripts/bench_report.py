@@ -16,7 +16,7 @@ END = "<!-- bench.sh: generated section ends -->"
 
 def criterion(group):
     """(benchmark id, mean in ns) for every benchmark of a criterion group."""
-    root = os.path.join("target", "criterion", group)
+    root = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion", group)
     rows = []
     for dirpath, _, files in os.walk(root):
         if "estimates.json" in files and dirpath.endswith(os.path.join("new")):

@@ -7,6 +7,7 @@
 # packages themselves; the browser script installs Debian's chromium and chromium-driver as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
 
 cargo build --workspace --all-targets
 cargo test --workspace
@@ -21,5 +22,5 @@ scripts/browser_test.sh
 SOAK_PROFILE=debug scripts/soak.sh 30s --warmup 5s --rate 300
 
 if [ -x scripts/interop.sh ]; then
-  ROUNDHOUSE_BIN=target/debug/roundhouse scripts/interop.sh
+  ROUNDHOUSE_BIN="$target/debug/roundhouse" scripts/interop.sh
 fi

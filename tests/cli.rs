@@ -286,3 +286,20 @@ async fn the_binary_serves_its_admin_endpoints() {
     signal(&child, "TERM");
     assert!(wait_exit(&mut child).success());
 }
+
+#[test]
+fn the_systemd_unit_starts_the_binary_with_flags_it_takes() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/roundhouse.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/roundhouse"));
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/roundhouse.toml");
+    let args: Vec<&str> = words.map(|w| if w == "/etc/roundhouse/roundhouse.toml" { example } else { w }).collect();
+    let mut env = Command::new(BIN);
+    for (key, value) in unit.lines().filter_map(|l| l.strip_prefix("Environment=")).filter_map(|e| e.split_once('=')) {
+        env.env(key, value);
+    }
+    let out = env.args(&args).arg("print-config").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("log_format = \"json\""));
+}
