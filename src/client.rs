@@ -91,6 +91,8 @@ pub struct Client {
     /// The receiving half.
     pub rx: Receiver,
     session: u64,
+    /// `WELCOME.Details.agent`: the router's name and version, when it says.
+    agent: Option<String>,
 }
 
 impl Client {
@@ -144,6 +146,7 @@ impl Client {
             tx: Sender { sink, serializer, next_request: 0 },
             rx: Receiver { stream, serializer, timeout: Duration::from_secs(5), close_code: None },
             session: 0,
+            agent: None,
         }
     }
 
@@ -170,12 +173,18 @@ impl Client {
         let roles = ["caller", "callee", "publisher", "subscriber"].iter().fold(Dict::new(), |d, r| d.with(r, role(r)));
         self.send(&Message::Hello { realm: realm.to_owned(), details: Dict::new().with("roles", roles) }).await?;
         match self.recv().await? {
-            Message::Welcome { session, .. } => {
+            Message::Welcome { session, details } => {
                 self.session = session;
+                self.agent = details.get("agent").and_then(Value::as_str).map(str::to_owned);
                 Ok(session)
             }
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
+    }
+
+    /// The router's `WELCOME.Details.agent` (its name and version), if it sent one.
+    pub fn router_agent(&self) -> Option<&str> {
+        self.agent.as_deref()
     }
 
     /// The session id from WELCOME (0 before it).
