@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh                          everything; the report only
 #   scripts/bench.sh --write                  the same, then BENCHMARKS.md itself is rewritten
-#   BENCH_SKIP_CRITERION=1 scripts/bench.sh   load-generator runs only
+#   BENCH_SKIP_CRITERION=1 scripts/bench.sh   load-generator runs only (keeps the previous criterion tables)
 #
 # The machine is shared and noisy: compare figures measured in the same run, as ratios.
 set -euo pipefail

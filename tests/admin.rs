@@ -222,3 +222,91 @@ async fn a_taken_admin_address_is_named_in_the_error() {
     assert!(error.contains(&addr.to_string()), "{error}");
     let _ = Client::join(&router.url(), REALM, Serializer::Json).await.unwrap();
 }
+
+/// The status page's JSON and `/metrics` at 10,000 sessions and 100,000 registrations: small
+/// answers, built in well under a second. The router is the real binary, as its own process (so
+/// each side holds only its own end of the 10,000 connections). Run by hand, it takes a while:
+/// `cargo test --release --test admin -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn status_stays_light_with_10k_sessions_and_100k_registrations() {
+    use std::io::BufRead;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let config = std::env::temp_dir().join(format!("roundhouse-scale-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nmax_registrations_per_session = 100000\nkeepalive_interval_ms = 0\n\
+         idle_timeout_ms = 0\nlog_format = \"json\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roundhouse"))
+        .args(["--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut url, mut admin) = (String::new(), String::new());
+    while url.is_empty() || admin.is_empty() {
+        let line: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        match line["message"].as_str().unwrap_or_default() {
+            "router listening" => url = line["url"].as_str().unwrap().to_owned(),
+            m if m.starts_with("admin listening") => {
+                admin = line["url"].as_str().unwrap().trim_start_matches("http://").trim_end_matches('/').to_owned()
+            }
+            _ => {}
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    // 10 callees, 10,000 registrations each, REGISTERs pipelined in chunks.
+    let mut callees = Vec::new();
+    for c in 0..10 {
+        let mut callee = Client::join(&url, REALM, Serializer::MsgPack).await.unwrap();
+        for chunk in 0..10 {
+            for i in 0..1_000u64 {
+                let request = callee.request_id();
+                let procedure = format!("com.example.c{c}.p{}", chunk * 1000 + i);
+                callee
+                    .tx
+                    .feed(&roundhouse::wire::Message::Register { request, options: Dict::new(), procedure })
+                    .await
+                    .unwrap();
+            }
+            callee.tx.flush().await.unwrap();
+            for _ in 0..1_000 {
+                assert!(matches!(callee.recv().await.unwrap(), roundhouse::wire::Message::Registered { .. }));
+            }
+        }
+        callees.push(callee);
+    }
+    // 10,000 idle sessions, opened 100 at a time.
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        let batch: Vec<_> = (0..100).map(|_| Client::join(&url, REALM, Serializer::Json)).collect();
+        let joined =
+            tokio::time::timeout(Duration::from_secs(30), futures_util::future::join_all(batch)).await.unwrap();
+        for client in joined {
+            sessions.push(client.unwrap());
+        }
+    }
+    for path in ["/api/status", "/api/status", "/metrics", "/api/status?q=c3.p999&top=5"] {
+        let started = std::time::Instant::now();
+        let (status, _, body) = get(admin, path).await;
+        let took = started.elapsed();
+        println!("{path}: {} bytes in {took:?}", body.len());
+        assert_eq!(status, 200);
+        assert!(body.len() < 64 * 1024, "{path} is {} bytes", body.len());
+        assert!(took < Duration::from_secs(2), "{path} took {took:?}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&get(admin, "/api/status").await.2).unwrap();
+    assert_eq!(json["registrations"]["total"], 100_000);
+    assert_eq!(json["registrations"]["shown"].as_array().unwrap().len(), 25);
+    assert_eq!(json["sessions"]["total"], 10_010);
+    let filtered: serde_json::Value = serde_json::from_str(&get(admin, "/api/status?q=c3.p9999").await.2).unwrap();
+    assert_eq!(filtered["registrations"]["shown"][0]["uri"], "com.example.c3.p9999");
+    drop(sessions);
+    drop(callees);
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::fs::remove_file(config).ok();
+}

@@ -100,16 +100,25 @@ impl Counters {
     /// Adds `value` to counter `index`.
     #[inline]
     pub fn add(&self, counter: usize, value: u64) {
-        debug_assert!(counter < self.width);
-        let (line, slot) = (counter / 8, counter % 8);
+        self.add2(counter, value, counter, 0);
+    }
+
+    /// Adds `a` to counter `i` and `b` to counter `j`, finding this thread's row once.
+    #[inline]
+    pub fn add2(&self, i: usize, a: u64, j: usize, b: u64) {
+        debug_assert!(i < self.width && j < self.width);
         match self.rows.get(index()) {
             Some(row) => {
                 // This thread is the row's only writer: load and store, no read-modify-write.
-                let cell = &row.get_or_init(|| self::row(self.width))[line].0[slot];
-                cell.store(cell.load(Ordering::Relaxed).wrapping_add(value), Ordering::Relaxed);
+                let row = row.get_or_init(|| self::row(self.width));
+                for (counter, value) in [(i, a), (j, b)] {
+                    let cell = &row[counter / 8].0[counter % 8];
+                    cell.store(cell.load(Ordering::Relaxed).wrapping_add(value), Ordering::Relaxed);
+                }
             }
             None => {
-                self.overflow[line].0[slot].fetch_add(value, Ordering::Relaxed);
+                self.overflow[i / 8].0[i % 8].fetch_add(a, Ordering::Relaxed);
+                self.overflow[j / 8].0[j % 8].fetch_add(b, Ordering::Relaxed);
             }
         }
     }

@@ -156,7 +156,7 @@ impl Outbox {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(
                         session = self.session,
-                        timeout = ?self.limits.stuck_timeout,
+                        timeout_ms = self.limits.stuck_timeout.as_millis() as u64,
                         "outbound queue stayed full; closing the stuck session"
                     );
                     self.mark(CloseCause::Stuck);

@@ -226,6 +226,7 @@ impl Session {
                             serializer = self.handle.serializer.subprotocol(),
                             authid = identity.map_or("", |i| i.authid.as_str()),
                             authrole = identity.map_or("", |i| i.authrole.as_str()),
+                            // Every session is anonymous until other authentication methods exist.
                             authmethod = "anonymous",
                             "session joined"
                         );

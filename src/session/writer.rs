@@ -275,7 +275,14 @@ where
         // running finds it here. A callee at its limit is unavailable for this call.
         let limits = (self.limits.max_pending, self.limits.max_pending_bytes);
         if let Err((limit, mut call)) = self.handle.invocations.insert(request, call, limits.0, limits.1) {
-            tracing::debug!(session = self.handle.id, ?limit, "callee at its pending limit; call handed on");
+            tracing::debug!(
+                session = self.handle.id,
+                limit = match limit {
+                    call::AtLimit::Calls => "calls",
+                    call::AtLimit::Bytes => "bytes",
+                },
+                "callee at its pending limit; call handed on"
+            );
             call.unavailable.push(self.handle.id);
             call::reroute(call);
             return Step::Continue;
