@@ -10,6 +10,8 @@
 # Build the older binary from its own checkout (e.g. `git worktree add`, then
 # `cargo build --release -p roundhouse`); the load generator is this checkout's release build.
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 OLD_ROUTER_BIN NEW_ROUTER_BIN [ROUNDS]" >&2; exit 2; }
 bins=("$1" "$2")

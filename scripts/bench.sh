@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # The standard benchmark set: criterion groups (benches/) and load-generator runs (loadtest/)
-# against the release `roundhouse` as a separate process, then rewrites the generated section of
-# BENCHMARKS.md with the figures, the commands and the machine. About 40 minutes.
+# against the release `roundhouse` as a separate process. Writes a report: a copy of BENCHMARKS.md
+# whose generated section holds the figures, the commands and the machine, in
+# $CARGO_TARGET_DIR/bench/BENCHMARKS.md (target/bench/ by default). About 40 minutes.
 #
-#   scripts/bench.sh            everything
-#   BENCH_SKIP_CRITERION=1 scripts/bench.sh   load-generator runs only
+#   scripts/bench.sh                          everything; the report only
+#   scripts/bench.sh --write                  the same, then BENCHMARKS.md itself is rewritten
+#   BENCH_SKIP_CRITERION=1 scripts/bench.sh   load-generator runs only (keeps the previous criterion tables)
 #
 # The machine is shared and noisy: compare figures measured in the same run, as ratios.
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 cd "$(dirname "$0")/.."
-out=target/bench
+write=""
+case "${1:-}" in
+  --write) write=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--write]" >&2; exit 2 ;;
+esac
+target="${CARGO_TARGET_DIR:-target}"
+out="$target/bench"
 mkdir -p "$out"
 rm -f "$out"/*.json
 
@@ -29,7 +40,7 @@ trap stop_router EXIT
 run() {
   local name=$1 router_flags=$2
   shift 2
-  target/release/roundhouse --listen 127.0.0.1:0 --log-level info --log-format json $router_flags 2>"$out/$name.router.log" &
+  "$target/release/roundhouse" --listen 127.0.0.1:0 --log-level info --log-format json $router_flags 2>"$out/$name.router.log" &
   router_pid=$!
   local url=""
   for _ in $(seq 100); do
@@ -39,7 +50,7 @@ run() {
   done
   [ -n "$url" ] || { echo "router for $name did not start" >&2; exit 1; }
   echo "== $name: loadtest $* (router $router_flags)"
-  target/release/loadtest --url "$url" --router-pid "$router_pid" --json "$@" >"$out/$name.out" 2>"$out/$name.err" \
+  "$target/release/loadtest" --url "$url" --router-pid "$router_pid" --json "$@" >"$out/$name.out" 2>"$out/$name.err" \
     || { echo "loadtest $name failed:"; tail -5 "$out/$name.err"; exit 1; }
   grep '^{' "$out/$name.out" >"$out/$name.json"
   stop_router
@@ -55,5 +66,11 @@ run sequential "" --callers 1 --window 1 --callees 1 --duration 10s
 run connect "" --mode connect --duration 10s
 run idle "" --mode idle --sessions 10000
 
-python3 scripts/bench_report.py "$out" BENCHMARKS.md
-echo "BENCHMARKS.md updated from $out"
+cp BENCHMARKS.md "$out/BENCHMARKS.md"
+python3 scripts/bench_report.py "$out" "$out/BENCHMARKS.md"
+if [ -n "$write" ]; then
+  cp "$out/BENCHMARKS.md" BENCHMARKS.md
+  echo "BENCHMARKS.md rewritten from $out"
+else
+  echo "report: $out/BENCHMARKS.md (run with --write to rewrite BENCHMARKS.md)"
+fi

@@ -16,7 +16,7 @@ END = "<!-- bench.sh: generated section ends -->"
 
 def criterion(group):
     """(benchmark id, mean in ns) for every benchmark of a criterion group."""
-    root = os.path.join("target", "criterion", group)
+    root = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion", group)
     rows = []
     for dirpath, _, files in os.walk(root):
         if "estimates.json" in files and dirpath.endswith(os.path.join("new")):
@@ -93,7 +93,8 @@ def main():
                f"{per:.1f} KiB per idle session ({(r.get('router_rss_before_bytes') or 0) / 2**20:.1f} MiB before, "
                f"{(r.get('router_rss_open_bytes') or 0) / 2**20:.1f} MiB with them open), {r.get('dropped', 0)} dropped.", ""]
 
-    md += ["### Criterion (`cargo bench`, mean per iteration)", ""]
+    text = open(target).read() if os.path.exists(target) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    criterion_md = ["### Criterion (`cargo bench`, mean per iteration)", ""]
     for group, title in [("route", "Routing decision (lookup + rule pick), by rule/callees"),
                          ("route_under_churn", "The same while a thread registers/unregisters on the same shard"),
                          ("register_unregister", "Register + unregister, by table size"),
@@ -110,11 +111,20 @@ def main():
         rows = criterion(group)
         if not rows:
             continue
-        md += [f"**{title}** (`{group}`)", "", "| benchmark | mean |", "|---|---|"]
-        md += [f"| {bench_id} | {fmt_ns(ns)} |" for bench_id, ns in rows] + [""]
+        criterion_md += [f"**{title}** (`{group}`)", "", "| benchmark | mean |", "|---|---|"]
+        criterion_md += [f"| {bench_id} | {fmt_ns(ns)} |" for bench_id, ns in rows] + [""]
+    if len(criterion_md) > 2:
+        md += criterion_md
+    else:
+        # No criterion results (BENCH_SKIP_CRITERION): keep the previous report's, saying so.
+        previous = text.partition(BEGIN)[2].partition(END)[0]
+        heading = "### Criterion (`cargo bench`, mean per iteration)"
+        if heading in previous:
+            kept = previous[previous.index(heading) + len(heading):].strip("\n")
+            kept = kept.replace("\n_From an earlier full run of `scripts/bench.sh`; this one skipped criterion._\n", "\n")
+            md += [heading, "", "_From an earlier full run of `scripts/bench.sh`; this one skipped criterion._", "", kept, ""]
     md.append(END)
 
-    text = open(target).read() if os.path.exists(target) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     before, _, rest = text.partition(BEGIN)
     _, _, after = rest.partition(END)
     open(target, "w").write(before + "\n".join(md) + after)

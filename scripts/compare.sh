@@ -4,7 +4,7 @@
 #   scripts/compare.sh [extra loadtest flags...]
 #   e.g. scripts/compare.sh --serializer msgpack --duration 20s
 #
-# Installs Crossbar.io from PyPI into target/crossbar-venv (once), starts a Crossbar node (one router
+# Installs Crossbar.io 26.10.1 (pinned) from PyPI into target/crossbar-venv (once), starts a Crossbar node (one router
 # worker, realm1 open to anonymous, WebSocket on 127.0.0.1:<free port>/ws, json and msgpack) and the
 # release `roundhouse` binary on another free port, each as a separate process, then runs every
 # scenario against both with --router-pid set to the router process (Crossbar's router worker, a
@@ -20,16 +20,19 @@
 #
 # Environment:
 #   COMPARE_PYTHON         python for the venv (default: python3.11, else python3)
+#   COMPARE_CROSSBAR_VERSION  the Crossbar.io release to install (default 26.10.1)
 #   COMPARE_RUN_TIMEOUT    seconds one loadtest run may take (default 300)
 #   COMPARE_IDLE_SESSIONS  sessions the idle scenario opens (default 5000)
 #   CARGO_TARGET_DIR       where the release binaries are built (default: target)
 # Exits non-zero if a run fails against either router. All processes it starts are stopped on exit.
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-VENV="$ROOT/target/crossbar-venv"
+VENV="$TARGET_DIR/crossbar-venv"
 SCENARIOS="${COMPARE_SCENARIOS:-throughput sequential connect idle}"
 RUN_TIMEOUT="${COMPARE_RUN_TIMEOUT:-300}"
 IDLE_SESSIONS="${COMPARE_IDLE_SESSIONS:-5000}"
@@ -95,7 +98,13 @@ pick_python() {
   die "no python3 found (set COMPARE_PYTHON)"
 }
 
-crossbar_ok() { [[ -x "$VENV/bin/crossbar" ]] && timeout 120 "$VENV/bin/crossbar" version >/dev/null 2>&1; }
+# The Crossbar.io release compared against (the figures in BENCHMARKS.md were measured with it);
+# COMPARE_CROSSBAR_VERSION picks another.
+CROSSBAR_VERSION="${COMPARE_CROSSBAR_VERSION:-26.10.1}"
+crossbar_ok() {
+  [[ -x "$VENV/bin/crossbar" ]] && timeout 120 "$VENV/bin/crossbar" version >/dev/null 2>&1 \
+    && [[ "$("$VENV/bin/python" -m pip show crossbar 2>/dev/null | sed -n 's/^Version: //p')" == "$CROSSBAR_VERSION" ]]
+}
 
 if ! crossbar_ok; then
   PY="$(pick_python)"
@@ -105,10 +114,10 @@ if ! crossbar_ok; then
   "$PY" -m venv "$VENV" || die "'$PY -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"
   timeout 1200 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip wheel
   # numpy 2 breaks Crossbar's UBJSON serializer module, which it imports at start.
-  timeout 1200 "$VENV/bin/python" -m pip install --disable-pip-version-check -q crossbar 'numpy<2'
+  timeout 1200 "$VENV/bin/python" -m pip install --disable-pip-version-check -q "crossbar==$CROSSBAR_VERSION" 'numpy<2'
   crossbar_ok || die "Crossbar.io installed but 'crossbar version' fails"
 fi
-log "$("$VENV/bin/crossbar" version 2>/dev/null | grep -m1 -o 'Crossbar.io *: *[^ ]*' || echo 'Crossbar.io')"
+log "Crossbar.io $CROSSBAR_VERSION (pinned; COMPARE_CROSSBAR_VERSION overrides)"
 
 # --- routers -------------------------------------------------------------------
 # Both routers inherit this limit; the idle scenario needs a descriptor per session.
@@ -232,7 +241,7 @@ for scenario in $SCENARIOS; do
 done
 
 # --- side by side --------------------------------------------------------------
-"$VENV/bin/python" - "$WORK" $SCENARIOS <<'PY'
+CROSSBAR_VERSION="$CROSSBAR_VERSION" "$VENV/bin/python" - "$WORK" $SCENARIOS <<'PY'
 import json, os, sys
 
 work, scenarios = sys.argv[1], sys.argv[2:]
@@ -268,7 +277,7 @@ def plural(n, word):
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 print()
-print("Crossbar.io vs Roundhouse, same loadtest; ratio = roundhouse / crossbar")
+print(f"Crossbar.io {os.environ['CROSSBAR_VERSION']} vs Roundhouse, same loadtest; ratio = roundhouse / crossbar")
 for scenario in scenarios:
     for cb, rh in zip(load(scenario, "crossbar"), load(scenario, "roundhouse")):
         if rh["mode"] == "rpc":

@@ -5,7 +5,8 @@
 #   scripts/interop.sh [extra pytest args...]
 #
 # Environment:
-#   ROUNDHOUSE_BIN        router binary (default: target/debug/roundhouse)
+#   ROUNDHOUSE_BIN        router binary (default: $CARGO_TARGET_DIR/debug/roundhouse,
+#                         CARGO_TARGET_DIR defaulting to target)
 #   INTEROP_SUITES        which suites to run, space separated (default
 #                         "python js")
 #   INTEROP_PYTHON        python used to create the venv (default: python3.11,
@@ -16,7 +17,7 @@
 #                         already running instead of starting ROUNDHOUSE_BIN
 #   INTEROP_TIMEOUT       per-await timeout in the tests, seconds (default 5)
 #
-# The venv lives in target/interop-venv and is reused; packages are
+# The venv lives in target/interop-venv (under CARGO_TARGET_DIR when set) and is reused; packages are
 # (re)installed only when tests/interop/requirements.txt changes. The JS
 # suite's node_modules (tests/interop/js/node_modules) is (re)installed with
 # `npm ci` only when it is missing or package.json/package-lock.json changed.
@@ -25,16 +26,19 @@
 # Both suites run against the same router; each prints its own summary, then a
 # combined one. Exits non-zero if either suite fails (or the router crashed).
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 REQ="tests/interop/requirements.txt"
-VENV="$ROOT/target/interop-venv"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+VENV="$TARGET_DIR/interop-venv"
 JS_DIR="$ROOT/tests/interop/js"
-ROUTER_LOG="$ROOT/target/interop-router.log"
-PY_LOG="$ROOT/target/interop-python.log"
-JS_LOG="$ROOT/target/interop-js.log"
+ROUTER_LOG="$TARGET_DIR/interop-router.log"
+PY_LOG="$TARGET_DIR/interop-python.log"
+JS_LOG="$TARGET_DIR/interop-js.log"
 REALM="realm1"
 
 log() { printf 'interop: %s\n' "$*" >&2; }
@@ -162,7 +166,7 @@ if [[ -n "${INTEROP_EXTERNAL_URL:-}" ]]; then
   URL="$INTEROP_EXTERNAL_URL"
   log "using already running router at $URL"
 else
-  BIN="${ROUNDHOUSE_BIN:-target/debug/roundhouse}"
+  BIN="${ROUNDHOUSE_BIN:-$TARGET_DIR/debug/roundhouse}"
   [[ -x "$BIN" ]] || die "router binary '$BIN' not found or not executable (build it, or set ROUNDHOUSE_BIN)"
   mkdir -p "$(dirname "$ROUTER_LOG")"
   : >"$ROUTER_LOG"

@@ -16,8 +16,10 @@
 # healthy peer made to wait on a stuck one until the router gives up on it shows as a violation.
 # It runs with MIMALLOC_PURGE_DELAY=0: its allocator gives freed memory back at once, so its RSS
 # tracks what it holds, not when the allocator is next used.
-# Output in target/soak/: report.txt (the table), report.json, figures.md, router.log.
+# Output in target/soak/ (under CARGO_TARGET_DIR when set): report.txt (the table), report.json, figures.md, router.log.
 set -euo pipefail
+# Routers started here serve their admin endpoints on a free port, never a fixed one.
+export ROUNDHOUSE_ADMIN_LISTEN="${ROUNDHOUSE_ADMIN_LISTEN:-127.0.0.1:0}"
 cd "$(dirname "$0")/.."
 
 duration=5m
@@ -31,16 +33,17 @@ if [[ ${1:-} == --record ]]; then
   shift
 fi
 profile=${SOAK_PROFILE:-release}
-out=target/soak
+target="${CARGO_TARGET_DIR:-target}"
+out="$target/soak"
 mkdir -p "$out"
 rm -f "$out"/report.* "$out"/figures.md
 
 if [[ $profile == release ]]; then
   cargo build --release -p roundhouse -p loadtest
-  bin=target/release
+  bin="$target/release"
 else
   cargo build -p roundhouse -p loadtest
-  bin=target/debug
+  bin="$target/debug"
 fi
 ulimit -n "$(ulimit -Hn)"
 

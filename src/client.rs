@@ -133,6 +133,8 @@ pub struct Client {
     /// The receiving half.
     pub rx: Receiver,
     session: u64,
+    /// `WELCOME.Details.agent`: the router's name and version, when it says.
+    agent: Option<String>,
 }
 
 impl Client {
@@ -215,6 +217,7 @@ impl Client {
             tx: Sender { sink, serializer, next_request: 0 },
             rx: Receiver { stream, serializer, timeout: Duration::from_secs(5), close_code: None },
             session: 0,
+            agent: None,
         }
     }
 
@@ -236,8 +239,9 @@ impl Client {
         self.send(&Message::Hello { realm: realm.to_owned(), details: Dict::new().with("roles", roles(features)) })
             .await?;
         match self.recv().await? {
-            Message::Welcome { session, .. } => {
+            Message::Welcome { session, details } => {
                 self.session = session;
+                self.agent = details.get("agent").and_then(Value::as_str).map(str::to_owned);
                 Ok(session)
             }
             other => Err(ClientError::Unexpected(Box::new(other))),
@@ -277,8 +281,9 @@ impl Client {
         self.send(&Message::Hello { realm: realm.to_owned(), details }).await?;
         loop {
             match self.recv().await? {
-                Message::Welcome { session, .. } => {
+                Message::Welcome { session, details } => {
                     self.session = session;
+                    self.agent = details.get("agent").and_then(Value::as_str).map(str::to_owned);
                     return Ok(session);
                 }
                 Message::Challenge { extra, .. } => {
@@ -288,6 +293,11 @@ impl Client {
                 other => return Err(ClientError::Unexpected(Box::new(other))),
             }
         }
+    }
+
+    /// The router's `WELCOME.Details.agent` (its name and version), if it sent one.
+    pub fn router_agent(&self) -> Option<&str> {
+        self.agent.as_deref()
     }
 
     /// The session id from WELCOME (0 before it).

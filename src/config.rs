@@ -7,17 +7,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::config::{default_roles, PrincipalConfig, RoleConfig, ANONYMOUS_ROLE};
 use crate::transport::listener::{ListenerConfig, Live};
 use crate::transport::tls::TlsConfig;
 
 /// Everything the router needs to run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
     /// Address the WebSocket listener binds (default `127.0.0.1:8080`; port 0 picks a free port).
+    /// A host name (`localhost:8080`) is resolved once, at start.
+    #[serde(deserialize_with = "de_addr")]
     pub listen: SocketAddr,
     /// HTTP path of the WebSocket endpoint (default `/ws`).
     pub path: String,
@@ -25,19 +27,13 @@ pub struct RouterConfig {
     /// (0x7F, which never starts an HTTP request). Default true.
     pub rawsocket_on_websocket_port: bool,
     /// A separate address for RawSocket only (default: none).
+    #[serde(deserialize_with = "de_opt_addr", skip_serializing_if = "Option::is_none")]
     pub rawsocket_listen: Option<SocketAddr>,
     /// TLS on the `listen` listener: `wss://`, and RawSocket over TLS (default: none).
     pub tls: Option<TlsConfig>,
     /// Web origins allowed to open a WebSocket on the `listen` listener (default: none but
     /// loopback origins on a loopback address; see [`crate::transport::origin`]).
     pub allowed_origins: Vec<String>,
-    /// Further listeners (`[[listener]]`), each with its own address, transports, TLS and origins.
-    #[serde(rename = "listener")]
-    pub extra_listeners: Vec<ListenerConfig>,
-    /// The realms served; sessions asking for any other realm are aborted with
-    /// `wamp.error.no_such_realm`.
-    #[serde(rename = "realm")]
-    pub realms: Vec<RealmConfig>,
     /// Largest WAMP message accepted, in bytes (default 16 MiB). Larger ones abort the session.
     pub max_message_size: usize,
     /// Read buffer reserved per connection, in bytes (default 4 KiB; grows only for large frames).
@@ -103,10 +99,77 @@ pub struct RouterConfig {
     pub log_level: String,
     /// Log format: `text` or `json` (default `text`).
     pub log_format: LogFormat,
+    /// The admin listener: health and readiness probes, `/metrics`, the status page.
+    pub admin: AdminConfig,
+    /// What `/metrics` shows beyond its fixed series.
+    pub metrics: MetricsConfig,
+    /// Further listeners (`[[listener]]`), each with its own address, transports, TLS and origins.
+    /// (Tables come last: TOML writes plain keys first.)
+    #[serde(rename = "listener")]
+    pub extra_listeners: Vec<ListenerConfig>,
+    /// The realms served; sessions asking for any other realm are aborted with
+    /// `wamp.error.no_such_realm`.
+    #[serde(rename = "realm")]
+    pub realms: Vec<RealmConfig>,
+}
+
+/// The admin listener's address; its own port, never the WAMP one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve it (default true).
+    pub enabled: bool,
+    /// Its address (default `127.0.0.1:8090`: loopback only, next to WAMP's 8080).
+    #[serde(deserialize_with = "de_addr")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8090)) }
+    }
+}
+
+/// Per-procedure metrics.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Registration URIs (as registered, patterns included) that get series of their own:
+    /// `roundhouse_procedure_calls_total` and `roundhouse_procedure_call_duration_seconds`. Opt-in,
+    /// so the number of series stays what the operator chose (at most 1000).
+    pub procedures: Vec<String>,
+}
+
+/// Parses a listen address: `IP:PORT`, `[IPv6]:PORT`, or `HOST:PORT` (resolved now; the first
+/// address found, IPv4 preferred).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    let found: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|error| format!("'{text}' is not an address (IP:PORT or HOST:PORT): {error}"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("'{text}' resolves to no address"))
+}
+
+fn de_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_addr(&text).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    de_addr(deserializer).map(Some)
 }
 
 /// One realm.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealmConfig {
     /// The realm's name (a WAMP URI).
@@ -153,7 +216,7 @@ impl RealmConfig {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -198,6 +261,8 @@ impl Default for RouterConfig {
             max_connections: 100_000,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -308,12 +373,29 @@ impl RouterConfig {
         for listener in self.listeners() {
             listener.validate().map_err(ConfigError::Invalid)?;
         }
+        if self.metrics.procedures.len() > 1000 {
+            return invalid("[metrics] procedures lists at most 1000 URIs");
+        }
+        if self.admin.enabled
+            && (self.admin.listen == self.listen || Some(self.admin.listen) == self.rawsocket_listen)
+            && self.admin.listen.port() != 0
+        {
+            return invalid("[admin] listen must differ from listen and rawsocket_listen");
+        }
+        if let Err(error) = crate::config::check_log_level(&self.log_level) {
+            return Err(ConfigError::Invalid(format!("log_level: {error}")));
+        }
         if self.idle_timeout_ms > 0 && self.keepalive_interval_ms >= self.idle_timeout_ms {
             return invalid(
                 "keepalive_interval_ms must be shorter than idle_timeout_ms, or pings cannot keep a peer alive",
             );
         }
         Ok(())
+    }
+
+    /// The configuration as TOML, every key with its value (`roundhouse print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the configuration serializes")
     }
 
     /// `stuck_timeout_ms` as a duration.
@@ -356,6 +438,27 @@ impl RouterConfig {
     }
 }
 
+/// Checks a log filter: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or tracing
+/// directives such as `roundhouse=debug,info`. A bare word that is no level (`verbose`) is refused
+/// rather than taken as a target name that silences every log.
+pub fn check_log_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match directive.rsplit_once('=') {
+            Some((_, level)) => level,
+            None if directive.contains(['[', ':', ':']) => continue,
+            None => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("unknown log level '{level}' in '{filter}' (expected error, warn, info, debug, trace or off, or TARGET=LEVEL)"));
+        }
+    }
+    if filter.trim().is_empty() {
+        return Err("empty log filter".to_owned());
+    }
+    Ok(())
+}
+
 /// What one session may hold in a realm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLimits {
@@ -381,8 +484,20 @@ mod tests {
         assert_eq!(config.listen, defaults.listen);
         assert_eq!(config.realms, vec![RealmConfig::named("realm1")]);
         assert_eq!(config.max_message_size, defaults.max_message_size);
-        assert_eq!((config.tls, config.allowed_origins), (defaults.tls, defaults.allowed_origins));
-        assert_eq!(config.extra_listeners, defaults.extra_listeners);
+        assert_eq!(config.to_toml(), defaults.to_toml(), "roundhouse.toml shows every default");
+    }
+
+    #[test]
+    fn printed_defaults_parse_back_and_addresses_resolve() {
+        let printed = RouterConfig::default().to_toml();
+        let parsed: RouterConfig = toml::from_str(&printed).unwrap();
+        assert_eq!(parsed.to_toml(), printed);
+        let config: RouterConfig = toml::from_str("listen = \"localhost:9000\"").unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert!(config.listen.ip().is_loopback());
+        assert!(toml::from_str::<RouterConfig>("listen = \"nowhere\"").is_err());
+        assert!(check_log_level("verbose").is_err());
+        assert!(check_log_level("roundhouse=debug,warn").is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod dealer;
 pub mod error;
 pub mod meta;
+pub mod metrics;
 pub mod realm;
 pub mod reload;
 pub mod router;

@@ -17,49 +17,71 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// With no arguments it serves ws://127.0.0.1:8080/ws with the realm `realm1`, where anonymous
 /// sessions may register, call, subscribe and publish (but not use the meta API's admin
-/// procedures). Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE wamp.close.system_shutdown
-/// and the process exits 0. SIGHUP re-reads the config file and applies principals, roles,
-/// TLS certificates and allowed origins to new sessions; a file that does not load is logged and
-/// the running configuration stays.
+/// procedures), and the admin endpoints (status page, /metrics, /healthz, /readyz) on
+/// http://127.0.0.1:8090/. Stop it with Ctrl-C or SIGTERM: sessions get GOODBYE
+/// wamp.close.system_shutdown and the process exits 0. SIGHUP re-reads the config file and
+/// applies principals, roles, TLS certificates and allowed origins to new sessions; a file that
+/// does not load is logged and the running configuration stays.
+///
+/// Every flag can also be set through the environment variable shown with it; flags and
+/// environment override the config file.
 ///
 /// Exit codes: 0 on a clean stop (or a valid config, for check-config); 1 when the router fails
 /// at run time (cannot bind, no runtime); 2 for an invalid config file or command line.
 #[derive(Parser, Debug)]
 #[command(name = "roundhouse", version, about, long_about)]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-
     /// TOML configuration file; see roundhouse.toml in the repository for every key and its
-    /// default. Flags below override the file.
-    #[arg(short, long, value_name = "FILE")]
+    /// default (or run `roundhouse print-config`). Flags below override the file.
+    #[arg(short, long, value_name = "FILE", env = "ROUNDHOUSE_CONFIG", global = true)]
     config: Option<PathBuf>,
 
-    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
-    #[arg(short, long, value_name = "ADDR")]
+    /// Address to listen on for WAMP (WebSocket, and RawSocket on the same port), e.g.
+    /// 127.0.0.1:8080 or localhost:8080 (port 0 picks a free port).
+    #[arg(short, long, value_name = "ADDR", env = "ROUNDHOUSE_LISTEN", value_parser = parse_addr, global = true)]
     listen: Option<SocketAddr>,
 
-    /// A realm to serve; repeat for several. Replaces the realms of the config file.
-    #[arg(short, long = "realm", value_name = "URI")]
+    /// A separate address serving RawSocket only.
+    #[arg(long, value_name = "ADDR", env = "ROUNDHOUSE_RAWSOCKET_LISTEN", value_parser = parse_addr, global = true)]
+    rawsocket_listen: Option<SocketAddr>,
+
+    /// A realm to serve; repeat for several (comma-separated in the environment variable).
+    /// Replaces the realms of the config file.
+    #[arg(short, long = "realm", value_name = "URI", env = "ROUNDHOUSE_REALMS", value_delimiter = ',', global = true)]
     realms: Vec<String>,
 
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
-    /// "roundhouse=debug". Overrides RUST_LOG and the config file.
-    #[arg(long, value_name = "FILTER")]
+    /// Address of the admin listener: status page at /, /metrics, /healthz, /readyz
+    /// (default 127.0.0.1:8090).
+    #[arg(long, value_name = "ADDR", env = "ROUNDHOUSE_ADMIN_LISTEN", value_parser = parse_addr, global = true)]
+    admin_listen: Option<SocketAddr>,
+
+    /// Do not start the admin listener.
+    #[arg(long, env = "ROUNDHOUSE_NO_ADMIN", global = true)]
+    no_admin: bool,
+
+    /// Log filter: error, warn, info, debug, trace, off, or tracing directives such as
+    /// "roundhouse=debug,info". Overrides RUST_LOG and the config file; anything else is refused.
+    #[arg(long, value_name = "FILTER", env = "ROUNDHOUSE_LOG_LEVEL", value_parser = parse_log_level, global = true)]
     log_level: Option<String>,
 
     /// Log format.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "ROUNDHOUSE_LOG_FORMAT", global = true)]
     log_format: Option<LogFormat>,
 
     /// Runtime worker threads (0: one per CPU). Overrides the config file.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "ROUNDHOUSE_THREADS", global = true)]
     threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-/// What to do instead of running the router.
+/// What to do instead of serving.
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    /// Print the configuration the router would run with (defaults, the config file, then flags
+    /// and environment) as TOML, and exit. With no file and no flags: every default.
+    PrintConfig,
     /// Validate a config file and explain what it sets up: listeners, realms, how sessions
     /// authenticate, roles and their rules, who may use the admin meta procedures. Exits 0 when
     /// the file is valid, 2 (with the reason on stderr) when it is not.
@@ -91,9 +113,20 @@ enum Kdf {
     Pbkdf2,
 }
 
-fn run_command(command: Command) -> ExitCode {
+/// Runs a subcommand; `cli`'s file, flags and environment are the configuration print-config shows.
+fn run_command(command: Command, cli: &Cli) -> ExitCode {
     use roundhouse::commands::{self, SecretFor, EXIT_FAILURE, EXIT_INVALID, EXIT_OK};
     match command {
+        Command::PrintConfig => match load(cli) {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::from(EXIT_OK)
+            }
+            Err(error) => {
+                eprintln!("roundhouse: {error}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        },
         Command::CheckConfig { file } => match commands::check_config(&file) {
             Ok(explanation) => {
                 print!("{explanation}");
@@ -133,10 +166,54 @@ fn run_command(command: Command) -> ExitCode {
     }
 }
 
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    roundhouse::config::parse_addr(text)
+}
+
+fn parse_log_level(text: &str) -> Result<String, String> {
+    roundhouse::config::check_log_level(text).map(|()| text.to_owned())
+}
+
+/// The configuration: the file (or defaults), then flags and environment, validated, with the
+/// certificates it names read and checked.
+fn load(cli: &Cli) -> Result<RouterConfig, ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => RouterConfig::from_file(path)?,
+        None => RouterConfig::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(listen) = cli.rawsocket_listen {
+        config.rawsocket_listen = Some(listen);
+    }
+    if !cli.realms.is_empty() {
+        config.realms = cli.realms.iter().map(|name| RealmConfig::named(name)).collect();
+    }
+    if let Some(threads) = cli.threads {
+        config.worker_threads = threads;
+    }
+    if let Some(format) = cli.log_format {
+        config.log_format = format;
+    }
+    if let Some(level) = &cli.log_level {
+        config.log_level = level.clone();
+    }
+    if let Some(listen) = cli.admin_listen {
+        config.admin.listen = listen;
+    }
+    if cli.no_admin {
+        config.admin.enabled = false;
+    }
+    config.validate()?;
+    config.load_listeners()?;
+    Ok(config)
+}
+
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     if let Some(command) = cli.command.take() {
-        return run_command(command);
+        return run_command(command, &cli);
     }
     let config = match load(&cli) {
         Ok(config) => config,
@@ -163,43 +240,38 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin_config = config.admin.clone();
         let router = match Router::start(config).await {
             Ok(router) => router,
             Err(error) => {
                 tracing::error!(%error, "cannot start the router");
+                eprintln!("roundhouse: {error}");
                 return ExitCode::FAILURE;
             }
+        };
+        let admin = if admin_config.enabled {
+            match roundhouse::admin::start(router.shared().clone(), admin_config.listen).await {
+                Ok(admin) => Some(admin),
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the admin listener");
+                    eprintln!("roundhouse: {error} (choose another with --admin-listen, or --no-admin)");
+                    router.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
         };
         while let Signal::Reload = signals.next().await {
             reload(&cli, &router);
         }
+        // /readyz answers 503 from here on, while sessions are told GOODBYE.
         router.shutdown().await;
+        if let Some(admin) = admin {
+            admin.stop();
+        }
         ExitCode::SUCCESS
     })
-}
-
-/// The configuration: the file (if any), the flags over it, validated, with the certificates it
-/// names read and checked.
-fn load(cli: &Cli) -> Result<RouterConfig, ConfigError> {
-    let mut config = match &cli.config {
-        Some(path) => RouterConfig::from_file(path)?,
-        None => RouterConfig::default(),
-    };
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
-    }
-    if !cli.realms.is_empty() {
-        config.realms = cli.realms.iter().map(|name| RealmConfig::named(name)).collect();
-    }
-    if let Some(threads) = cli.threads {
-        config.worker_threads = threads;
-    }
-    if let Some(format) = cli.log_format {
-        config.log_format = format;
-    }
-    config.validate()?;
-    config.load_listeners()?;
-    Ok(config)
 }
 
 /// SIGHUP: re-reads the config file and applies what a running router can change. A file that
@@ -255,7 +327,8 @@ fn init_logging(flag: Option<&str>, config: &RouterConfig) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
-        LogFormat::Json => builder.json().init(),
+        // One flat object per line: the event's fields next to timestamp, level and message.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }

@@ -241,6 +241,7 @@ fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result
         let revoked = Outbound::Unregistered { request: 0, registration, reason: Some(reason.to_owned()) };
         let _ = session.push(revoked);
     }
+    realm.metrics.revocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     unregistered(realm, callee, registration, deleted);
     Ok(())
 }
@@ -259,6 +260,10 @@ fn kill(session: &SessionHandle, by: &SessionHandle, kwargs: &Dict) {
         by_authid = authid(by),
         "session killed through the meta API"
     );
+    session.outbox().mark(crate::metrics::CloseCause::Killed);
+    if let Some(metrics) = session.metrics() {
+        metrics.kills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let closing = Closing { message: Message::Goodbye { details, reason }, code: CloseCode::Policy };
     if session.push(Outbound::Close(Box::new(closing))).is_err() {
         session.kill();

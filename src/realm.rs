@@ -9,6 +9,7 @@ use crate::auth::RealmAuth;
 use crate::broker::Broker;
 use crate::config::{RealmConfig, SessionLimits};
 use crate::dealer::Dealer;
+use crate::metrics::RealmMetrics;
 use crate::session::SessionHandle;
 
 /// One realm served by the router.
@@ -26,16 +27,24 @@ pub struct Realm {
     /// Who may join and what each role may do; swapped whole on a config reload
     /// ([`crate::auth::apply`]), read once per handshake.
     pub auth: ArcSwap<RealmAuth>,
+    /// Its counters (`/metrics`, the status page).
+    pub metrics: Arc<RealmMetrics>,
 }
 
 impl Realm {
     /// A realm whose registration and subscription tables have `shards` shards each. Must be
     /// created inside a tokio runtime (the dealer starts its timeout sweeper).
-    pub fn new(config: &RealmConfig, shards: usize, limits: SessionLimits, max_buffered_chunks: usize) -> Self {
+    pub fn new(
+        config: &RealmConfig,
+        shards: usize,
+        limits: SessionLimits,
+        max_buffered_chunks: usize,
+        metrics: Arc<RealmMetrics>,
+    ) -> Self {
         Realm {
             name: config.name.clone(),
-            dealer: Dealer::new(shards, config.allow_disclose_caller, max_buffered_chunks),
-            broker: Broker::new(shards),
+            dealer: Dealer::new(shards, config.allow_disclose_caller, max_buffered_chunks, metrics.clone()),
+            broker: Broker::new(shards).with_metrics(metrics.clone()),
             sessions: DashMap::default(),
             limits,
             auth: ArcSwap::from_pointee(RealmAuth::compile(config).unwrap_or_else(|reason| {
@@ -43,6 +52,7 @@ impl Realm {
                 tracing::error!(realm = config.name, reason, "invalid realm security config; admitting nobody");
                 RealmAuth::default()
             })),
+            metrics,
         }
     }
 

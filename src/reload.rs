@@ -119,6 +119,8 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
         max_connections,
         log_level,
         log_format,
+        admin,
+        metrics,
     } = new;
     let mut changed = Vec::new();
     let mut differs = |key: &str, old: String, new: String| {
@@ -158,6 +160,8 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
         max_connections,
         log_level,
         log_format,
+        admin,
+        metrics,
     );
     let realm_view = |realms: &[RealmConfig]| {
         realms

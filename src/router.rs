@@ -24,10 +24,10 @@ use crate::realm::Realm;
 use crate::reload::{ReloadHook, ReloadReport};
 use crate::session::{Outbound, SessionHandle};
 use crate::transport::listener::{ListenerState, Live};
-use crate::transport::tls::{self, ClientCert};
+use crate::transport::tls;
+use crate::transport::PeerLink;
 use crate::transport::{rawsocket, websocket, Connection, Socket};
 use crate::wire::message::MAX_ID;
-use crate::wire::Serializer;
 
 /// State every connection task shares.
 pub struct RouterShared {
@@ -43,6 +43,8 @@ pub struct RouterShared {
     pub listeners: Vec<Arc<ListenerState>>,
     /// What a reload tells besides the listeners (see [`crate::reload`]).
     pub(crate) reload_hooks: parking_lot::Mutex<Vec<Arc<dyn ReloadHook>>>,
+    /// Router-wide counters (`/metrics`).
+    pub metrics: crate::metrics::RouterMetrics,
 }
 
 impl RouterShared {
@@ -64,16 +66,19 @@ impl RouterShared {
     }
 
     /// Creates a session with a fresh random id and registers it in the session table.
-    pub(crate) fn new_session(
-        &self,
-        serializer: Serializer,
-        client_cert: Option<Arc<ClientCert>>,
-    ) -> (Arc<SessionHandle>, mpsc::UnboundedReceiver<Outbound>) {
+    pub(crate) fn new_session(&self, link: &PeerLink) -> (Arc<SessionHandle>, mpsc::UnboundedReceiver<Outbound>) {
         let limits = self.config.outbox_limits();
         loop {
             let id = fastrand::u64(1..=MAX_ID);
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
-                let (handle, queue) = SessionHandle::with_client_cert(id, serializer, limits, client_cert.clone());
+                let (handle, queue) = SessionHandle::connected(
+                    id,
+                    link.serializer,
+                    limits,
+                    link.transport,
+                    Some(link.peer),
+                    link.client_cert.clone(),
+                );
                 slot.insert(handle.clone());
                 return (handle, queue);
             }
@@ -93,7 +98,7 @@ impl Router {
         let mut sockets = Vec::with_capacity(lives.len());
         let mut listeners = Vec::with_capacity(lives.len());
         for live in lives {
-            let socket = TcpListener::bind(live.config.listen).await?;
+            let socket = bind(live.config.listen).await?;
             listeners.push(Arc::new(ListenerState::new(live, socket.local_addr()?)));
             sockets.push(socket);
         }
@@ -101,7 +106,10 @@ impl Router {
         let realms = config
             .realms
             .iter()
-            .map(|r| (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards, limits, chunks))))
+            .map(|r| {
+                let metrics = Arc::new(crate::metrics::RealmMetrics::new(&r.name, &config.metrics.procedures));
+                (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards, limits, chunks, metrics)))
+            })
             .collect();
         let shared = Arc::new(RouterShared {
             config,
@@ -110,6 +118,7 @@ impl Router {
             shutdown: CancellationToken::new(),
             listeners,
             reload_hooks: parking_lot::Mutex::default(),
+            metrics: crate::metrics::RouterMetrics::default(),
         });
         let connections = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(shared.config.max_connections));
@@ -124,8 +133,10 @@ impl Router {
         let rawsocket_addr = shared.config.rawsocket_listen.map(|_| shared.listeners[1].local_addr);
         tracing::info!(
             url = %main.url(&shared.config.path),
-            rawsocket = ?rawsocket_addr.or(shared.config.rawsocket_on_websocket_port.then_some(main.local_addr)),
-            realms = ?shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            rawsocket = %rawsocket_addr
+                .or(shared.config.rawsocket_on_websocket_port.then_some(main.local_addr))
+                .map_or_else(|| "off".to_owned(), |a| format!("tcp://{a}")),
+            realms = %shared.config.realms.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(","),
             "router listening"
         );
         let extra = shared.listeners.len() - shared.config.extra_listeners.len();
@@ -141,6 +152,11 @@ impl Router {
         }
         Ok(RouterHandle { local_addr: main.local_addr, rawsocket_addr, shared, connections, accept })
     }
+}
+
+/// Binds a listener; the error names the address.
+async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))
 }
 
 async fn accept_loop(
@@ -166,6 +182,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared.metrics.refused("any", "max_connections");
             tracing::warn!(%peer, limit = shared.config.max_connections, "connection refused: max_connections reached");
             // Say why, so a client backs off instead of retrying blindly; a bounded number of
             // refusals at a time, so a flood of connections costs no more than that. A TLS
@@ -182,6 +199,7 @@ async fn accept_loop(
             }
             continue;
         };
+        shared.metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         keepalive(&tcp, shared.config.tcp_keepalive_ms);
         let (shared, state) = (shared.clone(), state.clone());
         connections.spawn(async move {

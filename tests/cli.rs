@@ -13,7 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_roundhouse");
 fn start(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(args)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
         .stderr(Stdio::piped())
         .spawn()
         .expect("binary starts");
@@ -132,10 +132,10 @@ fn hash_secret_prints_a_ticket_hash_never_the_secret() {
 
 /// Starts the binary and returns it, the URLs it logged (the `listen` listener's `ws://` one,
 /// then every `wss://` one) and its log lines as they come.
-fn start_logged(args: &[&str]) -> (Child, String, Vec<String>, std::sync::mpsc::Receiver<String>) {
+fn start_logged_tls(args: &[&str]) -> (Child, String, Vec<String>, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(args)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
         .stderr(Stdio::piped())
         .spawn()
         .expect("binary starts");
@@ -184,7 +184,7 @@ async fn sighup_reloads_certificates_refuses_a_broken_file_and_never_stops_the_r
         format!("{extra}\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"router.pem\", key = \"router.key\" }}\n")
     };
     let config = dir.write("roundhouse.toml", &file(""));
-    let (mut child, url, tls_urls, logs) = start_logged(&["--config", config.to_str().unwrap()]);
+    let (mut child, url, tls_urls, logs) = start_logged_tls(&["--config", config.to_str().unwrap()]);
     let wss = &tls_urls[0];
     let mut plain = Client::join(&url, "realm1", Serializer::Json).await.unwrap();
     let mut before = join_tls(wss, &old_ca).await.unwrap();
@@ -230,6 +230,101 @@ async fn sighup_without_a_config_file_changes_nothing_and_keeps_serving() {
     assert!(wait_exit(&mut child).success());
 }
 
+/// Starts the binary and collects its log lines; returns it with the URL it logged.
+fn start_logged(args: &[&str]) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listen = if args.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
+    let mut child = Command::new(BIN)
+        .args(listen)
+        .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let collected = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(start) = line.find("ws://") {
+                let rest = &line[start..];
+                let _ = tx.send(rest[..rest.find('"').unwrap()].to_owned());
+            }
+            collected.lock().unwrap().push(line);
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(10)).expect("router logs its URL");
+    (child, url, log)
+}
+
+/// The JSON log lines whose message is `message`, once at least `count` of them arrived.
+fn logged(log: &std::sync::Mutex<Vec<String>>, message: &str, count: usize) -> Vec<serde_json::Value> {
+    for _ in 0..100 {
+        let found: Vec<serde_json::Value> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no {count} log lines '{message}' in {:#?}", log.lock().unwrap());
+}
+
+#[tokio::test]
+async fn sessions_are_logged_at_info_with_real_fields_and_refusals_once() {
+    let (mut child, url, log) = start_logged(&[]);
+    let client = Client::join(&url, "realm1", Serializer::MsgPack).await.unwrap();
+    let joined = &logged(&log, "session joined", 1)[0];
+    assert_eq!(joined["level"], "INFO");
+    assert_eq!(joined["session"], client.session_id());
+    assert_eq!(joined["realm"], "realm1");
+    assert_eq!(joined["transport"], "websocket");
+    assert_eq!(joined["serializer"], "wamp.2.msgpack");
+    assert!(joined["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{joined}");
+    assert!(joined["authid"].as_str().unwrap().starts_with("anonymous"));
+    client.goodbye().await.unwrap();
+    let left = &logged(&log, "session left", 1)[0];
+    assert_eq!(left["reason"], "goodbye");
+    assert_eq!(left["peer"], joined["peer"]);
+
+    // A handshake offering no WAMP subprotocol, and a RawSocket one with reserved bits: each
+    // refusal is logged once, with its reason.
+    let address = url.trim_start_matches("ws://").trim_end_matches("/ws").to_owned();
+    let mut tcp = std::net::TcpStream::connect(&address).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        tcp,
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let mut raw = std::net::TcpStream::connect(&address).unwrap();
+    raw.write_all(&[0x7F, 0xF1, 0x00, 0x01]).unwrap();
+    let mut reply = [0u8; 4];
+    raw.read_exact(&mut reply).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = logged(&log, "WebSocket handshake refused", 1);
+    assert_eq!(refused.len(), 1, "logged once: {refused:?}");
+    assert_eq!(refused[0]["status"], 400);
+    assert!(refused[0]["reason"].as_str().unwrap().contains("wamp.2.json"));
+    let raw_refused = logged(&log, "RawSocket handshake refused", 1);
+    assert_eq!(raw_refused.len(), 1);
+    assert_eq!(raw_refused[0]["reason"], "reserved_bits");
+    for line in log.lock().unwrap().iter() {
+        assert!(!line.contains("Some(") && !line.contains("Str(\""), "debug text in a log line: {line}");
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+    }
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
 #[test]
 fn a_certificate_that_does_not_load_is_refused_at_start_with_exit_2() {
     let dir = pki::Dir::temp();
@@ -238,4 +333,118 @@ fn a_certificate_that_does_not_load_is_refused_at_start_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.pem"), "names the file: {stderr}");
+}
+
+#[test]
+fn unknown_log_levels_are_refused() {
+    for level in ["verbose", "roundhouse=loud"] {
+        let out = Command::new(BIN).args(["--log-level", level, "print-config"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--log-level {level}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unknown log level"), "{level}");
+    }
+    for level in ["debug", "roundhouse=debug,info", "WARN", "off"] {
+        let out = Command::new(BIN).args(["--log-level", level, "print-config"]).output().unwrap();
+        assert!(out.status.success(), "--log-level {level}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test]
+async fn listen_takes_host_names_and_a_taken_address_is_named() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mut child, url, _) = start_logged(&["--listen", &format!("localhost:{port}")]);
+    assert_eq!(url, format!("ws://127.0.0.1:{port}/ws"));
+    Client::join(&url, "realm1", Serializer::Json).await.unwrap();
+
+    // The same port again: the second router says which address is taken, and exits non-zero.
+    let out = Command::new(BIN)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-admin"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    let out = Command::new(BIN).args(["--listen", "no-such-host.invalid:1", "print-config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn version_and_print_config_round_trip() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), format!("roundhouse {}", env!("CARGO_PKG_VERSION")));
+
+    let out = Command::new(BIN).arg("print-config").env_remove("ROUNDHOUSE_LISTEN").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let path = std::env::temp_dir().join(format!("roundhouse-printed-{}.toml", std::process::id()));
+    std::fs::write(&path, &text).unwrap();
+    let parsed = roundhouse::RouterConfig::from_file(&path).expect("print-config parses back");
+    let defaults = roundhouse::RouterConfig::default();
+    assert_eq!(parsed.to_toml(), defaults.to_toml(), "the defaults, every key");
+    assert!(text.contains("listen = \"127.0.0.1:8080\"") && text.contains("[admin]") && text.contains("[[realm]]"));
+
+    // Environment overrides, and flags over the environment.
+    let out = Command::new(BIN)
+        .arg("print-config")
+        .env("ROUNDHOUSE_LISTEN", "127.0.0.1:9999")
+        .env("ROUNDHOUSE_REALMS", "a.one,a.two")
+        .env("ROUNDHOUSE_ADMIN_LISTEN", "127.0.0.1:9998")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("listen = \"127.0.0.1:9999\"") && text.contains("listen = \"127.0.0.1:9998\""), "{text}");
+    assert!(text.contains("name = \"a.one\"") && text.contains("name = \"a.two\""), "{text}");
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:7777", "print-config"])
+        .env("ROUNDHOUSE_LISTEN", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("listen = \"127.0.0.1:7777\""));
+    std::fs::remove_file(path).ok();
+}
+
+#[tokio::test]
+async fn the_binary_serves_its_admin_endpoints() {
+    let (mut child, url, log) = start_logged(&[]);
+    let admin = logged(&log, "admin listening: /healthz /readyz /metrics /api/status, status page at /", 1)[0]["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(&admin).unwrap();
+        write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    let _client = Client::join(&url, "realm1", Serializer::Json).await.unwrap();
+    assert!(get("/metrics").contains(
+        "roundhouse_sessions{realm=\"realm1\",transport=\"websocket\",serializer=\"json\",authmethod=\"anonymous\"} 1"
+    ));
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn the_systemd_unit_starts_the_binary_with_flags_it_takes() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/roundhouse.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/roundhouse"));
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/roundhouse.toml");
+    let args: Vec<&str> = words.map(|w| if w == "/etc/roundhouse/roundhouse.toml" { example } else { w }).collect();
+    let mut env = Command::new(BIN);
+    for (key, value) in unit.lines().filter_map(|l| l.strip_prefix("Environment=")).filter_map(|e| e.split_once('=')) {
+        env.env(key, value);
+    }
+    let out = env.args(&args).arg("print-config").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("log_format = \"json\""));
 }

@@ -10,7 +10,8 @@ use roundhouse::wire::Serializer;
 ///
 /// With no --url it starts an embedded Roundhouse router on 127.0.0.1 (an ephemeral port) and
 /// benchmarks it, so `cargo run --release -p loadtest` alone shows the product working. With --url
-/// it drives any WAMP router that speaks WAMP over WebSocket (json or msgpack).
+/// it drives any WAMP router that speaks WAMP over WebSocket (ws://) or RawSocket (rs://host:port),
+/// with JSON, MessagePack or CBOR.
 ///
 /// rpc mode: --callees sessions register --procedure with the invocation rule and echo every
 /// INVOCATION back as YIELD; --callers sessions each keep --window calls in flight (closed loop) or
@@ -31,6 +32,14 @@ use roundhouse::wire::Serializer;
 /// not refused; or if, once everyone has left a round, the router is not empty; or if its RSS then,
 /// after the second round, exceeds its RSS after the first by more than --rss-margin percent plus
 /// 16 MiB.
+///
+/// Output: tables on stdout; --json adds one JSON line per result (with the router's version, the
+/// load generator's commit, host, CPU model and a timestamp), --csv one CSV row per result instead,
+/// and --hist-out writes the latency histograms as an HdrHistogram interval log.
+///
+/// Linux only: CPU per call (router, loader, other processes: the DISTURBED warning), the router's
+/// RSS in idle and chaos modes, and the CPU model are read from /proc; elsewhere they are left out
+/// ("unknown"), and everything else works.
 ///
 /// Exit status: 0 when every call succeeded (chaos: no violation), 1 when any call failed (chaos: any
 /// violation), 2 when the router could not be reached or the flags are invalid.
@@ -104,9 +113,26 @@ pub struct Cli {
     #[arg(long, default_value_t = 16, value_name = "BYTES")]
     pub payload: usize,
 
-    /// WAMP serializer (WebSocket subprotocol wamp.2.json or wamp.2.msgpack).
+    /// WAMP serializer: wamp.2.json, wamp.2.msgpack or wamp.2.cbor (RawSocket serializer ids 1, 2, 3).
     #[arg(long, value_enum, default_value_t = SerializerArg::Json)]
     pub serializer: SerializerArg,
+
+    /// Transport: WebSocket, or RawSocket (TCP). With rawsocket a ws:// --url (or the embedded
+    /// router's) is reached as RawSocket on the same host and port, which Roundhouse serves there
+    /// too; an rs://HOST:PORT --url always means RawSocket.
+    #[arg(long, value_enum, default_value_t = TransportArg::Websocket)]
+    pub transport: TransportArg,
+
+    /// Also write each rpc and connect run's latency histogram to FILE as an HdrHistogram interval
+    /// log (V2, compressed, one interval per result, tagged with the rule or mode), for
+    /// HistogramLogAnalyzer and the other HdrHistogram tools. Values are microseconds.
+    #[arg(long, value_name = "FILE")]
+    pub hist_out: Option<std::path::PathBuf>,
+
+    /// Print one CSV row per result on stdout (after a header row), instead of the tables (which
+    /// then go to stderr). Not with --json.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
 
     /// Tokio worker threads of the load generator. With 1 (the default) it runs on the main thread
     /// alone (a current-thread runtime).
@@ -262,6 +288,17 @@ pub enum SerializerArg {
     Json,
     /// wamp.2.msgpack
     Msgpack,
+    /// wamp.2.cbor
+    Cbor,
+}
+
+/// The transport flag's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    /// WAMP over WebSocket.
+    Websocket,
+    /// WAMP over RawSocket (TCP).
+    Rawsocket,
 }
 
 impl SerializerArg {
@@ -270,6 +307,7 @@ impl SerializerArg {
         match self {
             SerializerArg::Json => Serializer::Json,
             SerializerArg::Msgpack => Serializer::MsgPack,
+            SerializerArg::Cbor => Serializer::Cbor,
         }
     }
 
@@ -278,6 +316,7 @@ impl SerializerArg {
         match self {
             SerializerArg::Json => "json",
             SerializerArg::Msgpack => "msgpack",
+            SerializerArg::Cbor => "cbor",
         }
     }
 }

@@ -183,6 +183,11 @@ impl ConnectResult {
         self.sessions as f64 / self.measured.as_secs_f64().max(1e-9)
     }
 
+    /// The measured interval and the connect-until-closed latencies, for `--hist-out`.
+    pub fn cycles(&self) -> (Duration, &Histogram<u64>) {
+        (self.measured, &self.cycle)
+    }
+
     /// The human-readable table.
     pub fn table(&self) -> String {
         let mut out = String::new();

@@ -16,6 +16,7 @@ mod cli;
 mod connect;
 mod cpu;
 mod idle;
+mod meta;
 mod progress;
 mod report;
 mod rpc;
@@ -102,9 +103,21 @@ fn main() -> ExitCode {
 /// Runs the chosen mode, prints its results, and returns how many operations failed.
 async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
     let serializer = cli.serializer.serializer();
-    // With --json, stdout carries only the JSON lines and the tables go to stderr.
+    let rawsocket = cli.transport == cli::TransportArg::Rawsocket || target.url.starts_with("rs://");
+    let url = wamp::transport_url(&target.url, rawsocket);
+    // One session first: an unreachable router is reported as such, and its WELCOME names it.
+    let router_version = {
+        let client = wamp::join(&url, &cli.realm, serializer).await?;
+        let agent = client.router_agent().map(str::to_owned);
+        let (mut tx, mut rx) = client.split();
+        wamp::leave(&mut tx, &mut rx).await;
+        agent
+    };
+    let facts = meta::facts(router_version.as_deref(), if rawsocket { "rawsocket" } else { "websocket" });
+    let mut histograms: Vec<(String, Duration, hdrhistogram::Histogram<u64>)> = Vec::new();
+    // With --json or --csv, stdout carries only those and the tables go to stderr.
     let show = |text: &str| {
-        if cli.json {
+        if cli.json || cli.csv {
             eprintln!("{text}");
         } else {
             println!("{text}");
@@ -115,7 +128,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
     let failed = match cli.mode {
         Mode::Rpc => {
             let settings = rpc::RpcSettings {
-                url: target.url.clone(),
+                url: url.clone(),
                 router: target.description.clone(),
                 router_cpu: target.router_cpu.clone(),
                 realm: cli.realm.clone(),
@@ -139,6 +152,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 let result = rpc::run_rule(&settings, rule).await?;
                 show(&result.table());
                 json_lines.push(result.json());
+                histograms.push((result.rule.to_owned(), result.measured, result.latency.clone()));
                 results.push(result);
             }
             if results.len() > 1 {
@@ -148,7 +162,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
         }
         Mode::Connect => {
             let result = connect::run(&connect::ConnectSettings {
-                url: target.url.clone(),
+                url: url.clone(),
                 router: target.description.clone(),
                 router_cpu: target.router_cpu.clone(),
                 realm: cli.realm.clone(),
@@ -162,11 +176,13 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
             .await?;
             show(&result.table());
             json_lines.push(result.json());
+            let (measured, cycles) = result.cycles();
+            histograms.push(("connect".to_owned(), measured, cycles.clone()));
             result.errors.values().sum()
         }
         Mode::Idle => {
             let result = idle::run(&idle::IdleSettings {
-                url: target.url.clone(),
+                url: url.clone(),
                 router: target.description.clone(),
                 router_pid: target.router_pid,
                 realm: cli.realm.clone(),
@@ -208,11 +224,25 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
             result.violation_count
         }
     };
+    for line in &mut json_lines {
+        if let serde_json::Value::Object(map) = line {
+            map.extend(facts.clone());
+        }
+    }
     if cli.json {
         let mut out = std::io::stdout().lock();
-        for line in json_lines {
+        for line in &json_lines {
             let _ = writeln!(out, "{line}");
         }
+    }
+    if cli.csv {
+        print!("{}", meta::csv(&json_lines));
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(path) = &cli.hist_out {
+        let list: Vec<_> = histograms.iter().map(|(tag, measured, h)| (tag.clone(), *measured, h)).collect();
+        meta::write_histograms(path, &list)?;
+        eprintln!("loadtest: latency histograms written to {} (HdrHistogram interval log)", path.display());
     }
     Ok(failed)
 }

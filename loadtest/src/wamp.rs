@@ -20,14 +20,17 @@ pub fn trust(ca_file: &std::path::Path) -> Result<(), String> {
     TLS.set(config).map_err(|_| "the CA is set once".to_owned())
 }
 
-/// Connects and joins `realm`, describing a failure.
+/// Connects and joins `realm`, describing a failure. `rs://HOST:PORT` is RawSocket, `wss://` is
+/// WebSocket over TLS (checked against `--ca-file`), anything else a WebSocket URL.
 pub async fn join(url: &str, realm: &str, serializer: Serializer) -> Result<Client, String> {
-    let joined = match TLS.get().filter(|_| url.starts_with("wss://")) {
-        Some(tls) => match Client::connect_tls(url, serializer, tls.clone()).await {
+    let tls = TLS.get().filter(|_| url.starts_with("wss://"));
+    let joined = match (url.strip_prefix("rs://"), tls) {
+        (Some(address), _) => join_rawsocket(address, realm, serializer).await,
+        (None, Some(tls)) => match Client::connect_tls(url, serializer, tls.clone()).await {
             Ok(mut client) => client.hello(realm).await.map(|_| client),
             Err(error) => Err(error),
         },
-        None => Client::join(url, realm, serializer).await,
+        (None, None) => Client::join(url, realm, serializer).await,
     };
     joined.map_err(|e| format!("cannot join realm '{realm}' at {url}: {}", describe(&e)))
 }
@@ -42,6 +45,26 @@ pub async fn join_as(
     Client::join_as(url, realm, serializer, credentials)
         .await
         .map_err(|e| format!("cannot join realm '{realm}' at {url}: {}", describe(&e)))
+}
+
+async fn join_rawsocket(address: &str, realm: &str, serializer: Serializer) -> Result<Client, ClientError> {
+    let address = address.trim_end_matches('/');
+    let resolved = tokio::net::lookup_host(address).await?.next().ok_or_else(|| {
+        ClientError::Io(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{address} resolves to no address")))
+    })?;
+    // Announce the largest length RawSocket can: the router's limit is what counts.
+    let mut client = Client::connect_rawsocket(resolved, serializer, 15).await?;
+    client.hello(realm).await?;
+    Ok(client)
+}
+
+/// The URL to reach a router at over `transport`: a ws:// URL becomes rs://HOST:PORT for RawSocket
+/// (Roundhouse serves both on one port).
+pub fn transport_url(url: &str, rawsocket: bool) -> String {
+    match url.strip_prefix("ws://") {
+        Some(rest) if rawsocket => format!("rs://{}", rest.split('/').next().unwrap_or(rest)),
+        _ => url.to_owned(),
+    }
 }
 
 /// Says GOODBYE, waits for the router's GOODBYE, then closes the WebSocket and waits for the router
@@ -106,6 +129,22 @@ pub fn call_payload(serializer: Serializer, size: usize) -> (Payload, Vec<Value>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn joins_over_rawsocket_and_websocket_and_names_the_router() {
+        let config = roundhouse::RouterConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+        let router = roundhouse::Router::start(config).await.unwrap();
+        let rs = transport_url(&router.url(), true);
+        assert_eq!(rs, format!("rs://{}", router.local_addr()));
+        for (url, serializer) in [(rs.as_str(), Serializer::Cbor), (router.url().as_str(), Serializer::MsgPack)] {
+            let client = join(url, "realm1", serializer).await.unwrap();
+            assert!(client.router_agent().unwrap().starts_with("roundhouse-"));
+            let (mut tx, mut rx) = client.split();
+            assert!(leave(&mut tx, &mut rx).await);
+        }
+        assert!(join("rs://127.0.0.1:1", "realm1", Serializer::Json).await.is_err());
+        router.shutdown().await;
+    }
 
     #[test]
     fn payload_is_pre_encoded_and_decodes_to_its_bytes() {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 /// A principal: an `authid`, the role it gets, and the credentials it may log in with. A
 /// principal may have several; which one is used follows the client's `HELLO.Details.authmethods`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrincipalConfig {
     /// The `authid` the client names in HELLO.
@@ -29,7 +29,7 @@ pub struct PrincipalConfig {
 /// hold something secret-equivalent: either `secret`, or (salted WAMP-CRA) `derived_key` with the
 /// `salt`, `iterations` and `keylen` it was derived with, which keeps the password itself off
 /// the router. `roundhouse hash-secret --method wampcra` prints the salted form.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WampcraConfig {
     /// The plain shared secret (unsalted WAMP-CRA).
@@ -50,7 +50,7 @@ pub struct WampcraConfig {
 }
 
 /// A role: a name and its permissions.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
     /// The role's name (`authrole` in WELCOME).
@@ -61,7 +61,7 @@ pub struct RoleConfig {
 }
 
 /// One permission rule: what a role may do on the URIs a pattern matches.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// The URI or pattern.
@@ -78,7 +78,7 @@ pub struct RuleConfig {
 }
 
 /// How a rule's URI matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleMatch {
     /// The URI itself.
@@ -91,7 +91,7 @@ pub enum RuleMatch {
 }
 
 /// Something a session asks the router to do with a URI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// CALL.
@@ -105,7 +105,7 @@ pub enum Action {
 }
 
 /// Whose identity a rule discloses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Disclose {
     /// The caller's, in INVOCATION (`caller`, `caller_authid`, `caller_authrole`).

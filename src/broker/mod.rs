@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 use crate::dealer::patterns::{PatternIndex, PatternKind};
 use crate::dealer::registry::{Registration, Registry};
 use crate::error::{Refusal, WampError};
+use crate::metrics::{EventCount, RealmMetrics};
 use crate::session::SessionHandle;
 use crate::wire::message::MAX_ID;
 use crate::wire::uri::{self, MatchPolicy};
@@ -35,12 +36,20 @@ pub type Subscription = Registration<Arc<SessionHandle>, ()>;
 pub struct Broker {
     exact: Registry<Arc<SessionHandle>, ()>,
     patterns: PatternIndex<Arc<SessionHandle>, ()>,
+    metrics: Arc<RealmMetrics>,
 }
 
 impl Broker {
     /// A broker whose exact-topic table and pattern index have `shards` shards.
     pub fn new(shards: usize) -> Self {
-        Broker { exact: Registry::new(shards), patterns: PatternIndex::new(shards) }
+        let metrics = Arc::new(RealmMetrics::new("", &[]));
+        Broker { exact: Registry::new(shards), patterns: PatternIndex::new(shards), metrics }
+    }
+
+    /// The same broker, counting its events in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<RealmMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// How many subscriptions (topics and patterns) have subscribers.
@@ -104,6 +113,7 @@ impl Broker {
                 details.insert("publisher_authrole", identity.authrole.as_str());
             }
         }
+        self.metrics.events(EventCount::Published, 1);
         self.fan_out(topic, publication, &details, payload, &recipients);
         Ok(publication)
     }
@@ -127,7 +137,9 @@ impl Broker {
             }
             let event =
                 Message::Event { subscription: subscription.id, publication, details, payload: payload.clone() };
-            deliver(&subscription, &event, recipients);
+            let (delivered, dropped) = deliver(&subscription, &event, recipients);
+            self.metrics.events(EventCount::Delivered, delivered);
+            self.metrics.events(EventCount::Dropped, dropped);
         }
     }
 
@@ -147,7 +159,8 @@ impl Broker {
 /// Queues `event` to every eligible subscriber, encoding it once per serializer in use. An event
 /// whose payload cannot be represented in a subscriber's serializer is not sent to it (never sent
 /// altered); that is logged.
-fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients) {
+fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients) -> (u64, u64) {
+    let (mut delivered, mut dropped) = (0, 0);
     let mut frames: SmallVec<[(Serializer, Option<Bytes>); 3]> = SmallVec::new();
     for subscriber in subscription.snapshot().iter() {
         if !recipients.admits(subscriber) {
@@ -170,7 +183,12 @@ fn deliver(subscription: &Subscription, event: &Message, recipients: &Recipients
             }
         };
         if let Some(frame) = frame {
-            subscriber.outbox().push_event(frame);
+            if subscriber.outbox().push_event(frame) {
+                delivered += 1;
+            } else {
+                dropped += 1;
+            }
         }
     }
+    (delivered, dropped)
 }

@@ -20,6 +20,7 @@ use crate::session::SessionHandle;
 use crate::wire::uri::{self, MatchPolicy};
 use crate::wire::{Dict, MessageType, Payload, Value};
 
+use crate::metrics::CallTag;
 use call::{CallOptions, CancelMode, Chunk, Invocation, Opened};
 use patterns::{PatternIndex, PatternKind};
 use registry::{Member, RegisterError, Registry};
@@ -85,18 +86,25 @@ pub struct Dealer {
     /// Bytes of further chunks a progressive invocation may hold while its first chunk waits for
     /// its callee; beyond that the caller waits.
     max_buffered_chunks: usize,
+    metrics: Arc<crate::metrics::RealmMetrics>,
 }
 
 impl Dealer {
     /// A dealer whose registry has `shards` shards. Starts the realm's timeout sweeper, so it must
     /// be created inside a tokio runtime.
-    pub fn new(shards: usize, allow_disclose_caller: bool, max_buffered_chunks: usize) -> Self {
+    pub fn new(
+        shards: usize,
+        allow_disclose_caller: bool,
+        max_buffered_chunks: usize,
+        metrics: Arc<crate::metrics::RealmMetrics>,
+    ) -> Self {
         Dealer {
             exact: Registry::new(shards),
             patterns: PatternIndex::new(shards),
             timeouts: timeout::Timeouts::start(),
             allow_disclose_caller,
             max_buffered_chunks,
+            metrics,
         }
     }
 
@@ -233,7 +241,15 @@ impl Dealer {
         disclose: bool,
     ) -> Result<(), String> {
         let streaming = options.get("progress").and_then(Value::as_bool) == Some(true);
-        let token = match caller.calls.open(request, streaming) {
+        // Looked up before the call is opened, so its entry knows the rule it is counted under.
+        let found = self.lookup(procedure);
+        let tag = match &found {
+            Some((registration, _)) => {
+                CallTag::routed(registration.policy, self.metrics.procedure_slot(&registration.uri))
+            }
+            None => CallTag::NONE,
+        };
+        let token = match caller.calls.open_tagged(request, streaming, tag) {
             Opened::New(token) => token,
             Opened::Chunk => {
                 let chunk = Chunk { progress: streaming, payload };
@@ -251,7 +267,7 @@ impl Dealer {
             call::end(caller, request, token, refusal.to_message(MessageType::Call, request));
             Ok(())
         };
-        let Some((registration, pattern)) = self.lookup(procedure) else {
+        let Some((registration, pattern)) = found else {
             return refuse(if uri::is_valid(procedure) {
                 Refusal::new(WampError::NoSuchProcedure, format!("no callee registered for procedure '{procedure}'"))
             } else {
@@ -284,6 +300,9 @@ impl Dealer {
     pub fn cancel(caller: &SessionHandle, request: u64, options: &Dict) -> Result<(), Refusal> {
         let mode = CancelMode::from_option(options.get("mode"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
+        if let Some(metrics) = caller.metrics() {
+            metrics.cancels[mode as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         call::cancel(caller, request, None, mode, WampError::Canceled);
         Ok(())
     }

@@ -22,6 +22,7 @@ use super::writer::{self, WriterExit, WriterLimits};
 use super::{Closing, Outbound, SessionHandle};
 use crate::dealer::call;
 use crate::error::WampError;
+use crate::metrics::CloseCause;
 use crate::router::RouterShared;
 use crate::transport::{CloseCode, OutFrame, PeerLink};
 use crate::wire::{Dict, Message};
@@ -33,19 +34,21 @@ where
     W: Sink<OutFrame> + Unpin + Send + 'static,
     W::Error: std::fmt::Display,
 {
-    let (handle, queue) = router.new_session(link.serializer, link.client_cert.clone());
+    let (handle, queue) = router.new_session(&link);
+    let opened = std::time::Instant::now();
     let limits = WriterLimits {
         max_outgoing: link.max_outgoing,
         max_pending: router.config.max_pending_per_callee,
         max_pending_bytes: router.config.max_pending_bytes_per_callee,
         write_timeout: router.config.stuck_timeout(),
     };
-    let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), limits));
+    let mut writer = tokio::spawn(writer::run(sink, queue, handle.clone(), limits, router.clone()));
     let mut session = Session::new(router.clone(), handle.clone(), &link);
     let last = match AssertUnwindSafe(session.run(&mut frames)).catch_unwind().await {
         Ok(last) => last,
         Err(_) => {
             tracing::error!(session = handle.id, "session reader panicked; closing the session");
+            handle.outbox().mark(CloseCause::InternalError);
             let details = Dict::new().with("message", "internal router error");
             let message = Message::Abort { details, reason: WampError::CloseRealm.uri().to_owned() };
             Some(Closing { message, code: CloseCode::Policy })
@@ -82,7 +85,28 @@ where
     };
     teardown(&handle, exit).await;
     router.sessions.remove(&handle.id);
-    tracing::debug!(session = handle.id, "session closed");
+    let cause = session.cause();
+    router.metrics.session_closed(cause);
+    match session.realm() {
+        Some(realm) => {
+            let identity = handle.identity();
+            tracing::info!(
+                session = handle.id,
+                realm = realm.name.as_str(),
+                peer = %link.peer,
+                transport = link.transport.as_str(),
+                serializer = link.serializer.subprotocol(),
+                authid = identity.map_or("", |i| i.authid.as_str()),
+                authrole = identity.map_or("", |i| i.authrole.as_str()),
+                reason = cause.as_str(),
+                seconds = opened.elapsed().as_secs_f64(),
+                "session left"
+            );
+        }
+        None => {
+            tracing::debug!(session = handle.id, peer = %link.peer, reason = cause.as_str(), "connection closed before joining")
+        }
+    }
 }
 
 async fn teardown(handle: &SessionHandle, exit: Option<WriterExit>) {

@@ -118,6 +118,12 @@ pub struct SessionHandle {
     identity: std::sync::OnceLock<Identity>,
     /// The client certificate its TLS connection verified, if any.
     client_cert: Option<Arc<ClientCert>>,
+    /// The transport it came over.
+    transport: crate::transport::Kind,
+    /// The peer's address (`None` for sessions made without a connection, as benches do).
+    peer: Option<std::net::SocketAddr>,
+    /// The counters of the realm it joined; set once, at WELCOME.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::RealmMetrics>>,
 }
 
 /// Who a session is, as WELCOME told it, and what it announced in HELLO.
@@ -177,14 +183,17 @@ impl SessionHandle {
         serializer: Serializer,
         limits: OutboxLimits,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
-        Self::with_client_cert(id, serializer, limits, None)
+        Self::connected(id, serializer, limits, crate::transport::Kind::WebSocket, None, None)
     }
 
-    /// [`SessionHandle::new`] for a session whose TLS connection verified `client_cert`.
-    pub fn with_client_cert(
+    /// Like [`SessionHandle::new`], for a session over `transport` from `peer`, whose TLS
+    /// connection verified `client_cert` (if any).
+    pub fn connected(
         id: u64,
         serializer: Serializer,
         limits: OutboxLimits,
+        transport: crate::transport::Kind,
+        peer: Option<std::net::SocketAddr>,
         client_cert: Option<Arc<ClientCert>>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
         let closing = CancellationToken::new();
@@ -199,6 +208,9 @@ impl SessionHandle {
             closing,
             identity: std::sync::OnceLock::new(),
             client_cert,
+            transport,
+            peer,
+            metrics: std::sync::OnceLock::new(),
         };
         (Arc::new(handle), rx)
     }
@@ -253,6 +265,38 @@ impl SessionHandle {
     /// Asks the session to end now (its teardown still answers its calls).
     pub fn kill(&self) {
         self.closing.cancel();
+    }
+
+    /// Asks the session to end now, recording why (the first reason given wins).
+    pub fn kill_for(&self, cause: crate::metrics::CloseCause) {
+        self.outbox.mark(cause);
+        self.closing.cancel();
+    }
+
+    /// Why the router decided to close the session, if it did.
+    pub fn close_cause(&self) -> Option<crate::metrics::CloseCause> {
+        self.outbox.cause()
+    }
+
+    /// The transport the session came over.
+    pub fn transport(&self) -> crate::transport::Kind {
+        self.transport
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer
+    }
+
+    /// The counters of the session's realm; `None` before it joined.
+    #[inline]
+    pub fn metrics(&self) -> Option<&Arc<crate::metrics::RealmMetrics>> {
+        self.metrics.get()
+    }
+
+    /// Records the realm's counters at WELCOME.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::RealmMetrics>) {
+        let _ = self.metrics.set(metrics);
     }
 }
 

@@ -19,13 +19,14 @@
 //! [`super::writer`]), and a caller waiting to deliver gives up after `stuck_timeout` and closes
 //! the stuck callee. So the queue never holds more than `slow_consumer_bytes` plus one message.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::Outbound;
+use crate::metrics::CloseCause;
 
 /// Bytes an item costs beyond its frame or payload: the queue slot, the box, the bookkeeping.
 pub const ITEM_OVERHEAD: usize = 64;
@@ -72,6 +73,8 @@ pub struct Outbox {
     events_dropped: AtomicU64,
     /// The session's close signal: fired when the session is found slow or stuck.
     closing: CancellationToken,
+    /// Why the router closed the session ([`CloseCause`] code; 0 while it has not).
+    cause: AtomicU8,
 }
 
 impl Outbox {
@@ -90,6 +93,7 @@ impl Outbox {
             limits,
             events_dropped: AtomicU64::new(0),
             closing,
+            cause: AtomicU8::new(0),
         };
         (outbox, rx)
     }
@@ -107,6 +111,7 @@ impl Outbox {
                     limit = self.limits.slow_consumer_bytes,
                     "slow consumer: the peer does not read what it is sent; closing the session"
                 );
+                self.mark(CloseCause::SlowConsumer);
                 self.closing.cancel();
             }
             return Err(Refused::SlowConsumer(item));
@@ -151,9 +156,10 @@ impl Outbox {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(
                         session = self.session,
-                        timeout = ?self.limits.stuck_timeout,
+                        timeout_ms = self.limits.stuck_timeout.as_millis() as u64,
                         "outbound queue stayed full; closing the stuck session"
                     );
+                    self.mark(CloseCause::Stuck);
                     self.closing.cancel();
                     return Err(Refused::SlowConsumer(item));
                 }
@@ -182,6 +188,16 @@ impl Outbox {
     /// Bytes queued right now.
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Records why the session is being closed, unless a reason was recorded already.
+    pub fn mark(&self, cause: CloseCause) {
+        let _ = self.cause.compare_exchange(0, cause as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Why the router closed the session, if it did.
+    pub fn cause(&self) -> Option<CloseCause> {
+        CloseCause::from_code(self.cause.load(Ordering::Relaxed))
     }
 
     /// EVENTs dropped so far because this session could not keep up.

@@ -9,6 +9,7 @@
 //! `wamp.error.protocol_violation` and a reason; a request the router merely refuses gets an ERROR
 //! and the session goes on.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::dealer::call::{self, Opened, Outcome};
 use crate::dealer::{self, Dealer};
 use crate::error::{Refusal, WampError};
 use crate::meta;
+use crate::metrics::{CloseCause, Direction};
 use crate::realm::Realm;
 use crate::router::RouterShared;
 use crate::transport::{CloseCode, PeerLink};
@@ -76,6 +78,8 @@ pub struct Session {
     challenged: Option<Challenged>,
     /// What the session may do; set at WELCOME.
     access: Option<Access>,
+    /// Why the session ended, as far as its reader knows.
+    cause: Cell<CloseCause>,
 }
 
 /// A session between CHALLENGE and AUTHENTICATE.
@@ -145,7 +149,19 @@ impl Session {
             handshake_deadline,
             challenged: None,
             access: None,
+            cause: Cell::new(CloseCause::ConnectionLost),
         }
+    }
+
+    /// Why the session ended: what the router decided (slow consumer, killed, ...) if it did,
+    /// else what the reader saw.
+    pub fn cause(&self) -> CloseCause {
+        self.handle.close_cause().unwrap_or(self.cause.get())
+    }
+
+    /// The realm the session joined, if it did.
+    pub fn realm(&self) -> Option<&Arc<Realm>> {
+        self.realm.as_ref()
     }
 
     /// Reads and handles messages until the session ends; returns the last message to send.
@@ -163,21 +179,24 @@ impl Session {
                 biased;
                 _ = &mut closed => return None,
                 _ = &mut shutdown => {
+                    self.cause.set(CloseCause::Shutdown);
                     return Some(goodbye(WampError::SystemShutdown, "the router is shutting down", CloseCode::Away));
                 }
                 _ = &mut hello_deadline, if self.realm.is_none() => {
+                    self.cause.set(CloseCause::HelloTimeout);
                     if let Some(challenged) = &self.challenged {
                         let (authid, authmethod) = (challenged.pending.authid(), challenged.pending.method());
                         tracing::warn!(session = self.handle.id, peer = %self.peer, authid, authmethod, "no AUTHENTICATE in time; closing");
                         return Some(abort(WampError::AuthenticationFailed, "no AUTHENTICATE received in time"));
                     }
-                    tracing::info!(session = self.handle.id, "no HELLO in time; closing");
+                    tracing::info!(session = self.handle.id, peer = %self.peer, "no HELLO in time; closing");
                     return Some(abort(WampError::ProtocolViolation, "no HELLO received in time"));
                 }
                 _ = &mut tick, if liveness.period.is_some() => {
                     let now = Instant::now();
                     if liveness.tick(now) {
                         tracing::info!(session = self.handle.id, "peer silent for the idle timeout; closing");
+                        self.cause.set(CloseCause::IdleTimeout);
                         let reason = "the peer sent nothing, not even a PONG, for the idle timeout";
                         return Some(goodbye(WampError::CloseRealm, reason, CloseCode::Policy));
                     }
@@ -201,8 +220,12 @@ impl Session {
                 }
                 Some(Inbound::Pong) => continue,
             };
+            let size = frame.len();
             let message = match self.handle.serializer.decode(frame).and_then(|m| validate::check(&m).map(|()| m)) {
-                Ok(message) => message,
+                Ok(message) => {
+                    self.router.metrics.message(Direction::In, message.message_type() as u8, size);
+                    message
+                }
                 Err(error) => return Some(self.violation(&format!("invalid message: {error}"))),
             };
             if let Flow::Close(last) = self.on_message(message).await {
@@ -212,7 +235,8 @@ impl Session {
     }
 
     fn violation(&self, reason: &str) -> Closing {
-        tracing::warn!(session = self.handle.id, reason, "protocol violation; aborting session");
+        self.cause.set(CloseCause::ProtocolViolation);
+        tracing::warn!(session = self.handle.id, peer = %self.peer, reason, "protocol violation; aborting session");
         abort(WampError::ProtocolViolation, reason)
     }
 
@@ -312,10 +336,12 @@ impl Session {
                 Err(refusal) => self.refuse(MessageType::Unregister, request, refusal),
             },
             Message::Goodbye { .. } => {
+                self.cause.set(CloseCause::Goodbye);
                 return Flow::Close(Some(goodbye(WampError::GoodbyeAndOut, "", CloseCode::Normal)));
             }
             Message::Abort { reason, .. } => {
                 tracing::info!(session = self.handle.id, reason, "peer aborted the session");
+                self.cause.set(CloseCause::PeerAbort);
                 return Flow::Close(None);
             }
             Message::Cancel { request, options } => {
@@ -411,7 +437,8 @@ impl Session {
             return Flow::Close(Some(self.violation("HELLO.Details.roles must announce at least one role")));
         }
         let Some(realm) = self.router.realms.get(realm_name).cloned() else {
-            tracing::info!(session = self.handle.id, realm = realm_name, "HELLO for an unknown realm");
+            self.cause.set(CloseCause::Refused);
+            tracing::info!(session = self.handle.id, peer = %self.peer, realm = realm_name, "session refused: no such realm");
             return Flow::Close(Some(abort(
                 WampError::NoSuchRealm,
                 &format!("no realm '{realm_name}' on this router"),
@@ -430,6 +457,7 @@ impl Session {
             }
             Hello::Refused(refusal) => {
                 let authid = details.get("authid").and_then(Value::as_str).unwrap_or("");
+                self.cause.set(CloseCause::Refused);
                 tracing::warn!(session = self.handle.id, peer = %self.peer, realm = realm_name, authid, %refusal, "authentication refused");
                 Flow::Close(Some(abort(refusal.error, &refusal.message)))
             }
@@ -450,6 +478,7 @@ impl Session {
         match checked {
             Ok(admitted) => self.welcome(realm, admitted, features),
             Err(refusal) => {
+                self.cause.set(CloseCause::Refused);
                 tracing::warn!(session = self.handle.id, peer = %self.peer, realm = realm.name, authid, authmethod, %refusal, "authentication failed");
                 Flow::Close(Some(abort(refusal.error, &refusal.message)))
             }
@@ -465,11 +494,14 @@ impl Session {
             authprovider: admitted.authprovider,
             features,
         };
-        tracing::debug!(
+        tracing::info!(
             session = self.handle.id,
-            realm = realm.name,
-            authid = identity.authid,
-            authrole = identity.authrole,
+            realm = realm.name.as_str(),
+            peer = %self.peer,
+            transport = self.handle.transport().as_str(),
+            serializer = self.handle.serializer.subprotocol(),
+            authid = identity.authid.as_str(),
+            authrole = identity.authrole.as_str(),
             authmethod = identity.authmethod,
             "session joined"
         );
@@ -480,6 +512,8 @@ impl Session {
             return Flow::Close(None);
         }
         realm.sessions.insert(self.handle.id, self.handle.clone());
+        self.handle.set_metrics(realm.metrics.clone());
+        realm.metrics.count_join(self.handle.transport(), self.handle.serializer);
         meta::joined(&realm, &self.handle);
         self.realm = Some(realm);
         Flow::Continue

@@ -73,6 +73,7 @@ pub async fn run<S>(
     mut queue: UnboundedReceiver<Outbound>,
     handle: Arc<SessionHandle>,
     limits: WriterLimits,
+    router: Arc<crate::router::RouterShared>,
 ) -> WriterExit
 where
     S: Sink<OutFrame> + Unpin,
@@ -83,6 +84,7 @@ where
         closed: Box::pin(handle.closing.clone().cancelled_owned()),
         handle,
         limits,
+        router,
         last_invocation: 0,
         confirmed: HashSet::new(),
         held: Vec::new(),
@@ -138,6 +140,8 @@ struct Writer<S> {
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     handle: Arc<SessionHandle>,
     limits: WriterLimits,
+    /// For its counters.
+    router: Arc<crate::router::RouterShared>,
     /// INVOCATION request ids are sequential in this session, in the order they hit the wire.
     last_invocation: u64,
     /// Registrations whose REGISTERED was written (and UNREGISTERED not yet).
@@ -172,6 +176,7 @@ where
             }
             Outbound::Unregistered { request, registration, reason } => {
                 self.confirmed.remove(&registration);
+                self.handle.invocations.forget(registration);
                 let details =
                     reason.map(|reason| Dict::new().with("registration", registration).with("reason", reason));
                 self.message(&Message::Unregistered { request, details }).await
@@ -193,7 +198,10 @@ where
                 );
                 Step::Continue
             }
-            Outbound::Frame(frame) => self.frame(OutFrame::Message(frame)).await,
+            Outbound::Frame(frame) => {
+                self.count(MessageType::Event, frame.len());
+                self.frame(OutFrame::Message(frame)).await
+            }
             Outbound::Pong(payload) => self.frame(OutFrame::Pong(payload)).await,
             Outbound::Ping => self.frame(OutFrame::Ping(Bytes::new())).await,
             Outbound::Close(closing) => {
@@ -267,7 +275,14 @@ where
         // running finds it here. A callee at its limit is unavailable for this call.
         let limits = (self.limits.max_pending, self.limits.max_pending_bytes);
         if let Err((limit, mut call)) = self.handle.invocations.insert(request, call, limits.0, limits.1) {
-            tracing::debug!(session = self.handle.id, ?limit, "callee at its pending limit; call handed on");
+            tracing::debug!(
+                session = self.handle.id,
+                limit = match limit {
+                    call::AtLimit::Calls => "calls",
+                    call::AtLimit::Bytes => "bytes",
+                },
+                "callee at its pending limit; call handed on"
+            );
             call.unavailable.push(self.handle.id);
             call::reroute(call);
             return Step::Continue;
@@ -280,6 +295,7 @@ where
             return Step::Continue;
         };
         self.last_invocation = request;
+        self.count(MessageType::Invocation, frame.len());
         if self.frame(OutFrame::Message(frame)).await == Step::Stop {
             return Step::Stop;
         }
@@ -296,7 +312,10 @@ where
         let Chunk { progress, payload } = chunk;
         let details = if progress { Dict::new().with("progress", true) } else { Dict::new() };
         let (error, reason) = match self.encode(&Message::Invocation { request, registration, details, payload }) {
-            Ok(frame) if frame.len() <= self.limits.max_outgoing => return self.frame(OutFrame::Message(frame)).await,
+            Ok(frame) if frame.len() <= self.limits.max_outgoing => {
+                self.count(MessageType::Invocation, frame.len());
+                return self.frame(OutFrame::Message(frame)).await;
+            }
             Ok(_) => {
                 let max = self.limits.max_outgoing;
                 (
@@ -320,7 +339,10 @@ where
     async fn message(&mut self, message: &Message) -> Step {
         let max = self.limits.max_outgoing;
         let (error, reason) = match self.encode(message) {
-            Ok(frame) if frame.len() <= max => return self.frame(OutFrame::Message(frame)).await,
+            Ok(frame) if frame.len() <= max => {
+                self.count(message.message_type(), frame.len());
+                return self.frame(OutFrame::Message(frame)).await;
+            }
             Ok(frame) => (
                 WampError::PayloadSizeExceeded,
                 format!("the message is {} bytes; this peer accepts {max}", frame.len()),
@@ -331,6 +353,7 @@ where
         };
         tracing::info!(session = self.handle.id, reason, "message replaced: the peer cannot take it");
         if let Some(frame) = stand_in(message, error, &reason).and_then(|m| self.encode(&m).ok()) {
+            self.count(MessageType::Error, frame.len());
             return self.frame(OutFrame::Message(frame)).await;
         }
         // A session message (WELCOME, ...) the peer cannot take: the session cannot go on.
@@ -344,6 +367,12 @@ where
             }
         }
         Step::Stop
+    }
+
+    /// Counts a message written.
+    #[inline]
+    fn count(&self, kind: MessageType, bytes: usize) {
+        self.router.metrics.message(crate::metrics::Direction::Out, kind as u8, bytes);
     }
 
     fn encode(&self, message: &Message) -> Result<Bytes, crate::wire::EncodeError> {
@@ -390,7 +419,8 @@ where
             result = tokio::time::timeout(deadline, operation) => match result {
                 Ok(result) => outcome(result),
                 Err(_) => {
-                    tracing::warn!(session, timeout = ?deadline, "slow consumer: a {what} did not complete in time; closing the session");
+                    tracing::warn!(session, timeout_ms = deadline.as_millis() as u64, "slow consumer: a {what} did not complete in time; closing the session");
+                    self.handle.outbox().mark(crate::metrics::CloseCause::Stuck);
                     false
                 }
             },

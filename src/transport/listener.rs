@@ -15,7 +15,7 @@ use super::tls::TlsConfig;
 
 /// One listening socket (a `[[listener]]` table; the top-level `listen` and `rawsocket_listen`
 /// are listeners too, see [`crate::RouterConfig::listeners`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// The address to bind (port 0 picks a free port).

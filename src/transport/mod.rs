@@ -60,9 +60,35 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+/// Which transport a session came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// WAMP over WebSocket.
+    WebSocket = 0,
+    /// WAMP over RawSocket (TCP).
+    RawSocket = 1,
+}
+
+impl Kind {
+    /// Both transports.
+    pub const ALL: [Kind; 2] = [Kind::WebSocket, Kind::RawSocket];
+
+    /// The name logs and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::WebSocket => "websocket",
+            Kind::RawSocket => "rawsocket",
+        }
+    }
+}
+
 /// What a transport tells the session about its peer.
 #[derive(Debug, Clone)]
 pub struct PeerLink {
+    /// The transport.
+    pub transport: Kind,
+    /// The peer's address.
+    pub peer: std::net::SocketAddr,
     /// The serializer the peer speaks.
     pub serializer: crate::wire::Serializer,
     /// The largest message the peer accepts.
@@ -70,8 +96,6 @@ pub struct PeerLink {
     /// The router may ping this peer (and close it when it stays silent): every WebSocket peer
     /// answers pings, but some RawSocket clients do not implement PING.
     pub pings: bool,
-    /// The peer's address, for the log.
-    pub peer: std::net::SocketAddr,
     /// The client certificate TLS verified, if any.
     pub client_cert: Option<Arc<tls::ClientCert>>,
 }

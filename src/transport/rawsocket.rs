@@ -136,14 +136,25 @@ pub async fn serve<S: Socket>(router: Arc<RouterShared>, mut socket: S, connecti
     match tokio::time::timeout_at(deadline, socket.read_exact(&mut hello[start..])).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return tracing::debug!(%peer, %error, "RawSocket handshake failed"),
-        Err(_) => return tracing::info!(%peer, "RawSocket handshake timed out"),
+        Err(_) => {
+            router.metrics.refused("rawsocket", "timeout");
+            return tracing::info!(%peer, "RawSocket handshake timed out");
+        }
     }
     let Accepted { serializer, peer_max, max_incoming, reply } =
         match parse_handshake(hello, router.config.max_message_size) {
             Ok(accepted) => accepted,
             Err(HandshakeRefusal::NotRawSocket) => return tracing::info!(%peer, "not a RawSocket handshake"),
             Err(HandshakeRefusal::Refused(error)) => {
-                tracing::info!(%peer, ?error, octets = ?hello, "RawSocket handshake refused");
+                let reason = match error {
+                    HandshakeError::SerializerUnsupported => "unsupported_serializer",
+                    HandshakeError::ReservedBitsUsed => "reserved_bits",
+                    HandshakeError::MaxLengthUnacceptable => "max_length",
+                    HandshakeError::MaxConnectionCountReached => "max_connections",
+                };
+                router.metrics.refused("rawsocket", reason);
+                let octets = format!("{:02x} {:02x} {:02x} {:02x}", hello[0], hello[1], hello[2], hello[3]);
+                tracing::info!(%peer, error_code = error as u8, reason, octets, "RawSocket handshake refused");
                 let _ = socket.write_all(&error.reply()).await;
                 let _ = socket.flush().await;
                 return;
@@ -157,8 +168,14 @@ pub async fn serve<S: Socket>(router: Arc<RouterShared>, mut socket: S, connecti
     let read = FrameGate::new(read, Framing::RawSocket, max_incoming, router.config.message_timeout());
     let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
     let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
-    let pings = router.config.rawsocket_keepalive;
-    let link = PeerLink { serializer, max_outgoing: peer_max, pings, peer, client_cert };
+    let link = PeerLink {
+        transport: super::Kind::RawSocket,
+        peer,
+        serializer,
+        max_outgoing: peer_max,
+        pings: router.config.rawsocket_keepalive,
+        client_cert,
+    };
     lifecycle::run(router, link, frames, sink).await;
 }
 

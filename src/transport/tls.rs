@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 pub const HANDSHAKE_RECORD: u8 = 0x16;
 
 /// TLS settings of one listener (the `tls` table).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file with the certificate chain, leaf first.
@@ -42,7 +42,7 @@ pub struct TlsConfig {
 }
 
 /// Whether a listener asks clients for a certificate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// No client certificates are asked for.

@@ -7,7 +7,6 @@
 //! ([`super::origin`], HTTP 403), is refused with an HTTP error that says why. The
 //! socket sits behind a [`FrameGate`], so a large frame costs memory only as its bytes arrive.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -47,13 +46,14 @@ where
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut chosen = None;
+    let mut refusal = None;
     let path = config.path.clone();
     let callback = |request: &Request, response: Response| {
         let origin = request.headers().get(http::header::ORIGIN).map(|o| o.to_str().unwrap_or("(not text)"));
         if let Err(reason) = origins.check(origin) {
-            return Err(refuse(peer, StatusCode::FORBIDDEN, reason));
+            return Err(refuse(&mut refusal, StatusCode::FORBIDDEN, "origin", reason));
         }
-        negotiate(request, response, &path, peer, &mut chosen)
+        negotiate(request, response, &path, &mut chosen, &mut refusal)
     };
     let (max, timeout) = (config.max_message_size, config.message_timeout());
     let prefix = first.as_slice();
@@ -62,10 +62,21 @@ where
     let ws = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(error)) => {
-            tracing::info!(%peer, %error, "WebSocket handshake refused or failed");
+            // Logged once: the refusal's reason if we refused, else what went wrong.
+            match refusal {
+                Some(Refusal { status, reason, kind }) => {
+                    router.metrics.refused("websocket", kind);
+                    tracing::info!(%peer, status = status.as_u16(), reason, "WebSocket handshake refused");
+                }
+                None => {
+                    router.metrics.refused("websocket", "bad_request");
+                    tracing::info!(%peer, %error, "WebSocket handshake failed");
+                }
+            }
             return;
         }
         Err(_) => {
+            router.metrics.refused("websocket", "timeout");
             tracing::info!(%peer, "WebSocket handshake timed out");
             return;
         }
@@ -75,7 +86,14 @@ where
     let (sink, stream) = ws.split();
     let (frames, sink) = (Frames { inner: stream, serializer }, FrameSink { inner: sink, serializer });
     // A WebSocket peer announces no limit of its own, and answers pings (RFC 6455 requires it).
-    let link = PeerLink { serializer, max_outgoing: usize::MAX, pings: true, peer, client_cert };
+    let link = PeerLink {
+        transport: super::Kind::WebSocket,
+        peer,
+        serializer,
+        max_outgoing: usize::MAX,
+        pings: true,
+        client_cert,
+    };
     lifecycle::run(router, link, frames, sink).await;
 }
 
@@ -85,15 +103,12 @@ fn negotiate(
     request: &Request,
     mut response: Response,
     path: &str,
-    peer: SocketAddr,
     chosen: &mut Option<Serializer>,
+    refusal: &mut Option<Refusal>,
 ) -> Result<Response, ErrorResponse> {
     if request.uri().path() != path {
-        return Err(refuse(
-            peer,
-            StatusCode::NOT_FOUND,
-            format!("no WAMP endpoint at {}; use {path}", request.uri().path()),
-        ));
+        let reason = format!("no WAMP endpoint at {}; use {path}", request.uri().path());
+        return Err(refuse(refusal, StatusCode::NOT_FOUND, "wrong_path", reason));
     }
     let offered = request
         .headers()
@@ -105,11 +120,8 @@ fn negotiate(
     let mut offered = offered;
     let Some(serializer) = offered.find_map(Serializer::from_subprotocol) else {
         let wanted: Vec<_> = Serializer::ALL.iter().map(|s| s.subprotocol()).collect();
-        return Err(refuse(
-            peer,
-            StatusCode::BAD_REQUEST,
-            format!("no supported WAMP subprotocol offered; this router speaks {}", wanted.join(", ")),
-        ));
+        let reason = format!("no supported WAMP subprotocol offered; this router speaks {}", wanted.join(", "));
+        return Err(refuse(refusal, StatusCode::BAD_REQUEST, "no_subprotocol", reason));
     };
     response
         .headers_mut()
@@ -118,10 +130,17 @@ fn negotiate(
     Ok(response)
 }
 
-fn refuse(peer: SocketAddr, status: StatusCode, reason: String) -> ErrorResponse {
-    tracing::info!(%peer, status = status.as_u16(), reason, "WebSocket handshake refused");
-    let mut response = ErrorResponse::new(Some(reason));
+/// Why we refused a handshake, for the one log line and the counter.
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+    kind: &'static str,
+}
+
+fn refuse(refusal: &mut Option<Refusal>, status: StatusCode, kind: &'static str, reason: String) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(reason.clone()));
     *response.status_mut() = status;
+    *refusal = Some(Refusal { status, reason, kind });
     response
 }
 

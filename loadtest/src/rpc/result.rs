@@ -186,5 +186,53 @@ pub fn rpc_summary(results: &[RpcResult]) -> String {
             r.cpu.map_or("-".into(), |c| format!("{:.2}", c.loader)),
         );
     }
+    let disturbed: Vec<String> = results
+        .iter()
+        .filter(|r| others_line(r.other_cpus).is_some())
+        .map(|r| format!("{} ({:.2} CPUs)", r.rule, r.other_cpus.unwrap_or_default()))
+        .collect();
+    if !disturbed.is_empty() {
+        let _ = writeln!(
+            out,
+            "DISTURBED: other processes took CPU time during {}: compare those rows with care",
+            disturbed.join(", ")
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(rule: &'static str, other_cpus: Option<f64>) -> RpcResult {
+        RpcResult {
+            router: "r".into(),
+            rule,
+            serializer: "json",
+            payload: 16,
+            callers: 1,
+            window: 1,
+            callees: 1,
+            target_rate: None,
+            measured: Duration::from_secs(1),
+            calls: 10,
+            latency: crate::report::new_histogram(),
+            service_latency: None,
+            errors: BTreeMap::new(),
+            callee_calls: vec![10],
+            cpu: None,
+            router_cpu: "unknown".into(),
+            unsent: 0,
+            other_cpus,
+        }
+    }
+
+    #[test]
+    fn the_summary_of_several_rules_warns_when_disturbed() {
+        let quiet = rpc_summary(&[result("single", Some(0.0)), result("random", None)]);
+        assert!(!quiet.contains("DISTURBED"), "{quiet}");
+        let noisy = rpc_summary(&[result("single", Some(0.0)), result("random", Some(0.5))]);
+        assert!(noisy.contains("DISTURBED") && noisy.contains("random (0.50 CPUs)"), "{noisy}");
+    }
 }

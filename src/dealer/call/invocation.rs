@@ -131,6 +131,17 @@ pub struct InvocationTable {
 struct Pending {
     calls: HashMap<u64, Box<Invocation>, foldhash::fast::RandomState>,
     bytes: usize,
+    /// INVOCATIONs written so far, by registration (the status page's served counts).
+    served: HashMap<u64, u64, foldhash::fast::RandomState>,
+}
+
+/// What a callee is doing for one registration, for the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Serving {
+    /// INVOCATIONs written so far.
+    pub served: u64,
+    /// Of those, still waiting for their answer.
+    pub in_flight: u64,
 }
 
 /// Why a callee cannot take another call now.
@@ -160,6 +171,7 @@ impl InvocationTable {
             return Err((AtLimit::Bytes, call));
         }
         pending.bytes += size;
+        *pending.served.entry(call.registration.id).or_default() += 1;
         pending.calls.insert(id, call);
         Ok(())
     }
@@ -189,6 +201,22 @@ impl InvocationTable {
         let mut pending = self.pending.lock();
         pending.bytes = 0;
         pending.calls.drain().map(|(_, call)| call).collect()
+    }
+
+    /// Drops the served count of a registration the session left.
+    pub fn forget(&self, registration: u64) {
+        self.pending.lock().served.remove(&registration);
+    }
+
+    /// Served and in-flight counts by registration id.
+    pub fn serving(&self) -> Vec<(u64, Serving)> {
+        let pending = self.pending.lock();
+        let mut out: HashMap<u64, Serving, foldhash::fast::RandomState> =
+            pending.served.iter().map(|(r, n)| (*r, Serving { served: *n, in_flight: 0 })).collect();
+        for call in pending.calls.values() {
+            out.entry(call.registration.id).or_default().in_flight += 1;
+        }
+        out.into_iter().collect()
     }
 
     /// Calls in flight here.

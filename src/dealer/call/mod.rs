@@ -48,13 +48,14 @@ use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
 use crate::error::{Refusal, WampError};
+use crate::metrics::CallTag;
 use crate::session::{Outbound, SessionHandle};
 use crate::sync::Mutex;
 use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
 use super::timeout::{Timeouts, TimerKey};
 
-pub use invocation::{payload_size, AtLimit, Invocation, InvocationTable};
+pub use invocation::{payload_size, AtLimit, Invocation, InvocationTable, Serving};
 pub use route::{dispatch, reroute};
 
 /// How many ended progressive calls a session remembers, so that chunks its peer still sends for
@@ -78,11 +79,11 @@ pub struct CallOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelMode {
     /// The caller gets its ERROR at once; the callee is not told.
-    Skip,
+    Skip = 0,
     /// The callee gets INTERRUPT; the caller gets whatever the callee answers.
-    Kill,
+    Kill = 1,
     /// The callee gets INTERRUPT and the caller its ERROR at once.
-    KillNoWait,
+    KillNoWait = 2,
 }
 
 impl CancelMode {
@@ -148,6 +149,8 @@ struct Entry {
     /// A progressive invocation whose caller has not sent its last chunk.
     streaming: bool,
     timer: Option<(Arc<Timeouts>, TimerKey)>,
+    /// What counting the call's end needs: its rule, and when it was opened.
+    tag: CallTag,
 }
 
 #[derive(Default)]
@@ -186,6 +189,11 @@ impl CallTable {
     /// Classifies a CALL with request id `request`, and opens it as a new call in the Queued
     /// state when it is one. `streaming` is its `Options.progress`.
     pub fn open(&self, request: u64, streaming: bool) -> Opened {
+        self.open_tagged(request, streaming, CallTag::NONE)
+    }
+
+    /// Like [`CallTable::open`], with what counting the call's end needs.
+    pub fn open_tagged(&self, request: u64, streaming: bool, tag: CallTag) -> Opened {
         let mut calls = self.calls.lock();
         let calls = &mut *calls;
         match calls.entries.entry(request) {
@@ -200,7 +208,7 @@ impl CallTable {
                 }
                 calls.next_token += 1;
                 let stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
-                slot.insert(Entry { token: calls.next_token, stage, streaming, timer: None });
+                slot.insert(Entry { token: calls.next_token, stage, streaming, timer: None, tag });
                 Opened::New(calls.next_token)
             }
         }
@@ -214,6 +222,13 @@ impl CallTable {
     /// True when no call is in flight.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Calls in flight that no callee has taken yet (queued), and calls running at a callee.
+    pub fn stages(&self) -> (usize, usize) {
+        let calls = self.calls.lock();
+        let queued = calls.entries.values().filter(|e| matches!(e.stage, Stage::Queued { .. })).count();
+        (queued, calls.entries.len() - queued)
     }
 
     /// The token of call `request`, while it is in flight.
@@ -232,7 +247,11 @@ pub fn end(caller: &SessionHandle, request: u64, token: u64, answer: Message) ->
         return false;
     }
     let Some(entry) = calls.entries.remove(&request) else { return false };
+    let tag = entry.tag;
     finish(&mut calls, &caller.calls.started, request, entry);
+    if let Some(metrics) = caller.metrics() {
+        metrics.call_ended(&tag, &answer);
+    }
     // A caller that stopped reading is closed as a slow consumer by the push; its calls are
     // gone with it, so there is nobody left to answer.
     let _ = caller.push(Outbound::Message(Box::new(answer)));
@@ -426,6 +445,11 @@ pub fn cancel(caller: &SessionHandle, request: u64, token: Option<u64>, mode: Ca
     drop(calls);
     if !fail(caller, request, token, error, reason) {
         return;
+    }
+    if error == WampError::Timeout {
+        if let Some(metrics) = caller.metrics() {
+            metrics.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     // A queued call is dropped by its callee's writer when it finds the call ended.
     if let Some((callee, invocation)) = running {

@@ -43,6 +43,9 @@ pub async fn dispatch(mut call: Box<Invocation>) {
         }
         call.attempts += 1;
         call.unavailable.push(session.id);
+        if let Some(metrics) = call.caller.metrics() {
+            metrics.reroutes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if call.attempts >= MAX_ATTEMPTS {
             return call.fail(WampError::Canceled, "every callee tried left before taking the call");
         }
@@ -87,6 +90,9 @@ fn prepare(call: &mut Invocation, callee: &Callee) -> bool {
 pub fn reroute(mut call: Box<Invocation>) {
     if !requeue(&call) {
         return call.discard();
+    }
+    if let Some(metrics) = call.caller.metrics() {
+        metrics.reroutes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     call.attempts += 1;
     tokio::spawn(async move {
