@@ -75,7 +75,8 @@ def tls_router(tmp_path_factory):
     try:
         while wss is None:
             line = lines.get(timeout=10)
-            fields = json.loads(line).get("fields", {})
+            # JSON logs are flat: an event's fields sit beside its message.
+            fields = json.loads(line)
             if str(fields.get("url", "")).startswith("wss://"):
                 wss = fields["url"]
         yield TlsRouter(wss, ca)
