@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Before/after: the standard load-generator runs against two router binaries, alternately (A, B,
-# A, B, ...), each as its own process with `--router-pid`, so both see the same machine at nearly
-# the same time. Prints a Markdown table: each figure's median over the rounds, and B ÷ A.
+# Before/after: the standard load-generator runs against two router binaries, alternately, each as
+# its own process with `--router-pid`, so both see the same machine at nearly the same time: each
+# run goes A then B in odd rounds and B then A in even ones (ABBA), so a machine that drifts over
+# the minutes favours neither. Prints a Markdown table: each figure's median over the rounds, B ÷ A
+# of the medians, and the median of the per-round ratios B ÷ A (each from one A/B pair run back to
+# back, the steadier figure on a noisy machine).
 #
 #   scripts/ab.sh OLD_ROUTER_BIN NEW_ROUTER_BIN [ROUNDS]   (default 2 rounds, ~15 minutes)
 #   AB_RUNS="window256 idle" scripts/ab.sh ...            (a subset of the runs)
@@ -50,16 +53,27 @@ run() {
   stop_router
 }
 
+# both ROUND NAME "ROUTER FLAGS" LOADTEST-ARGS...: the run against A and B back to back.
+both() {
+  local round=$1
+  shift
+  if [ $((round % 2)) = 1 ]; then
+    run 0 "$round" "$@"
+    run 1 "$round" "$@"
+  else
+    run 1 "$round" "$@"
+    run 0 "$round" "$@"
+  fi
+}
+
 for round in $(seq "$rounds"); do
-  for side in 0 1; do
-    run "$side" "$round" standard "" --duration 10s
-    run "$side" "$round" standard-1thread "--threads 1" --duration 10s
-    run "$side" "$round" msgpack "--threads 1" --serializer msgpack --duration 10s
-    run "$side" "$round" window256 "--threads 1" --window 256 --duration 10s
-    run "$side" "$round" sequential "" --callers 1 --window 1 --callees 1 --duration 10s
-    run "$side" "$round" connect "" --mode connect --duration 10s
-    run "$side" "$round" idle "" --mode idle --sessions 10000
-  done
+  both "$round" standard "" --duration 10s
+  both "$round" standard-1thread "--threads 1" --duration 10s
+  both "$round" msgpack "--threads 1" --serializer msgpack --duration 10s
+  both "$round" window256 "--threads 1" --window 256 --duration 10s
+  both "$round" sequential "" --callers 1 --window 1 --callees 1 --duration 10s
+  both "$round" connect "" --mode connect --duration 10s
+  both "$round" idle "" --mode idle --sessions 10000
 done
 
 python3 - "$out" "$rounds" <<'PY'
@@ -79,6 +93,17 @@ def values(side, name, pick):
 def figures(side, name, pick):
     vals = values(side, name, pick)
     return statistics.median(vals) if vals else None
+def paired(name, pick):
+    ratios = []
+    for r in range(1, rounds + 1):
+        pair = []
+        for side in (0, 1):
+            path = os.path.join(out, f"{side}-{r}-{name}.json")
+            v = pick(json.loads(open(path).readline())) if os.path.exists(path) else None
+            pair.append(v)
+        if pair[0] and pair[1] is not None:
+            ratios.append(pair[1] / pair[0])
+    return statistics.median(ratios) if ratios else None
 rows = []
 for name in ["standard", "standard-1thread", "msgpack", "window256", "sequential"]:
     rows.append((f"{name}: calls/s", name, lambda r: r["calls_per_sec"], "{:,.0f}"))
@@ -89,19 +114,21 @@ for name in ["standard", "standard-1thread", "msgpack", "window256", "sequential
 rows.append(("connect: sessions/s", "connect", lambda r: r["sessions_per_sec"], "{:,.0f}"))
 rows.append(("connect: router CPU µs/session", "connect", lambda r: r.get("router_cpu_us_per_session"), "{:.1f}"))
 rows.append(("idle: KiB per session", "idle", lambda r: (r.get("router_rss_per_session_bytes") or 0) / 1024, "{:.1f}"))
-print(f"| measure: median of {rounds} rounds (min–max) | before (A) | after (B) | B ÷ A (medians) |")
-print("|---|---|---|---|")
+print(f"| measure: median of {rounds} rounds (min–max) | before (A) | after (B) | B ÷ A (medians) | B ÷ A (median of pairs) |")
+print("|---|---|---|---|---|")
 for label, name, pick, fmt in rows:
     va, vb = values(0, name, pick), values(1, name, pick)
     if not va and not vb:
         continue
     a, b = figures(0, name, pick), figures(1, name, pick)
     ratio = f"{b / a:.2f}" if a and b else "—"
+    pr = paired(name, pick)
+    pair_ratio = f"{pr:.3f}" if pr is not None else "—"
     def show(vals, med):
         if med is None:
             return "—"
         if len(vals) < 2:
             return fmt.format(med)
         return f"{fmt.format(med)} ({fmt.format(min(vals))}–{fmt.format(max(vals))})"
-    print(f"| {label} | {show(va, a)} | {show(vb, b)} | {ratio} |")
+    print(f"| {label} | {show(va, a)} | {show(vb, b)} | {ratio} | {pair_ratio} |")
 PY
