@@ -332,8 +332,8 @@ fn no_such_session(id: u64) -> Refusal {
 }
 
 /// `2026-11-25T18:30:00.000Z` for a time after the epoch (the meta API's `created`, WAMP-CRA's
-/// `timestamp`).
-pub(crate) fn iso8601(time: SystemTime) -> String {
+/// `timestamp`, the load generator's reports).
+pub fn iso8601(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (days, secs) = ((since.as_secs() / 86_400) as i64, since.as_secs() % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::config::WampcraConfig;
+use crate::wire::value::quoted;
 use crate::wire::Dict;
 
 /// A principal's WAMP-CRA key, as the router holds it.
@@ -98,25 +99,9 @@ pub fn derive_key(secret: &[u8], salt: &str, iterations: u32, keylen: usize) -> 
 pub fn challenge_text(authid: &str, authrole: &str, session: u64, nonce: &str, timestamp: &str) -> String {
     format!(
         "{{\"authid\":{},\"authrole\":{},\"authmethod\":\"wampcra\",\"authprovider\":\"static\",\"nonce\":\"{nonce}\",\"timestamp\":\"{timestamp}\",\"session\":{session}}}",
-        json_string(authid),
-        json_string(authrole),
+        quoted(authid),
+        quoted(authrole),
     )
-}
-
-/// A JSON string literal for `s`.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

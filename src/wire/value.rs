@@ -94,8 +94,9 @@ impl Value {
 /// Strings up to this many characters are quoted whole by [`Value::describe`].
 pub const DESCRIBED_CHARS: usize = 40;
 
-/// `"text"` with quotes, backslashes and control characters escaped as JSON would.
-fn quoted(s: &str) -> String {
+/// `"text"` with quotes, backslashes and control characters escaped as JSON would: a JSON
+/// string literal (also how WAMP-CRA writes its challenge's strings).
+pub(crate) fn quoted(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
