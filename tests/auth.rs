@@ -215,6 +215,15 @@ async fn each_method_welcomes_its_principal() {
     challenge(&mut both, "ticket").await;
     drop(both);
 
+    // /metrics counts the joined sessions by the method each authenticated with.
+    let text = roundhouse::metrics::exposition::render(router.shared());
+    for (method, n) in [("ticket", 1), ("wampcra", 2), ("cryptosign", 2)] {
+        let series = format!(
+            "roundhouse_sessions{{realm=\"{AUTH}\",transport=\"websocket\",serializer=\"json\",authmethod=\"{method}\"}} {n}"
+        );
+        assert!(text.lines().any(|line| line == series), "no line {series} in\n{text}");
+    }
+
     for client in [joe, cra, salty, signed96, signed64] {
         say_goodbye(client).await;
     }

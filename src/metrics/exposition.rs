@@ -151,9 +151,8 @@ impl Collector for RouterCollector {
         for realm in &realms {
             let mut counts = std::collections::BTreeMap::<(&str, &str, &str), i64>::new();
             for session in realm.sessions.iter() {
-                // The authentication method comes from the session's identity once
-                // authentication beyond anonymous exists; every session is anonymous today.
-                let authmethod = "anonymous";
+                // Joined sessions have an identity; one being torn down may already lack it.
+                let authmethod = session.identity().map_or("none", |i| i.authmethod);
                 *counts
                     .entry((session.transport().as_str(), serializer_name(session.serializer), authmethod))
                     .or_default() += 1;
