@@ -31,6 +31,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import selenium' 2>/d
   "$venv/bin/pip" install -q "selenium>=4.20,<5"
 fi
 
-cargo build -p roundhouse -p loadtest
+# The same build as scripts/test.sh (tests included): the dev-dependencies change some shared
+# dependencies' features, so building the binaries alone would compile the router a second time.
+cargo build --workspace --all-targets
 ROUNDHOUSE_BIN="${ROUNDHOUSE_BIN:-$target/debug/roundhouse}" LOADTEST_BIN="${LOADTEST_BIN:-$target/debug/loadtest}" \
   ARTIFACT_DIR="${ARTIFACT_DIR:-$target/browser}" "$venv/bin/python" tests/browser/status_page.py

@@ -42,7 +42,7 @@ if [[ $profile == release ]]; then
   cargo build --release -p roundhouse -p loadtest
   bin="$target/release"
 else
-  cargo build -p roundhouse -p loadtest
+  cargo build --workspace --all-targets   # the debug build scripts/test.sh made: no second build
   bin="$target/debug"
 fi
 ulimit -n "$(ulimit -Hn)"
