@@ -85,53 +85,28 @@ pub fn reload(shared: &RouterShared, new: RouterConfig) -> Result<ReloadReport, 
 /// The keys whose values differ and that only a restart applies. The destructuring is
 /// exhaustive on purpose: a new config key does not compile until it is sorted here.
 fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
-    let RouterConfig {
-        listen,
-        path,
-        rawsocket_on_websocket_port,
-        rawsocket_listen,
-        // Per listener, below and in `reload`: certificates and origins apply, the socket does not.
-        tls: _,
-        allowed_origins: _,
-        extra_listeners: _,
-        realms,
-        max_message_size,
-        read_buffer_size,
-        write_buffer_size,
-        max_outbound_bytes,
-        slow_consumer_bytes,
-        stuck_timeout_ms,
-        handshake_timeout_ms,
-        shutdown_timeout_ms,
-        dealer_shards,
-        max_pending_per_callee,
-        max_pending_bytes_per_callee,
-        max_registrations_per_session,
-        max_subscriptions_per_session,
-        max_testaments_per_session,
-        max_testament_bytes,
-        keepalive_interval_ms,
-        idle_timeout_ms,
-        rawsocket_keepalive,
-        message_timeout_ms,
-        tcp_keepalive_ms,
-        worker_threads,
-        max_connections,
-        log_level,
-        log_format,
-        admin,
-        metrics,
-    } = new;
     let mut changed = Vec::new();
-    let mut differs = |key: &str, old: String, new: String| {
-        if old != new {
-            changed.push(key.to_owned());
-        }
-    };
-    macro_rules! compare {
-        ($($key:ident),* $(,)?) => { $( differs(stringify!($key), format!("{:?}", running.$key), format!("{:?}", $key)); )* };
+    // One list of keys for both the exhaustive destructuring and the comparison.
+    macro_rules! restart_only {
+        ($($key:ident),* $(,)?) => {
+            let RouterConfig {
+                $($key,)*
+                // Per listener, below and in `reload`: certificates and origins apply, the socket
+                // does not.
+                tls: _,
+                allowed_origins: _,
+                extra_listeners: _,
+                // Compared below: only the realm set and each realm's restart-only keys.
+                realms: _,
+            } = new;
+            $(
+                if format!("{:?}", running.$key) != format!("{:?}", $key) {
+                    changed.push(stringify!($key).to_owned());
+                }
+            )*
+        };
     }
-    compare!(
+    restart_only!(
         listen,
         path,
         rawsocket_on_websocket_port,
@@ -179,7 +154,9 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
             )
             .collect::<Vec<_>>()
     };
-    differs("realm", format!("{:?}", realm_view(&running.realms)), format!("{:?}", realm_view(realms)));
+    if realm_view(&running.realms) != realm_view(&new.realms) {
+        changed.push("realm".to_owned());
+    }
     changed
 }
 
