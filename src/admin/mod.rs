@@ -69,6 +69,9 @@ pub async fn start(router: Arc<RouterShared>, addr: SocketAddr) -> io::Result<Ad
     Ok(AdminHandle { local_addr, stop })
 }
 
+/// Admin responses being built at once (see [`serve`]).
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 async fn accept(listener: TcpListener, state: Arc<status::StatusState>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
@@ -79,7 +82,7 @@ async fn accept(listener: TcpListener, state: Arc<status::StatusState>, stop: Ca
             Ok((tcp, _)) => {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), serve(tcp, &state)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), serve(tcp, state)).await;
                 });
             }
             Err(error) => {
@@ -107,7 +110,7 @@ impl Response {
     }
 }
 
-async fn serve(mut tcp: TcpStream, state: &status::StatusState) -> io::Result<()> {
+async fn serve(mut tcp: TcpStream, state: Arc<status::StatusState>) -> io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let read = async {
@@ -123,12 +126,19 @@ async fn serve(mut tcp: TcpStream, state: &status::StatusState) -> io::Result<()
         }
         Ok(())
     };
-    let response = match tokio::time::timeout(Duration::from_secs(5), read).await {
-        Ok(Ok(())) => route(&head, state),
+    let read = tokio::time::timeout(Duration::from_secs(5), read).await;
+    let head_only = head.starts_with(b"HEAD ");
+    let response = match read {
+        // /metrics and /api/status walk every session and registration: off the workers that
+        // route calls, and one walk at a time, so scrapers cannot take the router's threads.
+        Ok(Ok(())) => {
+            let _turn = RENDERING.acquire().await.map_err(io::Error::other)?;
+            let head = std::mem::take(&mut head);
+            tokio::task::spawn_blocking(move || route(&head, &state)).await.map_err(io::Error::other)?
+        }
         Ok(Err(error)) if error.kind() == io::ErrorKind::InvalidData => Response::text(431, "request head too large"),
         _ => return Ok(()),
     };
-    let head_only = head.starts_with(b"HEAD ");
     let reason = match response.status {
         200 => "OK",
         400 => "Bad Request",
