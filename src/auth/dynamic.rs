@@ -88,7 +88,7 @@ impl Authenticator {
 
     /// Whether it answers for `method`.
     pub fn answers(&self, method: &str) -> bool {
-        self.methods.iter().any(|m| *m == method)
+        self.methods.contains(&method)
     }
 
     /// The procedure's URI.

@@ -158,16 +158,15 @@ pub fn hello(auth: &RealmAuth, details: &Dict, ctx: &Context<'_>) -> Hello {
             })
         };
         let started = match method {
-            "anonymous" => match &auth.anonymous {
-                Some(role) => Some(Hello::Welcome(Admitted {
+            "anonymous" => auth.anonymous.as_ref().map(|role| {
+                Hello::Welcome(Admitted {
                     authid: format!("anonymous-{session}"),
                     role: role.clone(),
                     authmethod: "anonymous",
                     authprovider: "static",
                     authextra: None,
-                })),
-                None => None,
-            },
+                })
+            }),
             "tls" => admit_tls(auth, authid, ctx, &mut misses),
             "ticket" | "wampcra" | "wamp-scram" => {
                 let Some(authid) = authid else {

@@ -168,7 +168,7 @@ impl RealmAuth {
 
     /// Whether `method` may only be used over TLS.
     fn requires_tls(&self, method: &str) -> bool {
-        self.require_tls.iter().any(|m| *m == method)
+        self.require_tls.contains(&method)
     }
 
     /// The authentication methods this realm offers, in the order the router names them.
