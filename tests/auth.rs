@@ -767,9 +767,12 @@ async fn an_authenticator_leaving_mid_handshake_fails_the_login_at_once() {
     let mut waiting = hello(&router, AUTH, &["ticket"], Some("dyn-joe"), Dict::new()).await;
     challenge(&mut waiting, "ticket").await;
     waiting.send(&Message::Authenticate { signature: "dyn-ticket".into(), extra: Dict::new() }).await.unwrap();
-    while asked.lock().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let asked_in_time = tokio::time::timeout(Duration::from_secs(5), async {
+        while asked.lock().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    asked_in_time.await.expect("the router asks the authenticator");
     let started = std::time::Instant::now();
     authenticator.abort(); // its connection drops with the INVOCATION unanswered
     let reply = waiting.recv().await.unwrap();
