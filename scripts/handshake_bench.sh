@@ -3,7 +3,9 @@
 # [CHALLENGE → AUTHENTICATE →] WELCOME → GOODBYE → close, as fast as its loops go) against the
 # release router started with benches/auth-bench.toml (one principal per method), each method in
 # turn, ROUNDS times over, so all methods see the same machine at nearly the same time. Prints a
-# Markdown table: sessions/s and router CPU per session, median over the rounds (min–max).
+# Markdown table: sessions/s and router CPU per session, median over the rounds (min–max). The
+# dynamic-authenticator rows run the authenticator inside the load generator (--authenticator):
+# the router's CPU includes routing its CALL and answer, the authenticator's own work does not.
 #
 #   scripts/handshake_bench.sh [ROUNDS] [SECONDS]   (default 2 rounds of 8 s each)
 set -euo pipefail
@@ -38,6 +40,9 @@ methods=(
   "ticket (PBKDF2-SHA256, 600,000 iterations)|--auth ticket --authid bench-pbkdf2 --secret benchpw"
   "wampcra (an HMAC; salted costs the router the same)|--auth wampcra --authid bench-cra --secret benchpw"
   "cryptosign (Ed25519)|--auth cryptosign --secret 4d57d97a68f555696620a6d849c0ce582568518d729eb753dc7c732de2804510"
+  "wamp-scram (stored keys; the router runs no KDF)|--auth wamp-scram --authid bench-scram --secret benchpw"
+  "wampcra via the dynamic authenticator|--auth wampcra --authid bench-dyn --secret benchpw --authenticator bench.authenticate"
+  "ticket via the dynamic authenticator|--auth ticket --authid bench-dyn --secret benchpw --authenticator bench.authenticate"
 )
 for round in $(seq "$rounds"); do
   for i in "${!methods[@]}"; do

@@ -273,7 +273,12 @@ impl Client {
                 details.insert("authextra", Dict::new().with("pubkey", hex::encode(key.verifying_key().to_bytes())));
                 ("cryptosign", authid.as_deref())
             }
+            Credentials::WampScram { authid, .. } => {
+                details.insert("authextra", Dict::new().with("nonce", scram_nonce()));
+                ("wamp-scram", Some(authid.as_str()))
+            }
         };
+        let authextra = details.get("authextra").and_then(Value::as_dict).cloned().unwrap_or_default();
         details.insert("authmethods", Value::List(vec![Value::from(method)]));
         if let Some(authid) = authid {
             details.insert("authid", authid);
@@ -287,8 +292,8 @@ impl Client {
                     return Ok(session);
                 }
                 Message::Challenge { extra, .. } => {
-                    let signature = credentials.answer(&extra);
-                    self.send(&Message::Authenticate { signature, extra: Dict::new() }).await?;
+                    let (signature, extra) = credentials.answer(&extra, &authextra);
+                    self.send(&Message::Authenticate { signature, extra }).await?;
                 }
                 other => return Err(ClientError::Unexpected(Box::new(other))),
             }
@@ -538,13 +543,33 @@ pub enum Credentials {
         /// The Ed25519 private key.
         private_key: [u8; 32],
     },
+    /// `wamp-scram` (the spec's dialect), with the KDF the CHALLENGE names.
+    WampScram {
+        /// The principal.
+        authid: String,
+        /// Its password.
+        password: String,
+    },
+}
+
+/// The client nonce `wamp-scram` logins send (fresh per login: base64 of 16 random bytes).
+fn scram_nonce() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(fastrand::u128(..).to_le_bytes())
 }
 
 impl Credentials {
-    /// AUTHENTICATE's signature for a CHALLENGE's extra.
-    fn answer(&self, extra: &Dict) -> String {
+    /// AUTHENTICATE's signature (and extra) for a CHALLENGE's extra; `hello` is the HELLO's
+    /// `authextra`.
+    fn answer(&self, extra: &Dict, hello: &Dict) -> (String, Dict) {
         let text = |key: &str| extra.get(key).and_then(Value::as_str).unwrap_or_default();
-        match self {
+        if let Credentials::WampScram { authid, password } = self {
+            let client_nonce = hello.get("nonce").and_then(Value::as_str).unwrap_or_default();
+            let proof = crate::auth::scram::client_proof(password.as_bytes(), authid, client_nonce, extra);
+            let reply = Dict::new().with("nonce", text("nonce")).with("channel_binding", Value::Null);
+            return (proof.unwrap_or_default(), reply);
+        }
+        let signature = match self {
             Credentials::Anonymous => String::new(),
             Credentials::Ticket { ticket, .. } => ticket.clone(),
             Credentials::Wampcra { secret, .. } => {
@@ -563,7 +588,9 @@ impl Credentials {
                 let signature = ed25519_dalek::SigningKey::from_bytes(private_key).sign(&challenge);
                 format!("{}{}", hex::encode(signature.to_bytes()), hex::encode(&challenge))
             }
-        }
+            Credentials::WampScram { .. } => String::new(),
+        };
+        (signature, Dict::new())
     }
 }
 

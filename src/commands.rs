@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::auth::config::Action;
 use crate::auth::ticket::{self, HashKind};
-use crate::auth::{wampcra, RealmAuth};
+use crate::auth::{scram, wampcra, RealmAuth};
 use crate::config::{ConfigError, RouterConfig};
 
 /// Exit code: the config is valid / the secret was hashed.
@@ -48,6 +48,18 @@ pub fn explain(config: &RouterConfig) -> String {
         if realm.anonymous {
             let _ = writeln!(out, "  anonymous sessions get role '{}'", realm.anonymous_role);
         }
+        if let Some(authenticator) = &realm.authenticator {
+            let _ = writeln!(
+                out,
+                "  authenticator: procedure '{}' in realm '{}' answers for {}",
+                authenticator.procedure,
+                authenticator.realm.as_deref().unwrap_or(&realm.name),
+                authenticator.methods.join(", ")
+            );
+        }
+        if !realm.require_tls.is_empty() {
+            let _ = writeln!(out, "  only over TLS: {}", realm.require_tls.join(", "));
+        }
         for principal in &realm.principals {
             let mut methods = Vec::new();
             if principal.ticket.is_some() {
@@ -58,6 +70,12 @@ pub fn explain(config: &RouterConfig) -> String {
             }
             if !principal.cryptosign.is_empty() {
                 methods.push("cryptosign");
+            }
+            if principal.scram.is_some() {
+                methods.push("wamp-scram");
+            }
+            if principal.tls_cn.is_some() || principal.tls_fingerprint.is_some() {
+                methods.push("tls");
             }
             let _ =
                 writeln!(out, "  principal '{}' (role '{}'): {}", principal.authid, principal.role, methods.join(", "));
@@ -99,6 +117,8 @@ pub enum SecretFor {
     Ticket(HashKind),
     /// A salted WAMP-CRA key: an inline table for `wampcra = {...}`.
     Wampcra,
+    /// A WAMP-SCRAM credential (stored and server keys): an inline table for `scram = {...}`.
+    Scram(HashKind),
 }
 
 /// The config value that stores `secret` (never the secret itself, for tickets).
@@ -113,6 +133,19 @@ pub fn hash_secret(secret: &str, kind: SecretFor) -> Result<String, String> {
                 "wampcra = {{ derived_key = \"{key}\", salt = \"{salt}\", iterations = {iterations}, keylen = {keylen} }}"
             ))
         }
+        SecretFor::Scram(kind) => {
+            let salt = crate::auth::random::<16>()?;
+            let (kdf, iterations) = match kind {
+                HashKind::Argon2id => (scram::Kdf::Argon2id13 { memory: ticket::ARGON2_M_KIB }, ticket::ARGON2_T),
+                HashKind::Pbkdf2 => (scram::Kdf::Pbkdf2, ticket::PBKDF2_ITERATIONS),
+            };
+            let c = scram::derive(secret.as_bytes(), &salt, kdf, iterations)?;
+            let memory = c.memory.map_or(String::new(), |m| format!(", memory = {m}"));
+            Ok(format!(
+                "scram = {{ kdf = \"{}\", salt = \"{}\", iterations = {}{memory}, stored_key = \"{}\", server_key = \"{}\" }}",
+                c.kdf, c.salt, c.iterations, c.stored_key, c.server_key
+            ))
+        }
     }
 }
 
@@ -123,7 +156,7 @@ mod tests {
 
     #[test]
     fn hashed_secrets_load_as_principals() {
-        for kind in [SecretFor::Ticket(HashKind::Pbkdf2), SecretFor::Wampcra] {
+        for kind in [SecretFor::Ticket(HashKind::Pbkdf2), SecretFor::Wampcra, SecretFor::Scram(HashKind::Pbkdf2)] {
             let line = hash_secret("s3cret", kind).unwrap();
             assert!(!line.contains("s3cret"));
             let toml =
@@ -134,6 +167,12 @@ mod tests {
                 &config.realms[0].principals[0].wampcra
             {
                 assert_eq!(*key, wampcra::derive_key(b"s3cret", salt, 100_000, 32));
+            }
+            if let Some(credential) = &config.realms[0].principals[0].scram {
+                let salt =
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &credential.salt).unwrap();
+                let again = scram::derive(b"s3cret", &salt, scram::Kdf::Pbkdf2, credential.iterations).unwrap();
+                assert_eq!(&again, credential);
             }
         }
     }

@@ -184,9 +184,17 @@ pub struct RealmConfig {
     /// The role anonymous sessions get (default `anonymous`).
     #[serde(default = "anonymous_role")]
     pub anonymous_role: String,
-    /// The principals that may authenticate with `ticket`, `wampcra` or `cryptosign`.
+    /// Methods offered only to sessions that came over TLS (e.g. `["ticket"]`: a ticket travels
+    /// in clear text). Over plain TCP such a method is as good as not offered.
+    #[serde(default)]
+    pub require_tls: Vec<String>,
+    /// The principals that may authenticate with `ticket`, `wampcra`, `cryptosign`,
+    /// `wamp-scram` or `tls`.
     #[serde(default, rename = "principal")]
     pub principals: Vec<PrincipalConfig>,
+    /// A procedure that supplies principals the config does not list (dynamic authenticator).
+    #[serde(default)]
+    pub authenticator: Option<crate::auth::config::AuthenticatorConfig>,
     /// The realm's roles and their permissions. Default: the `anonymous` role, which may call,
     /// register, publish and subscribe everywhere except the meta API's admin procedures.
     #[serde(default = "default_roles", rename = "role")]
@@ -210,6 +218,8 @@ impl RealmConfig {
             anonymous: true,
             anonymous_role: anonymous_role(),
             principals: Vec::new(),
+            authenticator: None,
+            require_tls: Vec::new(),
             roles: default_roles(),
         }
     }
@@ -350,6 +360,7 @@ impl RouterConfig {
             crate::auth::RealmAuth::compile(realm)
                 .map_err(|reason| ConfigError::Invalid(format!("realm '{}': {reason}", realm.name)))?;
         }
+        crate::auth::check_authenticator_realms(&self.realms).map_err(ConfigError::Invalid)?;
         if let Some(twice) =
             self.realms.iter().enumerate().find(|(i, r)| self.realms[..*i].iter().any(|o| o.name == r.name))
         {

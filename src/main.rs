@@ -90,12 +90,13 @@ enum Command {
         file: PathBuf,
     },
     /// Read a secret from standard input (its first line) and print the config line that stores
-    /// it for a principal: a ticket's Argon2id (or PBKDF2) hash, or a salted WAMP-CRA key.
+    /// it for a principal: a ticket's Argon2id (or PBKDF2) hash, a salted WAMP-CRA key, or a
+    /// WAMP-SCRAM credential (Argon2id or PBKDF2; the stored keys, never the password).
     HashSecret {
         /// What the secret is for.
         #[arg(long, value_enum, default_value = "ticket")]
         method: SecretMethod,
-        /// The hash for a ticket.
+        /// The hash for a ticket, or the KDF for a WAMP-SCRAM credential.
         #[arg(long, value_enum, default_value = "argon2id")]
         kdf: Kdf,
     },
@@ -105,6 +106,7 @@ enum Command {
 enum SecretMethod {
     Ticket,
     Wampcra,
+    WampScram,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -151,6 +153,10 @@ fn run_command(command: Command, cli: &Cli) -> ExitCode {
                     SecretFor::Ticket(roundhouse::auth::ticket::HashKind::Argon2id)
                 }
                 (SecretMethod::Ticket, Kdf::Pbkdf2) => SecretFor::Ticket(roundhouse::auth::ticket::HashKind::Pbkdf2),
+                (SecretMethod::WampScram, Kdf::Argon2id) => {
+                    SecretFor::Scram(roundhouse::auth::ticket::HashKind::Argon2id)
+                }
+                (SecretMethod::WampScram, Kdf::Pbkdf2) => SecretFor::Scram(roundhouse::auth::ticket::HashKind::Pbkdf2),
             };
             match commands::hash_secret(secret, kind) {
                 Ok(line) => {

@@ -141,7 +141,8 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
     let realm_view = |realms: &[RealmConfig]| {
         realms
             .iter()
-            // Principals, roles and anonymous admission apply at once (crate::auth::apply_config).
+            // Principals, roles, anonymous admission, the authenticator and require_tls apply at
+            // once (crate::auth::apply_config).
             .map(
                 |RealmConfig {
                      name,
@@ -149,6 +150,8 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
                      anonymous: _,
                      anonymous_role: _,
                      principals: _,
+                     authenticator: _,
+                     require_tls: _,
                      roles: _,
                  }| { format!("{name}:{allow_disclose_caller}") },
             )

@@ -77,7 +77,7 @@ impl RouterShared {
                     limits,
                     link.transport,
                     Some(link.peer),
-                    link.client_cert.clone(),
+                    link.tls.clone(),
                 );
                 slot.insert(handle.clone());
                 return (handle, queue);
@@ -231,7 +231,7 @@ async fn serve(shared: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr, stat
     let deadline = Instant::now() + shared.config.handshake_timeout();
     let _ = tcp.set_nodelay(true);
     let live = state.live();
-    let connection = Connection { peer, deadline, first: None, client_cert: None };
+    let connection = Connection { peer, deadline, first: None, tls: None };
     match &live.tls {
         None => {
             let is_rawsocket = match (live.config.websocket, live.config.rawsocket) {
@@ -260,8 +260,8 @@ async fn serve_tls(
     live: &Live,
 ) {
     let (peer, deadline) = (connection.peer, connection.deadline);
-    let Some((mut tls, client_cert)) = tls::accept(acceptor, tcp, peer, deadline).await else { return };
-    let connection = Connection { client_cert, ..connection };
+    let Some((mut tls, peer_tls)) = tls::accept(acceptor, tcp, peer, deadline).await else { return };
+    let connection = Connection { tls: Some(peer_tls), ..connection };
     match (live.config.websocket, live.config.rawsocket) {
         (true, true) => {
             // No peeking inside TLS: the octet read is handed on with the stream.

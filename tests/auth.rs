@@ -111,15 +111,20 @@ async fn authenticate(client: &mut Client, signature: &str) -> Message {
     client.recv().await.unwrap()
 }
 
-/// Asserts WELCOME with this identity; returns the session id.
+/// Asserts WELCOME with this identity from the config; returns the session id.
 fn assert_welcome(reply: &Message, authid: &str, authrole: &str, authmethod: &str) -> u64 {
+    assert_welcome_by(reply, authid, authrole, authmethod, "static")
+}
+
+/// Asserts WELCOME with this identity from `authprovider`; returns the session id.
+fn assert_welcome_by(reply: &Message, authid: &str, authrole: &str, authmethod: &str, authprovider: &str) -> u64 {
     match reply {
         Message::Welcome { details, session } => {
             let field = |k: &str| details.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-            assert_eq!(field("authid"), authid);
+            assert_eq!(field("authid"), authid, "{details:?}");
             assert_eq!(field("authrole"), authrole);
             assert_eq!(field("authmethod"), authmethod);
-            assert_eq!(field("authprovider"), "static");
+            assert_eq!(field("authprovider"), authprovider);
             *session
         }
         other => panic!("expected WELCOME, got {other:?}"),
@@ -449,4 +454,444 @@ fn the_readme_example_config_loads() {
     let config: roundhouse::RouterConfig = toml::from_str(text).expect("the example parses");
     config.validate().expect("the example is valid");
     assert!(config.realms.iter().any(|r| !r.principals.is_empty()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dynamic authenticator
+
+const BACKEND: &str = "auth.backend";
+const AUTHENTICATOR: &str = "com.auth.authenticate";
+const SCRAM_PASSWORD: &[u8] = b"scram pencil";
+
+/// The test realm, asking `com.auth.authenticate` in realm `auth.backend` for principals it does
+/// not list; the backend realm admits anonymous sessions, which may register anything.
+fn dynamic_router_config(c: &mut roundhouse::RouterConfig) {
+    let mut realm = auth_realm();
+    realm.authenticator = Some(roundhouse::auth::config::AuthenticatorConfig {
+        procedure: AUTHENTICATOR.into(),
+        realm: Some(BACKEND.into()),
+        methods: roundhouse::auth::config::DYNAMIC_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+    });
+    c.realms.push(realm);
+    c.realms.push(RealmConfig::named(BACKEND));
+}
+
+/// What the authenticator was asked: (realm, authid, authmethod, details).
+type Asked = std::sync::Arc<parking_lot::Mutex<Vec<(String, Value, String, Dict)>>>;
+
+/// How the test authenticator answers an authid.
+fn principal_for(authid: Option<&str>, authmethod: &str, details: &Dict) -> Result<Value, &'static str> {
+    let signer = hex::encode(SigningKey::from_bytes(&OTHER_KEY).verifying_key().to_bytes());
+    let user = |d: Dict| Ok(Value::Dict(d.with("role", "user")));
+    match (authid, authmethod) {
+        (Some("dyn-joe"), "ticket") => {
+            if details.get("ticket").and_then(Value::as_str) == Some("dyn-ticket") {
+                user(Dict::new().with("authextra", Dict::new().with("from", "db")))
+            } else {
+                Err("wamp.error.authentication_denied")
+            }
+        }
+        (Some("dyn-cra"), "wampcra") => user(Dict::new().with("secret", "dyn-cra-secret")),
+        (Some("dyn-salty"), "wampcra") => user(
+            Dict::new()
+                .with("derived_key", wampcra::derive_key(b"dyn-salty-pw", "pepper", 1000, 32))
+                .with("salt", "pepper")
+                .with("iterations", 1000u64)
+                .with("keylen", 32u64),
+        ),
+        (None, "cryptosign") => user(Dict::new().with("authid", "dyn-signer").with("pubkey", signer)),
+        (Some("dyn-scram"), "wamp-scram") => {
+            let c = roundhouse::auth::scram::derive(
+                SCRAM_PASSWORD,
+                b"0123456789abcdef",
+                roundhouse::auth::scram::Kdf::Pbkdf2,
+                1000,
+            )
+            .unwrap();
+            user(
+                Dict::new()
+                    .with("kdf", c.kdf)
+                    .with("salt", c.salt)
+                    .with("iterations", u64::from(c.iterations))
+                    .with("stored_key", c.stored_key)
+                    .with("server_key", c.server_key),
+            )
+        }
+        (Some("renamed"), "ticket") => Ok(Value::Dict(Dict::new().with("role", "admin").with("authid", "db-user-7"))),
+        (Some("bad-role"), _) => Ok(Value::Dict(Dict::new().with("role", "no-such-role"))),
+        (Some("malformed"), _) => Ok(Value::UInt(42)),
+        (Some("no-key"), "wampcra") => user(Dict::new()),
+        (Some("refused"), _) => Ok(Value::Dict(Dict::new().with("role", "user").with("allow", false))),
+        (Some("db-down"), _) => Err("com.example.database_unavailable"),
+        _ => Err("wamp.error.no_such_principal"),
+    }
+}
+
+/// Joins the backend realm, registers the authenticator and answers each INVOCATION with
+/// [`principal_for`]; `hold` authids get no answer at all. Records what it was asked.
+async fn start_authenticator(
+    router: &RouterHandle,
+    hold: &'static [&'static str],
+) -> (Asked, tokio::task::JoinHandle<()>) {
+    let client = Client::join(&router.url(), BACKEND, Serializer::MsgPack).await.unwrap();
+    serve_authenticator(client, hold).await
+}
+
+/// Registers the authenticator on `client` and serves it (see [`start_authenticator`]).
+async fn serve_authenticator(
+    mut client: Client,
+    hold: &'static [&'static str],
+) -> (Asked, tokio::task::JoinHandle<()>) {
+    client.register(AUTHENTICATOR, Dict::new()).await.unwrap();
+    let asked: Asked = Default::default();
+    let record = asked.clone();
+    let task = tokio::spawn(async move {
+        let (mut tx, mut rx) = client.split();
+        while let Ok(message) = rx.recv_forever().await {
+            let Message::Invocation { request, payload, .. } = message else { continue };
+            let (args, _) = payload.to_values().unwrap();
+            let [Value::Str(realm), authid, Value::Str(method), Value::Dict(details)] = &args[..] else {
+                panic!("the authenticator is called with (realm, authid, authmethod, details): {args:?}")
+            };
+            record.lock().push((realm.clone(), authid.clone(), method.clone(), details.clone()));
+            if authid.as_str().is_some_and(|a| hold.contains(&a)) {
+                continue;
+            }
+            let answer = match principal_for(authid.as_str(), method, details) {
+                Ok(value) => Message::Yield { request, options: Dict::new(), payload: Payload::args(vec![value]) },
+                Err(error) => Message::Error {
+                    request_type: MessageType::Invocation as u64,
+                    request,
+                    details: Dict::new(),
+                    error: error.into(),
+                    payload: Payload::args(vec![Value::from("said by the authenticator")]),
+                },
+            };
+            if tx.send(&answer).await.is_err() {
+                return;
+            }
+        }
+    });
+    (asked, task)
+}
+
+#[tokio::test]
+async fn a_dynamic_authenticator_supplies_principals_for_every_method() {
+    let router = router_with(dynamic_router_config).await;
+    let (asked, authenticator) = start_authenticator(&router, &[]).await;
+
+    // ticket: the authenticator checks the ticket itself, and may add authextra.
+    let (dyn_joe, reply) = ticket_login(&router, "dyn-joe", "dyn-ticket").await;
+    let session = assert_welcome_by(&reply, "dyn-joe", "user", "ticket", "dynamic");
+    let Message::Welcome { details, .. } = &reply else { unreachable!() };
+    assert_eq!(details.get("authextra"), Some(&Value::Dict(Dict::new().with("from", "db"))));
+    {
+        let asked = asked.lock();
+        let (realm, authid, method, details) = asked.last().unwrap();
+        assert_eq!((realm.as_str(), authid.as_str(), method.as_str()), (AUTH, Some("dyn-joe"), "ticket"));
+        assert_eq!(details.get("ticket").and_then(Value::as_str), Some("dyn-ticket"));
+        assert_eq!(details.get("authmethod").and_then(Value::as_str), Some("ticket"));
+        assert_eq!(details.get("session").and_then(Value::as_u64), Some(session));
+        let transport = details.get("transport").and_then(Value::as_dict).unwrap();
+        assert_eq!(transport.get("type").and_then(Value::as_str), Some("websocket"));
+        assert_eq!(transport.get("tls").and_then(Value::as_bool), Some(false));
+        assert!(transport.get("peer").and_then(Value::as_str).is_some_and(|p| p.starts_with("127.0.0.1:")));
+    }
+    let (_, reply) = ticket_login(&router, "dyn-joe", "wrong").await;
+    assert_abort(&reply, "wamp.error.authentication_denied");
+
+    // The authenticator may rename the principal.
+    let (renamed, reply) = ticket_login(&router, "renamed", "anything").await;
+    assert_welcome_by(&reply, "db-user-7", "admin", "ticket", "dynamic");
+
+    // wampcra, plain and salted: the authenticator returns the secret or the derived key.
+    let mut cra = hello(&router, AUTH, &["wampcra"], Some("dyn-cra"), Dict::new()).await;
+    let text = challenge(&mut cra, "wampcra").await.get("challenge").and_then(Value::as_str).unwrap().to_owned();
+    let fields: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(fields["authprovider"], "dynamic");
+    let reply = authenticate(&mut cra, &wampcra::sign(b"dyn-cra-secret", &text)).await;
+    assert_welcome_by(&reply, "dyn-cra", "user", "wampcra", "dynamic");
+    let mut salty = hello(&router, AUTH, &["wampcra"], Some("dyn-salty"), Dict::new()).await;
+    let extra = challenge(&mut salty, "wampcra").await;
+    assert_eq!(extra.get("salt").and_then(Value::as_str), Some("pepper"));
+    let key = wampcra::derive_key(b"dyn-salty-pw", "pepper", 1000, 32);
+    let reply = authenticate(
+        &mut salty,
+        &wampcra::sign(key.as_bytes(), extra.get("challenge").and_then(Value::as_str).unwrap()),
+    )
+    .await;
+    assert_welcome_by(&reply, "dyn-salty", "user", "wampcra", "dynamic");
+
+    // cryptosign without an authid: the authenticator names the principal and its key.
+    let key = SigningKey::from_bytes(&OTHER_KEY);
+    let mut signed = hello(
+        &router,
+        AUTH,
+        &["cryptosign"],
+        None,
+        Dict::new().with("pubkey", hex::encode(key.verifying_key().to_bytes())),
+    )
+    .await;
+    let extra = challenge(&mut signed, "cryptosign").await;
+    let bytes = hex::decode(extra.get("challenge").and_then(Value::as_str).unwrap()).unwrap();
+    let reply = authenticate(&mut signed, &hex::encode(key.sign(&bytes).to_bytes())).await;
+    assert_welcome_by(&reply, "dyn-signer", "user", "cryptosign", "dynamic");
+    // A key the authenticator's principal does not hold.
+    let stranger = SigningKey::from_bytes(&[3; 32]);
+    let mut client = hello(
+        &router,
+        AUTH,
+        &["cryptosign"],
+        None,
+        Dict::new().with("pubkey", hex::encode(stranger.verifying_key().to_bytes())),
+    )
+    .await;
+    assert_abort(&client.recv().await.unwrap(), "wamp.error.no_such_principal");
+
+    // wamp-scram with the stored keys the authenticator returns; the verifier proves the router.
+    let (scram, verifier) = scram_login(&router, "dyn-scram", SCRAM_PASSWORD).await;
+    assert_welcome_by(&scram.1, "dyn-scram", "user", "wamp-scram", "dynamic");
+    assert!(verifier.is_some_and(|v| !v.is_empty()));
+
+    // Principals in the config are found first: the authenticator is not asked about them.
+    let before = asked.lock().len();
+    let (joe, reply) = ticket_login(&router, "joe", "secret!!!").await;
+    assert_welcome(&reply, "joe", "user", "ticket");
+    assert_eq!(asked.lock().len(), before);
+
+    let (dyn_joe_again, _) = ticket_login(&router, "dyn-joe", "dyn-ticket").await;
+    for client in [dyn_joe, renamed, cra, salty, signed, scram.0, joe, dyn_joe_again] {
+        say_goodbye(client).await;
+    }
+    drop(client);
+    authenticator.abort();
+    assert_empty(&router).await;
+}
+
+/// Logs in with wamp-scram (PBKDF2 or Argon2id, as the CHALLENGE says): the client and WELCOME
+/// (or ABORT), and WELCOME's verifier.
+async fn scram_login(router: &RouterHandle, authid: &str, password: &[u8]) -> ((Client, Message), Option<String>) {
+    let client_nonce = "Y2xpZW50LW5vbmNlLTEyMw==";
+    let mut client = hello(router, AUTH, &["wamp-scram"], Some(authid), Dict::new().with("nonce", client_nonce)).await;
+    let extra = challenge(&mut client, "wamp-scram").await;
+    let nonce = extra.get("nonce").and_then(Value::as_str).unwrap().to_owned();
+    assert!(nonce.starts_with(client_nonce) && nonce.len() > client_nonce.len());
+    let proof = roundhouse::auth::scram::client_proof(password, authid, client_nonce, &extra).unwrap();
+    let extra = Dict::new().with("nonce", nonce.as_str()).with("channel_binding", Value::Null);
+    client.send(&Message::Authenticate { signature: proof, extra }).await.unwrap();
+    let reply = client.recv().await.unwrap();
+    let verifier = match &reply {
+        Message::Welcome { details, .. } => details
+            .get("authextra")
+            .and_then(Value::as_dict)
+            .and_then(|e| e.get("verifier"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    ((client, reply), verifier)
+}
+
+#[tokio::test]
+async fn every_dynamic_refusal_aborts_with_its_uri_and_disturbs_nobody() {
+    let router = router_with(|c| {
+        dynamic_router_config(c);
+        c.handshake_timeout_ms = 1_500;
+    })
+    .await;
+    let (mut witness, echo) = bystander(&router).await;
+
+    // Nobody registered the authenticator yet.
+    let (_, reply) = ticket_login(&router, "dyn-joe", "dyn-ticket").await;
+    assert_abort(&reply, "wamp.error.authentication_failed");
+    let mut cra = hello(&router, AUTH, &["wampcra"], Some("dyn-cra"), Dict::new()).await;
+    assert_abort(&cra.recv().await.unwrap(), "wamp.error.authentication_failed");
+
+    let (_, authenticator) = start_authenticator(&router, &["silent"]).await;
+    for (authid, uri) in [
+        ("ghost", "wamp.error.no_such_principal"),
+        ("refused", "wamp.error.authentication_denied"),
+        ("bad-role", "wamp.error.authentication_failed"),
+        ("malformed", "wamp.error.authentication_failed"),
+        ("db-down", "wamp.error.authentication_failed"),
+        ("no-key", "wamp.error.authentication_failed"),
+    ] {
+        let mut client = hello(&router, AUTH, &["wampcra"], Some(authid), Dict::new()).await;
+        let reply = client.recv().await.unwrap();
+        assert_abort(&reply, uri);
+        if authid == "ghost" {
+            let Message::Abort { details, .. } = &reply else { unreachable!() };
+            assert_eq!(details.get("message").and_then(Value::as_str), Some("said by the authenticator"));
+        }
+    }
+    // An authenticator that never answers: ABORT at the handshake deadline, no sooner.
+    let started = std::time::Instant::now();
+    let mut silent = hello(&router, AUTH, &["wampcra"], Some("silent"), Dict::new()).await;
+    silent.rx.set_timeout(Duration::from_secs(5));
+    assert_abort(&silent.recv().await.unwrap(), "wamp.error.authentication_failed");
+    assert!(started.elapsed() >= Duration::from_millis(1_000), "{:?}", started.elapsed());
+
+    still_serves(&mut witness).await;
+    authenticator.abort();
+    say_goodbye(witness).await;
+    echo.abort();
+    drop((cra, silent));
+    assert_empty(&router).await;
+}
+
+/// A session of `root` (role `admin`, which may register anything) in the test realm.
+async fn root(router: &RouterHandle) -> Client {
+    let (client, reply) = ticket_login(router, "root", "rootpw").await;
+    assert_welcome(&reply, "root", "admin", "ticket");
+    client
+}
+
+#[tokio::test]
+async fn an_authenticator_leaving_mid_handshake_fails_the_login_at_once() {
+    // The authenticator lives in the realm it answers for; only a role allowed to register its
+    // URI can provide it.
+    let router = router_with(|c| {
+        dynamic_router_config(c);
+        let realm = c.realms.iter_mut().find(|r| r.name == AUTH).unwrap();
+        realm.authenticator.as_mut().unwrap().realm = None;
+        c.handshake_timeout_ms = 10_000;
+    })
+    .await;
+    let (mut witness, echo) = bystander(&router).await;
+    let refused = witness.register(AUTHENTICATOR, Dict::new()).await;
+    assert!(
+        matches!(&refused, Err(ClientError::Unexpected(m)) if matches!(&**m, Message::Error { error, .. } if error == "wamp.error.not_authorized")),
+        "role user may not register the authenticator: {refused:?}"
+    );
+    let (asked, authenticator) = serve_authenticator(root(&router).await, &["dyn-joe"]).await;
+    let mut waiting = hello(&router, AUTH, &["ticket"], Some("dyn-joe"), Dict::new()).await;
+    challenge(&mut waiting, "ticket").await;
+    waiting.send(&Message::Authenticate { signature: "dyn-ticket".into(), extra: Dict::new() }).await.unwrap();
+    let asked_in_time = tokio::time::timeout(Duration::from_secs(5), async {
+        while asked.lock().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    asked_in_time.await.expect("the router asks the authenticator");
+    let started = std::time::Instant::now();
+    authenticator.abort(); // its connection drops with the INVOCATION unanswered
+    let reply = waiting.recv().await.unwrap();
+    assert_abort(&reply, "wamp.error.authentication_failed");
+    let Message::Abort { details, .. } = &reply else { unreachable!() };
+    assert!(details.get("message").and_then(Value::as_str).unwrap().contains("left"), "{details:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "not at the deadline: {:?}", started.elapsed());
+
+    // A new authenticator takes over; the witness never noticed.
+    let (_, authenticator) = serve_authenticator(root(&router).await, &[]).await;
+    let (dyn_joe, reply) = ticket_login(&router, "dyn-joe", "dyn-ticket").await;
+    assert_welcome_by(&reply, "dyn-joe", "user", "ticket", "dynamic");
+    still_serves(&mut witness).await;
+    for client in [dyn_joe, witness] {
+        say_goodbye(client).await;
+    }
+    authenticator.abort();
+    echo.abort();
+    drop(waiting);
+    assert_empty(&router).await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_dynamic_sessions_while_the_realm_still_asks_its_authenticator() {
+    let router = router_with(dynamic_router_config).await;
+    let (_, authenticator) = start_authenticator(&router, &[]).await;
+    let (mut dyn_joe, reply) = ticket_login(&router, "dyn-joe", "dyn-ticket").await;
+    assert_welcome_by(&reply, "dyn-joe", "user", "ticket", "dynamic");
+    let mut next = router.shared().config.clone();
+    let applied = roundhouse::auth::apply_config(router.shared(), &next).unwrap();
+    assert!(applied.removed.is_empty());
+    // The authenticator no longer answers for ticket: its ticket sessions are closed.
+    let realm = next.realms.iter_mut().find(|r| r.name == AUTH).unwrap();
+    realm.authenticator.as_mut().unwrap().methods = vec!["wampcra".into()];
+    let applied = roundhouse::auth::apply_config(router.shared(), &next).unwrap();
+    let removed: Vec<_> = applied.removed.iter().map(|s| s.identity().unwrap().authid.clone()).collect();
+    assert_eq!(removed, ["dyn-joe"]);
+    applied.close_removed();
+    drop(applied);
+    assert!(
+        matches!(dyn_joe.recv().await.unwrap(), Message::Goodbye { reason, .. } if reason == "wamp.close.close_realm")
+    );
+    let mut again = hello(&router, AUTH, &["ticket"], Some("dyn-joe"), Dict::new()).await;
+    assert_abort(&again.recv().await.unwrap(), "wamp.error.no_such_principal");
+    // An authenticator in a realm the config does not have is refused, and nothing changes.
+    let realm = next.realms.iter_mut().find(|r| r.name == AUTH).unwrap();
+    realm.authenticator.as_mut().unwrap().realm = Some("no.such.realm".into());
+    assert!(roundhouse::auth::apply_config(router.shared(), &next).is_err());
+    authenticator.abort();
+    drop((dyn_joe, again));
+    assert_empty(&router).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// wamp-scram and require_tls
+
+/// The test realm with a static SCRAM principal (PBKDF2 and Argon2id) and ticket over TLS only.
+fn scram_realm(require_tls: &[&str]) -> RealmConfig {
+    use roundhouse::auth::scram::{derive, Kdf};
+    let mut realm = auth_realm();
+    let principals = [
+        ("scram-pbkdf2", derive(SCRAM_PASSWORD, b"pbkdf2 salt 16by", Kdf::Pbkdf2, 1000).unwrap()),
+        ("scram-argon", derive(SCRAM_PASSWORD, b"argon salt 16byt", Kdf::Argon2id13 { memory: 256 }, 2).unwrap()),
+    ];
+    for (authid, credential) in principals {
+        let mut principal: roundhouse::auth::config::PrincipalConfig =
+            toml::from_str(&format!("authid = \"{authid}\"\nrole = \"user\"")).unwrap();
+        principal.scram = Some(credential);
+        realm.principals.push(principal);
+    }
+    realm.require_tls = require_tls.iter().map(|m| (*m).to_owned()).collect();
+    realm
+}
+
+#[tokio::test]
+async fn wamp_scram_logs_in_with_stored_keys_and_refuses_a_wrong_password() {
+    let router = router_with(|c| c.realms.push(scram_realm(&[]))).await;
+    let mut welcomed = Vec::new();
+    for authid in ["scram-pbkdf2", "scram-argon"] {
+        let ((client, reply), verifier) = scram_login(&router, authid, SCRAM_PASSWORD).await;
+        assert_welcome(&reply, authid, "user", "wamp-scram");
+        assert!(verifier.is_some());
+        welcomed.push(client);
+        let ((_, reply), _) = scram_login(&router, authid, b"not the password").await;
+        assert_abort(&reply, "wamp.error.authentication_denied");
+    }
+    // A nonce that is not the CHALLENGE's, and a HELLO without a nonce.
+    let mut client =
+        hello(&router, AUTH, &["wamp-scram"], Some("scram-pbkdf2"), Dict::new().with("nonce", "bm9uY2U=")).await;
+    let extra = challenge(&mut client, "wamp-scram").await;
+    let proof = roundhouse::auth::scram::client_proof(SCRAM_PASSWORD, "scram-pbkdf2", "bm9uY2U=", &extra).unwrap();
+    client
+        .send(&Message::Authenticate { signature: proof, extra: Dict::new().with("nonce", "bm9uY2U=") })
+        .await
+        .unwrap();
+    assert_abort(&client.recv().await.unwrap(), "wamp.error.authentication_denied");
+    let mut bare = hello(&router, AUTH, &["wamp-scram"], Some("scram-pbkdf2"), Dict::new()).await;
+    assert_abort(&bare.recv().await.unwrap(), "wamp.error.authentication_failed");
+    for client in welcomed {
+        say_goodbye(client).await;
+    }
+    drop((client, bare));
+    assert_empty(&router).await;
+}
+
+#[tokio::test]
+async fn a_method_required_over_tls_is_not_offered_over_plain_tcp() {
+    let router = router_with(|c| c.realms.push(scram_realm(&["ticket"]))).await;
+    // ticket only: nothing else matches.
+    let mut client = hello(&router, AUTH, &["ticket"], Some("joe"), Dict::new()).await;
+    let reply = client.recv().await.unwrap();
+    assert_abort(&reply, "wamp.error.no_matching_auth_method");
+    let Message::Abort { details, .. } = &reply else { unreachable!() };
+    assert!(details.get("message").and_then(Value::as_str).unwrap().contains("ticket only over TLS"), "{details:?}");
+    // ticket, then wampcra: the next method is taken.
+    let mut cra = hello(&router, AUTH, &["ticket", "wampcra"], Some("cra"), Dict::new()).await;
+    let text = challenge(&mut cra, "wampcra").await.get("challenge").and_then(Value::as_str).unwrap().to_owned();
+    assert_welcome(&authenticate(&mut cra, &wampcra::sign(b"L3L1YUE8Txlw", &text)).await, "cra", "user", "wampcra");
+    say_goodbye(cra).await;
+    drop(client);
+    assert_empty(&router).await;
 }

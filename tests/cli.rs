@@ -130,6 +130,33 @@ fn hash_secret_prints_a_ticket_hash_never_the_secret() {
     assert!(line.starts_with("ticket = \"$pbkdf2-sha256$i=600000,l=32$") && !line.contains("s3cret"), "{line}");
 }
 
+#[test]
+fn hash_secret_prints_a_scram_credential_that_check_config_accepts() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["hash-secret", "--method", "wamp-scram", "--kdf", "argon2id"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(line.starts_with("scram = { kdf = \"argon2id13\", salt = \"") && !line.contains("s3cret"), "{line}");
+    assert!(line.contains("memory = 19456") && line.contains("stored_key = \"") && line.contains("server_key = \""));
+    let file = std::env::temp_dir().join(format!("roundhouse-scram-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        format!("[[realm]]\nname = \"r\"\n[[realm.principal]]\nauthid = \"a\"\nrole = \"anonymous\"\n{line}\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check-config"]).arg(&file).output().unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("principal 'a' (role 'anonymous'): wamp-scram"));
+}
+
 /// Starts the binary and returns it, the URLs it logged (the `listen` listener's `ws://` one,
 /// then every `wss://` one) and its log lines as they come.
 fn start_logged_tls(args: &[&str]) -> (Child, String, Vec<String>, std::sync::mpsc::Receiver<String>) {

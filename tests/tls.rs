@@ -312,3 +312,237 @@ async fn join_with(url: &str, tls: Arc<rustls::ClientConfig>) -> Result<Client, 
     client.hello(REALM).await?;
     Ok(client)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The `tls` authentication method and methods offered over TLS only
+
+const SECURE: &str = "secure";
+
+/// A realm without anonymous sessions: `alice` by certificate CN, `bob` by fingerprint (his
+/// certificate's CN is listed for nobody), and `joe` with a ticket offered over TLS only.
+fn secure_realm(bob_fingerprint: &str) -> roundhouse::RealmConfig {
+    let joe = roundhouse::auth::ticket::pbkdf2_phc(b"joe's ticket", 1000).unwrap();
+    let text = format!(
+        r#"
+name = "{SECURE}"
+anonymous = false
+require_tls = ["ticket"]
+
+[[principal]]
+authid = "alice"
+role = "device"
+tls_cn = "alice"
+
+[[principal]]
+authid = "bob"
+role = "device"
+tls_fingerprint = "{bob_fingerprint}"
+
+[[principal]]
+authid = "joe"
+role = "device"
+ticket = "{joe}"
+
+[[role]]
+name = "device"
+permissions = [{{ uri = "com.device.", match = "prefix", allow = ["call", "register"] }}]
+"#
+    );
+    toml::from_str(&text).unwrap()
+}
+
+/// Sends HELLO to the secure realm offering `methods` (as `authid`) and returns the reply.
+async fn hello_secure(client: &mut Client, methods: &[&str], authid: Option<&str>) -> roundhouse::wire::Message {
+    use roundhouse::wire::Message;
+    let roles = ["caller", "callee"].iter().fold(Dict::new(), |d, r| d.with(r, Dict::new()));
+    let mut details = Dict::new()
+        .with("roles", roles)
+        .with("authmethods", Value::List(methods.iter().map(|m| Value::from(*m)).collect()));
+    if let Some(authid) = authid {
+        details.insert("authid", authid);
+    }
+    client.send(&Message::Hello { realm: SECURE.into(), details }).await.unwrap();
+    client.recv().await.unwrap()
+}
+
+fn welcomed_as(reply: &roundhouse::wire::Message) -> (String, String, String) {
+    match reply {
+        roundhouse::wire::Message::Welcome { details, .. } => {
+            let field = |k: &str| details.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+            (field("authid"), field("authrole"), field("authmethod"))
+        }
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+fn aborted_with(reply: &roundhouse::wire::Message) -> String {
+    match reply {
+        roundhouse::wire::Message::Abort { reason, details } => {
+            assert!(details.get("message").and_then(Value::as_str).is_some_and(|m| !m.is_empty()), "a reason");
+            reason.clone()
+        }
+        other => panic!("expected ABORT, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_verified_client_certificate_logs_in_with_the_tls_method() {
+    let (ca, clients, dir) = (Ca::new("test CA"), Ca::new("clients CA"), Dir::temp());
+    let bob = clients.issue("bob's laptop", &[]);
+    let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bob.der).as_ref());
+    // With colons, as openssl prints it.
+    let fingerprint =
+        fingerprint.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+    let tls = dir.mtls(&ca.server(), &clients, ClientAuth::Optional);
+    let router = router_with(|c| {
+        c.realms.push(secure_realm(&fingerprint));
+        c.extra_listeners.push(tls_listener(tls));
+    })
+    .await;
+    let (url, addr) = (wss_url(&router, 1), router.listener_addrs()[1]);
+
+    // By CN over wss, and by fingerprint over RawSocket-TLS: WELCOME at once, no CHALLENGE.
+    let mut alice =
+        Client::connect_tls(&url, Serializer::Json, presenting(&ca, &clients.issue("alice", &[]))).await.unwrap();
+    let reply = hello_secure(&mut alice, &["tls"], None).await;
+    assert_eq!(welcomed_as(&reply), ("alice".into(), "device".into(), "tls".into()));
+    alice.register("com.device.alice", Dict::new()).await.unwrap();
+    let mut bob_client =
+        Client::connect_rawsocket_tls(addr, "127.0.0.1", presenting(&ca, &bob), Serializer::Cbor, 15).await.unwrap();
+    let reply = hello_secure(&mut bob_client, &["tls"], Some("bob")).await;
+    assert_eq!(welcomed_as(&reply), ("bob".into(), "device".into(), "tls".into()));
+
+    // Unknown certificate, no certificate, a certificate claiming another authid, plain TCP.
+    let mut carol =
+        Client::connect_tls(&url, Serializer::Json, presenting(&ca, &clients.issue("carol", &[]))).await.unwrap();
+    assert_eq!(aborted_with(&hello_secure(&mut carol, &["tls"], None).await), "wamp.error.no_such_principal");
+    let mut nobody = Client::connect_tls(&url, Serializer::Json, trusting(&ca)).await.unwrap();
+    assert_eq!(aborted_with(&hello_secure(&mut nobody, &["tls"], None).await), "wamp.error.no_such_principal");
+    let mut claims =
+        Client::connect_tls(&url, Serializer::Json, presenting(&ca, &clients.issue("alice", &[]))).await.unwrap();
+    assert_eq!(
+        aborted_with(&hello_secure(&mut claims, &["tls"], Some("bob")).await),
+        "wamp.error.authentication_denied"
+    );
+    let mut plain = Client::connect(&router.url(), Serializer::Json).await.unwrap();
+    assert_eq!(aborted_with(&hello_secure(&mut plain, &["tls"], None).await), "wamp.error.no_matching_auth_method");
+
+    // The refusals disturbed nobody.
+    let mut caller = Client::connect_tls(&url, Serializer::Json, presenting(&ca, &bob)).await.unwrap();
+    welcomed_as(&hello_secure(&mut caller, &["tls"], None).await);
+    let alice_serves = tokio::spawn(roundhouse::client::echo_invocations(alice));
+    let result = caller.call("com.device.alice", vec![Value::from("hi")]).await.unwrap();
+    assert_eq!(common::first_arg(&result), "hi");
+    alice_serves.abort();
+    for client in [bob_client, caller] {
+        say_goodbye(client).await;
+    }
+    drop((carol, nobody, claims, plain));
+    assert_empty(&router).await;
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ticket_required_over_tls_is_refused_on_plain_tcp_and_taken_over_tls() {
+    let (ca, dir) = (Ca::new("test CA"), Dir::temp());
+    let router = router_with(|c| {
+        c.realms.push(secure_realm(&"00".repeat(32)));
+        c.extra_listeners.push(tls_listener(dir.server_tls(&ca.server())));
+    })
+    .await;
+    let login = |mut client: Client| async move {
+        let reply = hello_secure(&mut client, &["ticket"], Some("joe")).await;
+        if !matches!(reply, roundhouse::wire::Message::Challenge { .. }) {
+            return (client, reply);
+        }
+        let answer = roundhouse::wire::Message::Authenticate { signature: "joe's ticket".into(), extra: Dict::new() };
+        client.send(&answer).await.unwrap();
+        let reply = client.recv().await.unwrap();
+        (client, reply)
+    };
+    let (plain, reply) = login(Client::connect(&router.url(), Serializer::Json).await.unwrap()).await;
+    assert_eq!(aborted_with(&reply), "wamp.error.no_matching_auth_method");
+    let (secure, reply) =
+        login(Client::connect_tls(&wss_url(&router, 1), Serializer::Json, trusting(&ca)).await.unwrap()).await;
+    assert_eq!(welcomed_as(&reply), ("joe".into(), "device".into(), "ticket".into()));
+    say_goodbye(secure).await;
+    drop(plain);
+    assert_empty(&router).await;
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cryptosign_login_bound_to_its_tls_connection_cannot_be_replayed_on_another() {
+    use ed25519_dalek::{Signer, SigningKey};
+    use roundhouse::wire::Message;
+    let (ca, dir) = (Ca::new("test CA"), Dir::temp());
+    let key = SigningKey::from_bytes(&[5; 32]);
+    let mut realm = secure_realm(&"00".repeat(32));
+    let mut signer: roundhouse::auth::config::PrincipalConfig =
+        toml::from_str("authid = \"signer\"\nrole = \"device\"").unwrap();
+    signer.cryptosign = vec![hex::encode(key.verifying_key().to_bytes())];
+    realm.principals.push(signer);
+    let router = router_with(|c| {
+        c.realms.push(realm);
+        c.extra_listeners.push(tls_listener(dir.server_tls(&ca.server())));
+    })
+    .await;
+    let url = wss_url(&router, 1);
+    // HELLO asking for tls-exporter; the CHALLENGE's bytes, and the connection's binding as the
+    // router computed it (the client's side of TLS computes the same bytes).
+    let start = |binding: &'static str| {
+        let (router, url, ca, key) = (&router, url.clone(), &ca, &key);
+        async move {
+            let mut client = Client::connect_tls(&url, Serializer::Json, trusting(ca)).await.unwrap();
+            let roles = ["caller"].iter().fold(Dict::new(), |d, r| d.with(r, Dict::new()));
+            let extra = Dict::new()
+                .with("pubkey", hex::encode(key.verifying_key().to_bytes()))
+                .with("channel_binding", binding);
+            let details = Dict::new()
+                .with("roles", roles)
+                .with("authmethods", Value::List(vec![Value::from("cryptosign")]))
+                .with("authextra", extra);
+            client.send(&Message::Hello { realm: SECURE.into(), details }).await.unwrap();
+            let Message::Challenge { extra, .. } = client.recv().await.unwrap() else { panic!("CHALLENGE expected") };
+            let challenge = hex::decode(extra.get("challenge").and_then(Value::as_str).unwrap()).unwrap();
+            let exporters: Vec<[u8; 32]> = router
+                .shared()
+                .sessions
+                .iter()
+                .filter(|s| s.identity().is_none())
+                .filter_map(|s| s.tls().and_then(|t| t.channel_binding))
+                .collect();
+            (client, extra.get("channel_binding").cloned(), challenge, exporters)
+        }
+    };
+    let signature = |challenge: &[u8], binding: &[u8; 32]| {
+        let message: Vec<u8> = challenge.iter().zip(binding.iter()).map(|(c, b)| c ^ b).collect();
+        hex::encode(key.sign(&message).to_bytes())
+    };
+
+    let (mut first, kind, challenge, exporters) = start("tls-exporter").await;
+    assert_eq!(kind, Some(Value::from("tls-exporter")));
+    let [exporter] = exporters[..] else { panic!("one unjoined TLS session: {exporters:?}") };
+    let bound = signature(&challenge, &exporter);
+    // The bare challenge's signature is refused on a bound login.
+    let (mut bare, _, challenge2, exporters2) = start("tls-exporter").await;
+    let other = *exporters2.iter().find(|e| **e != exporter).expect("every connection has its own binding");
+    let unbound = hex::encode(key.sign(&challenge2).to_bytes());
+    bare.send(&Message::Authenticate { signature: unbound, extra: Dict::new() }).await.unwrap();
+    assert_eq!(aborted_with(&bare.recv().await.unwrap()), "wamp.error.authentication_denied");
+    // A signature bound to another connection is refused.
+    let (mut replay, _, challenge3, _) = start("tls-exporter").await;
+    let relayed = signature(&challenge3, &other);
+    replay.send(&Message::Authenticate { signature: relayed, extra: Dict::new() }).await.unwrap();
+    assert_eq!(aborted_with(&replay.recv().await.unwrap()), "wamp.error.authentication_denied");
+    // The right binding: WELCOME.
+    first.send(&Message::Authenticate { signature: bound, extra: Dict::new() }).await.unwrap();
+    assert_eq!(welcomed_as(&first.recv().await.unwrap()), ("signer".into(), "device".into(), "cryptosign".into()));
+    // A binding the router does not offer, or none asked: unbound, as before.
+    let (unbound_client, kind, _, _) = start("tls-unique").await;
+    assert_eq!(kind, Some(Value::Null));
+    say_goodbye(first).await;
+    drop((bare, replay, unbound_client));
+    assert_empty(&router).await;
+    router.shutdown().await;
+}

@@ -198,9 +198,16 @@ pub struct Cli {
     #[arg(long, value_name = "AUTHID")]
     pub authid: Option<String>,
 
-    /// Connect mode: the ticket, the WAMP-CRA secret, or the Ed25519 private key (64 hex digits).
+    /// Connect mode: the ticket, the WAMP-CRA secret or SCRAM password, or the Ed25519 private key
+    /// (64 hex digits).
     #[arg(long, value_name = "SECRET", default_value = "")]
     pub secret: String,
+
+    /// Connect mode: also serve this procedure in --realm as the realm's dynamic authenticator
+    /// (one extra session, anonymous): it admits every authid in role `anonymous`, with --secret
+    /// as the WAMP-CRA secret, and accepts a ticket equal to --secret.
+    #[arg(long, value_name = "URI")]
+    pub authenticator: Option<String>,
 
     /// Print one machine-readable JSON line per result (per rule in rpc mode) on stdout at the end;
     /// the tables then go to stderr.
@@ -236,6 +243,8 @@ pub enum AuthArg {
     Wampcra,
     /// An Ed25519 key.
     Cryptosign,
+    /// WAMP-SCRAM (the spec's dialect) with the password in --secret.
+    WampScram,
 }
 
 impl Cli {
@@ -257,6 +266,7 @@ impl Cli {
                     .ok_or("--auth cryptosign needs --secret with the private key in 64 hex digits")?;
                 Credentials::Cryptosign { authid: self.authid.clone(), private_key: key }
             }
+            AuthArg::WampScram => Credentials::WampScram { authid: authid()?, password: self.secret.clone() },
         })
     }
 

@@ -235,3 +235,60 @@ impl ConnectResult {
         })
     }
 }
+
+/// The dynamic authenticator `--authenticator` serves: registered on its own session; it admits
+/// every authid in role `anonymous` with `secret` as the WAMP-CRA secret, and accepts a ticket
+/// equal to `secret`. It stops when the returned handle is dropped.
+pub async fn serve_authenticator(
+    url: &str,
+    realm: &str,
+    serializer: Serializer,
+    procedure: &str,
+    secret: &str,
+) -> Result<AbortOnDrop, String> {
+    use roundhouse::wire::{Dict, Message, MessageType, Payload, Value};
+    let mut client = wamp::join(url, realm, serializer).await?;
+    client
+        .register(procedure, Dict::new())
+        .await
+        .map_err(|e| format!("cannot register {procedure}: {}", wamp::describe(&e)))?;
+    let secret = secret.to_owned();
+    let task = tokio::spawn(async move {
+        let (mut tx, mut rx) = client.split();
+        while let Ok(message) = rx.recv_forever().await {
+            let Message::Invocation { request, payload, .. } = message else { continue };
+            let details = payload.to_values().ok().and_then(|(args, _)| args.get(3).and_then(Value::as_dict).cloned());
+            let ticket = details.as_ref().and_then(|d| d.get("ticket")).and_then(Value::as_str).map(str::to_owned);
+            let answer = match ticket {
+                Some(ticket) if ticket != secret => Message::Error {
+                    request_type: MessageType::Invocation as u64,
+                    request,
+                    details: Dict::new(),
+                    error: "wamp.error.authentication_denied".into(),
+                    payload: Payload::Empty,
+                },
+                _ => {
+                    let principal = Dict::new().with("role", "anonymous").with("secret", secret.as_str());
+                    Message::Yield {
+                        request,
+                        options: Dict::new(),
+                        payload: Payload::args(vec![Value::Dict(principal)]),
+                    }
+                }
+            };
+            if tx.send(&answer).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(AbortOnDrop(task))
+}
+
+/// A task that ends when this is dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -161,6 +161,12 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
             results.iter().map(|r| r.error_count()).sum()
         }
         Mode::Connect => {
+            let _authenticator = match &cli.authenticator {
+                Some(procedure) => {
+                    Some(connect::serve_authenticator(&url, &cli.realm, serializer, procedure, &cli.secret).await?)
+                }
+                None => None,
+            };
             let result = connect::run(&connect::ConnectSettings {
                 url: url.clone(),
                 router: target.description.clone(),

@@ -23,6 +23,67 @@ pub struct PrincipalConfig {
     /// `cryptosign`: the principal's Ed25519 public keys, 64 hex digits each.
     #[serde(default)]
     pub cryptosign: Vec<String>,
+    /// `tls`: the subject common name of the client certificates (verified by a listener's
+    /// `client_ca`) that log in as this principal.
+    #[serde(default)]
+    pub tls_cn: Option<String>,
+    /// `tls`: the SHA-256 fingerprint (64 hex digits, colons allowed) of a client certificate
+    /// that logs in as this principal. Checked before `tls_cn`.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
+    /// `wamp-scram`: the stored keys (never the password), as `roundhouse hash-secret --method
+    /// wamp-scram` prints them.
+    #[serde(default)]
+    pub scram: Option<ScramConfig>,
+}
+
+/// A principal's WAMP-SCRAM credential: what the spec's server stores. The password itself is
+/// not needed: `stored_key` lets the router check the client's proof, `server_key` lets it prove
+/// itself to the client.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScramConfig {
+    /// The key derivation function: `argon2id13` or `pbkdf2` (PBKDF2-HMAC-SHA256).
+    pub kdf: String,
+    /// The per-principal salt, base64.
+    pub salt: String,
+    /// The KDF's iterations (Argon2id: passes).
+    pub iterations: u32,
+    /// Argon2id's memory cost in KiB; absent for `pbkdf2`.
+    #[serde(default)]
+    pub memory: Option<u32>,
+    /// base64 of StoredKey = SHA-256(HMAC(SaltedPassword, "Client Key")).
+    pub stored_key: String,
+    /// base64 of ServerKey = HMAC(SaltedPassword, "Server Key").
+    pub server_key: String,
+}
+
+/// `[realm.authenticator]`: the procedure that supplies principals the config does not list (a
+/// dynamic authenticator). It is an ordinary registration: a trusted session registers it (its
+/// role needs the `register` permission on the URI) in `realm`, and the router calls it during
+/// the handshake, as an internal caller, with `(realm, authid, authmethod, details)`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticatorConfig {
+    /// The procedure's URI.
+    pub procedure: String,
+    /// The realm it is registered in; default: the realm being joined.
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// The methods it answers for (default all it can: `ticket`, `wampcra`, `cryptosign`,
+    /// `wamp-scram`). Principals listed in the config are still found first.
+    #[serde(default = "dynamic_methods")]
+    pub methods: Vec<String>,
+}
+
+/// The methods a dynamic authenticator can answer for.
+pub const DYNAMIC_METHODS: &[&str] = &["ticket", "wampcra", "cryptosign", "wamp-scram"];
+
+/// Every method a realm may offer, in the order the router names them.
+pub const METHODS: &[&str] = &["anonymous", "ticket", "wampcra", "cryptosign", "wamp-scram", "tls"];
+
+fn dynamic_methods() -> Vec<String> {
+    DYNAMIC_METHODS.iter().map(|m| (*m).to_owned()).collect()
 }
 
 /// The WAMP-CRA secret of a principal. WAMP-CRA signs with the secret itself, so the router must

@@ -8,16 +8,22 @@
 //! challenge. Signatures are checked with `verify_strict`, which refuses small-order keys and
 //! non-canonical signatures, so a signature cannot be bent into another valid one.
 //!
-//! # No channel binding
-//! The router answers `channel_binding: null` and the client signs the bare challenge. Binding
-//! the signature to the TLS connection would stop a man-in-the-middle who terminates TLS from
-//! relaying the login, but there is nothing to bind to yet: this router speaks no TLS itself,
-//! and the binding Autobahn implements (`tls-unique`) is undefined for TLS 1.3 and not exposed by
-//! rustls; `tls-exporter` (RFC 9266) is the way forward once TLS lands. A client that asks for a
-//! binding is still admitted without one, as the spec allows, and its CHALLENGE says so.
+//! # Channel binding
+//! A client that asks for `tls-exporter` (`HELLO.Details.authextra.channel_binding`) on a TLS 1.3
+//! connection gets `channel_binding: "tls-exporter"` in its CHALLENGE and must sign
+//! `challenge XOR exporter`, where `exporter` is the connection's RFC 9266 value (32 bytes of
+//! keying material exported with the label `EXPORTER-Channel-Binding` and an empty context, which
+//! both ends of the TLS connection compute). A signature made for one connection then fails on
+//! any other, so a man-in-the-middle who terminates TLS cannot relay the login. Anything else
+//! (no binding asked, plain TCP, TLS 1.2, Autobahn's `tls-unique`, which TLS 1.3 does not define
+//! and rustls does not expose) gets `channel_binding: null` and signs the bare challenge, as the
+//! spec allows.
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use subtle::ConstantTimeEq;
+
+/// The channel binding type this router offers.
+pub const TLS_EXPORTER: &str = "tls-exporter";
 
 /// Parses a public key: 64 hex digits.
 pub fn parse_public_key(hex_text: &str) -> Result<VerifyingKey, String> {

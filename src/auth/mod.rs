@@ -1,23 +1,24 @@
 //! Authentication and authorization: who may join a realm, as whom, and what each session may do.
 //!
-//! - [`config`]: the realm's `anonymous`, `[[realm.principal]]` and `[[realm.role]]` keys.
+//! - [`config`]: the realm's `anonymous`, `[[realm.principal]]`, `[realm.authenticator]`,
+//!   `require_tls` and `[[realm.role]]` keys.
 //! - [`RealmAuth`]: that config compiled (hashes parsed, keys decoded, rules indexed). Each realm
 //!   holds its `RealmAuth` in an `ArcSwap` ([`crate::realm::Realm::auth`]): a handshake loads the
 //!   current one, [`apply`] swaps in a new one (config reload) and names the sessions whose
 //!   principal is gone. Sessions keep the role they joined with.
 //! - [`handshake`]: HELLO → CHALLENGE → AUTHENTICATE → WELCOME or ABORT, per method:
-//!   `anonymous`, [`ticket`], [`wampcra`], [`cryptosign`].
+//!   `anonymous`, [`ticket`], [`wampcra`], [`cryptosign`], [`scram`] (`wamp-scram`) and `tls`
+//!   (a client certificate verified by the listener, mapped to a principal).
+//! - [`dynamic`]: principals the config does not list, asked of a procedure (the dynamic
+//!   authenticator) through the dealer as an internal caller.
 //! - [`permissions`]: roles' rules and each session's decision cache.
-//!
-//! A future `tls` method (a verified client certificate mapped to an authid) belongs beside the
-//! others: the transport would hand the session its certificate's identity, [`handshake::hello`]
-//! would admit it without a CHALLENGE as it admits `anonymous`, and principals would gain a
-//! `tls` credential (a certificate fingerprint or subject) here.
 
 pub mod config;
 pub mod cryptosign;
+pub mod dynamic;
 pub mod handshake;
 pub mod permissions;
+pub mod scram;
 pub mod ticket;
 pub mod wampcra;
 
@@ -35,6 +36,7 @@ pub(crate) struct Principal {
     role: Arc<Role>,
     ticket: Option<ticket::TicketHash>,
     wampcra: Option<wampcra::CraKey>,
+    scram: Option<scram::ScramKey>,
 }
 
 /// A realm's security state, compiled from its config.
@@ -45,9 +47,19 @@ pub struct RealmAuth {
     principals: HashMap<String, Principal>,
     /// Which authids hold each cryptosign key (clients may leave `authid` out).
     keys: HashMap<[u8; 32], Vec<String>>,
+    /// `tls`: the authid of each client certificate fingerprint, and of each subject CN.
+    tls_fingerprints: HashMap<[u8; 32], String>,
+    tls_cns: HashMap<String, String>,
     /// Methods at least one principal can use.
     ticket: bool,
     wampcra: bool,
+    scram: bool,
+    /// Every role, by name: a dynamic authenticator names one.
+    roles: HashMap<String, Arc<Role>>,
+    /// The dynamic authenticator, if the realm has one.
+    authenticator: Option<dynamic::Authenticator>,
+    /// Methods offered over TLS only.
+    require_tls: Vec<&'static str>,
 }
 
 impl RealmAuth {
@@ -94,29 +106,80 @@ impl RealmAuth {
                 .iter()
                 .map(|k| cryptosign::parse_public_key(k).map_err(|e| format!("{whose}: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
-            if ticket.is_none() && wampcra.is_none() && cryptosign.is_empty() {
-                return Err(format!("{whose} has no credential (ticket, wampcra or cryptosign)"));
+            let scram = match &p.scram {
+                Some(scram) => Some(scram::ScramKey::from_config(scram).map_err(|e| format!("{whose}: scram: {e}"))?),
+                None => None,
+            };
+            let has_tls = p.tls_cn.is_some() || p.tls_fingerprint.is_some();
+            if ticket.is_none() && wampcra.is_none() && cryptosign.is_empty() && scram.is_none() && !has_tls {
+                return Err(format!(
+                    "{whose} has no credential (ticket, wampcra, cryptosign, scram, tls_cn or tls_fingerprint)"
+                ));
             }
             for key in &cryptosign {
                 auth.keys.entry(key.to_bytes()).or_default().push(p.authid.clone());
             }
+            if let Some(fingerprint) = &p.tls_fingerprint {
+                let bytes = parse_fingerprint(fingerprint).map_err(|e| format!("{whose}: {e}"))?;
+                if let Some(other) = auth.tls_fingerprints.insert(bytes, p.authid.clone()) {
+                    return Err(format!("{whose}: tls_fingerprint is principal '{other}''s too"));
+                }
+            }
+            if let Some(cn) = &p.tls_cn {
+                if let Some(other) = auth.tls_cns.insert(cn.clone(), p.authid.clone()) {
+                    return Err(format!("{whose}: tls_cn '{cn}' is principal '{other}''s too"));
+                }
+            }
             auth.ticket |= ticket.is_some();
             auth.wampcra |= wampcra.is_some();
-            let principal = Principal { role: role_of(&p.role, &whose)?, ticket, wampcra };
+            auth.scram |= scram.is_some();
+            let principal = Principal { role: role_of(&p.role, &whose)?, ticket, wampcra, scram };
             if auth.principals.insert(p.authid.clone(), principal).is_some() {
                 return Err(format!("{whose} is defined twice"));
             }
         }
+        if let Some(authenticator) = &config.authenticator {
+            auth.authenticator = Some(dynamic::Authenticator::compile(authenticator)?);
+        }
+        for method in &config.require_tls {
+            match config::METHODS.iter().find(|m| **m == method.as_str()) {
+                Some(known) => auth.require_tls.push(*known),
+                None => {
+                    return Err(format!(
+                        "require_tls names '{method}', which is not a method ({})",
+                        config::METHODS.join(", ")
+                    ))
+                }
+            }
+        }
+        auth.roles = roles.into_iter().map(|(name, role)| (name.to_owned(), role)).collect();
         Ok(auth)
+    }
+
+    /// The role named `name`, if the realm defines it.
+    pub(crate) fn role(&self, name: &str) -> Option<&Arc<Role>> {
+        self.roles.get(name)
+    }
+
+    /// Whether the dynamic authenticator answers for `method`.
+    fn dynamic(&self, method: &str) -> Option<&dynamic::Authenticator> {
+        self.authenticator.as_ref().filter(|a| a.answers(method))
+    }
+
+    /// Whether `method` may only be used over TLS.
+    fn requires_tls(&self, method: &str) -> bool {
+        self.require_tls.contains(&method)
     }
 
     /// The authentication methods this realm offers, in the order the router names them.
     pub fn methods(&self) -> Vec<&'static str> {
         let offered = [
             ("anonymous", self.anonymous.is_some()),
-            ("ticket", self.ticket),
-            ("wampcra", self.wampcra),
-            ("cryptosign", !self.keys.is_empty()),
+            ("ticket", self.ticket || self.dynamic("ticket").is_some()),
+            ("wampcra", self.wampcra || self.dynamic("wampcra").is_some()),
+            ("cryptosign", !self.keys.is_empty() || self.dynamic("cryptosign").is_some()),
+            ("wamp-scram", self.scram || self.dynamic("wamp-scram").is_some()),
+            ("tls", !self.tls_fingerprints.is_empty() || !self.tls_cns.is_empty()),
         ];
         offered.iter().filter(|(_, on)| *on).map(|(m, _)| *m).collect()
     }
@@ -126,11 +189,13 @@ impl RealmAuth {
         self.principals.len()
     }
 
-    /// Whether a session that authenticated as `authid` with `authmethod` still has a principal.
-    fn still_admits(&self, authmethod: &str, authid: &str) -> bool {
-        match authmethod {
-            "anonymous" => self.anonymous.is_some(),
-            _ => self.principals.contains_key(authid),
+    /// Whether a session that joined as `identity` still has a principal: for one the dynamic
+    /// authenticator vouched for, whether the realm still asks it for that method.
+    fn still_admits(&self, identity: &crate::session::Identity) -> bool {
+        match (identity.authmethod, identity.authprovider) {
+            ("anonymous", _) => self.anonymous.is_some(),
+            (method, dynamic::PROVIDER) => self.dynamic(method).is_some(),
+            _ => self.principals.contains_key(&identity.authid),
         }
     }
 }
@@ -144,7 +209,7 @@ pub fn apply(realm: &Realm, config: &RealmConfig) -> Result<Vec<Arc<SessionHandl
     let gone = realm
         .sessions
         .iter()
-        .filter(|s| s.identity().is_some_and(|i| !next.still_admits(i.authmethod, &i.authid)))
+        .filter(|s| s.identity().is_some_and(|i| !next.still_admits(i)))
         .map(|s| s.clone())
         .collect();
     realm.auth.store(Arc::new(next));
@@ -194,6 +259,7 @@ pub fn apply_config(
     for realm in &config.realms {
         RealmAuth::compile(realm).map_err(|reason| format!("realm '{}': {reason}", realm.name))?;
     }
+    check_authenticator_realms(&config.realms)?;
     let mut applied = Applied::default();
     for realm in &config.realms {
         match router.realms.get(&realm.name) {
@@ -205,6 +271,27 @@ pub fn apply_config(
         applied.needs_restart.push(format!("realm '{name}' was removed: it is served until a restart"));
     }
     Ok(applied)
+}
+
+/// Checks that every realm's authenticator lives in a realm the config has.
+pub fn check_authenticator_realms(realms: &[RealmConfig]) -> Result<(), String> {
+    for realm in realms {
+        let Some(home) = realm.authenticator.as_ref().and_then(|a| a.realm.as_deref()) else { continue };
+        if !realms.iter().any(|r| r.name == home) {
+            return Err(format!("realm '{}': authenticator.realm '{home}' is not a configured realm", realm.name));
+        }
+    }
+    Ok(())
+}
+
+/// A certificate fingerprint: 64 hex digits, colons between bytes allowed (as `openssl x509
+/// -fingerprint -sha256` prints it).
+fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    hex::decode(digits.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "tls_fingerprint must be a SHA-256 fingerprint: 64 hex digits (colons allowed)".to_owned())
 }
 
 /// `N` bytes from the operating system's CSPRNG.

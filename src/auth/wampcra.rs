@@ -96,11 +96,19 @@ pub fn derive_key(secret: &[u8], salt: &str, iterations: u32, keylen: usize) -> 
 }
 
 /// The challenge text: a JSON object with the fields the spec requires.
-pub fn challenge_text(authid: &str, authrole: &str, session: u64, nonce: &str, timestamp: &str) -> String {
+pub fn challenge_text(
+    authid: &str,
+    authrole: &str,
+    authprovider: &str,
+    session: u64,
+    nonce: &str,
+    timestamp: &str,
+) -> String {
     format!(
-        "{{\"authid\":{},\"authrole\":{},\"authmethod\":\"wampcra\",\"authprovider\":\"static\",\"nonce\":\"{nonce}\",\"timestamp\":\"{timestamp}\",\"session\":{session}}}",
+        "{{\"authid\":{},\"authrole\":{},\"authmethod\":\"wampcra\",\"authprovider\":{},\"nonce\":\"{nonce}\",\"timestamp\":\"{timestamp}\",\"session\":{session}}}",
         quoted(authid),
         quoted(authrole),
+        quoted(authprovider),
     )
 }
 
@@ -145,7 +153,7 @@ mod tests {
 
     #[test]
     fn challenge_text_is_json() {
-        let text = challenge_text("jo\"e", "user", 7, "abc", "2026-12-02T00:00:00.000Z");
+        let text = challenge_text("jo\"e", "user", "static", 7, "abc", "2026-12-02T00:00:00.000Z");
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["authid"], "jo\"e");
         assert_eq!(parsed["session"], 7);

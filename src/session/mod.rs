@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dealer::call::{CallTable, ChunkDelivery, Invocation, InvocationTable};
 use crate::dealer::registry::Member;
-use crate::transport::tls::ClientCert;
+use crate::transport::tls::{ClientCert, TlsPeer};
 use crate::wire::{Message, Serializer};
 use outbox::{Outbox, OutboxLimits, Refused, ITEM_OVERHEAD};
 
@@ -116,8 +116,8 @@ pub struct SessionHandle {
     pub(crate) testaments: Mutex<Vec<crate::meta::Testament>>,
     /// Who the session authenticated as; set once, at WELCOME.
     identity: std::sync::OnceLock<Identity>,
-    /// The client certificate its TLS connection verified, if any.
-    client_cert: Option<Arc<ClientCert>>,
+    /// Set when it came over TLS: the client certificate its connection verified, if any.
+    tls: Option<Arc<TlsPeer>>,
     /// The transport it came over.
     transport: crate::transport::Kind,
     /// The peer's address (`None` for sessions made without a connection, as benches do).
@@ -186,15 +186,15 @@ impl SessionHandle {
         Self::connected(id, serializer, limits, crate::transport::Kind::WebSocket, None, None)
     }
 
-    /// Like [`SessionHandle::new`], for a session over `transport` from `peer`, whose TLS
-    /// connection verified `client_cert` (if any).
+    /// Like [`SessionHandle::new`], for a session over `transport` from `peer`, and over TLS
+    /// when `tls` is set.
     pub fn connected(
         id: u64,
         serializer: Serializer,
         limits: OutboxLimits,
         transport: crate::transport::Kind,
         peer: Option<std::net::SocketAddr>,
-        client_cert: Option<Arc<ClientCert>>,
+        tls: Option<Arc<TlsPeer>>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
         let closing = CancellationToken::new();
         let (outbox, rx) = Outbox::new(id, limits, closing.clone());
@@ -207,7 +207,7 @@ impl SessionHandle {
             testaments: Mutex::default(),
             closing,
             identity: std::sync::OnceLock::new(),
-            client_cert,
+            tls,
             transport,
             peer,
             metrics: std::sync::OnceLock::new(),
@@ -254,7 +254,12 @@ impl SessionHandle {
     /// The client certificate the session's TLS connection verified (subject CN, SHA-256
     /// fingerprint), for an authentication method that maps it to an authid.
     pub fn client_cert(&self) -> Option<&ClientCert> {
-        self.client_cert.as_deref()
+        self.tls.as_ref().and_then(|tls| tls.client_cert.as_ref())
+    }
+
+    /// Set when the session came over TLS.
+    pub fn tls(&self) -> Option<&TlsPeer> {
+        self.tls.as_deref()
     }
 
     /// Records the session's identity at WELCOME (later calls are ignored).

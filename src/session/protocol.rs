@@ -246,8 +246,8 @@ impl Session {
                 Message::Hello { .. } if self.challenged.is_some() => {
                     Flow::Close(Some(self.violation("HELLO received while a CHALLENGE awaits its AUTHENTICATE")))
                 }
-                Message::Hello { realm, details } => self.on_hello(&realm, &details),
-                Message::Authenticate { signature, .. } => self.on_authenticate(&signature).await,
+                Message::Hello { realm, details } => self.on_hello(&realm, &details).await,
+                Message::Authenticate { signature, extra } => self.on_authenticate(&signature, &extra).await,
                 other => Flow::Close(Some(self.violation(&format!("{} received before HELLO", other.message_type())))),
             };
         };
@@ -428,7 +428,7 @@ impl Session {
         Refusal::new(WampError::NotAuthorized, format!("role '{role}' may not {action} '{uri}'"))
     }
 
-    fn on_hello(&mut self, realm_name: &str, details: &Dict) -> Flow {
+    async fn on_hello(&mut self, realm_name: &str, details: &Dict) -> Flow {
         if !uri::is_valid(realm_name) {
             return Flow::Close(Some(self.violation(&format!("invalid realm URI '{realm_name}'"))));
         }
@@ -445,7 +445,21 @@ impl Session {
             )));
         };
         let features = CalleeFeatures::from_hello(details);
-        let started = handshake::hello(&realm.auth.load(), details, self.handle.id);
+        let context = handshake::Context { session: &self.handle, realm: realm_name };
+        let mut started = handshake::hello(&realm.auth.load(), details, &context);
+        if let Hello::Ask(asking) = started {
+            // The realm's authenticator is asked through the dealer; this session's task waits
+            // (no worker thread does), until the handshake deadline or the peer leaving.
+            let consulted = handshake::consult(&self.router, &realm, *asking, self.handle.id);
+            started = tokio::select! {
+                biased;
+                _ = self.handle.closing.cancelled() => return Flow::Close(None),
+                consulted = tokio::time::timeout_at(self.handshake_deadline, consulted) => consulted.unwrap_or_else(|_| {
+                    let reason = "the authenticator did not answer in time";
+                    Hello::Refused(Refusal::new(WampError::AuthenticationFailed, reason))
+                }),
+            };
+        }
         match started {
             Hello::Welcome(admitted) => self.welcome(realm, admitted, features),
             Hello::Challenge(challenge, pending) => {
@@ -455,6 +469,7 @@ impl Session {
                 }
                 Flow::Continue
             }
+            Hello::Ask(_) => Flow::Close(Some(abort(WampError::AuthenticationFailed, "authentication did not finish"))),
             Hello::Refused(refusal) => {
                 let authid = details.get("authid").and_then(Value::as_str).unwrap_or("");
                 self.cause.set(CloseCause::Refused);
@@ -464,17 +479,21 @@ impl Session {
         }
     }
 
-    async fn on_authenticate(&mut self, signature: &str) -> Flow {
+    async fn on_authenticate(&mut self, signature: &str, extra: &Dict) -> Flow {
         let Some(Challenged { realm, pending, features }) = self.challenged.take() else {
             return Flow::Close(Some(self.violation("AUTHENTICATE received without a CHALLENGE")));
         };
         let (authid, authmethod) = (pending.authid().to_owned(), pending.method());
-        // A slow check (a ticket hash waiting for a free CPU) ends at the handshake deadline too.
-        let checked = tokio::time::timeout_at(self.handshake_deadline, handshake::authenticate(*pending, signature))
-            .await
-            .unwrap_or_else(|_| {
+        // A slow check (a ticket hash waiting for a free CPU, the dynamic authenticator) ends at
+        // the handshake deadline too.
+        let check = handshake::authenticate(*pending, signature, extra, &self.router, &realm, self.handle.id);
+        let checked = tokio::select! {
+            biased;
+            _ = self.handle.closing.cancelled() => return Flow::Close(None),
+            checked = tokio::time::timeout_at(self.handshake_deadline, check) => checked.unwrap_or_else(|_| {
                 Err(Refusal::new(WampError::AuthenticationFailed, "the credentials could not be checked in time"))
-            });
+            }),
+        };
         match checked {
             Ok(admitted) => self.welcome(realm, admitted, features),
             Err(refusal) => {
@@ -505,7 +524,11 @@ impl Session {
             authmethod = identity.authmethod,
             "session joined"
         );
-        let welcome = Message::Welcome { session: self.handle.id, details: welcome_details(&realm, &identity) };
+        let mut details = welcome_details(&realm, &identity);
+        if let Some(authextra) = admitted.authextra {
+            details.insert("authextra", authextra);
+        }
+        let welcome = Message::Welcome { session: self.handle.id, details };
         self.handle.set_identity(identity);
         self.access = Some(Access::new(admitted.role));
         if self.handle.push(Outbound::Message(Box::new(welcome))).is_err() {

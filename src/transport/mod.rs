@@ -27,8 +27,8 @@ pub struct Connection {
     /// The first octet, when the router already read it (to tell RawSocket from WebSocket
     /// inside TLS, where it cannot peek).
     pub first: Option<u8>,
-    /// The client certificate TLS verified, if any.
-    pub client_cert: Option<Arc<tls::ClientCert>>,
+    /// Set when the connection is TLS: its verified client certificate, if any.
+    pub tls: Option<Arc<tls::TlsPeer>>,
 }
 
 /// A byte stream a transport runs over: plain TCP or TLS. Each kind splits into halves its own
@@ -96,8 +96,8 @@ pub struct PeerLink {
     /// The router may ping this peer (and close it when it stays silent): every WebSocket peer
     /// answers pings, but some RawSocket clients do not implement PING.
     pub pings: bool,
-    /// The client certificate TLS verified, if any.
-    pub client_cert: Option<Arc<tls::ClientCert>>,
+    /// Set when the connection is TLS: its verified client certificate, if any.
+    pub tls: Option<Arc<tls::TlsPeer>>,
 }
 
 /// What a session's writer hands its transport.

@@ -124,7 +124,7 @@ pub fn announced_length(exponent: u8) -> usize {
 
 /// Serves one connection (plain TCP or TLS) whose first octet is [`MAGIC`].
 pub async fn serve<S: Socket>(router: Arc<RouterShared>, mut socket: S, connection: Connection) {
-    let Connection { peer, deadline, first, client_cert } = connection;
+    let Connection { peer, deadline, first, tls } = connection;
     let mut hello = [0u8; 4];
     let start = match first {
         Some(octet) => {
@@ -174,7 +174,7 @@ pub async fn serve<S: Socket>(router: Arc<RouterShared>, mut socket: S, connecti
         serializer,
         max_outgoing: peer_max,
         pings: router.config.rawsocket_keepalive,
-        client_cert,
+        tls,
     };
     lifecycle::run(router, link, frames, sink).await;
 }

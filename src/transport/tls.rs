@@ -4,8 +4,8 @@
 //! TLS wraps the TCP stream before anything else: `wss://` is the WebSocket upgrade inside TLS,
 //! RawSocket over TLS is the same 4-octet handshake and framing inside TLS. Only TLS 1.2 and 1.3
 //! are offered. With `client_ca`, client certificates are verified against that CA (mTLS), either
-//! required or optional; a verified leaf reaches the session as a [`ClientCert`], for an
-//! authentication method that maps it to an authid.
+//! required or optional; the session learns that it came over TLS and the verified leaf, if any
+//! ([`TlsPeer`]), for the `tls` authentication method and for methods offered over TLS only.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -107,6 +107,22 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// What a TLS connection tells its session: that it came over TLS (for methods a realm offers
+/// over TLS only), and the client certificate the handshake verified, if any (for the `tls`
+/// authentication method).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The verified client certificate; `None` when the client presented none.
+    pub client_cert: Option<ClientCert>,
+    /// The connection's `tls-exporter` channel binding (RFC 9266): 32 bytes exported with the
+    /// label `EXPORTER-Channel-Binding` and an empty context. TLS 1.3 only: on TLS 1.2 it is sound
+    /// only with the extended master secret, which is not checked here.
+    pub channel_binding: Option<[u8; 32]>,
+}
+
+/// The RFC 9266 exporter label.
+const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
 /// The client certificate a TLS handshake verified (the leaf), as the session sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCert {
@@ -143,7 +159,7 @@ pub async fn accept(
     tcp: TcpStream,
     peer: SocketAddr,
     deadline: Instant,
-) -> Option<(TlsStream<TcpStream>, Option<std::sync::Arc<ClientCert>>)> {
+) -> Option<(TlsStream<TcpStream>, std::sync::Arc<TlsPeer>)> {
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == HANDSHAKE_RECORD => {}
@@ -178,7 +194,10 @@ pub async fn accept(
     if let Some(cert) = &cert {
         tracing::debug!(%peer, cn = cert.subject_cn.as_deref(), fingerprint = cert.fingerprint_hex(), "client certificate");
     }
-    Some((stream, cert.map(std::sync::Arc::new)))
+    let channel_binding = (connection.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
+        .then(|| connection.export_keying_material([0u8; 32], CHANNEL_BINDING_LABEL, Some(&[])).ok())
+        .flatten();
+    Some((stream, std::sync::Arc::new(TlsPeer { client_cert: cert, channel_binding })))
 }
 
 /// Just enough DER to find a certificate's subject CN. The certificate was verified (so it is

@@ -37,7 +37,7 @@ pub async fn serve<S>(router: Arc<RouterShared>, socket: S, connection: Connecti
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Connection { peer, deadline, first, client_cert } = connection;
+    let Connection { peer, deadline, first, tls } = connection;
     let config = &router.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
@@ -86,14 +86,8 @@ where
     let (sink, stream) = ws.split();
     let (frames, sink) = (Frames { inner: stream, serializer }, FrameSink { inner: sink, serializer });
     // A WebSocket peer announces no limit of its own, and answers pings (RFC 6455 requires it).
-    let link = PeerLink {
-        transport: super::Kind::WebSocket,
-        peer,
-        serializer,
-        max_outgoing: usize::MAX,
-        pings: true,
-        client_cert,
-    };
+    let link =
+        PeerLink { transport: super::Kind::WebSocket, peer, serializer, max_outgoing: usize::MAX, pings: true, tls };
     lifecycle::run(router, link, frames, sink).await;
 }
 

@@ -111,3 +111,74 @@ async def test_anonymous_realm1_still_works_beside_the_auth_realm(wamp, ser):
     assert session.welcome.authmethod == "anonymous"
     with pytest.raises(ApplicationError):
         await asyncio.wait_for(session.call(new_uri("nobody.here")), 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# A dynamic authenticator written with autobahn-python: it registers com.interop.authenticate in
+# realm1 (router.toml's "auth.dynamic" realm asks it) and admits autobahn-python clients.
+
+DYNAMIC = "auth.dynamic"
+AUTHENTICATOR = "com.interop.authenticate"
+DYN_SIGNER = CryptosignKey.from_bytes(OTHER_KEY)
+
+
+def authenticate(realm, authid, authmethod, details):
+    """The authenticator: (realm, authid, authmethod, details) -> the principal, or an error."""
+    assert realm == DYNAMIC, realm
+    assert details["authmethod"] == authmethod
+    assert details["transport"]["type"] in ("websocket", "rawsocket")
+    if authmethod == "ticket" and authid == "dyn-joe":
+        if details.get("ticket") == "dyn-ticket":
+            return {"role": "user", "authextra": {"source": "python"}}
+        raise ApplicationError("wamp.error.authentication_denied", "wrong ticket for dyn-joe")
+    if authmethod == "wampcra" and authid == "dyn-salty":
+        key = wamp_auth.derive_key("dyn-salty-pw", "pepper", 1000, 32).decode("ascii")
+        return {"role": "user", "derived_key": key, "salt": "pepper", "iterations": 1000, "keylen": 32}
+    if authmethod == "wampcra" and authid == "dyn-cra":
+        return {"role": "user", "secret": "dyn-cra-secret"}
+    if authmethod == "cryptosign" and details["authextra"].get("pubkey") == DYN_SIGNER.public_key():
+        return {"role": "user", "authid": "dyn-signer", "pubkey": DYN_SIGNER.public_key()}
+    raise ApplicationError("wamp.error.no_such_principal", f"no principal {authid!r}")
+
+
+DYNAMIC_LOGINS = {
+    "ticket": (ticket("dyn-joe", "dyn-ticket"), "dyn-joe", "ticket"),
+    "wampcra": (wampcra("dyn-cra", "dyn-cra-secret"), "dyn-cra", "wampcra"),
+    "wampcra-salted": (wampcra("dyn-salty", "dyn-salty-pw"), "dyn-salty", "wampcra"),
+    "cryptosign": (cryptosign(OTHER_KEY), "dyn-signer", "cryptosign"),
+}
+
+DYNAMIC_REFUSALS = {
+    "wrong ticket": (ticket("dyn-joe", "wrong"), "wamp.error.authentication_denied"),
+    "unknown authid": (ticket("nobody", "x"), "wamp.error.no_such_principal"),
+    "wrong wampcra secret": (wampcra("dyn-cra", "wrong"), "wamp.error.authentication_denied"),
+    "unknown key": (cryptosign(SIGNER_KEY), "wamp.error.no_such_principal"),
+}
+
+
+async def test_an_autobahn_authenticator_admits_autobahn_clients(wamp, ser):
+    backend = await wamp.connect(ser, "authenticator")
+    await bounded(backend.register(authenticate, AUTHENTICATOR), "register the authenticator")
+    for login, (auth, authid, authmethod) in DYNAMIC_LOGINS.items():
+        session = await wamp.connect(ser, f"dynamic-{login}", realm=DYNAMIC, auth=auth)
+        assert session.authid == authid, login
+        assert session.authrole == "user", login
+        assert session.welcome.authmethod == authmethod, login
+        assert session.welcome.authprovider == "dynamic", login
+        if login == "ticket":
+            assert session.welcome.authextra == {"source": "python"}
+        uri = "com.app." + new_uri("dynamic")
+        await bounded(session.register(lambda: "ok", uri), "register as a dynamic principal")
+        assert await bounded(session.call(uri), "call") == "ok"
+    for case, (auth, uri) in DYNAMIC_REFUSALS.items():
+        with pytest.raises(ConnectionError) as refused:
+            await connect(ser, f"dynamic-refused-{case}", realm=DYNAMIC, auth=auth)
+        assert uri in str(refused.value), f"{case}: {refused.value}"
+
+    # Without the authenticator, logins fail (and say why); the router goes on.
+    closed = backend.leave()
+    if asyncio.isfuture(closed):
+        await bounded(closed, "authenticator leaves")
+    with pytest.raises(ConnectionError) as refused:
+        await connect(ser, "dynamic-no-authenticator", realm=DYNAMIC, auth=DYNAMIC_LOGINS["wampcra"][0])
+    assert "wamp.error.authentication_failed" in str(refused.value)

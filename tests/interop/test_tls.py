@@ -1,4 +1,5 @@
-"""autobahn-python over TLS: ``wss://`` and RawSocket over TLS (``rss://``).
+"""autobahn-python over TLS: ``wss://`` and RawSocket over TLS (``rss://``), and the ``tls``
+authentication method with a client certificate.
 
 The suite's shared router speaks plain text, so this module starts a router of
 its own (the binary in ``ROUNDHOUSE_BIN``, default ``target/debug/roundhouse``)
@@ -10,6 +11,7 @@ using a CA and a router certificate for ``127.0.0.1`` made at test time with
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import queue
@@ -29,16 +31,29 @@ REALM = "realm1"
 
 
 class TlsRouter:
-    def __init__(self, wss: str, ca: trustme.CA):
+    def __init__(self, wss: str, ca: trustme.CA, device: trustme.LeafCert, stranger: trustme.LeafCert):
         host_port = wss.split("://", 1)[1].split("/", 1)[0]
         self.wss = wss
         self.rss = f"rss://{host_port}"
         self.ca = ca
+        self.device = device
+        self.stranger = stranger
 
     def trusting(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         self.ca.configure_trust(ctx)
         return ctx
+
+    def presenting(self, leaf: trustme.LeafCert) -> ssl.SSLContext:
+        ctx = self.trusting()
+        leaf.configure_cert(ctx)
+        return ctx
+
+
+def fingerprint(leaf: trustme.LeafCert) -> str:
+    """SHA-256 of the leaf certificate's DER, as the router's tls_fingerprint takes it."""
+    der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode("ascii"))
+    return hashlib.sha256(der).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +69,31 @@ def tls_router(tmp_path_factory):
         for blob in cert.cert_chain_pems:
             f.write(blob.bytes())
     cert.private_key_pem.write_to_path(str(work / "router.key"))
+    # Client certificates: "device" is a principal of the "secure" realm (by fingerprint);
+    # "stranger" is verified by the same CA but maps to nobody.
+    clients = trustme.CA()
+    clients.cert_pem.write_to_path(str(work / "clients-ca.pem"))
+    device = clients.issue_cert("device-1.example.com")
+    stranger = clients.issue_cert("stranger.example.com")
     (work / "router.toml").write_text(
         'listen = "127.0.0.1:0"\n'
         'log_level = "info"\n'
         'log_format = "json"\n'
         "[[realm]]\n"
         'name = "realm1"\n'
+        "[[realm]]\n"
+        'name = "secure"\n'
+        "anonymous = false\n"
+        "[[realm.principal]]\n"
+        'authid = "device-1"\n'
+        'role = "device"\n'
+        f'tls_fingerprint = "{fingerprint(device)}"\n'
+        "[[realm.role]]\n"
+        'name = "device"\n'
+        'permissions = [{ uri = "com.device.", match = "prefix", allow = ["call", "register"] }]\n'
         "[[listener]]\n"
         'listen = "127.0.0.1:0"\n'
-        'tls = { cert = "router.pem", key = "router.key" }\n'
+        'tls = { cert = "router.pem", key = "router.key", client_ca = "clients-ca.pem", client_auth = "optional" }\n'
     )
     proc = subprocess.Popen(
         [BIN, "--config", str(work / "router.toml")],
@@ -79,7 +110,7 @@ def tls_router(tmp_path_factory):
             fields = json.loads(line)
             if str(fields.get("url", "")).startswith("wss://"):
                 wss = fields["url"]
-        yield TlsRouter(wss, ca)
+        yield TlsRouter(wss, ca, device, stranger)
     finally:
         proc.terminate()
         try:
@@ -110,15 +141,22 @@ class Session(ApplicationSession):
         super().onDisconnect()
 
 
-async def join(url: str, ctx: ssl.SSLContext, serializer: str) -> Session:
+class TlsAuthSession(Session):
+    """Joins offering only the ``tls`` authentication method."""
+
+    def onConnect(self):
+        self.join(self.config.realm, authmethods=["tls"])
+
+
+async def join(url: str, ctx: ssl.SSLContext, serializer: str, realm: str = REALM, tls_auth: bool = False) -> Session:
     created = asyncio.get_running_loop().create_future()
 
     def make(cfg):
-        s = Session(cfg)
+        s = TlsAuthSession(cfg) if tls_auth else Session(cfg)
         created.set_result(s)
         return s
 
-    runner = ApplicationRunner(url, REALM, ssl=ctx, serializers=[SERIALIZERS[serializer]()])
+    runner = ApplicationRunner(url, realm, ssl=ctx, serializers=[SERIALIZERS[serializer]()])
     await bounded(runner.run(make, start_loop=False), f"TLS connect to {url}")
     session = await bounded(created, f"handshake with {url}")
     await bounded(asyncio.shield(session.joined), f"HELLO/WELCOME over {url}")
@@ -156,3 +194,20 @@ async def test_a_client_that_does_not_trust_the_router_fails_and_others_go_on(tl
         await asyncio.wait_for(join(url, stranger, "json"), TIMEOUT)
     session = await join(url, tls_router.trusting(), "json")
     await leave(session)
+
+
+@pytest.mark.parametrize("scheme", ["wss", "rss"])
+async def test_a_client_certificate_logs_in_with_the_tls_method(tls_router, scheme):
+    url = tls_router.wss if scheme == "wss" else tls_router.rss
+    device = await join(url, tls_router.presenting(tls_router.device), "json", realm="secure", tls_auth=True)
+    details = await device.joined
+    assert (details.authid, details.authrole, details.authmethod) == ("device-1", "device", "tls")
+    uri = "com.device." + new_uri("tls")
+    await bounded(device.register(lambda: "ok", uri), "REGISTER as the device")
+    assert await bounded(device.call(uri), "CALL as the device") == "ok"
+    # A certificate no principal has, and no certificate at all: ABORT no_such_principal.
+    for ctx in (tls_router.presenting(tls_router.stranger), tls_router.trusting()):
+        with pytest.raises(ConnectionError) as refused:
+            await join(url, ctx, "json", realm="secure", tls_auth=True)
+        assert "wamp.error.no_such_principal" in str(refused.value)
+    await leave(device)

@@ -1,6 +1,8 @@
 'use strict';
 // Authentication with Autobahn|JS: ticket and WAMP-CRA (plain and salted) against the "auth"
-// realm of tests/interop/router.toml; a wrong secret is refused with the spec's URI.
+// realm of tests/interop/router.toml; a wrong secret is refused with the spec's URI. Then an
+// Autobahn|JS dynamic authenticator (registered in realm1) admits Autobahn|JS clients to the
+// "auth.dynamic" realm.
 
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
@@ -73,5 +75,55 @@ for (const ser of SERIALIZER_IDS) {
         });
       });
     }
+  });
+}
+
+// A dynamic authenticator in Autobahn|JS: router.toml's "auth.dynamic" realm asks
+// com.interop.authenticate, registered in realm1, with (realm, authid, authmethod, details).
+const DYNAMIC = 'auth.dynamic';
+
+function authenticate([realm, authid, authmethod, details]) {
+  assert.equal(realm, DYNAMIC);
+  if (authmethod === 'ticket' && authid === 'js-joe') {
+    if (details.ticket === 'js-ticket') return { role: 'user', authextra: { source: 'js' } };
+    throw new autobahn.Error('wamp.error.authentication_denied', ['wrong ticket for js-joe']);
+  }
+  if (authmethod === 'wampcra' && authid === 'js-cra') return { role: 'user', secret: 'js-cra-secret' };
+  throw new autobahn.Error('wamp.error.no_such_principal', [`no principal ${authid}`]);
+}
+
+for (const ser of SERIALIZER_IDS) {
+  suite(`dynamic authenticator [${ser}]`, [ser], () => {
+    test('an Autobahn|JS authenticator admits Autobahn|JS clients, and refuses with its URIs', async () => {
+      const backend = await connect(ser, 'js-authenticator');
+      try {
+        await bounded(backend.session.register('com.interop.authenticate', authenticate), 'register the authenticator');
+        for (const [method, authid, auth] of [
+          ['ticket', 'js-joe', ticket('js-joe', 'js-ticket')],
+          ['wampcra', 'js-cra', wampcra('js-cra', 'js-cra-secret')],
+        ]) {
+          const client = await connect(ser, `dynamic-${authid}`, { realm: DYNAMIC, auth });
+          try {
+            assert.equal(client.welcome.authid, authid);
+            assert.equal(client.welcome.authrole, 'user');
+            assert.equal(client.welcome.authmethod, method);
+            assert.equal(client.welcome.authprovider, 'dynamic');
+          } finally {
+            await closeClient(client);
+          }
+        }
+        for (const [auth, uri] of [
+          [ticket('js-joe', 'wrong'), 'wamp.error.authentication_denied'],
+          [ticket('nobody', 'x'), 'wamp.error.no_such_principal'],
+        ]) {
+          await assert.rejects(connect(ser, 'dynamic-refused', { realm: DYNAMIC, auth }), (e) => {
+            assert.ok(e.message.includes(uri), e.message);
+            return true;
+          });
+        }
+      } finally {
+        await closeClient(backend);
+      }
+    });
   });
 }
