@@ -336,23 +336,22 @@ impl<C: Member> Registration<C> {
         let found = match self.policy {
             // Keyed calls use `select_key`; a call without a key never reaches a keyed rule.
             InvocationRule::Single | InvocationRule::First | InvocationRule::JumpConsistentHash => {
-                callees.iter().map(|(c, _)| c).find(|c| allowed(*c) && acquire(*c)).cloned()
+                callees.iter().map(|(c, _)| c).find(|c| allowed(c) && acquire(*c)).cloned()
             }
-            InvocationRule::Last => callees.iter().rev().map(|(c, _)| c).find(|c| allowed(*c) && acquire(*c)).cloned(),
+            InvocationRule::Last => callees.iter().rev().map(|(c, _)| c).find(|c| allowed(c) && acquire(*c)).cloned(),
             InvocationRule::RoundRobin => (0..callees.len())
                 .map(|_| &callees[self.rotate_pick(members)].0)
-                .find(|c| allowed(*c) && acquire(*c))
+                .find(|c| allowed(c) && acquire(*c))
                 .cloned(),
             InvocationRule::Random => self.retry(callees.len(), || {
                 let free: SmallVec<[&C; 8]> =
-                    callees.iter().map(|(c, _)| c).filter(|c| allowed(*c) && has_room(*c)).collect();
+                    callees.iter().map(|(c, _)| c).filter(|c| allowed(c) && has_room(*c)).collect();
                 (!free.is_empty()).then(|| free[fastrand::usize(..free.len())])
             }),
             InvocationRule::LeastLoaded => self.retry(callees.len(), || least_loaded(callees, &allowed)),
             InvocationRule::LeastLoadedSample => {
                 let sampled = self.retry(2, || {
-                    let candidates: SmallVec<[&C; 8]> =
-                        callees.iter().map(|(c, _)| c).filter(|c| allowed(*c)).collect();
+                    let candidates: SmallVec<[&C; 8]> = callees.iter().map(|(c, _)| c).filter(|c| allowed(c)).collect();
                     let a = fastrand::usize(..candidates.len());
                     let b = match candidates.len() {
                         1 => a,
