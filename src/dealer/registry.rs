@@ -351,14 +351,17 @@ impl<C: Member> Registration<C> {
             InvocationRule::LeastLoaded => self.retry(callees.len(), || least_loaded(callees, &allowed)),
             InvocationRule::LeastLoadedSample => {
                 let sampled = self.retry(2, || {
-                    let candidates: SmallVec<[&C; 8]> = callees.iter().map(|(c, _)| c).filter(|c| allowed(c)).collect();
-                    let a = fastrand::usize(..candidates.len());
-                    let b = match candidates.len() {
-                        1 => a,
-                        n => (a + 1 + fastrand::usize(..n - 1)) % n,
+                    // Without exclusions (the common case) two indices are drawn directly: a
+                    // constant cost whatever the number of members.
+                    let pair = if excluded.is_empty() {
+                        let (a, b) = two_of(callees.len());
+                        [&callees[a].0, &callees[b].0]
+                    } else {
+                        let candidates: SmallVec<[&C; 8]> =
+                            callees.iter().map(|(c, _)| c).filter(|c| allowed(c)).collect();
+                        let (a, b) = two_of(candidates.len());
+                        [candidates[a], candidates[b]]
                     };
-                    let (first, second) = (a.min(b), a.max(b));
-                    let pair = [candidates[first], candidates[second]];
                     pair.into_iter().filter(|c| has_room(*c)).min_by_key(|c| in_flight(*c))
                 });
                 // Both samples full: the sample is only a shortcut, any free member will do.
@@ -422,6 +425,17 @@ impl<C: Member> Registration<C> {
     pub fn queued(&self) -> usize {
         self.queue.get().map_or(0, |q| q.len())
     }
+}
+
+/// Two distinct indices in `0..n` drawn at random (the same one twice when `n` is 1), the
+/// smaller first, so that a tie goes to the earlier registered member.
+fn two_of(n: usize) -> (usize, usize) {
+    let a = fastrand::usize(..n);
+    let b = match n {
+        1 => a,
+        n => (a + 1 + fastrand::usize(..n - 1)) % n,
+    };
+    (a.min(b), a.max(b))
 }
 
 /// The allowed member with a free slot and the fewest calls in flight, earliest on ties.
