@@ -1,10 +1,10 @@
 //! The routing decision: registry lookup plus the invocation rule's pick, per rule and member
 //! count, alone and while another thread churns registrations on the same shard.
 //!
-//! The contract's rules are measured as the router ran them before members kept loads (`pick` on
-//! plain ids), and again as the dealer now routes (`select` on members with load counters, plus
+//! The contract's rules are measured as the router ran them before members kept loads (`pick`,
+//! which clones the picked member: one reference count, as the router's callee is one `Arc`), and again as the dealer now routes (`select` on members with load counters, plus
 //! the release of the slot when the call ends): `<rule>+slot` without a concurrency limit (the
-//! default), `<rule>+concurrency` with a limit high enough never to be reached (the gated path).
+//! default: not gated, so no slot is taken), `<rule>+concurrency` with a limit high enough never to be reached (the gated path).
 //! The load-based rules always run gated; `jump_consistent_hash` hashes a string `rkey` per call.
 
 use std::cell::Cell;
@@ -20,16 +20,10 @@ use roundhouse::wire::Value;
 
 const PROCEDURE: &str = "com.example.service.compute";
 
-fn registry(rule: InvocationRule, callees: u64) -> Registry<u64> {
-    let registry = Registry::new(256);
-    for member in 0..callees {
-        registry.register(PROCEDURE, rule, member).unwrap();
-    }
-    // Neighbours, so the lookup is not in an otherwise empty table.
-    for i in 0..10_000 {
-        registry.register(&format!("com.example.other.p{i}"), InvocationRule::Single, 1_000_000 + i).unwrap();
-    }
-    registry
+/// Members as the router held them before loads: picking one clones one reference count (the
+/// dealer's `Callee` is one `Arc` now as then).
+fn registry(rule: InvocationRule, callees: u64) -> Registry<Loaded> {
+    loaded_registry(rule, callees, None)
 }
 
 /// A member with load counters, as the dealer's callees have.
@@ -92,6 +86,7 @@ fn select_and_release(
             member.load.release();
             Some(member.id)
         }
+        Selected::Unmetered(member) => Some(member.id),
         Selected::Full | Selected::Nobody => None,
     }
 }
@@ -152,11 +147,11 @@ fn route_under_churn(c: &mut Criterion) {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     if rule != InvocationRule::Single {
-                        let id = registry.register(PROCEDURE, rule, 500_000).unwrap().id;
+                        let id = registry.register(PROCEDURE, rule, loaded(500_000, None)).unwrap().id;
                         registry.unregister(id, 500_000);
                     }
                     let uri = format!("com.example.churn.p{}", i % 64);
-                    let id = registry.register(&uri, InvocationRule::First, 600_000).unwrap().id;
+                    let id = registry.register(&uri, InvocationRule::First, loaded(600_000, None)).unwrap().id;
                     registry.unregister(id, 600_000);
                     i += 1;
                 }

@@ -342,15 +342,18 @@ fn registration_details(registration: &crate::dealer::Registration, policy: Matc
         .with("match", policy)
         .with("invoke", registration.policy.as_str())
         .with("_queued", registration.queued() as u64)
-        .with("_callees", Value::List(registration.members().iter().map(callee_load).collect()))
+        .with("_callees", Value::List(registration.members().iter().map(|c| callee_load(registration, c)).collect()))
 }
 
-/// One member's load, for `wamp.registration.get` (extension keys, `_`-prefixed).
-fn callee_load(callee: &crate::dealer::Callee) -> Value {
-    let mut load = Dict::new()
-        .with("session", callee.session.id)
-        .with("_in_flight", callee.load.in_flight())
-        .with("_served", callee.load.served());
+/// One member's load, for `wamp.registration.get` (extension keys, `_`-prefixed): INVOCATIONs
+/// written to it and those not answered yet, from its invocation table, or, while the
+/// registration counts load (a limit or a load-based rule), its calls holding a slot.
+fn callee_load(registration: &crate::dealer::Registration, callee: &crate::dealer::Callee) -> Value {
+    let serving = callee.session.invocations.serving().into_iter().find(|(id, _)| *id == registration.id);
+    let serving = serving.map(|(_, s)| s).unwrap_or_default();
+    let in_flight = if registration.counts_load() { callee.load.in_flight() } else { serving.in_flight };
+    let mut load =
+        Dict::new().with("session", callee.session.id).with("_in_flight", in_flight).with("_served", serving.served);
     if let Some(limit) = callee.load.limit() {
         load.insert("_concurrency", limit);
     }

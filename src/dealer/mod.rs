@@ -66,21 +66,34 @@ pub struct CalleeOptions {
     pub max_reroutes: Option<u64>,
 }
 
-/// A member of a registration: a callee session and its options.
+/// A member of a registration: a callee session, its options and its load there. Routing clones
+/// the member it picks for every call, so a clone is one reference count, as it was when a member
+/// was its session alone.
 #[derive(Clone)]
-pub struct Callee {
+pub struct Callee(Arc<Membership>);
+
+/// What [`Callee`] shares: one session's membership in one registration.
+pub struct Membership {
     /// The callee's session.
     pub session: Arc<SessionHandle>,
     /// Its REGISTER options.
     pub options: CalleeOptions,
-    /// Its calls in flight in this registration, calls served, and `concurrency` limit.
+    /// Its calls in flight in this registration and its `concurrency` limit.
     pub load: Arc<MemberLoad>,
 }
 
 impl Callee {
-    /// A member without a concurrency limit.
-    pub fn new(session: Arc<SessionHandle>, options: CalleeOptions) -> Self {
-        Callee { session, options, load: Arc::new(MemberLoad::new(None)) }
+    /// A member limited to `concurrency` calls in flight, when given.
+    pub fn new(session: Arc<SessionHandle>, options: CalleeOptions, concurrency: Option<u64>) -> Self {
+        Callee(Arc::new(Membership { session, options, load: Arc::new(MemberLoad::new(concurrency)) }))
+    }
+}
+
+impl std::ops::Deref for Callee {
+    type Target = Membership;
+
+    fn deref(&self) -> &Membership {
+        &self.0
     }
 }
 
@@ -226,7 +239,7 @@ impl Dealer {
             forward_timeout: flag("forward_timeout"),
             max_reroutes: options.get("max_reroutes").and_then(Value::as_u64),
         };
-        let callee = Callee { session: callee.clone(), options, load: Arc::new(MemberLoad::new(concurrency)) };
+        let callee = Callee::new(callee.clone(), options, concurrency);
         let registered = match PatternKind::of(policy) {
             None => self.exact.register(procedure, rule, callee),
             Some(kind) => self.patterns.register(procedure, kind, rule, callee),

@@ -14,9 +14,12 @@
 //! A member may carry a [`MemberLoad`]: its calls in flight, calls served and concurrency limit,
 //! as atomics in an `Arc` that every version of the member list shares. A member list is *gated*
 //! when its rule reads loads (least loaded) or some member has a limit; only then does
-//! [`Registration::select`] look at loads, and taking a slot on a limited member is a
-//! compare-and-swap loop (lock-free). A list that is not gated picks exactly as before and charges
-//! the chosen member one relaxed `fetch_add`: the read of the list stays wait-free either way.
+//! [`Registration::select`] look at loads and charge the chosen member a slot (a compare-and-swap
+//! loop on a limited member: lock-free). A list that is not gated picks exactly as before and
+//! touches no counter: the calls of the five contract rules pay nothing for concurrency limits
+//! they do not use. Its members' calls in flight are then counted only by the callee's own
+//! invocation table, which the meta API reads instead. A list that becomes gated (a limited member
+//! joins) counts the calls routed from then on.
 //!
 //! Writers (REGISTER, UNREGISTER, session teardown) serialise on the shard's mutex, build the next
 //! version and publish it. Membership changes of an existing procedure — the common churn of
@@ -91,11 +94,11 @@ pub trait Member: Clone + Send + Sync + 'static {
 }
 
 /// One member's load in one registration: shared by every version of the member list, so counts
-/// survive joins and leaves of other members.
+/// survive joins and leaves of other members. Counted only while the list is gated (see the
+/// module docs); what a member served is its invocation table's to count.
 #[derive(Debug)]
 pub struct MemberLoad {
     in_flight: CachePadded<AtomicU64>,
-    served: AtomicU64,
     /// `REGISTER.Options.concurrency`; `u64::MAX` when unlimited.
     limit: u64,
 }
@@ -103,21 +106,12 @@ pub struct MemberLoad {
 impl MemberLoad {
     /// A member with nothing in flight, limited to `concurrency` calls at once when given.
     pub fn new(concurrency: Option<u64>) -> Self {
-        MemberLoad {
-            in_flight: CachePadded::new(AtomicU64::new(0)),
-            served: AtomicU64::new(0),
-            limit: concurrency.unwrap_or(u64::MAX),
-        }
+        MemberLoad { in_flight: CachePadded::new(AtomicU64::new(0)), limit: concurrency.unwrap_or(u64::MAX) }
     }
 
     /// Calls routed to this member and not ended yet (each holds a slot).
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Calls this member answered (YIELD or ERROR).
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
     }
 
     /// The concurrency limit, if any.
@@ -153,18 +147,17 @@ impl MemberLoad {
         let before = self.in_flight.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "slot released twice");
     }
-
-    /// Counts one call answered.
-    pub fn count_served(&self) {
-        self.served.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The outcome of [`Registration::select`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Selected<C> {
-    /// This member serves the call; a slot was taken on it if it keeps a load.
+    /// This member serves the call, and a slot was taken on it: whoever holds the call gives it
+    /// back when the call ends or moves on.
     Member(C),
+    /// This member serves the call; its member list does not count load (not gated), so there is
+    /// no slot to give back.
+    Unmetered(C),
     /// Members that may serve the call exist, but every one is at its concurrency limit.
     Full,
     /// No member may serve the call (none left, or all excluded).
@@ -197,6 +190,18 @@ impl<C: Member> Members<C> {
     fn new<P: Policy>(policy: P, callees: SmallVec<[(C, u64); 4]>, next_seq: u64) -> Self {
         let gated = policy.reads_load() || callees.iter().any(|(c, _)| c.load().is_some_and(|l| l.is_limited()));
         Members { callees, rr_base: 0, rr_offset: 0, next_seq, last_served: None, gated }
+    }
+}
+
+/// `member`, chosen by its id or key rather than by the rule: a slot is taken on it when its list
+/// is gated, `Full` when that fails.
+fn charge<C: Member>(members: &Members<C>, member: &C) -> Selected<C> {
+    if !members.gated {
+        Selected::Unmetered(member.clone())
+    } else if acquire(member) {
+        Selected::Member(member.clone())
+    } else {
+        Selected::Full
     }
 }
 
@@ -244,7 +249,7 @@ impl<C: Member> Registration<C> {
         let members = self.members.load();
         if members.gated {
             return match self.select_gated(&members, &[]) {
-                Selected::Member(member) => Some(member),
+                Selected::Member(member) | Selected::Unmetered(member) => Some(member),
                 Selected::Full | Selected::Nobody => None,
             };
         }
@@ -266,8 +271,8 @@ impl<C: Member> Registration<C> {
     }
 
     /// Chooses the member that serves a call, skipping the members in `excluded`, and takes a slot
-    /// on it: the routing decision of the dealer. On a list that is not gated this is
-    /// [`Registration::pick_excluding`] plus one relaxed add on the chosen member's counter.
+    /// on it when its list is gated: the routing decision of the dealer. On a list that is not
+    /// gated this is [`Registration::pick_excluding`], and the member comes `Unmetered`.
     /// Otherwise the rule picks among the members with a free slot: round-robin keeps its exact
     /// position among them (a full member's turn passes to the next), random is uniform over
     /// them, first/last take the earliest/latest, least-loaded the fewest in flight (ties in
@@ -284,10 +289,7 @@ impl<C: Member> Registration<C> {
             self.pick_excluding_in(&members, excluded)
         };
         match picked {
-            Some(member) => {
-                acquire(&member);
-                Selected::Member(member)
-            }
+            Some(member) => Selected::Unmetered(member),
             None => Selected::Nobody,
         }
     }
@@ -298,13 +300,7 @@ impl<C: Member> Registration<C> {
         let members = self.members.load();
         let found = members.callees.iter().map(|(c, _)| c).find(|c| c.member_id() == target);
         match found {
-            Some(member) if !excluded.contains(&target) => {
-                if acquire(member) {
-                    Selected::Member(member.clone())
-                } else {
-                    Selected::Full
-                }
-            }
+            Some(member) if !excluded.contains(&target) => charge(&members, member),
             _ => Selected::Nobody,
         }
     }
@@ -320,10 +316,8 @@ impl<C: Member> Registration<C> {
         let member = &members.callees[super::rule::jump_consistent_hash(key, members.callees.len())].0;
         if excluded.contains(&member.member_id()) {
             Selected::Nobody
-        } else if acquire(member) {
-            Selected::Member(member.clone())
         } else {
-            Selected::Full
+            charge(&members, member)
         }
     }
 
@@ -419,6 +413,12 @@ impl<C: Member> Registration<C> {
                 candidates.next().cloned()
             }
         }
+    }
+
+    /// True while the member list is gated: its members' [`MemberLoad`]s count their calls in
+    /// flight.
+    pub fn counts_load(&self) -> bool {
+        self.members.load().gated
     }
 
     /// Calls waiting in the registration's queue for a free slot.
@@ -859,6 +859,7 @@ mod load_tests {
     fn select(registry: &Registry<Loaded>, excluded: &[u64]) -> Selected<u64> {
         match registry.lookup("p").unwrap().select(excluded) {
             Selected::Member(m) => Selected::Member(m.0),
+            Selected::Unmetered(m) => Selected::Unmetered(m.0),
             Selected::Full => Selected::Full,
             Selected::Nobody => Selected::Nobody,
         }
@@ -867,7 +868,7 @@ mod load_tests {
     fn picks(registry: &Registry<Loaded>, n: usize) -> Vec<u64> {
         (0..n)
             .map(|_| match select(registry, &[]) {
-                Selected::Member(m) => m,
+                Selected::Member(m) | Selected::Unmetered(m) => m,
                 other => panic!("expected a member, got {other:?}"),
             })
             .collect()
@@ -898,12 +899,13 @@ mod load_tests {
     }
 
     #[test]
-    fn unlimited_members_are_charged_but_never_full() {
+    fn unlimited_members_under_a_contract_rule_are_never_charged() {
         let (r, members) = registration(Random, &[None, None]);
+        assert!(matches!(select(&r, &[]), Selected::Unmetered(1 | 2)));
         let got = picks(&r, 100);
         assert!(got.iter().all(|m| *m == 1 || *m == 2));
-        assert_eq!(members[0].1.in_flight() + members[1].1.in_flight(), 100);
-        assert!(!r.lookup("p").unwrap().members.load().gated, "no limit, no load rule: the plain pick");
+        assert_eq!(members[0].1.in_flight() + members[1].1.in_flight(), 0);
+        assert!(!r.lookup("p").unwrap().counts_load(), "no limit, no load rule: the plain pick");
     }
 
     #[test]

@@ -131,13 +131,6 @@ impl Invocation {
         }
     }
 
-    /// Counts the call as served by the member holding its slot (it answered).
-    pub(super) fn count_served(&self) {
-        if let Some(load) = &self.slot {
-            load.count_served();
-        }
-    }
-
     /// Gives the member's slot back, and lets a call waiting in the queue have it.
     pub(super) fn release_slot(&mut self) {
         let Some(load) = self.slot.take() else { return };

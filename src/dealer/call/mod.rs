@@ -581,20 +581,14 @@ pub fn complete(callee: &SessionHandle, invocation: u64, outcome: Outcome) {
             }
             reroute(call)
         }
-        None => {
-            call.count_served();
-            call.answer(Message::Result { request, details: Dict::new(), payload })
-        }
-        Some(error) => {
-            call.count_served();
-            call.answer(Message::Error {
-                request_type: MessageType::Call as u64,
-                request,
-                details: Dict::new(),
-                error,
-                payload,
-            })
-        }
+        None => call.answer(Message::Result { request, details: Dict::new(), payload }),
+        Some(error) => call.answer(Message::Error {
+            request_type: MessageType::Call as u64,
+            request,
+            details: Dict::new(),
+            error,
+            payload,
+        }),
     }
 }
 

@@ -138,16 +138,17 @@ pub(crate) fn drain(registration: &Arc<Registration>) {
             }
             let Some(mut call) = calls.pop_front() else { break };
             let live = unmark_parked(&call);
-            match selected {
+            let chosen = match selected {
                 Selected::Member(callee) => {
                     call.slot = Some(callee.load.clone());
-                    if live {
-                        ready.push((call, callee));
-                    } else {
-                        ended.push(call);
-                    }
+                    Some(callee)
                 }
-                _ if live => refused.push(call),
+                Selected::Unmetered(callee) => Some(callee),
+                Selected::Full | Selected::Nobody => None,
+            };
+            match chosen {
+                Some(callee) if live => ready.push((call, callee)),
+                None if live => refused.push(call),
                 _ => ended.push(call),
             }
         }

@@ -34,6 +34,7 @@ async fn route(mut call: Box<Invocation>, mut chosen: Option<Callee>) {
                     call.slot = Some(callee.load.clone());
                     callee
                 }
+                Selected::Unmetered(callee) => callee,
                 Selected::Full => return queue::park(call),
                 Selected::Nobody => {
                     let (error, reason) = call.nobody();
@@ -50,7 +51,7 @@ async fn route(mut call: Box<Invocation>, mut chosen: Option<Callee>) {
                 set_timer(&call.caller, call.caller_request, call.token, &timeouts, call.options.timeout_ms);
             }
         }
-        let session = callee.session;
+        let session = &callee.session;
         match session.deliver(Outbound::Invocation(call)).await {
             Ok(()) => return,
             Err(refused) => {
