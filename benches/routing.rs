@@ -1,27 +1,107 @@
 //! The routing decision: registry lookup plus the invocation rule's pick, per rule and member
 //! count, alone and while another thread churns registrations on the same shard.
+//!
+//! The contract's rules are measured as the router ran them before members kept loads (`pick`,
+//! which clones the picked member: one reference count, as the router's callee is one `Arc`), and again as the dealer now routes (`select` on members with load counters, plus
+//! the release of the slot when the call ends): `<rule>+slot` without a concurrency limit (the
+//! default: not gated, so no slot is taken), `<rule>+concurrency` with a limit high enough never to be reached (the gated path).
+//! The load-based rules always run gated; `jump_consistent_hash` hashes a string `rkey` per call.
 
+use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use roundhouse::dealer::registry::Registry;
-use roundhouse::dealer::rule::InvocationRule;
+use roundhouse::dealer::registry::{Member, MemberLoad, Registry, Selected};
+use roundhouse::dealer::rule::{rkey_hash, InvocationRule};
+use roundhouse::wire::Value;
 
 const PROCEDURE: &str = "com.example.service.compute";
 
-fn registry(rule: InvocationRule, callees: u64) -> Registry<u64> {
+/// Members as the router held them before loads: picking one clones one reference count (the
+/// dealer's `Callee` is one `Arc` now as then).
+fn registry(rule: InvocationRule, callees: u64) -> Registry<Loaded> {
+    loaded_registry(rule, callees, None)
+}
+
+/// A member with load counters, as the dealer's callees have.
+#[derive(Clone)]
+struct Loaded {
+    id: u64,
+    load: Arc<MemberLoad>,
+}
+
+impl Member for Loaded {
+    fn member_id(&self) -> u64 {
+        self.id
+    }
+
+    fn load(&self) -> Option<&Arc<MemberLoad>> {
+        Some(&self.load)
+    }
+}
+
+fn loaded(id: u64, concurrency: Option<u64>) -> Loaded {
+    Loaded { id, load: Arc::new(MemberLoad::new(concurrency)) }
+}
+
+fn loaded_registry(rule: InvocationRule, callees: u64, concurrency: Option<u64>) -> Registry<Loaded> {
     let registry = Registry::new(256);
     for member in 0..callees {
-        registry.register(PROCEDURE, rule, member).unwrap();
+        registry.register(PROCEDURE, rule, loaded(member, concurrency)).unwrap();
     }
-    // Neighbours, so the lookup is not in an otherwise empty table.
     for i in 0..10_000 {
-        registry.register(&format!("com.example.other.p{i}"), InvocationRule::Single, 1_000_000 + i).unwrap();
+        let neighbour = loaded(1_000_000 + i, None);
+        registry.register(&format!("com.example.other.p{i}"), InvocationRule::Single, neighbour).unwrap();
     }
     registry
+}
+
+/// Routing keys of keyed calls, as callers send them.
+fn keys() -> Vec<Value> {
+    (0..1024).map(|i| Value::from(format!("user-{i}"))).collect()
+}
+
+/// The dealer's routing decision, and the slot's release when the call ends. A keyed rule hashes
+/// the next of `keys` per call (as the router hashes each call's `rkey`).
+#[inline]
+fn select_and_release(
+    registry: &Registry<Loaded>,
+    rule: InvocationRule,
+    keys: &[Value],
+    next: &Cell<usize>,
+) -> Option<u64> {
+    let registration = registry.lookup(black_box(PROCEDURE))?;
+    let selected = if rule == InvocationRule::JumpConsistentHash {
+        let key = &keys[next.get() % keys.len()];
+        next.set(next.get() + 1);
+        registration.select_key(rkey_hash(black_box(key))?, &[])
+    } else {
+        registration.select(&[])
+    };
+    match selected {
+        Selected::Member(member) => {
+            member.load.release();
+            Some(member.id)
+        }
+        Selected::Unmetered(member) => Some(member.id),
+        Selected::Full | Selected::Nobody => None,
+    }
+}
+
+/// The loaded variants: (label, rule, concurrency).
+fn loaded_variants() -> Vec<(String, InvocationRule, Option<u64>)> {
+    let mut variants = Vec::new();
+    for rule in InvocationRule::ALL {
+        variants.push((format!("{rule}+slot"), rule, None));
+        variants.push((format!("{rule}+concurrency"), rule, Some(u64::MAX / 2)));
+    }
+    for rule in InvocationRule::EXTENSIONS {
+        variants.push((rule.as_str().to_owned(), rule, None));
+    }
+    variants
 }
 
 fn sizes(rule: InvocationRule) -> &'static [u64] {
@@ -38,6 +118,15 @@ fn route(c: &mut Criterion) {
             let registry = registry(rule, callees);
             group.bench_with_input(BenchmarkId::new(rule.as_str(), callees), &registry, |b, r| {
                 b.iter(|| r.lookup(black_box(PROCEDURE)).and_then(|reg| reg.pick()))
+            });
+        }
+    }
+    for (label, rule, concurrency) in loaded_variants() {
+        for &callees in sizes(rule) {
+            let registry = loaded_registry(rule, callees, concurrency);
+            let (keys, next) = (keys(), Cell::new(0));
+            group.bench_with_input(BenchmarkId::new(&label, callees), &registry, |b, r| {
+                b.iter(|| select_and_release(r, rule, &keys, &next))
             });
         }
     }
@@ -58,11 +147,11 @@ fn route_under_churn(c: &mut Criterion) {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     if rule != InvocationRule::Single {
-                        let id = registry.register(PROCEDURE, rule, 500_000).unwrap().id;
+                        let id = registry.register(PROCEDURE, rule, loaded(500_000, None)).unwrap().id;
                         registry.unregister(id, 500_000);
                     }
                     let uri = format!("com.example.churn.p{}", i % 64);
-                    let id = registry.register(&uri, InvocationRule::First, 600_000).unwrap().id;
+                    let id = registry.register(&uri, InvocationRule::First, loaded(600_000, None)).unwrap().id;
                     registry.unregister(id, 600_000);
                     i += 1;
                 }
@@ -70,6 +159,33 @@ fn route_under_churn(c: &mut Criterion) {
         };
         group.bench_with_input(BenchmarkId::new(rule.as_str(), callees), &registry, |b, r| {
             b.iter(|| r.lookup(black_box(PROCEDURE)).and_then(|reg| reg.pick()))
+        });
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    }
+    for (label, rule, concurrency) in loaded_variants() {
+        let callees = if rule == InvocationRule::Single { 1 } else { 16 };
+        let registry = Arc::new(loaded_registry(rule, callees, concurrency));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (registry, stop) = (registry.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if rule != InvocationRule::Single {
+                        let id = registry.register(PROCEDURE, rule, loaded(500_000, concurrency)).unwrap().id;
+                        registry.unregister(id, 500_000);
+                    }
+                    let uri = format!("com.example.churn.p{}", i % 64);
+                    let id = registry.register(&uri, InvocationRule::First, loaded(600_000, None)).unwrap().id;
+                    registry.unregister(id, 600_000);
+                    i += 1;
+                }
+            })
+        };
+        let (keys, next) = (keys(), Cell::new(0));
+        group.bench_with_input(BenchmarkId::new(&label, callees), &registry, |b, r| {
+            b.iter(|| select_and_release(r, rule, &keys, &next))
         });
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();

@@ -65,6 +65,14 @@ run rate "--threads 1" --rate 50000 --duration 10s
 run sequential "" --callers 1 --window 1 --callees 1 --duration 10s
 run connect "" --mode connect --duration 10s
 run idle "" --mode idle --sessions 10000
+# The dealer's load-aware rules at 4,000 calls/s: one callee of four 10x slower (1 ms against
+# 10 ms per call), then the same rules with --concurrency 8; plotted by percentile.
+slow_rules=roundrobin,random,queue_least_loaded,queue_least_loaded_sample
+run dealer-slow "--threads 1" --rule "$slow_rules" --rate 4000 --service-time 1ms --slow-callee 1:10 --duration 5s
+run dealer-slow-concurrency "--threads 1" --rule "$slow_rules" --concurrency 8 --rate 4000 --service-time 1ms --slow-callee 1:10 --duration 5s
+python3 scripts/dealer_plot.py "$out/dealer-latency.svg" \
+  "latency by percentile, 4 callees, callee 1 answers 10x slower (10 ms vs 1 ms)" \
+  "$out/dealer-slow.json" "$out/dealer-slow-concurrency.json=+ concurrency 8"
 
 cp BENCHMARKS.md "$out/BENCHMARKS.md"
 python3 scripts/bench_report.py "$out" "$out/BENCHMARKS.md"

@@ -232,6 +232,41 @@ pub fn unregistered(realm: &Realm, session: u64, registration: u64, deleted: boo
     }
 }
 
+/// `REGISTER.Options.force_reregister: true`, before the REGISTER is tried: a `single`
+/// registration of the URI held by another session of the same authenticated principal (a stale
+/// registration of a client that reconnected) is revoked, so the REGISTER takes its place.
+/// Anonymous sessions never replace one (their authids prove nothing), nor does anyone replace
+/// another principal's registration: then the REGISTER fails as it would without the option.
+pub fn force_reregister(realm: &Realm, session: &SessionHandle, procedure: &str, options: &Dict) {
+    if options.get("force_reregister").and_then(Value::as_bool) != Some(true) {
+        return;
+    }
+    let Some(identity) = session.identity() else { return };
+    let named = |i: &crate::session::Identity| i.authmethod != "anonymous" && i.authid == identity.authid;
+    if !named(identity) {
+        return;
+    }
+    let Ok(policy) = MatchPolicy::from_option(options.get("match")) else { return };
+    let Some(registration) = realm.dealer.lookup_exactly(procedure, policy) else { return };
+    if registration.policy != crate::dealer::rule::InvocationRule::Single {
+        return;
+    }
+    for old in registration.members() {
+        if old.session.id != session.id && old.session.identity().is_some_and(named) {
+            tracing::info!(
+                registration = registration.id,
+                procedure,
+                replaced = old.session.id,
+                by = session.id,
+                authid = %identity.authid,
+                "registration replaced (force_reregister)"
+            );
+            let reason = "replaced by a registration of the same authid (force_reregister)";
+            let _ = revoke(realm, registration.id, old.session.id, reason);
+        }
+    }
+}
+
 /// Removes `callee` from `registration` on the router's initiative. A callee that announced
 /// `registration_revocation` is told with `UNREGISTERED [0, {registration, reason}]`.
 fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
@@ -306,6 +341,23 @@ fn registration_details(registration: &crate::dealer::Registration, policy: Matc
         .with("uri", &*registration.uri)
         .with("match", policy)
         .with("invoke", registration.policy.as_str())
+        .with("_queued", registration.queued() as u64)
+        .with("_callees", Value::List(registration.members().iter().map(|c| callee_load(registration, c)).collect()))
+}
+
+/// One member's load, for `wamp.registration.get` (extension keys, `_`-prefixed): INVOCATIONs
+/// written to it and those not answered yet, from its invocation table, or, while the
+/// registration counts load (a limit or a load-based rule), its calls holding a slot.
+fn callee_load(registration: &crate::dealer::Registration, callee: &crate::dealer::Callee) -> Value {
+    let serving = callee.session.invocations.serving().into_iter().find(|(id, _)| *id == registration.id);
+    let serving = serving.map(|(_, s)| s).unwrap_or_default();
+    let in_flight = if registration.counts_load() { callee.load.in_flight() } else { serving.in_flight };
+    let mut load =
+        Dict::new().with("session", callee.session.id).with("_in_flight", in_flight).with("_served", serving.served);
+    if let Some(limit) = callee.load.limit() {
+        load.insert("_concurrency", limit);
+    }
+    Value::Dict(load)
 }
 
 fn registration_arg(realm: &Realm, args: &[Value]) -> Result<(Arc<crate::dealer::Registration>, MatchPolicy), Refusal> {

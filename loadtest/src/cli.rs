@@ -70,10 +70,32 @@ pub struct Cli {
     pub mode: Mode,
 
     /// Invocation rule(s) the callees register with: one or several comma-separated of single,
-    /// roundrobin, random, first, last, or `all` for each in turn. `single` always runs with one
-    /// callee, since a single registration admits only one.
+    /// roundrobin, random, first, last, queue_least_loaded, queue_least_loaded_sample,
+    /// jump_consistent_hash, or `all` for each in turn. `single` always runs with one callee, since
+    /// a single registration admits only one. With jump_consistent_hash each call carries an
+    /// `rkey`, cycling over 1024 keys.
     #[arg(long, default_value = "roundrobin", value_parser = parse_rules, value_name = "RULES")]
     pub rule: RuleList,
+
+    /// Callees register with `REGISTER.Options.concurrency` N: the router routes at most N calls
+    /// at once to each, and queues the rest (Roundhouse's queue holds 1000 by default; raise it
+    /// with --max-queued-calls when callers × window is larger).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub concurrency: Option<u64>,
+
+    /// With --concurrency: `REGISTER.Options._max_queued_calls`, the registration's queue bound.
+    #[arg(long, value_name = "N", requires = "concurrency")]
+    pub max_queued_calls: Option<u64>,
+
+    /// How long each callee takes to answer a call (calls are served in parallel, each answered
+    /// this long after it arrived); 0 answers at once.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub service_time: Duration,
+
+    /// Makes callee K (1-based) answer FACTOR times slower than --service-time (which defaults to
+    /// 1ms when this is given without it), e.g. `1:10`.
+    #[arg(long, value_parser = parse_slow_callee, value_name = "K:FACTOR")]
+    pub slow_callee: Option<(usize, f64)>,
 
     /// Callee sessions, each answering INVOCATIONs with a YIELD that echoes the payload [default:
     /// 4]. Chaos: callees alive at once, each replaced by a new one when it leaves [default: 10].
@@ -285,6 +307,20 @@ impl Cli {
         self.window.unwrap_or(if self.mode == Mode::Chaos { 64 } else { 32 })
     }
 
+    /// Each callee's service time, in registration order (the slow one's multiplied).
+    pub fn service_times(&self) -> Vec<Duration> {
+        let base = match (self.service_time.is_zero(), self.slow_callee) {
+            (true, Some(_)) => Duration::from_millis(1),
+            _ => self.service_time,
+        };
+        (1..=self.callees() as usize)
+            .map(|k| match self.slow_callee {
+                Some((slow, factor)) if slow == k => base.mul_f64(factor),
+                _ => base,
+            })
+            .collect()
+    }
+
     /// `--warmup`, or the mode's default.
     pub fn warmup(&self) -> Duration {
         self.warmup.unwrap_or(Duration::from_secs(if self.mode == Mode::Chaos { 10 } else { 2 }))
@@ -335,8 +371,30 @@ impl SerializerArg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleList(pub Vec<&'static str>);
 
-/// Every invocation rule of the shared-registration contract, in `all` order.
-pub const RULES: [&str; 5] = ["single", "roundrobin", "random", "first", "last"];
+/// Every invocation rule: the shared-registration contract's, then Roundhouse's load-aware and
+/// keyed ones, in `all` order.
+pub const RULES: [&str; 8] = [
+    "single",
+    "roundrobin",
+    "random",
+    "first",
+    "last",
+    "queue_least_loaded",
+    "queue_least_loaded_sample",
+    "jump_consistent_hash",
+];
+
+/// Parses `--slow-callee K:FACTOR`.
+pub fn parse_slow_callee(text: &str) -> Result<(usize, f64), String> {
+    let bad = || format!("'{text}' is not K:FACTOR (a callee number from 1 and a factor > 0, e.g. 1:10)");
+    let (k, factor) = text.split_once(':').ok_or_else(bad)?;
+    let k: usize = k.trim().parse().map_err(|_| bad())?;
+    let factor: f64 = factor.trim().parse().map_err(|_| bad())?;
+    if k == 0 || !factor.is_finite() || factor <= 0.0 {
+        return Err(bad());
+    }
+    Ok((k, factor))
+}
 
 /// Parses `--rule`: `all`, or a comma-separated list of rule names.
 pub fn parse_rules(text: &str) -> Result<RuleList, String> {
@@ -406,6 +464,18 @@ mod tests {
         assert_eq!(parse_rules("first, last,first").unwrap().0, vec!["first", "last"]);
         assert!(parse_rules("roundrobin,bogus").is_err());
         assert!(parse_rules(",").is_err());
+    }
+
+    #[test]
+    fn slow_callees_parse() {
+        assert_eq!(parse_slow_callee("1:10"), Ok((1, 10.0)));
+        assert_eq!(parse_slow_callee(" 3 : 2.5 "), Ok((3, 2.5)));
+        for bad in ["0:10", "1:0", "1", "x:2", "1:-2"] {
+            assert!(parse_slow_callee(bad).is_err(), "{bad}");
+        }
+        let cli = Cli::parse_from(["loadtest", "--callees", "3", "--slow-callee", "2:10"]);
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(cli.service_times(), vec![ms(1), ms(10), ms(1)]);
     }
 
     #[test]

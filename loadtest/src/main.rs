@@ -143,6 +143,9 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 duration: cli.duration,
                 drain: cli.drain_timeout,
                 payload: cli.payload,
+                concurrency: cli.concurrency,
+                max_queued_calls: cli.max_queued_calls,
+                service_times: cli.service_times(),
             };
             let mut results = Vec::new();
             for rule in &cli.rule.0 {

@@ -21,9 +21,9 @@ use crate::wire::uri::{self, MatchPolicy};
 use crate::wire::{Dict, MessageType, Payload, Value};
 
 use crate::metrics::CallTag;
-use call::{CallOptions, CancelMode, Chunk, Invocation, Opened};
+use call::{CallOptions, CancelMode, Chunk, Invocation, Opened, QueueBounds};
 use patterns::{PatternIndex, PatternKind};
-use registry::{Member, RegisterError, Registry};
+use registry::{Member, MemberLoad, RegisterError, Registry};
 use rule::InvocationRule;
 
 /// The features the dealer announces in `WELCOME.Details.roles.dealer.features`: exactly what is
@@ -41,6 +41,17 @@ pub const FEATURES: &[&str] = &[
     "testament_meta_api",
     "registration_revocation",
     "progressive_call_invocations",
+    // Extensions (no spec name): `REGISTER.Options.concurrency` with the bounded call queue,
+    // and the load-based invocation rules.
+    "_concurrency",
+    "_invoke_queue_least_loaded",
+    // `jump_consistent_hash` by `CALL.Options.rkey`, and `runmode: "partition"` with `rkey`.
+    "_invoke_jump_consistent_hash",
+    // `CALL.Options._callee`: a call to one chosen member of a shared registration.
+    "_callee_targeting",
+    // `REGISTER.Options.force_reregister` (Crossbar's option): a principal's new session takes
+    // over its stale `single` registration.
+    "_force_reregister",
 ];
 
 /// What a callee asked for in `REGISTER.Options`, kept with its membership.
@@ -55,18 +66,44 @@ pub struct CalleeOptions {
     pub max_reroutes: Option<u64>,
 }
 
-/// A member of a registration: a callee session and its options.
+/// A member of a registration: a callee session, its options and its load there. Routing clones
+/// the member it picks for every call, so a clone is one reference count, as it was when a member
+/// was its session alone.
 #[derive(Clone)]
-pub struct Callee {
+pub struct Callee(Arc<Membership>);
+
+/// What [`Callee`] shares: one session's membership in one registration.
+pub struct Membership {
     /// The callee's session.
     pub session: Arc<SessionHandle>,
     /// Its REGISTER options.
     pub options: CalleeOptions,
+    /// Its calls in flight in this registration and its `concurrency` limit.
+    pub load: Arc<MemberLoad>,
+}
+
+impl Callee {
+    /// A member limited to `concurrency` calls in flight, when given.
+    pub fn new(session: Arc<SessionHandle>, options: CalleeOptions, concurrency: Option<u64>) -> Self {
+        Callee(Arc::new(Membership { session, options, load: Arc::new(MemberLoad::new(concurrency)) }))
+    }
+}
+
+impl std::ops::Deref for Callee {
+    type Target = Membership;
+
+    fn deref(&self) -> &Membership {
+        &self.0
+    }
 }
 
 impl Member for Callee {
     fn member_id(&self) -> u64 {
         self.session.id
+    }
+
+    fn load(&self) -> Option<&Arc<MemberLoad>> {
+        Some(&self.load)
     }
 }
 
@@ -190,18 +227,38 @@ impl Dealer {
         let rule = InvocationRule::from_option(options.get("invoke"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
         let flag = |key: &str| options.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let concurrency = count_option(options, "concurrency", 1)?;
+        let max_calls = count_option(options, "_max_queued_calls", 0)?;
+        let max_wait_ms = count_option(options, "_max_queue_ms", 0)?;
+        let queue = (concurrency.is_some() || max_calls.is_some() || max_wait_ms.is_some()).then(|| QueueBounds {
+            max_calls: max_calls.map_or(QueueBounds::DEFAULT_MAX_CALLS, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_wait_ms: max_wait_ms.unwrap_or(0),
+        });
         let options = CalleeOptions {
             disclose_caller: flag("disclose_caller"),
             forward_timeout: flag("forward_timeout"),
             max_reroutes: options.get("max_reroutes").and_then(Value::as_u64),
         };
-        let callee = Callee { session: callee.clone(), options };
+        let callee = Callee::new(callee.clone(), options, concurrency);
         let registered = match PatternKind::of(policy) {
             None => self.exact.register(procedure, rule, callee),
             Some(kind) => self.patterns.register(procedure, kind, rule, callee),
         };
         match registered {
-            Ok(registered) => Ok(registered),
+            Ok(registered) => {
+                if let Some((registration, _)) = self.get(registered.id) {
+                    if let Some(bounds) = queue {
+                        // The first REGISTER that asks for a queue (or a limit) sets its bounds.
+                        let timeouts = Some(self.timeouts.clone());
+                        registration.queue.get_or_init(|| Box::new(call::CallQueue::new(bounds, timeouts)));
+                    }
+                    // A new member may take calls that wait.
+                    if registration.queued() > 0 {
+                        call::queue::drain(&registration);
+                    }
+                }
+                Ok(registered)
+            }
             Err(RegisterError::AlreadyExists) => Err(Refusal::new(
                 WampError::ProcedureAlreadyExists,
                 format!("register for already registered procedure '{procedure}'"),
@@ -217,7 +274,14 @@ impl Dealer {
     /// that deleted the registration (its last member left).
     pub fn unregister(&self, session: u64, registration: u64) -> Result<bool, Refusal> {
         let left = self.exact.unregister(registration, session);
-        if let Some((_, deleted)) = left.or_else(|| self.patterns.unregister(registration, session)) {
+        if let Some((registration, deleted)) = left.or_else(|| self.patterns.unregister(registration, session)) {
+            // Calls waiting for a slot end when nobody is left to serve them; otherwise a head of
+            // the queue that may not go to the remaining members must end too.
+            if deleted {
+                call::queue::fail_all(&registration);
+            } else if registration.queued() > 0 {
+                call::queue::drain(&registration);
+            }
             return Ok(deleted);
         }
         Err(Refusal::new(
@@ -285,6 +349,18 @@ impl Dealer {
             ));
         }
         options.disclose_me |= disclose;
+        // The key routes the call only under a keyed rule or `runmode: "partition"`; there it is
+        // required.
+        if registration.policy == InvocationRule::JumpConsistentHash || options.partition {
+            if options.rkey.is_none() {
+                return refuse(Refusal::new(
+                    WampError::InvalidArgument,
+                    format!("a call to '{procedure}' is routed by key and needs CALL.Options.rkey"),
+                ));
+            }
+        } else {
+            options.rkey = None;
+        }
         let mut invocation = Invocation::new(registration, caller.clone(), request, token, options, payload);
         if options.timeout_ms > 0 {
             invocation.timer = Some(self.timeouts.clone());
@@ -308,6 +384,18 @@ impl Dealer {
     }
 }
 
+/// A non-negative integer REGISTER option of at least `min`, if given.
+fn count_option(options: &Dict, key: &str, min: u64) -> Result<Option<u64>, Refusal> {
+    match options.get(key) {
+        None => Ok(None),
+        Some(Value::UInt(n)) if *n >= min => Ok(Some(*n)),
+        Some(other) => Err(Refusal::new(
+            WampError::InvalidArgument,
+            format!("REGISTER.Options.{key} must be an integer of at least {min}, got {}", other.describe()),
+        )),
+    }
+}
+
 fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
     let flag = |key: &str| match options.get(key) {
         None => Ok(false),
@@ -328,10 +416,42 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
             ))
         }
     };
+    let callee = match options.get("_callee") {
+        None => None,
+        Some(Value::UInt(session)) => Some(*session),
+        Some(other) => {
+            return Err(Refusal::new(
+                WampError::InvalidArgument,
+                format!("CALL.Options._callee must be a session id, got {}", other.describe()),
+            ))
+        }
+    };
+    let partition = match options.get("runmode") {
+        None => false,
+        Some(Value::Str(mode)) if mode == "partition" => true,
+        Some(other) => {
+            return Err(Refusal::new(
+                WampError::InvalidArgument,
+                format!("CALL.Options.runmode must be \"partition\", got {}", other.describe()),
+            ))
+        }
+    };
+    let rkey = match options.get("rkey") {
+        None => None,
+        Some(value) => Some(rule::rkey_hash(value).ok_or_else(|| {
+            Refusal::new(
+                WampError::InvalidArgument,
+                format!("CALL.Options.rkey must be a string or an integer, got {}", value.describe()),
+            )
+        })?),
+    };
     Ok(CallOptions {
         receive_progress: flag("receive_progress")?,
         disclose_me: flag("disclose_me")?,
         timeout_ms,
         progress: flag("progress")?,
+        callee,
+        partition,
+        rkey,
     })
 }

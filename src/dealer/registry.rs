@@ -10,6 +10,17 @@
 //! two atomic snapshot loads, one hash lookup and one rule pick: no lock, no allocation, and
 //! wait-free (the round-robin cursor is a `fetch_add`, never a CAS loop).
 //!
+//! # Load and concurrency
+//! A member may carry a [`MemberLoad`]: its calls in flight, calls served and concurrency limit,
+//! as atomics in an `Arc` that every version of the member list shares. A member list is *gated*
+//! when its rule reads loads (least loaded) or some member has a limit; only then does
+//! [`Registration::select`] look at loads and charge the chosen member a slot (a compare-and-swap
+//! loop on a limited member: lock-free). A list that is not gated picks exactly as before and
+//! touches no counter: the calls of the five contract rules pay nothing for concurrency limits
+//! they do not use. Its members' calls in flight are then counted only by the callee's own
+//! invocation table, which the meta API reads instead. A list that becomes gated (a limited member
+//! joins) counts the calls routed from then on.
+//!
 //! Writers (REGISTER, UNREGISTER, session teardown) serialise on the shard's mutex, build the next
 //! version and publish it. Membership changes of an existing procedure — the common churn of
 //! callees joining and leaving — copy only that procedure's member list. Creating or deleting a
@@ -30,7 +41,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
@@ -46,11 +57,20 @@ use crate::wire::message::MAX_ID;
 pub trait Policy: Copy + Eq + Send + Sync + 'static {
     /// True when an entry under this policy admits a single member only.
     fn is_exclusive(self) -> bool;
+
+    /// True when picking under this policy reads the members' loads.
+    fn reads_load(self) -> bool {
+        false
+    }
 }
 
 impl Policy for InvocationRule {
     fn is_exclusive(self) -> bool {
         self == InvocationRule::Single
+    }
+
+    fn reads_load(self) -> bool {
+        self.is_load_based()
     }
 }
 
@@ -65,6 +85,83 @@ impl Policy for () {
 pub trait Member: Clone + Send + Sync + 'static {
     /// The member's session id; a session is a member of a registration at most once.
     fn member_id(&self) -> u64;
+
+    /// The member's load counters, when it keeps them (callees do; plain ids do not, and count as
+    /// never full).
+    fn load(&self) -> Option<&Arc<MemberLoad>> {
+        None
+    }
+}
+
+/// One member's load in one registration: shared by every version of the member list, so counts
+/// survive joins and leaves of other members. Counted only while the list is gated (see the
+/// module docs); what a member served is its invocation table's to count.
+#[derive(Debug)]
+pub struct MemberLoad {
+    in_flight: CachePadded<AtomicU64>,
+    /// `REGISTER.Options.concurrency`; `u64::MAX` when unlimited.
+    limit: u64,
+}
+
+impl MemberLoad {
+    /// A member with nothing in flight, limited to `concurrency` calls at once when given.
+    pub fn new(concurrency: Option<u64>) -> Self {
+        MemberLoad { in_flight: CachePadded::new(AtomicU64::new(0)), limit: concurrency.unwrap_or(u64::MAX) }
+    }
+
+    /// Calls routed to this member and not ended yet (each holds a slot).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The concurrency limit, if any.
+    pub fn limit(&self) -> Option<u64> {
+        (self.limit != u64::MAX).then_some(self.limit)
+    }
+
+    /// True when the member has a concurrency limit.
+    pub fn is_limited(&self) -> bool {
+        self.limit != u64::MAX
+    }
+
+    /// True when a call could take a slot now.
+    #[inline]
+    pub fn has_room(&self) -> bool {
+        self.in_flight() < self.limit
+    }
+
+    /// Takes a slot if one is free. Unlimited members always have one (a single `fetch_add`);
+    /// limited ones never go past their limit, even when calls race for the last slot.
+    #[inline]
+    pub fn try_acquire(&self) -> bool {
+        if self.limit == u64::MAX {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < self.limit).then_some(n + 1)).is_ok()
+    }
+
+    /// Gives back a slot taken by [`MemberLoad::try_acquire`].
+    #[inline]
+    pub fn release(&self) {
+        let before = self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "slot released twice");
+    }
+}
+
+/// The outcome of [`Registration::select`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Selected<C> {
+    /// This member serves the call, and a slot was taken on it: whoever holds the call gives it
+    /// back when the call ends or moves on.
+    Member(C),
+    /// This member serves the call; its member list does not count load (not gated), so there is
+    /// no slot to give back.
+    Unmetered(C),
+    /// Members that may serve the call exist, but every one is at its concurrency limit.
+    Full,
+    /// No member may serve the call (none left, or all excluded).
+    Nobody,
 }
 
 impl Member for u64 {
@@ -85,6 +182,41 @@ struct Members<C> {
     next_seq: u64,
     /// The sequence number of the member that served the last call before `rr_base`.
     last_served: Option<u64>,
+    /// Picking reads loads: the rule is load-based or a member has a concurrency limit.
+    gated: bool,
+}
+
+impl<C: Member> Members<C> {
+    fn new<P: Policy>(policy: P, callees: SmallVec<[(C, u64); 4]>, next_seq: u64) -> Self {
+        let gated = policy.reads_load() || callees.iter().any(|(c, _)| c.load().is_some_and(|l| l.is_limited()));
+        Members { callees, rr_base: 0, rr_offset: 0, next_seq, last_served: None, gated }
+    }
+}
+
+/// `member`, chosen by its id or key rather than by the rule: a slot is taken on it when its list
+/// is gated, `Full` when that fails.
+fn charge<C: Member>(members: &Members<C>, member: &C) -> Selected<C> {
+    if !members.gated {
+        Selected::Unmetered(member.clone())
+    } else if acquire(member) {
+        Selected::Member(member.clone())
+    } else {
+        Selected::Full
+    }
+}
+
+/// Takes a slot on `member` if it keeps a load.
+#[inline]
+fn acquire<C: Member>(member: &C) -> bool {
+    member.load().is_none_or(|l| l.try_acquire())
+}
+
+fn in_flight<C: Member>(member: &C) -> u64 {
+    member.load().map_or(0, |l| l.in_flight())
+}
+
+fn has_room<C: Member>(member: &C) -> bool {
+    member.load().is_none_or(|l| l.has_room())
 }
 
 /// An entry of the table: a procedure registration (a URI, its invocation rule, its callees) or,
@@ -101,22 +233,154 @@ pub struct Registration<C, P = InvocationRule> {
     members: ArcSwap<Members<C>>,
     /// Round-robin tickets; outlives member-list versions, padded against false sharing.
     cursor: CachePadded<AtomicU64>,
+    /// The dealer's queue of calls waiting for a free slot, made when the registration is created
+    /// with bounds or first needs it; subscriptions never make one.
+    pub(crate) queue: OnceLock<Box<crate::dealer::call::CallQueue>>,
 }
 
 impl<C: Member> Registration<C> {
     /// Picks the member that serves the next call, per the rule. `None` once every member left.
+    ///
+    /// On a gated member list (a load-based rule or a member with a concurrency limit) this is
+    /// [`Registration::select`]: the chosen member is charged a slot, which its caller must
+    /// release, and `None` also means every member is full. Otherwise nothing is charged.
     #[inline]
     pub fn pick(&self) -> Option<C> {
         let members = self.members.load();
+        if members.gated {
+            return match self.select_gated(&members, &[]) {
+                Selected::Member(member) | Selected::Unmetered(member) => Some(member),
+                Selected::Full | Selected::Nobody => None,
+            };
+        }
         let len = members.callees.len();
         if len == 0 {
             return None;
         }
-        let index = self.policy.pick(len, || {
+        let index = self.rotate_pick(&members);
+        Some(members.callees[index].0.clone())
+    }
+
+    #[inline]
+    fn rotate_pick(&self, members: &Members<C>) -> usize {
+        let len = members.callees.len();
+        self.policy.pick(len, || {
             let ticket = self.cursor.fetch_add(1, Ordering::Relaxed);
             (ticket.wrapping_sub(members.rr_base) as usize).wrapping_add(members.rr_offset) % len
-        });
-        Some(members.callees[index].0.clone())
+        })
+    }
+
+    /// Chooses the member that serves a call, skipping the members in `excluded`, and takes a slot
+    /// on it when its list is gated: the routing decision of the dealer. On a list that is not
+    /// gated this is [`Registration::pick_excluding`], and the member comes `Unmetered`.
+    /// Otherwise the rule picks among the members with a free slot: round-robin keeps its exact
+    /// position among them (a full member's turn passes to the next), random is uniform over
+    /// them, first/last take the earliest/latest, least-loaded the fewest in flight (ties in
+    /// registration order), least-loaded-sample the less loaded of two random ones.
+    #[inline]
+    pub fn select(&self, excluded: &[u64]) -> Selected<C> {
+        let members = self.members.load();
+        if members.gated {
+            return self.select_gated(&members, excluded);
+        }
+        let picked = if excluded.is_empty() {
+            (!members.callees.is_empty()).then(|| members.callees[self.rotate_pick(&members)].0.clone())
+        } else {
+            self.pick_excluding_in(&members, excluded)
+        };
+        match picked {
+            Some(member) => Selected::Unmetered(member),
+            None => Selected::Nobody,
+        }
+    }
+
+    /// Like [`Registration::select`] for a call that must go to the member `target` (a targeted
+    /// call): `Nobody` when it is not a member (or is excluded), `Full` when it is at its limit.
+    pub fn select_target(&self, target: u64, excluded: &[u64]) -> Selected<C> {
+        let members = self.members.load();
+        let found = members.callees.iter().map(|(c, _)| c).find(|c| c.member_id() == target);
+        match found {
+            Some(member) if !excluded.contains(&target) => charge(&members, member),
+            _ => Selected::Nobody,
+        }
+    }
+
+    /// Like [`Registration::select`] for a keyed call (`jump_consistent_hash`, or `runmode:
+    /// "partition"`): the member jump consistent hash of `key` names among the members in
+    /// registration order, and no other; `Full` when it is at its limit.
+    pub fn select_key(&self, key: u64, excluded: &[u64]) -> Selected<C> {
+        let members = self.members.load();
+        if members.callees.is_empty() {
+            return Selected::Nobody;
+        }
+        let member = &members.callees[super::rule::jump_consistent_hash(key, members.callees.len())].0;
+        if excluded.contains(&member.member_id()) {
+            Selected::Nobody
+        } else {
+            charge(&members, member)
+        }
+    }
+
+    fn select_gated(&self, members: &Members<C>, excluded: &[u64]) -> Selected<C> {
+        let callees = &members.callees;
+        let allowed = |c: &C| !excluded.contains(&c.member_id());
+        if !callees.iter().any(|(c, _)| allowed(c)) {
+            return Selected::Nobody;
+        }
+        let found = match self.policy {
+            // Keyed calls use `select_key`; a call without a key never reaches a keyed rule.
+            InvocationRule::Single | InvocationRule::First | InvocationRule::JumpConsistentHash => {
+                callees.iter().map(|(c, _)| c).find(|c| allowed(c) && acquire(*c)).cloned()
+            }
+            InvocationRule::Last => callees.iter().rev().map(|(c, _)| c).find(|c| allowed(c) && acquire(*c)).cloned(),
+            InvocationRule::RoundRobin => (0..callees.len())
+                .map(|_| &callees[self.rotate_pick(members)].0)
+                .find(|c| allowed(c) && acquire(*c))
+                .cloned(),
+            InvocationRule::Random => self.retry(callees.len(), || {
+                let free: SmallVec<[&C; 8]> =
+                    callees.iter().map(|(c, _)| c).filter(|c| allowed(c) && has_room(*c)).collect();
+                (!free.is_empty()).then(|| free[fastrand::usize(..free.len())])
+            }),
+            InvocationRule::LeastLoaded => self.retry(callees.len(), || least_loaded(callees, &allowed)),
+            InvocationRule::LeastLoadedSample => {
+                let sampled = self.retry(2, || {
+                    // Without exclusions (the common case) two indices are drawn directly: a
+                    // constant cost whatever the number of members.
+                    let pair = if excluded.is_empty() {
+                        let (a, b) = two_of(callees.len());
+                        [&callees[a].0, &callees[b].0]
+                    } else {
+                        let candidates: SmallVec<[&C; 8]> =
+                            callees.iter().map(|(c, _)| c).filter(|c| allowed(c)).collect();
+                        let (a, b) = two_of(candidates.len());
+                        [candidates[a], candidates[b]]
+                    };
+                    pair.into_iter().filter(|c| has_room(*c)).min_by_key(|c| in_flight(*c))
+                });
+                // Both samples full: the sample is only a shortcut, any free member will do.
+                sampled.or_else(|| self.retry(callees.len(), || least_loaded(callees, &allowed)))
+            }
+        };
+        match found {
+            Some(member) => Selected::Member(member),
+            None => Selected::Full,
+        }
+    }
+
+    /// Takes a slot on the member `choose` names, choosing again (at most `attempts` times) when
+    /// another call took the last slot first.
+    fn retry<'a>(&self, attempts: usize, mut choose: impl FnMut() -> Option<&'a C>) -> Option<C>
+    where
+        C: 'a,
+    {
+        for _ in 0..attempts.max(1) {
+            let member = choose()?;
+            if acquire(member) {
+                return Some(member.clone());
+            }
+        }
+        None
     }
 
     /// Like [`Registration::pick`], skipping the members in `excluded` (call reroute): round-robin
@@ -127,6 +391,10 @@ impl<C: Member> Registration<C> {
             return self.pick();
         }
         let members = self.members.load();
+        self.pick_excluding_in(&members, excluded)
+    }
+
+    fn pick_excluding_in(&self, members: &Members<C>, excluded: &[u64]) -> Option<C> {
         let mut candidates = members.callees.iter().map(|(c, _)| c).filter(|c| !excluded.contains(&c.member_id()));
         match self.policy {
             InvocationRule::Single | InvocationRule::First => candidates.next().cloned(),
@@ -135,11 +403,54 @@ impl<C: Member> Registration<C> {
                 let candidates: SmallVec<[&C; 8]> = candidates.collect();
                 (!candidates.is_empty()).then(|| candidates[fastrand::usize(..candidates.len())].clone())
             }
-            InvocationRule::RoundRobin => {
-                (0..members.callees.len()).filter_map(|_| self.pick()).find(|c| !excluded.contains(&c.member_id()))
+            InvocationRule::RoundRobin => (0..members.callees.len())
+                .map(|_| &members.callees[self.rotate_pick(members)].0)
+                .find(|c| !excluded.contains(&c.member_id()))
+                .cloned(),
+            // Load-based lists are gated and never come here, keyed calls use `select_key`: both
+            // fall back to the first member.
+            InvocationRule::LeastLoaded | InvocationRule::LeastLoadedSample | InvocationRule::JumpConsistentHash => {
+                candidates.next().cloned()
             }
         }
     }
+
+    /// True while the member list is gated: its members' [`MemberLoad`]s count their calls in
+    /// flight.
+    pub fn counts_load(&self) -> bool {
+        self.members.load().gated
+    }
+
+    /// Calls waiting in the registration's queue for a free slot.
+    pub fn queued(&self) -> usize {
+        self.queue.get().map_or(0, |q| q.len())
+    }
+}
+
+/// Two distinct indices in `0..n` drawn at random (the same one twice when `n` is 1), the
+/// smaller first, so that a tie goes to the earlier registered member.
+fn two_of(n: usize) -> (usize, usize) {
+    let a = fastrand::usize(..n);
+    let b = match n {
+        1 => a,
+        n => (a + 1 + fastrand::usize(..n - 1)) % n,
+    };
+    (a.min(b), a.max(b))
+}
+
+/// The allowed member with a free slot and the fewest calls in flight, earliest on ties.
+fn least_loaded<'a, C: Member>(callees: &'a [(C, u64)], allowed: &impl Fn(&C) -> bool) -> Option<&'a C> {
+    let mut best: Option<(&C, u64)> = None;
+    for (c, _) in callees {
+        if !allowed(c) || !has_room(c) {
+            continue;
+        }
+        let load = in_flight(c);
+        if best.is_none_or(|(_, least)| load < least) {
+            best = Some((c, load));
+        }
+    }
+    best.map(|(c, _)| c)
 }
 
 impl<C: Member, P: Policy> Registration<C, P> {
@@ -152,14 +463,9 @@ impl<C: Member, P: Policy> Registration<C, P> {
             uri: Arc::from(uri),
             policy,
             created: std::time::SystemTime::now(),
-            members: ArcSwap::from_pointee(Members {
-                callees,
-                rr_base: 0,
-                rr_offset: 0,
-                next_seq: 1,
-                last_served: None,
-            }),
+            members: ArcSwap::from_pointee(Members::new(policy, callees, 1)),
             cursor: CachePadded::new(AtomicU64::new(0)),
+            queue: OnceLock::new(),
         }
     }
 
@@ -220,7 +526,8 @@ impl<C: Member, P: Policy> Registration<C, P> {
             _ => old.last_served,
         };
         let rr_offset = last_served.and_then(|last| callees.iter().position(|(_, seq)| *seq > last)).unwrap_or(0);
-        self.members.store(Arc::new(Members { callees, rr_base: t0, rr_offset, next_seq, last_served }));
+        let members = Members { rr_base: t0, rr_offset, last_served, ..Members::new(self.policy, callees, next_seq) };
+        self.members.store(Arc::new(members));
     }
 }
 
@@ -520,6 +827,125 @@ mod tests {
     }
 }
 
+/// Selection with loads: slots, limits, and the load-based rules.
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use InvocationRule::*;
+
+    #[derive(Clone, Debug)]
+    struct Loaded(u64, Arc<MemberLoad>);
+
+    impl Member for Loaded {
+        fn member_id(&self) -> u64 {
+            self.0
+        }
+
+        fn load(&self) -> Option<&Arc<MemberLoad>> {
+            Some(&self.1)
+        }
+    }
+
+    fn registration(rule: InvocationRule, limits: &[Option<u64>]) -> (Registry<Loaded>, Vec<Loaded>) {
+        let registry = Registry::new(2);
+        let members: Vec<Loaded> =
+            limits.iter().enumerate().map(|(i, l)| Loaded(i as u64 + 1, Arc::new(MemberLoad::new(*l)))).collect();
+        for member in &members {
+            registry.register("p", rule, member.clone()).unwrap();
+        }
+        (registry, members)
+    }
+
+    fn select(registry: &Registry<Loaded>, excluded: &[u64]) -> Selected<u64> {
+        match registry.lookup("p").unwrap().select(excluded) {
+            Selected::Member(m) => Selected::Member(m.0),
+            Selected::Unmetered(m) => Selected::Unmetered(m.0),
+            Selected::Full => Selected::Full,
+            Selected::Nobody => Selected::Nobody,
+        }
+    }
+
+    fn picks(registry: &Registry<Loaded>, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|_| match select(registry, &[]) {
+                Selected::Member(m) | Selected::Unmetered(m) => m,
+                other => panic!("expected a member, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn roundrobin_passes_full_members_and_keeps_its_place() {
+        let (r, members) = registration(RoundRobin, &[Some(1), None, Some(1)]);
+        assert_eq!(picks(&r, 5), vec![1, 2, 3, 2, 2]);
+        members[0].1.release();
+        // 3 is full, so the turn after 2 goes round to 1.
+        assert_eq!(picks(&r, 2), vec![1, 2]);
+        assert_eq!(members.iter().map(|m| m.1.in_flight()).collect::<Vec<_>>(), vec![1, 4, 1]);
+    }
+
+    #[test]
+    fn full_and_nobody_are_told_apart() {
+        let (r, members) = registration(First, &[Some(1), Some(2)]);
+        assert_eq!(picks(&r, 3), vec![1, 2, 2]);
+        assert_eq!(select(&r, &[]), Selected::Full);
+        assert_eq!(select(&r, &[1]), Selected::Full);
+        assert_eq!(select(&r, &[1, 2]), Selected::Nobody);
+        members[1].1.release();
+        assert_eq!(select(&r, &[]), Selected::Member(2));
+        let (last, _) = registration(Last, &[Some(1), Some(1)]);
+        assert_eq!(picks(&last, 2), vec![2, 1]);
+        assert_eq!(select(&last, &[]), Selected::Full);
+    }
+
+    #[test]
+    fn unlimited_members_under_a_contract_rule_are_never_charged() {
+        let (r, members) = registration(Random, &[None, None]);
+        assert!(matches!(select(&r, &[]), Selected::Unmetered(1 | 2)));
+        let got = picks(&r, 100);
+        assert!(got.iter().all(|m| *m == 1 || *m == 2));
+        assert_eq!(members[0].1.in_flight() + members[1].1.in_flight(), 0);
+        assert!(!r.lookup("p").unwrap().counts_load(), "no limit, no load rule: the plain pick");
+    }
+
+    #[test]
+    fn least_loaded_takes_the_fewest_in_flight_earliest_on_ties() {
+        let (r, members) = registration(LeastLoaded, &[None, None, Some(1)]);
+        assert_eq!(picks(&r, 4), vec![1, 2, 3, 1]);
+        members[1].1.release();
+        assert_eq!(picks(&r, 2), vec![2, 2], "2 has fewer in flight than 1 until both have two");
+    }
+
+    #[test]
+    fn least_loaded_sample_with_two_members_is_exact() {
+        let (r, members) = registration(LeastLoadedSample, &[None, None]);
+        assert_eq!(picks(&r, 4), vec![1, 2, 1, 2]);
+        members[0].1.release();
+        assert_eq!(picks(&r, 1), vec![1]);
+    }
+
+    #[test]
+    fn racing_calls_never_exceed_a_limit() {
+        let (r, members) = registration(RoundRobin, &[Some(2), Some(3)]);
+        let r = Arc::new(r);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..5_000 {
+                        if let Selected::Member(m) = r.lookup("p").unwrap().select(&[]) {
+                            assert!(m.1.in_flight() <= m.1.limit().unwrap());
+                            m.1.release();
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert!(members.iter().all(|m| m.1.in_flight() == 0));
+    }
+}
+
 /// The registry against a simple model: a list of members per procedure, and for round-robin the
 /// join number of the member that served the previous call.
 #[cfg(test)]
@@ -566,6 +992,7 @@ mod model {
                 Single | First => *first,
                 Last => *self.members.last()?,
                 Random => return None,
+                LeastLoaded | LeastLoadedSample | JumpConsistentHash => unreachable!("the model draws from ALL"),
                 RoundRobin => {
                     let after = |&&(_, joined): &&(u64, u64)| self.last_served.is_none_or(|last| joined > last);
                     *self.members.iter().find(after).unwrap_or(first)

@@ -40,6 +40,8 @@ struct Due {
     caller: Weak<SessionHandle>,
     request: u64,
     token: u64,
+    /// The deadline of a wait in a registration's queue, not of the call itself.
+    queue_wait: bool,
 }
 
 #[derive(Default)]
@@ -73,13 +75,30 @@ impl Timeouts {
     /// Ends the caller's call `request` (if it is still the call `token`) with
     /// `wamp.error.timeout` after `timeout_ms`, unless it is canceled first.
     pub fn schedule(&self, timeout_ms: u64, caller: &Arc<SessionHandle>, request: u64, token: u64) -> TimerKey {
+        self.insert(timeout_ms, caller, request, token, false)
+    }
+
+    /// Ends the caller's call `request` with `wamp.error.timeout` after `wait_ms` if it is still
+    /// parked in its registration's queue then.
+    pub fn schedule_queue_wait(&self, wait_ms: u64, caller: &Arc<SessionHandle>, request: u64, token: u64) -> TimerKey {
+        self.insert(wait_ms, caller, request, token, true)
+    }
+
+    fn insert(
+        &self,
+        timeout_ms: u64,
+        caller: &Arc<SessionHandle>,
+        request: u64,
+        token: u64,
+        queue_wait: bool,
+    ) -> TimerKey {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let shard = (caller.id as usize) & (SHARDS - 1);
         let seq = {
             let mut table = self.shards[shard].lock();
             table.next_seq += 1;
             let seq = table.next_seq;
-            table.deadlines.insert((deadline, seq), Due { caller: Arc::downgrade(caller), request, token });
+            table.deadlines.insert((deadline, seq), Due { caller: Arc::downgrade(caller), request, token, queue_wait });
             seq
         };
         let at = deadline.saturating_duration_since(self.base).as_millis() as u64;
@@ -128,7 +147,10 @@ async fn sweep(timeouts: Weak<Timeouts>) {
         let now = Instant::now();
         let (due, next) = table.due(now);
         for entry in due {
-            if let Some(caller) = entry.caller.upgrade() {
+            let Some(caller) = entry.caller.upgrade() else { continue };
+            if entry.queue_wait {
+                call::queue_wait_expired(&caller, entry.request, entry.token);
+            } else {
                 call::cancel(&caller, entry.request, Some(entry.token), CancelMode::KillNoWait, WampError::Timeout);
             }
         }

@@ -19,10 +19,20 @@ use crate::dealer::rule::InvocationRule;
 use crate::wire::Message;
 use counters::Counters;
 
-/// Rule slots of the call counters: the five invocation rules, then `none` for calls that
-/// reached no registration (meta procedures, `no_such_procedure`, refused options).
-pub const RULES: [&str; 6] = ["single", "roundrobin", "random", "first", "last", "none"];
-const RULE_NONE: u8 = 5;
+/// Rule slots of the call counters: the invocation rules, then `none` for calls that reached no
+/// registration (meta procedures, `no_such_procedure`, refused options).
+pub const RULES: [&str; 9] = [
+    "single",
+    "roundrobin",
+    "random",
+    "first",
+    "last",
+    "queue_least_loaded",
+    "queue_least_loaded_sample",
+    "jump_consistent_hash",
+    "none",
+];
+const RULE_NONE: u8 = 8;
 
 fn rule_slot(rule: InvocationRule) -> u8 {
     match rule {
@@ -31,6 +41,9 @@ fn rule_slot(rule: InvocationRule) -> u8 {
         InvocationRule::Random => 2,
         InvocationRule::First => 3,
         InvocationRule::Last => 4,
+        InvocationRule::LeastLoaded => 5,
+        InvocationRule::LeastLoadedSample => 6,
+        InvocationRule::JumpConsistentHash => 7,
     }
 }
 

@@ -317,6 +317,7 @@ impl Session {
                     self.refuse(MessageType::Register, request, refusal);
                     return Flow::Continue;
                 }
+                meta::force_reregister(&realm, &self.handle, &procedure, &options);
                 match dealer.register(&self.handle, &procedure, &options) {
                     Ok(registered) => {
                         let registration = registered.id;

@@ -1,14 +1,17 @@
 //! A callee: one session registered for the procedure, answering every INVOCATION with a YIELD that
 //! echoes its payload. It writes in batches: a YIELD for every INVOCATION already received, then one
-//! flush.
+//! flush. With a service time, each call is answered that long after it arrived, calls overlapping
+//! (a callee with unbounded parallelism whose every call takes the same time: they finish in the
+//! order they came).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use roundhouse::client::{ClientError, Receiver, Sender};
-use roundhouse::wire::{Dict, Message};
+use roundhouse::wire::{Dict, Message, Payload};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -17,32 +20,74 @@ use crate::wamp;
 /// How long UNREGISTER may take once the run is over.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves INVOCATIONs until `stop` fires, counting them in `served`; then unregisters and leaves.
-/// `Err` describes a lost session or a failed UNREGISTER.
+/// Serves INVOCATIONs until `stop` fires, counting them in `served`, each answered `service_time`
+/// after it arrived; then unregisters and leaves. `Err` describes a lost session or a failed
+/// UNREGISTER.
 pub async fn run(
     mut tx: Sender,
     mut rx: Receiver,
     registration: u64,
     served: Arc<AtomicU64>,
     stop: CancellationToken,
+    service_time: Duration,
 ) -> Result<(), String> {
     let lost = |e: ClientError| format!("callee session lost: {}", wamp::describe(&e));
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            received = rx.recv_forever() => received,
-        };
-        let mut answered = 0;
-        let mut next = Some(first);
-        while let Some(received) = next {
-            answered += answer(&mut tx, received.map_err(lost)?).await?;
-            next = rx.recv_forever().now_or_never();
+    // Calls being "worked on": (due, INVOCATION id, payload), due times in arrival order.
+    let mut working: VecDeque<(Instant, u64, Payload)> = VecDeque::new();
+    if service_time.is_zero() {
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                received = rx.recv_forever() => received,
+            };
+            let mut answered = 0;
+            let mut next = Some(first);
+            while let Some(received) = next {
+                answered += answer(&mut tx, received.map_err(lost)?).await?;
+                next = rx.recv_forever().now_or_never();
+            }
+            tx.flush().await.map_err(lost)?;
+            served.fetch_add(answered, Ordering::Relaxed);
         }
-        tx.flush().await.map_err(lost)?;
-        served.fetch_add(answered, Ordering::Relaxed);
+    } else {
+        loop {
+            let due = working.front().map(|w| w.0);
+            tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    let now = Instant::now();
+                    let mut answered = 0;
+                    while working.front().is_some_and(|w| w.0 <= now) {
+                        let Some((_, request, payload)) = working.pop_front() else { break };
+                        let reply = Message::Yield { request, options: Dict::new(), payload };
+                        tx.feed(&reply).await.map_err(lost)?;
+                        answered += 1;
+                    }
+                    tx.flush().await.map_err(lost)?;
+                    served.fetch_add(answered, Ordering::Relaxed);
+                }
+                received = rx.recv_forever() => match received.map_err(lost)? {
+                    Message::Invocation { request, payload, .. } => {
+                        working.push_back((Instant::now() + service_time, request, payload));
+                    }
+                    other => {
+                        answer(&mut tx, other).await?;
+                    }
+                },
+            }
+        }
+        // The run is over: what is still being worked on is answered now.
+        if !working.is_empty() {
+            for (_, request, payload) in working.drain(..) {
+                tx.feed(&Message::Yield { request, options: Dict::new(), payload }).await.map_err(lost)?;
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+            tx.flush().await.map_err(lost)?;
+        }
     }
 
     let request = tx.request_id();

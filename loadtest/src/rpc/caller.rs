@@ -36,6 +36,8 @@ pub struct Plan {
     pub interval: Option<Duration>,
     /// Caller sessions (to stagger their schedules).
     pub callers: usize,
+    /// Each call carries `rkey` (its request id modulo 1024), for keyed rules.
+    pub keyed: bool,
     /// The CALL to send (its request id is set per call).
     pub call: Message,
     /// The arguments each RESULT should carry back.
@@ -138,8 +140,11 @@ impl State<'_> {
                     };
                     let actual = if plan.interval.is_some() { Instant::now() } else { intended };
                     let request = tx.request_id();
-                    if let Message::Call { request: slot, .. } = &mut call {
+                    if let Message::Call { request: slot, options, .. } = &mut call {
                         *slot = request;
+                        if plan.keyed {
+                            options.insert("rkey", request % 1024);
+                        }
                     }
                     if let Err(e) = tx.feed(&call).await {
                         return lost(e);

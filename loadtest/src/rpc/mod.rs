@@ -58,6 +58,12 @@ pub struct RpcSettings {
     pub drain: Duration,
     /// Payload bytes.
     pub payload: usize,
+    /// `REGISTER.Options.concurrency` of every callee.
+    pub concurrency: Option<u64>,
+    /// `REGISTER.Options._max_queued_calls` of every callee.
+    pub max_queued_calls: Option<u64>,
+    /// How long each callee (by registration order) takes to answer.
+    pub service_times: Vec<Duration>,
 }
 
 /// Runs the load once with invocation `rule`. `Err` when the run could not be set up (router
@@ -68,13 +74,20 @@ pub async fn run_rule(s: &RpcSettings, rule: &'static str) -> Result<RpcResult, 
     let mut callees = Vec::with_capacity(callee_count);
     for i in 0..callee_count {
         let mut client = wamp::join(&s.url, &s.realm, s.serializer).await?;
-        let options = Dict::new().with("invoke", rule);
+        let mut options = Dict::new().with("invoke", rule);
+        if let Some(concurrency) = s.concurrency {
+            options.insert("concurrency", concurrency);
+        }
+        if let Some(max) = s.max_queued_calls {
+            options.insert("_max_queued_calls", max);
+        }
+        let service_time = s.service_times.get(i).copied().unwrap_or_default();
         let registration = client.register(&s.procedure, options).await.map_err(|e| {
             format!("callee {}: REGISTER {} with invoke={rule} failed: {}", i + 1, s.procedure, wamp::describe(&e))
         })?;
         let served = Arc::new(AtomicU64::new(0));
         let (tx, rx) = client.split();
-        let task = tokio::spawn(callee::run(tx, rx, registration, served.clone(), stop.clone()));
+        let task = tokio::spawn(callee::run(tx, rx, registration, served.clone(), stop.clone(), service_time));
         callees.push((task, served));
     }
     let mut sessions = Vec::with_capacity(s.callers);
@@ -93,6 +106,7 @@ pub async fn run_rule(s: &RpcSettings, rule: &'static str) -> Result<RpcResult, 
         interval: s.rate.map(|rate| Duration::from_secs_f64(s.callers as f64 / rate)),
         callers: s.callers,
         call: Message::Call { request: 0, options: Dict::new(), procedure: s.procedure.clone(), payload },
+        keyed: rule == "jump_consistent_hash",
         expected,
     });
     let counters = Arc::new(Counters::default());

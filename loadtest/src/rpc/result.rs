@@ -156,7 +156,7 @@ pub fn rpc_summary(results: &[RpcResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>14} {:>14}",
+        "{:<25} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>14} {:>14}",
         "rule",
         "calls/s",
         "p50 µs",
@@ -173,7 +173,7 @@ pub fn rpc_summary(results: &[RpcResult]) -> String {
         let p = |f: fn(&Latency) -> f64| l.as_ref().map_or("-".into(), |l| micros(f(l)));
         let _ = writeln!(
             out,
-            "{:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>14} {:>14}",
+            "{:<25} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>14} {:>14}",
             r.rule,
             thousands(r.calls_per_sec().round() as u64),
             p(|l| l.p50),

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::{fail, CallOptions};
+use crate::dealer::registry::{MemberLoad, Selected};
 use crate::dealer::timeout::Timeouts;
-use crate::dealer::Registration;
+use crate::dealer::{Callee, Registration};
 use crate::error::WampError;
 use crate::session::SessionHandle;
 use crate::sync::Mutex;
@@ -42,6 +43,9 @@ pub struct Invocation {
     pub timer: Option<Arc<Timeouts>>,
     /// The procedure called, when it reached a pattern registration (`INVOCATION.Details.procedure`).
     pub called: Option<Box<str>>,
+    /// The slot the call holds at the member it was routed to (see the module docs of
+    /// [`super`]); given back when the call is dropped or moves on.
+    pub(super) slot: Option<Arc<MemberLoad>>,
     /// Answered, handed on, or found ended: nothing left for `Drop` to do.
     pub(super) settled: bool,
 }
@@ -69,6 +73,7 @@ impl Invocation {
             progress: false,
             timer: None,
             called: None,
+            slot: None,
             settled: false,
         })
     }
@@ -86,18 +91,59 @@ impl Invocation {
     /// Ends the call with `answer`, a final RESULT or ERROR for the caller (if it still waits).
     pub fn answer(mut self: Box<Self>, answer: Message) {
         self.settled = true;
+        // Freed before the caller can see the answer, so its next call finds the slot free.
+        self.release_slot();
         super::end(&self.caller, self.caller_request, self.token, answer);
     }
 
     /// Ends the call with an ERROR.
     pub fn fail(mut self: Box<Self>, error: WampError, reason: &str) {
         self.settled = true;
+        self.release_slot();
         fail(&self.caller, self.caller_request, self.token, error, reason);
     }
 
     /// Drops a call known to have ended already.
     pub fn discard(mut self: Box<Self>) {
         self.settled = true;
+    }
+
+    /// The member that serves the call, by its `_callee`, its `rkey` or the rule, with a slot
+    /// taken on it.
+    pub(super) fn select(&self) -> Selected<Callee> {
+        match (self.options.callee, self.options.rkey) {
+            (Some(target), _) => self.registration.select_target(target, &self.unavailable),
+            (None, Some(key)) => self.registration.select_key(key, &self.unavailable),
+            (None, None) => self.registration.select(&self.unavailable),
+        }
+    }
+
+    /// Why no member may serve the call.
+    pub(super) fn nobody(&self) -> (WampError, &'static str) {
+        if self.registration.members().is_empty() {
+            (WampError::NoSuchProcedure, "no callee is registered for the procedure any more")
+        } else if self.options.callee.is_some() {
+            (WampError::NoAvailableCallee, "the session named by _callee is not a callee of the procedure")
+        } else if self.options.rkey.is_some() {
+            (WampError::NoAvailableCallee, "the callee the call's rkey goes to is unavailable")
+        } else {
+            (WampError::NoAvailableCallee, "every callee of the procedure is unavailable")
+        }
+    }
+
+    /// Gives the member's slot back, and lets a call waiting in the queue have it.
+    pub(super) fn release_slot(&mut self) {
+        let Some(load) = self.slot.take() else { return };
+        load.release();
+        // Only a limited member's slot can be what a queued call waits for. The fence orders the
+        // release before the read of the queue's length, as parking orders its push before its
+        // own look at the slots: one of the two sides sees the other.
+        if load.is_limited() {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            if self.registration.queued() > 0 {
+                super::queue::drain(&self.registration);
+            }
+        }
     }
 }
 
@@ -107,6 +153,7 @@ impl Drop for Invocation {
             tracing::debug!(session = self.caller.id, request = self.caller_request, "call dropped unanswered");
             fail(&self.caller, self.caller_request, self.token, WampError::Canceled, "the call was lost in the router");
         }
+        self.release_slot();
     }
 }
 

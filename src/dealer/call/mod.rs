@@ -31,13 +31,21 @@
 //! can never end a newer call that reuses the same request id.
 //!
 //! The routed call and the callee's table of calls it serves are in [`invocation`]; routing a call
-//! to a member, and again when it must move, in [`route`].
+//! to a member, and again when it must move, in [`route`]; calls waiting for a member with a free
+//! concurrency slot, in [`queue`].
+//!
+//! # Slots
+//! A call routed to a member holds one of the member's slots (its `concurrency`, unlimited by
+//! default) from the routing decision until the [`Invocation`] is dropped, or until it moves to
+//! another member. Every way a call ends drops its invocation, so the slot is released by RAII,
+//! never by a path that could be forgotten. A call parked in the queue holds none.
 //!
 //! Lock order: a session's invocation table before any caller's call table; neither is held
 //! while waiting. Answers are queued without waiting ([`crate::session::outbox`]), which is what
 //! makes sending them inside the call table's lock possible.
 
 mod invocation;
+pub mod queue;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -56,7 +64,10 @@ use crate::wire::{Dict, Message, MessageType, Payload, Value};
 use super::timeout::{Timeouts, TimerKey};
 
 pub use invocation::{payload_size, AtLimit, Invocation, InvocationTable, Serving};
+pub use queue::{CallQueue, QueueBounds};
 pub use route::{dispatch, reroute};
+
+use crate::dealer::Registration;
 
 /// How many ended progressive calls a session remembers, so that chunks its peer still sends for
 /// them are dropped instead of starting new calls.
@@ -73,6 +84,13 @@ pub struct CallOptions {
     pub timeout_ms: u64,
     /// `progress`: more CALL chunks with the same request id follow (progressive invocations).
     pub progress: bool,
+    /// `_callee`: the session id of the member that must serve the call (a targeted call).
+    pub callee: Option<u64>,
+    /// `runmode: "partition"`: route by `rkey` whatever the registration's rule.
+    pub partition: bool,
+    /// The hash of `rkey` (see [`crate::dealer::rule::rkey_hash`]), kept only when the call is
+    /// routed by it.
+    pub rkey: Option<u64>,
 }
 
 /// How a CANCEL (or a timeout) ends a call.
@@ -151,6 +169,13 @@ struct Entry {
     timer: Option<(Arc<Timeouts>, TimerKey)>,
     /// What counting the call's end needs: its rule, and when it was opened.
     tag: CallTag,
+    /// Parked in this registration's queue (with the deadline of its wait there, if any).
+    parked: Option<Parked>,
+}
+
+struct Parked {
+    registration: Arc<Registration>,
+    timer: Option<(Arc<Timeouts>, TimerKey)>,
 }
 
 #[derive(Default)]
@@ -208,7 +233,7 @@ impl CallTable {
                 }
                 calls.next_token += 1;
                 let stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
-                slot.insert(Entry { token: calls.next_token, stage, streaming, timer: None, tag });
+                slot.insert(Entry { token: calls.next_token, stage, streaming, timer: None, tag, parked: None });
                 Opened::New(calls.next_token)
             }
         }
@@ -248,21 +273,32 @@ pub fn end(caller: &SessionHandle, request: u64, token: u64, answer: Message) ->
     }
     let Some(entry) = calls.entries.remove(&request) else { return false };
     let tag = entry.tag;
-    finish(&mut calls, &caller.calls.started, request, entry);
+    let parked = finish(&mut calls, &caller.calls.started, request, entry);
     if let Some(metrics) = caller.metrics() {
         metrics.call_ended(&tag, &answer);
     }
     // A caller that stopped reading is closed as a slow consumer by the push; its calls are
     // gone with it, so there is nobody left to answer.
     let _ = caller.push(Outbound::Message(Box::new(answer)));
+    drop(calls);
+    if let Some(registration) = parked {
+        queue::remove(&registration, caller.id, request, token);
+    }
     true
 }
 
-/// Bookkeeping of an entry leaving the table.
-fn finish(calls: &mut Calls, started: &Notify, request: u64, entry: Entry) {
+/// Bookkeeping of an entry leaving the table; returns the registration whose queue still holds
+/// the call, for the caller to take it out once the table is unlocked.
+fn finish(calls: &mut Calls, started: &Notify, request: u64, entry: Entry) -> Option<Arc<Registration>> {
     if let Some((timeouts, key)) = entry.timer {
         timeouts.cancel(key);
     }
+    let parked = entry.parked.map(|parked| {
+        if let Some((timeouts, key)) = parked.timer {
+            timeouts.cancel(key);
+        }
+        parked.registration
+    });
     if entry.streaming {
         if calls.ended_streams.len() == ENDED_STREAMS {
             calls.ended_streams.pop_front();
@@ -271,6 +307,50 @@ fn finish(calls: &mut Calls, started: &Notify, request: u64, entry: Entry) {
     }
     if let Stage::Queued { bytes, .. } = entry.stage {
         release(calls, started, bytes);
+    }
+    parked
+}
+
+/// Marks the call as parked in `registration`'s queue, with a deadline `(timeouts, ms)` for its
+/// wait there when the queue has one. `false` when the call has ended. Called under the queue's
+/// lock.
+fn mark_parked(call: &Invocation, registration: &Arc<Registration>, wait: Option<(Arc<Timeouts>, u64)>) -> bool {
+    let mut calls = call.caller.calls.calls.lock();
+    let Some(entry) = calls.entries.get_mut(&call.caller_request).filter(|e| e.token == call.token) else {
+        return false;
+    };
+    let timer = wait.map(|(timeouts, ms)| {
+        let key = timeouts.schedule_queue_wait(ms, &call.caller, call.caller_request, call.token);
+        (timeouts, key)
+    });
+    entry.parked = Some(Parked { registration: registration.clone(), timer });
+    true
+}
+
+/// The call left its queue to be routed: no longer parked. `false` when it has ended. Called under
+/// the queue's lock.
+fn unmark_parked(call: &Invocation) -> bool {
+    let mut calls = call.caller.calls.calls.lock();
+    let Some(entry) = calls.entries.get_mut(&call.caller_request).filter(|e| e.token == call.token) else {
+        return false;
+    };
+    if let Some(Parked { timer: Some((timeouts, key)), .. }) = entry.parked.take() {
+        timeouts.cancel(key);
+    }
+    true
+}
+
+/// The call waited in its registration's queue as long as the queue allows: it ends with
+/// `wamp.error.timeout`, unless a member took it meanwhile.
+pub fn queue_wait_expired(caller: &SessionHandle, request: u64, token: u64) {
+    let parked = {
+        let calls = caller.calls.calls.lock();
+        calls.entries.get(&request).is_some_and(|e| e.token == token && e.parked.is_some())
+    };
+    if parked && fail(caller, request, token, WampError::Timeout, "the call waited in the queue longer than allowed") {
+        if let Some(metrics) = caller.metrics() {
+            metrics.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -545,16 +625,22 @@ pub fn callee_gone(callee: &SessionHandle) {
 /// The caller left: its calls running at callees that support canceling are interrupted
 /// (`killnowait`); the rest are forgotten, and late results for them are dropped.
 pub fn caller_gone(caller: &SessionHandle) {
-    let entries: Vec<Entry> = {
+    let entries: Vec<(u64, Entry)> = {
         let mut calls = caller.calls.calls.lock();
         calls.buffered = 0;
         calls.waiting = false;
-        calls.entries.drain().map(|(_, entry)| entry).collect()
+        calls.entries.drain().collect()
     };
     caller.calls.started.notify_waiters();
-    for entry in entries {
+    for (request, entry) in entries {
         if let Some((timeouts, key)) = entry.timer {
             timeouts.cancel(key);
+        }
+        if let Some(Parked { registration, timer }) = entry.parked {
+            if let Some((timeouts, key)) = timer {
+                timeouts.cancel(key);
+            }
+            queue::remove(&registration, caller.id, request, entry.token);
         }
         let Stage::Running { callee, invocation, .. } = entry.stage else { continue };
         let Some(callee) = callee.upgrade() else { continue };

@@ -1,7 +1,8 @@
 //! Routing a call to a member of its registration: the first time, and again when its callee
 //! left before taking it, could not take it, or answered `wamp.error.unavailable`.
 
-use super::{requeue, set_timer, Invocation};
+use super::{queue, requeue, set_timer, Invocation};
+use crate::dealer::registry::Selected;
 use crate::dealer::Callee;
 use crate::error::WampError;
 use crate::session::Outbound;
@@ -12,16 +13,34 @@ use crate::wire::Dict;
 const MAX_ATTEMPTS: u32 = 16;
 
 /// Routes `call` to a member of its registration and queues it there, waiting for room while the
-/// callee's queue is full. If the chosen member turns out to be gone, picks again.
-pub async fn dispatch(mut call: Box<Invocation>) {
+/// callee's queue is full. If the chosen member turns out to be gone, picks again. When every
+/// member it may go to is at its concurrency limit, the call waits in the registration's queue.
+pub async fn dispatch(call: Box<Invocation>) {
+    route(call, None).await
+}
+
+/// Delivers a call taken from the registration's queue to `callee`, on which it holds a slot;
+/// routes it again if that callee is gone.
+pub(super) async fn resume(call: Box<Invocation>, callee: Callee) {
+    route(call, Some(callee)).await
+}
+
+async fn route(mut call: Box<Invocation>, mut chosen: Option<Callee>) {
     loop {
-        let Some(callee) = call.registration.pick_excluding(&call.unavailable) else {
-            let (error, reason) = if call.registration.members().is_empty() {
-                (WampError::NoSuchProcedure, "no callee is registered for the procedure any more")
-            } else {
-                (WampError::NoAvailableCallee, "every callee of the procedure is unavailable")
-            };
-            return call.fail(error, reason);
+        let callee = match chosen.take() {
+            Some(callee) => callee,
+            None => match call.select() {
+                Selected::Member(callee) => {
+                    call.slot = Some(callee.load.clone());
+                    callee
+                }
+                Selected::Unmetered(callee) => callee,
+                Selected::Full => return queue::park(call),
+                Selected::Nobody => {
+                    let (error, reason) = call.nobody();
+                    return call.fail(error, reason);
+                }
+            },
         };
         if !prepare(&mut call, &callee) {
             return call
@@ -32,7 +51,7 @@ pub async fn dispatch(mut call: Box<Invocation>) {
                 set_timer(&call.caller, call.caller_request, call.token, &timeouts, call.options.timeout_ms);
             }
         }
-        let session = callee.session;
+        let session = &callee.session;
         match session.deliver(Outbound::Invocation(call)).await {
             Ok(()) => return,
             Err(refused) => {
@@ -41,6 +60,7 @@ pub async fn dispatch(mut call: Box<Invocation>) {
                 call = back;
             }
         }
+        call.release_slot();
         call.attempts += 1;
         call.unavailable.push(session.id);
         if let Some(metrics) = call.caller.metrics() {
@@ -88,6 +108,7 @@ fn prepare(call: &mut Invocation, callee: &Callee) -> bool {
 /// with `wamp.error.unavailable`. Runs as its own task: whoever found the call must not wait on
 /// another session's queue. A call that has ended meanwhile is dropped.
 pub fn reroute(mut call: Box<Invocation>) {
+    call.release_slot();
     if !requeue(&call) {
         return call.discard();
     }

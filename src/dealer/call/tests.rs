@@ -15,7 +15,7 @@ fn session(id: u64) -> (Arc<SessionHandle>, UnboundedReceiver<Outbound>) {
 
 fn registration(callee: &Arc<SessionHandle>) -> Arc<Registration> {
     let registry = Registry::new(1);
-    let member = Callee { session: callee.clone(), options: Default::default() };
+    let member = Callee::new(callee.clone(), Default::default(), None);
     let id = registry.register("com.example.p", InvocationRule::Single, member).unwrap().id;
     registry.get(id).unwrap()
 }

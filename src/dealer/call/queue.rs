@@ -1,0 +1,199 @@
+//! The bounded queue of a registration's calls that wait for a free slot.
+//!
+//! When every member a call may go to is at its `concurrency` limit, the call is *parked* here,
+//! first in, first out, instead of being refused. Whoever may have made room takes calls from
+//! the head ([`drain`]): a slot released (YIELD, ERROR, cancel, timeout, the callee leaving —
+//! see [`super::Invocation`]'s `Drop`), a member joining or leaving, and the parking call itself
+//! (which closes the race with a slot freed while it was being parked). Both sides change their
+//! state first and drain under the queue's lock after, so no call waits beside a free slot.
+//!
+//! A parked call stays Queued in its caller's table and is marked there as parked, so that its
+//! end by any other path (cancel, its own timeout, the queue's time limit, its caller leaving)
+//! takes it out of the queue at once ([`remove`]). A parked call holds no slot.
+//!
+//! Lock order: the queue before a caller's call table (parking marks the call under the queue's
+//! lock); ending a call releases the call table before it takes the queue's lock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::{mark_parked, unmark_parked, Invocation};
+use crate::dealer::registry::Selected;
+use crate::dealer::timeout::Timeouts;
+use crate::dealer::Registration;
+use crate::error::WampError;
+use crate::sync::Mutex;
+
+/// How many calls a registration's queue holds, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    /// Calls the queue holds at most; a call that finds it full gets
+    /// `wamp.error.no_available_callee` (`REGISTER.Options._max_queued_calls`).
+    pub max_calls: usize,
+    /// Milliseconds a call may wait in the queue before it ends with `wamp.error.timeout`; 0
+    /// means only the call's own `timeout` bounds the wait (`REGISTER.Options._max_queue_ms`).
+    pub max_wait_ms: u64,
+}
+
+impl QueueBounds {
+    /// The default number of calls a queue holds.
+    pub const DEFAULT_MAX_CALLS: usize = 1000;
+}
+
+impl Default for QueueBounds {
+    fn default() -> Self {
+        QueueBounds { max_calls: Self::DEFAULT_MAX_CALLS, max_wait_ms: 0 }
+    }
+}
+
+/// The calls of one registration waiting for a free slot, in arrival order.
+pub struct CallQueue {
+    calls: Mutex<VecDeque<Box<Invocation>>>,
+    /// `calls.len()`, readable without the lock: a released slot checks it to skip draining an
+    /// empty queue.
+    len: AtomicUsize,
+    bounds: QueueBounds,
+    /// The realm's timeouts, which enforce `max_wait_ms`.
+    timeouts: Option<Arc<Timeouts>>,
+}
+
+impl CallQueue {
+    /// An empty queue with these bounds, whose waits `timeouts` bound (`None`: only by the calls'
+    /// own timeouts).
+    pub fn new(bounds: QueueBounds, timeouts: Option<Arc<Timeouts>>) -> Self {
+        CallQueue { calls: Mutex::default(), len: AtomicUsize::new(0), bounds, timeouts }
+    }
+
+    /// Calls waiting.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::SeqCst)
+    }
+
+    /// True when no call waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The queue's bounds.
+    pub fn bounds(&self) -> QueueBounds {
+        self.bounds
+    }
+}
+
+/// The registration's queue. The REGISTER that brings a concurrency limit makes it (see
+/// [`crate::dealer::Dealer::register`]), right after publishing the member; only calls racing into
+/// that instant can find none and make one with the default bounds.
+fn of(registration: &Registration) -> &CallQueue {
+    registration.queue.get_or_init(|| Box::new(CallQueue::new(QueueBounds::default(), None)))
+}
+
+/// Parks `call`, none of whose members has a free slot, at the tail of its registration's queue;
+/// a full queue refuses it. The call's own timeout starts now if it has not (it counts from the
+/// CALL, not from when a callee takes it).
+pub(super) fn park(mut call: Box<Invocation>) {
+    let registration = call.registration.clone();
+    let queue = of(&registration);
+    {
+        let mut calls = queue.calls.lock();
+        if calls.len() >= queue.bounds.max_calls {
+            drop(calls);
+            let max = queue.bounds.max_calls;
+            return call.fail(
+                WampError::NoAvailableCallee,
+                &format!("every callee is at its concurrency limit and the queue of {max} calls is full"),
+            );
+        }
+        if let Some(timeouts) = call.timer.take() {
+            super::set_timer(&call.caller, call.caller_request, call.token, &timeouts, call.options.timeout_ms);
+        }
+        let wait = queue.bounds.max_wait_ms;
+        let queue_timer = queue.timeouts.as_ref().filter(|_| wait > 0).cloned();
+        if !mark_parked(&call, &registration, queue_timer.map(|t| (t, wait))) {
+            // Ended while it was being routed.
+            return call.discard();
+        }
+        calls.push_back(call);
+        queue.len.store(calls.len(), Ordering::SeqCst);
+    }
+    // Pairs with the fence of a released slot (see `Invocation::release_slot`).
+    std::sync::atomic::fence(Ordering::SeqCst);
+    drain(&registration);
+}
+
+/// Hands calls from the head of the queue to members with a free slot, as long as the head finds
+/// one; a head no member may serve any more ends with an error.
+pub(crate) fn drain(registration: &Arc<Registration>) {
+    let Some(queue) = registration.queue.get() else { return };
+    let mut ready = Vec::new();
+    let mut refused = Vec::new();
+    // Calls that ended meanwhile; dropped after the lock, since giving back a slot drains again.
+    let mut ended = Vec::new();
+    {
+        let mut calls = queue.calls.lock();
+        while let Some(head) = calls.front() {
+            let selected = head.select();
+            if matches!(selected, Selected::Full) {
+                break;
+            }
+            let Some(mut call) = calls.pop_front() else { break };
+            let live = unmark_parked(&call);
+            let chosen = match selected {
+                Selected::Member(callee) => {
+                    call.slot = Some(callee.load.clone());
+                    Some(callee)
+                }
+                Selected::Unmetered(callee) => Some(callee),
+                Selected::Full | Selected::Nobody => None,
+            };
+            match chosen {
+                Some(callee) if live => ready.push((call, callee)),
+                None if live => refused.push(call),
+                _ => ended.push(call),
+            }
+        }
+        queue.len.store(calls.len(), Ordering::SeqCst);
+    }
+    ended.into_iter().for_each(|call| call.discard());
+    for call in refused {
+        let (error, reason) = call.nobody();
+        call.fail(error, reason);
+    }
+    for (call, callee) in ready {
+        // Delivering may wait for room in the callee's queue; whoever freed the slot must not.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(super::route::resume(call, callee))),
+            Err(_) => call.fail(WampError::Canceled, "the router is shutting down"),
+        }
+    }
+}
+
+/// Takes the call `(caller, request, token)` out of the queue: it ended while parked.
+pub(super) fn remove(registration: &Registration, caller: u64, request: u64, token: u64) {
+    let Some(queue) = registration.queue.get() else { return };
+    let removed = {
+        let mut calls = queue.calls.lock();
+        let at = calls.iter().position(|c| c.caller.id == caller && c.caller_request == request && c.token == token);
+        let removed = at.and_then(|at| calls.remove(at));
+        queue.len.store(calls.len(), Ordering::SeqCst);
+        removed
+    };
+    if let Some(call) = removed {
+        call.discard();
+    }
+}
+
+/// Ends every parked call with `wamp.error.no_such_procedure`: the registration's last member
+/// left.
+pub(crate) fn fail_all(registration: &Registration) {
+    let Some(queue) = registration.queue.get() else { return };
+    let parked: Vec<Box<Invocation>> = {
+        let mut calls = queue.calls.lock();
+        queue.len.store(0, Ordering::SeqCst);
+        calls.drain(..).collect()
+    };
+    for call in parked {
+        unmark_parked(&call);
+        call.fail(WampError::NoSuchProcedure, "no callee is registered for the procedure any more");
+    }
+}
