@@ -5,8 +5,9 @@
 //! it spawns (reroutes, ticket checks' waits) run on that worker's thread. A message for a
 //! session on the same worker wakes its writer with a push onto the worker's local run queue, no
 //! futex and no context switch; a message for a session on another worker wakes it through that
-//! runtime's inject queue (one `eventfd` write if the worker sleeps, nothing if it is already
-//! marked to run). Everything else about a session is unchanged: its queue, its tables and the
+//! runtime's inject queue and an `eventfd` write (nothing if the writer is already scheduled, so
+//! a burst costs one; measured at 3–4% of the router's CPU with two workers, see BENCHMARKS.md,
+//! which is why there is no batching mailbox on top). Everything else about a session is unchanged: its queue, its tables and the
 //! dealer are shared, thread-safe structures, so the rules of RELIABILITY.md do not depend on
 //! where a session runs.
 //!
