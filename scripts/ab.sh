@@ -108,6 +108,9 @@ rows = []
 for name in ["standard", "standard-1thread", "msgpack", "window256", "sequential"]:
     rows.append((f"{name}: calls/s", name, lambda r: r["calls_per_sec"], "{:,.0f}"))
     rows.append((f"{name}: router CPU µs/call", name, lambda r: r.get("router_cpu_us_per_call"), "{:.2f}"))
+    rows.append((f"{name}: router ÷ load generator CPU per call", name,
+                 lambda r: r["router_cpu_us_per_call"] / r["loader_cpu_us_per_call"]
+                 if r.get("router_cpu_us_per_call") and r.get("loader_cpu_us_per_call") else None, "{:.2f}"))
     rows.append((f"{name}: p50 µs", name, lambda r: (r.get("latency_us") or {}).get("p50"), "{:,.1f}"))
     rows.append((f"{name}: p99 µs", name, lambda r: (r.get("latency_us") or {}).get("p99"), "{:,.1f}"))
     rows.append((f"{name}: errors", name, lambda r: r["error_count"], "{:.0f}"))

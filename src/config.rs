@@ -90,8 +90,9 @@ pub struct RouterConfig {
     /// TCP keepalive on accepted connections: idle time before the first probe, in milliseconds;
     /// 0 turns it off (default 60000).
     pub tcp_keepalive_ms: u64,
-    /// Runtime worker threads; 0 (the default) means one per CPU. On a machine shared with the
-    /// load (a benchmark box, a sidecar), fewer threads than CPUs can route more calls.
+    /// Session workers: threads that each run whole sessions (reader and writer) on a
+    /// single-threaded runtime of their own; connections are handed to them in turn. 0 (the
+    /// default) means one per CPU less one, at least one (see [`crate::workers::default_count`]).
     pub worker_threads: usize,
     /// Most concurrent connections; further ones are refused (default 100000).
     pub max_connections: usize,

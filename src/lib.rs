@@ -25,6 +25,7 @@ pub mod session;
 mod sync;
 pub mod transport;
 pub mod wire;
+pub mod workers;
 
 pub use config::{RealmConfig, RouterConfig};
 pub use router::{Census, Router, RouterHandle};

@@ -68,7 +68,8 @@ struct Cli {
     #[arg(long, value_enum, env = "ROUNDHOUSE_LOG_FORMAT", global = true)]
     log_format: Option<LogFormat>,
 
-    /// Runtime worker threads (0: one per CPU). Overrides the config file.
+    /// Session worker threads, each running whole sessions (0: one per CPU less one, at least
+    /// one). Overrides the config file.
     #[arg(long, value_name = "N", env = "ROUNDHOUSE_THREADS", global = true)]
     threads: Option<usize>,
 
@@ -231,7 +232,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref(), &config);
     raise_file_limit(config.max_connections);
 
-    let runtime = match runtime(config.worker_threads) {
+    let runtime = match control_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("roundhouse: cannot start the runtime: {error}");
@@ -315,12 +316,11 @@ fn raise_file_limit(max_connections: usize) {
     }
 }
 
-fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
-        builder.worker_threads(worker_threads);
-    }
-    builder.enable_all().build()
+/// The runtime of the main thread: signals, reloads, the admin listener and the call-timeout
+/// sweeper. Sessions run on the router's own workers (`worker_threads`, see
+/// [`roundhouse::workers`]), so nothing here competes with routing.
+fn control_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 fn init_logging(flag: Option<&str>, config: &RouterConfig) {

@@ -28,6 +28,7 @@ use crate::transport::tls;
 use crate::transport::PeerLink;
 use crate::transport::{rawsocket, websocket, Connection, Socket};
 use crate::wire::message::MAX_ID;
+use crate::workers::Workers;
 
 /// State every connection task shares.
 pub struct RouterShared {
@@ -45,6 +46,8 @@ pub struct RouterShared {
     pub(crate) reload_hooks: parking_lot::Mutex<Vec<Arc<dyn ReloadHook>>>,
     /// Router-wide counters (`/metrics`).
     pub metrics: crate::metrics::RouterMetrics,
+    /// The threads sessions run on.
+    pub workers: Arc<Workers>,
 }
 
 impl RouterShared {
@@ -98,10 +101,17 @@ impl Router {
         let mut sockets = Vec::with_capacity(lives.len());
         let mut listeners = Vec::with_capacity(lives.len());
         for live in lives {
-            let socket = bind(live.config.listen).await?;
+            let socket = bind(live.config.listen, config.tcp_keepalive_ms)?;
             listeners.push(Arc::new(ListenerState::new(live, socket.local_addr()?)));
             sockets.push(socket);
         }
+        let (workers, stop_workers) = Workers::start(config.worker_threads)?;
+        // The workers end with the runtime that started the router (a test's, a bench's, main's),
+        // as the router's own tasks on it do.
+        tokio::spawn(async move {
+            let _stop = stop_workers;
+            std::future::pending::<()>().await
+        });
         let (limits, chunks) = (config.session_limits(), config.max_message_size);
         let realms = config
             .realms
@@ -119,14 +129,17 @@ impl Router {
             listeners,
             reload_hooks: parking_lot::Mutex::default(),
             metrics: crate::metrics::RouterMetrics::default(),
+            workers,
         });
         let connections = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+        // Every listener accepts on worker 0 and hands connections round-robin to the workers.
+        let home = shared.workers.handle(0).clone();
         let accept = sockets
             .into_iter()
             .zip(shared.listeners.clone())
             .map(|(socket, state)| {
-                tokio::spawn(accept_loop(socket, state, shared.clone(), connections.clone(), limit.clone()))
+                home.spawn(accept_loop(socket, 0, state, shared.clone(), connections.clone(), limit.clone()))
             })
             .collect();
         let main = &shared.listeners[0];
@@ -154,18 +167,38 @@ impl Router {
     }
 }
 
-/// Binds a listener; the error names the address.
-async fn bind(address: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(address).await.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))
+/// Binds a listener; the error names the address. Bound outside any runtime: the worker that
+/// accepts on it registers it with its own.
+///
+/// `TCP_NODELAY` and TCP keepalive (`keepalive_ms`, 0: off) are set here, once: Linux copies a
+/// listening socket's options to every connection it accepts, which saves four system calls per
+/// connection.
+fn bind(address: SocketAddr, keepalive_ms: u64) -> io::Result<std::net::TcpListener> {
+    let bound = std::net::TcpListener::bind(address).and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        let socket = socket2::SockRef::from(&listener);
+        socket.set_tcp_nodelay(true)?;
+        if let Some(probes) = keepalive(keepalive_ms) {
+            socket.set_tcp_keepalive(&probes)?;
+        }
+        Ok(listener)
+    });
+    bound.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))
 }
 
+/// Accepts connections on worker `home` and starts each one's session on the next worker.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    home: usize,
     state: Arc<ListenerState>,
     shared: Arc<RouterShared>,
     connections: TaskTracker,
     limit: Arc<Semaphore>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => return tracing::error!(%error, "cannot watch the listening socket; not accepting on it"),
+    };
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     loop {
         let accepted = tokio::select! {
@@ -200,28 +233,47 @@ async fn accept_loop(
             continue;
         };
         shared.metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        keepalive(&tcp, shared.config.tcp_keepalive_ms);
         let (shared, state) = (shared.clone(), state.clone());
-        connections.spawn(async move {
-            serve(shared, tcp, peer, &state).await;
-            drop(permit);
-        });
+        let worker = shared.workers.next_index();
+        if worker == home {
+            connections.spawn(async move {
+                serve(shared, tcp, peer, &state).await;
+                drop(permit);
+            });
+            continue;
+        }
+        // The socket leaves this worker's reactor and joins the other's, so its readiness
+        // wakes the thread its session runs on.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
+        let handle = shared.workers.handle(worker).clone();
+        connections.spawn_on(
+            async move {
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => serve(shared, tcp, peer, &state).await,
+                    Err(error) => tracing::debug!(%peer, %error, "worker cannot take the connection"),
+                }
+                drop(permit);
+            },
+            &handle,
+        );
     }
 }
 
 /// Connections being refused (at `max_connections`) at one time; beyond this they are dropped.
 const MAX_REFUSALS: usize = 64;
 
-/// Turns TCP keepalive on, so a peer whose host vanished is noticed by the kernel too.
-fn keepalive(tcp: &TcpStream, idle_ms: u64) {
-    if idle_ms == 0 {
-        return;
-    }
+/// TCP keepalive after `idle_ms` of silence (`None` for 0: off), so a peer whose host vanished
+/// is noticed by the kernel too.
+fn keepalive(idle_ms: u64) -> Option<socket2::TcpKeepalive> {
     let idle = Duration::from_millis(idle_ms);
-    let probes = socket2::TcpKeepalive::new().with_time(idle).with_interval((idle / 6).max(Duration::from_secs(1)));
-    if let Err(error) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
-        tracing::debug!(%error, "cannot set TCP keepalive");
-    }
+    (idle_ms > 0)
+        .then(|| socket2::TcpKeepalive::new().with_time(idle).with_interval((idle / 6).max(Duration::from_secs(1))))
 }
 
 /// Hands a connection to its transport, after TLS on a TLS listener. On a listener that serves
@@ -229,7 +281,6 @@ fn keepalive(tcp: &TcpStream, idle_ms: u64) {
 /// transport's handshake share one deadline.
 async fn serve(shared: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr, state: &ListenerState) {
     let deadline = Instant::now() + shared.config.handshake_timeout();
-    let _ = tcp.set_nodelay(true);
     let live = state.live();
     let connection = Connection { peer, deadline, first: None, tls: None };
     match &live.tls {
@@ -398,5 +449,30 @@ impl RouterHandle {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.connections.wait()).await;
         }
         tracing::info!("router stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What [`bind`] sets on the listener, every accepted connection has without a call of its own.
+    #[test]
+    fn accepted_connections_inherit_nodelay_and_keepalive() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 60_000).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert!(socket.tcp_nodelay().unwrap());
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(10));
+
+        let off = bind("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+        off.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(off.local_addr().unwrap()).unwrap();
+        let (accepted, _) = off.accept().unwrap();
+        assert!(!socket2::SockRef::from(&accepted).keepalive().unwrap());
     }
 }

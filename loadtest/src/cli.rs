@@ -161,8 +161,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
 
-    /// Worker threads of the embedded router's own runtime (default: one per CPU). Ignored with
-    /// --url.
+    /// Session workers of the embedded router (default: the router's own, one per CPU less one,
+    /// at least one). Ignored with --url.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
     pub router_threads: Option<u32>,
 

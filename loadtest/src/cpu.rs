@@ -17,7 +17,8 @@ pub enum RouterCpu {
     Unknown,
     /// A whole process.
     Process(u32),
-    /// The threads of this process named with [`ROUTER_THREAD_PREFIX`].
+    /// The threads of this process named with [`ROUTER_THREAD_PREFIX`] or the router's worker
+    /// prefix.
     EmbeddedThreads,
 }
 
@@ -51,7 +52,9 @@ impl CpuSample {
             RouterCpu::Unknown => (None, process),
             RouterCpu::Process(pid) => (process_cpu(&pid.to_string()).ok(), process),
             RouterCpu::EmbeddedThreads => {
-                let threads = threads_cpu("self", ROUTER_THREAD_PREFIX).ok()?;
+                // The runtime that started the router, and the router's session workers.
+                let threads = threads_cpu("self", ROUTER_THREAD_PREFIX).ok()?
+                    + threads_cpu("self", roundhouse::workers::THREAD_NAME_PREFIX).ok()?;
                 (Some(threads), process.saturating_sub(threads))
             }
         };

@@ -57,25 +57,27 @@ impl Target {
         }
     }
 
-    /// Starts Roundhouse in this process on its own runtime with `threads` workers (default: one per
-    /// CPU), serving `realm` on 127.0.0.1 and an ephemeral port.
+    /// Starts Roundhouse in this process with `threads` session workers (default: the router's),
+    /// serving `realm` on 127.0.0.1 and an ephemeral port.
     pub fn in_process(realm: &str, threads: Option<usize>, tuning: Tuning) -> Result<Target, String> {
         let threads = threads.unwrap_or_else(default_threads);
+        // The router runs its sessions on `threads` workers of its own; this runtime keeps its
+        // timers and the tasks that outlive a session.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(1)
             .thread_name(cpu::ROUTER_THREAD_PREFIX)
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the embedded router's runtime: {e}"))?;
-        let router = runtime
-            .block_on(Router::start(router_config(realm, tuning)))
-            .map_err(|e| format!("cannot start the embedded router: {e}"))?;
+        let config = RouterConfig { worker_threads: threads, ..router_config(realm, tuning) };
+        let router =
+            runtime.block_on(Router::start(config)).map_err(|e| format!("cannot start the embedded router: {e}"))?;
         Ok(Target {
             url: router.url(),
             router_cpu: RouterCpu::EmbeddedThreads,
             router_pid: None,
             description: format!(
-                "embedded Roundhouse {} in-process ({threads} router threads)",
+                "embedded Roundhouse {} in-process ({threads} router workers)",
                 env!("CARGO_PKG_VERSION")
             ),
             embedded: Embedded::InProcess(runtime, router),
@@ -116,7 +118,7 @@ impl Target {
             router_cpu: RouterCpu::Process(pid),
             router_pid: Some(pid),
             description: format!(
-                "embedded Roundhouse {} in child process {pid} ({} router threads)",
+                "embedded Roundhouse {} in child process {pid} ({} router workers)",
                 env!("CARGO_PKG_VERSION"),
                 threads.unwrap_or_else(default_threads)
             ),
@@ -161,8 +163,9 @@ impl Target {
     }
 }
 
+/// The router's own default: its session workers (see `roundhouse::workers::default_count`).
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    roundhouse::workers::default_count()
 }
 
 fn router_config(realm: &str, tuning: Tuning) -> RouterConfig {

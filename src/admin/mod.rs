@@ -1,4 +1,5 @@
-//! The admin listener: its own address (never the WAMP port), on the router's runtime.
+//! The admin listener: its own address (never the WAMP port), on the runtime that starts it (the
+//! `roundhouse` binary's main thread), never on a session worker (see [`crate::workers`]).
 //!
 //! | path | answer |
 //! |---|---|

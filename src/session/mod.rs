@@ -1,5 +1,7 @@
 //! Sessions: one per connection, run as a reader (this connection's inbound messages, the
-//! protocol state machine in [`protocol`]) and a writer ([`writer`]) joined by a queue.
+//! protocol state machine in [`protocol`]) and a writer ([`writer`]) joined by a queue. Both run
+//! on the session's worker thread ([`crate::workers`]), so a session's own replies, and messages
+//! from sessions of the same worker, reach its writer without a cross-thread wake-up.
 //!
 //! Other sessions reach a session only through its [`SessionHandle`]: they put [`Outbound`] items
 //! in its [`outbox::Outbox`]. The writer drains the queue in batches and flushes the socket once
@@ -124,6 +126,8 @@ pub struct SessionHandle {
     peer: Option<std::net::SocketAddr>,
     /// The counters of the realm it joined; set once, at WELCOME.
     metrics: std::sync::OnceLock<Arc<crate::metrics::RealmMetrics>>,
+    /// The worker its reader and writer run on (see [`crate::workers`]).
+    worker: Option<usize>,
 }
 
 /// Who a session is, as WELCOME told it, and what it announced in HELLO.
@@ -211,6 +215,7 @@ impl SessionHandle {
             transport,
             peer,
             metrics: std::sync::OnceLock::new(),
+            worker: crate::workers::current(),
         };
         (Arc::new(handle), rx)
     }
@@ -291,6 +296,12 @@ impl SessionHandle {
     /// The peer's address.
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
         self.peer
+    }
+
+    /// The index of the worker the session runs on; `None` for a session made off the workers
+    /// (benches that drive a handle themselves).
+    pub fn worker(&self) -> Option<usize> {
+        self.worker
     }
 
     /// The counters of the session's realm; `None` before it joined.

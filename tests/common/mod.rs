@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 pub const REALM: &str = "realm1";
 
-/// A router on 127.0.0.1 with an ephemeral port and test-friendly timeouts.
+/// A router on 127.0.0.1 with an ephemeral port and test-friendly timeouts, with two session
+/// workers whatever the machine, so sessions of a test run on different threads.
 pub async fn router() -> RouterHandle {
     router_with(|_| {}).await
 }
@@ -26,6 +27,7 @@ pub async fn router_with(adjust: impl FnOnce(&mut RouterConfig)) -> RouterHandle
         realms: vec![RealmConfig::named(REALM), RealmConfig::named("realm2")],
         handshake_timeout_ms: 2_000,
         shutdown_timeout_ms: 1_000,
+        worker_threads: 2,
         ..RouterConfig::default()
     };
     adjust(&mut config);
