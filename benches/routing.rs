@@ -140,57 +140,48 @@ fn route_under_churn(c: &mut Criterion) {
     for rule in InvocationRule::ALL {
         let callees = if rule == InvocationRule::Single { 1 } else { 16 };
         let registry = Arc::new(registry(rule, callees));
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let (registry, stop) = (registry.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if rule != InvocationRule::Single {
-                        let id = registry.register(PROCEDURE, rule, loaded(500_000, None)).unwrap().id;
-                        registry.unregister(id, 500_000);
-                    }
-                    let uri = format!("com.example.churn.p{}", i % 64);
-                    let id = registry.register(&uri, InvocationRule::First, loaded(600_000, None)).unwrap().id;
-                    registry.unregister(id, 600_000);
-                    i += 1;
-                }
-            })
-        };
-        group.bench_with_input(BenchmarkId::new(rule.as_str(), callees), &registry, |b, r| {
-            b.iter(|| r.lookup(black_box(PROCEDURE)).and_then(|reg| reg.pick()))
+        churning(&registry, rule, None, || {
+            group.bench_with_input(BenchmarkId::new(rule.as_str(), callees), &registry, |b, r| {
+                b.iter(|| r.lookup(black_box(PROCEDURE)).and_then(|reg| reg.pick()))
+            });
         });
-        stop.store(true, Ordering::Relaxed);
-        writer.join().unwrap();
     }
     for (label, rule, concurrency) in loaded_variants() {
         let callees = if rule == InvocationRule::Single { 1 } else { 16 };
         let registry = Arc::new(loaded_registry(rule, callees, concurrency));
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let (registry, stop) = (registry.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if rule != InvocationRule::Single {
-                        let id = registry.register(PROCEDURE, rule, loaded(500_000, concurrency)).unwrap().id;
-                        registry.unregister(id, 500_000);
-                    }
-                    let uri = format!("com.example.churn.p{}", i % 64);
-                    let id = registry.register(&uri, InvocationRule::First, loaded(600_000, None)).unwrap().id;
-                    registry.unregister(id, 600_000);
-                    i += 1;
-                }
-            })
-        };
         let (keys, next) = (keys(), Cell::new(0));
-        group.bench_with_input(BenchmarkId::new(&label, callees), &registry, |b, r| {
-            b.iter(|| select_and_release(r, rule, &keys, &next))
+        churning(&registry, rule, concurrency, || {
+            group.bench_with_input(BenchmarkId::new(&label, callees), &registry, |b, r| {
+                b.iter(|| select_and_release(r, rule, &keys, &next))
+            });
         });
-        stop.store(true, Ordering::Relaxed);
-        writer.join().unwrap();
     }
     group.finish();
+}
+
+/// Runs `measure` while a writer thread joins and leaves `registry`'s procedure under `rule` (a
+/// member with `concurrency`) and creates and deletes other procedures on the same shards.
+fn churning(registry: &Arc<Registry<Loaded>>, rule: InvocationRule, concurrency: Option<u64>, measure: impl FnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (registry, stop) = (registry.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if rule != InvocationRule::Single {
+                    let id = registry.register(PROCEDURE, rule, loaded(500_000, concurrency)).unwrap().id;
+                    registry.unregister(id, 500_000);
+                }
+                let uri = format!("com.example.churn.p{}", i % 64);
+                let id = registry.register(&uri, InvocationRule::First, loaded(600_000, None)).unwrap().id;
+                registry.unregister(id, 600_000);
+                i += 1;
+            }
+        })
+    };
+    measure();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
 }
 
 criterion_group! {
