@@ -317,7 +317,7 @@ async fn runmode_partition_routes_any_shared_registration_by_rkey() {
     let router = router().await;
     let (mut members, _) = Members::join(&router, &[invoke("random"), invoke("random")]).await;
     let mut caller = join(&router, Serializer::Json).await;
-    refused(&mut caller, Dict::new().with("runmode", "all"), "wamp.error.invalid_argument").await;
+    refused(&mut caller, Dict::new().with("runmode", "everywhere"), "wamp.error.invalid_argument").await;
     // Without `runmode` an rkey is ignored by the contract's rules.
     keyed_call(&mut caller, Dict::new().with("rkey", "user-1")).await;
     let (member, invocation) = members.receive().await;

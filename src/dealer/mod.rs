@@ -52,6 +52,8 @@ pub const FEATURES: &[&str] = &[
     // `REGISTER.Options.force_reregister` (Crossbar's option): a principal's new session takes
     // over its stale `single` registration.
     "_force_reregister",
+    // `CALL.Options.runmode: "all"`: a call to every member, one progressive RESULT each.
+    "_runmode_all",
 ];
 
 /// What a callee asked for in `REGISTER.Options`, kept with its membership.
@@ -349,6 +351,24 @@ impl Dealer {
             ));
         }
         options.disclose_me |= disclose;
+        if options.all {
+            let timeouts = (options.timeout_ms > 0).then(|| self.timeouts.clone());
+            let called = pattern.then(|| procedure.into());
+            let disclose_callee = self.allow_disclose_caller;
+            call::dispatch_all(
+                registration,
+                caller,
+                request,
+                token,
+                options,
+                payload,
+                timeouts,
+                called,
+                disclose_callee,
+            )
+            .await;
+            return Ok(());
+        }
         // The key routes the call only under a keyed rule or `runmode: "partition"`; there it is
         // required.
         if registration.policy == InvocationRule::JumpConsistentHash || options.partition {
@@ -426,13 +446,14 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
             ))
         }
     };
-    let partition = match options.get("runmode") {
-        None => false,
-        Some(Value::Str(mode)) if mode == "partition" => true,
+    let (partition, all) = match options.get("runmode") {
+        None => (false, false),
+        Some(Value::Str(mode)) if mode == "partition" => (true, false),
+        Some(Value::Str(mode)) if mode == "all" => (false, true),
         Some(other) => {
             return Err(Refusal::new(
                 WampError::InvalidArgument,
-                format!("CALL.Options.runmode must be \"partition\", got {}", other.describe()),
+                format!("CALL.Options.runmode must be \"partition\" or \"all\", got {}", other.describe()),
             ))
         }
     };
@@ -453,5 +474,6 @@ fn call_options(options: &Dict) -> Result<CallOptions, Refusal> {
         callee,
         partition,
         rkey,
+        all,
     })
 }

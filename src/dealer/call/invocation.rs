@@ -10,10 +10,10 @@ use super::{fail, CallOptions};
 use crate::dealer::registry::{MemberLoad, Selected};
 use crate::dealer::timeout::Timeouts;
 use crate::dealer::{Callee, Registration};
-use crate::error::WampError;
+use crate::error::{Refusal, WampError};
 use crate::session::SessionHandle;
 use crate::sync::Mutex;
-use crate::wire::{Dict, Message, Payload, RawPayload};
+use crate::wire::{Dict, Message, MessageType, Payload, RawPayload};
 
 /// A call routed to a callee: queued for its writer, then pending in its invocation table until
 /// answered. See the module docs for the obligation it carries.
@@ -93,6 +93,9 @@ impl Invocation {
         self.settled = true;
         // Freed before the caller can see the answer, so its next call finds the slot free.
         self.release_slot();
+        if self.options.all {
+            return super::all::member_answered(&self, answer);
+        }
         super::end(&self.caller, self.caller_request, self.token, answer);
     }
 
@@ -100,6 +103,10 @@ impl Invocation {
     pub fn fail(mut self: Box<Self>, error: WampError, reason: &str) {
         self.settled = true;
         self.release_slot();
+        if self.options.all {
+            let answer = Refusal::new(error, reason).to_message(MessageType::Call, self.caller_request);
+            return super::all::member_answered(&self, answer);
+        }
         fail(&self.caller, self.caller_request, self.token, error, reason);
     }
 
@@ -120,7 +127,9 @@ impl Invocation {
 
     /// Why no member may serve the call.
     pub(super) fn nobody(&self) -> (WampError, &'static str) {
-        if self.registration.members().is_empty() {
+        if self.options.all {
+            (WampError::NoAvailableCallee, "the member left or could not take the call")
+        } else if self.registration.members().is_empty() {
             (WampError::NoSuchProcedure, "no callee is registered for the procedure any more")
         } else if self.options.callee.is_some() {
             (WampError::NoAvailableCallee, "the session named by _callee is not a callee of the procedure")
@@ -151,6 +160,13 @@ impl Drop for Invocation {
     fn drop(&mut self) {
         if !self.settled {
             tracing::debug!(session = self.caller.id, request = self.caller_request, "call dropped unanswered");
+            if self.options.all {
+                let reason = "the call was lost in the router";
+                let answer =
+                    Refusal::new(WampError::Canceled, reason).to_message(MessageType::Call, self.caller_request);
+                super::all::member_answered(self, answer);
+                return self.release_slot();
+            }
             fail(&self.caller, self.caller_request, self.token, WampError::Canceled, "the call was lost in the router");
         }
         self.release_slot();

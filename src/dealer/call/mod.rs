@@ -32,7 +32,8 @@
 //!
 //! The routed call and the callee's table of calls it serves are in [`invocation`]; routing a call
 //! to a member, and again when it must move, in [`route`]; calls waiting for a member with a free
-//! concurrency slot, in [`queue`].
+//! concurrency slot, in [`queue`]; a call sent to every member at once (`runmode: "all"`), in
+//! [`all`].
 //!
 //! # Slots
 //! A call routed to a member holds one of the member's slots (its `concurrency`, unlimited by
@@ -44,6 +45,7 @@
 //! while waiting. Answers are queued without waiting ([`crate::session::outbox`]), which is what
 //! makes sending them inside the call table's lock possible.
 
+mod all;
 mod invocation;
 pub mod queue;
 mod route;
@@ -63,6 +65,7 @@ use crate::wire::{Dict, Message, MessageType, Payload, Value};
 
 use super::timeout::{Timeouts, TimerKey};
 
+pub use all::dispatch_all;
 pub use invocation::{payload_size, AtLimit, Invocation, InvocationTable, Serving};
 pub use queue::{CallQueue, QueueBounds};
 pub use route::{dispatch, reroute};
@@ -91,6 +94,8 @@ pub struct CallOptions {
     /// The hash of `rkey` (see [`crate::dealer::rule::rkey_hash`]), kept only when the call is
     /// routed by it.
     pub rkey: Option<u64>,
+    /// `runmode: "all"`: the call goes to every member (see [`all`]).
+    pub all: bool,
 }
 
 /// How a CANCEL (or a timeout) ends a call.
@@ -171,6 +176,8 @@ struct Entry {
     tag: CallTag,
     /// Parked in this registration's queue (with the deadline of its wait there, if any).
     parked: Option<Parked>,
+    /// A call sent to every member (`runmode: "all"`): the members that still owe an answer.
+    all: Option<all::Fanout>,
 }
 
 struct Parked {
@@ -233,7 +240,15 @@ impl CallTable {
                 }
                 calls.next_token += 1;
                 let stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
-                slot.insert(Entry { token: calls.next_token, stage, streaming, timer: None, tag, parked: None });
+                slot.insert(Entry {
+                    token: calls.next_token,
+                    stage,
+                    streaming,
+                    timer: None,
+                    tag,
+                    parked: None,
+                    all: None,
+                });
                 Opened::New(calls.next_token)
             }
         }
@@ -271,20 +286,27 @@ pub fn end(caller: &SessionHandle, request: u64, token: u64, answer: Message) ->
     if entry.token != token {
         return false;
     }
-    let Some(entry) = calls.entries.remove(&request) else { return false };
+    let parked = end_locked(caller, &mut calls, request, answer);
+    drop(calls);
+    if let Some(registration) = parked {
+        queue::remove(&registration, caller.id, request, token);
+    }
+    true
+}
+
+/// [`end`] with the caller's table locked already (the entry is known to be the call); returns
+/// the registration whose queue still holds the call.
+fn end_locked(caller: &SessionHandle, calls: &mut Calls, request: u64, answer: Message) -> Option<Arc<Registration>> {
+    let entry = calls.entries.remove(&request)?;
     let tag = entry.tag;
-    let parked = finish(&mut calls, &caller.calls.started, request, entry);
+    let parked = finish(calls, &caller.calls.started, request, entry);
     if let Some(metrics) = caller.metrics() {
         metrics.call_ended(&tag, &answer);
     }
     // A caller that stopped reading is closed as a slow consumer by the push; its calls are
     // gone with it, so there is nobody left to answer.
     let _ = caller.push(Outbound::Message(Box::new(answer)));
-    drop(calls);
-    if let Some(registration) = parked {
-        queue::remove(&registration, caller.id, request, token);
-    }
-    true
+    parked
 }
 
 /// Bookkeeping of an entry leaving the table; returns the registration whose queue still holds
@@ -405,6 +427,9 @@ pub fn start(
 ) -> Option<Vec<Chunk>> {
     let mut calls = caller.calls.calls.lock();
     let entry = calls.entries.get_mut(&request).filter(|e| e.token == token)?;
+    if let Some(fanout) = &mut entry.all {
+        fanout.started(callee, invocation);
+    }
     let running = Stage::Running { callee: Arc::downgrade(callee), invocation, registration };
     match std::mem::replace(&mut entry.stage, running) {
         Stage::Queued { chunks, bytes } => {
@@ -420,7 +445,7 @@ fn requeue(call: &Invocation) -> bool {
     let mut calls = call.caller.calls.calls.lock();
     match calls.entries.get_mut(&call.caller_request).filter(|e| e.token == call.token) {
         Some(entry) => {
-            if matches!(entry.stage, Stage::Running { .. }) {
+            if matches!(entry.stage, Stage::Running { .. }) && entry.all.is_none() {
                 entry.stage = Stage::Queued { chunks: Vec::new(), bytes: 0 };
             }
             true
@@ -508,6 +533,11 @@ pub fn cancel(caller: &SessionHandle, request: u64, token: Option<u64>, mode: Ca
     };
     let calls = caller.calls.calls.lock();
     let Some(entry) = calls.entries.get(&request).filter(|e| token.is_none_or(|t| t == e.token)) else { return };
+    if entry.all.is_some() {
+        let token = entry.token;
+        drop(calls);
+        return all::cancel(caller, request, token, mode, error, reason);
+    }
     let running = match &entry.stage {
         Stage::Queued { .. } => None,
         Stage::Running { callee, invocation, .. } => callee.upgrade().map(|c| (c, *invocation)),
@@ -568,7 +598,7 @@ pub fn complete(callee: &SessionHandle, invocation: u64, outcome: Outcome) {
     let request = call.caller_request;
     match error {
         // A call already sent in chunks cannot move: its new callee would miss the first ones.
-        Some(error) if error == WampError::Unavailable.uri() && !call.options.progress => {
+        Some(error) if error == WampError::Unavailable.uri() && !call.options.progress && !call.options.all => {
             call.unavailable.push(callee.id);
             let limit = call
                 .registration
@@ -641,6 +671,10 @@ pub fn caller_gone(caller: &SessionHandle) {
                 timeouts.cancel(key);
             }
             queue::remove(&registration, caller.id, request, entry.token);
+        }
+        if let Some(fanout) = entry.all {
+            fanout.abandon(CancelMode::KillNoWait, WampError::Canceled);
+            continue;
         }
         let Stage::Running { callee, invocation, .. } = entry.stage else { continue };
         let Some(callee) = callee.upgrade() else { continue };

@@ -35,6 +35,10 @@ async fn route(mut call: Box<Invocation>, mut chosen: Option<Callee>) {
                     callee
                 }
                 Selected::Unmetered(callee) => callee,
+                // Invoke-all waits for nobody: a member at its limit answers for itself.
+                Selected::Full if call.options.all => {
+                    return call.fail(WampError::NoAvailableCallee, "the member is at its concurrency limit")
+                }
                 Selected::Full => return queue::park(call),
                 Selected::Nobody => {
                     let (error, reason) = call.nobody();
@@ -86,7 +90,8 @@ fn prepare(call: &mut Invocation, callee: &Callee) -> bool {
     if let Some(procedure) = &call.called {
         details.insert("procedure", &**procedure);
     }
-    call.progress = call.options.receive_progress && features.progressive_call_results;
+    // A member of an invoke-all call answers once: its results are the caller's progress already.
+    call.progress = call.options.receive_progress && features.progressive_call_results && !call.options.all;
     if call.progress {
         details.insert("receive_progress", true);
     }

@@ -1,11 +1,12 @@
 'use strict';
 // Roundhouse's dealer extensions from Autobahn|JS, which sends REGISTER and CALL options as given:
 // the load-based invoke names, per-callee `concurrency` with the call queue, `rkey` with
-// `jump_consistent_hash` and `runmode: "partition"`, and `_callee`.
+// `jump_consistent_hash` and `runmode: "partition"`, `_callee`, and invoke-all (`runmode: "all"`).
 
 const assert = require('node:assert/strict');
 
 const {
+  autobahn,
   SERIALIZER_IDS,
   INVALID_ARGUMENT,
   bounded,
@@ -127,6 +128,33 @@ for (const ser of SERIALIZER_IDS) {
         assert.equal(await bounded(caller.session.call(uri, [], {}, options), `_callee ${name}`), name);
       }
       await expectError(caller.session.call(uri, [], {}, { _callee: caller.session.id }), NO_AVAILABLE_CALLEE, 'not a member');
+    });
+
+    scenario('runmode all reaches every member, one progressive result each, then the final one', ser, async (w) => {
+      const uri = newUri('all');
+      const names = ['A', 'B', 'C'];
+      for (const name of names) {
+        await registerNamed(await w.connect(name), uri, 'roundrobin');
+      }
+      const failing = await w.connect('D');
+      const fail = () => {
+        throw new autobahn.Error('com.example.oops', ['bad', 1]);
+      };
+      await bounded(failing.session.register(uri, fail, { invoke: 'roundrobin' }), `REGISTER ${uri} by D`);
+      const caller = await w.connect('caller');
+      // Autobahn|JS hands a progressive RESULT to its deferred's notify(), which native promises
+      // lack: this caller's deferreds record them.
+      const progress = [];
+      caller.session._defer = () => {
+        const d = { notify: (result) => progress.push(result) };
+        d.promise = new Promise((resolve, reject) => Object.assign(d, { resolve, reject }));
+        return d;
+      };
+      const all = caller.session.call(uri, ['x'], {}, { runmode: 'all', receive_progress: true });
+      assert.equal(await bounded(all, 'invoke-all call'), null, 'the final RESULT is empty');
+      assert.deepEqual(progress.filter((r) => typeof r === 'string').sort(), names);
+      assert.deepEqual(progress.filter((r) => typeof r !== 'string').map((r) => r.args), [['bad', 1]]);
+      await expectError(caller.session.call(uri, [], {}, { runmode: 'all' }), INVALID_ARGUMENT, 'without receive_progress');
     });
   });
 }
