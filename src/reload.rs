@@ -62,17 +62,17 @@ pub fn reload(shared: &RouterShared, new: RouterConfig) -> Result<ReloadReport, 
     for hook in &hooks {
         hook.check(&new).map_err(ConfigError::Invalid)?;
     }
-    // The realms' principals, roles and permissions: all or nothing by itself, and the last step
-    // that can refuse, so a refusal still leaves everything as it was.
     // Procedure tables: compiled before anything is swapped (validate() checked them already).
     let mut procedures = Vec::new();
     for realm in &new.realms {
         let Some(running) = shared.realms.get(&realm.name) else { continue };
         let rules = crate::dealer::rule::ProcedureRules::compile(&realm.procedures)
             .map_err(|reason| ConfigError::Invalid(format!("realm '{}': {reason}", realm.name)))?;
-        let before = shared.config.realms.iter().find(|r| r.name == realm.name).map(|r| &r.procedures);
-        procedures.push((running.clone(), rules, before != Some(&realm.procedures)));
+        let changed = running.dealer.procedure_rules().rules() != rules.rules();
+        procedures.push((running.clone(), rules, changed));
     }
+    // The realms' principals, roles and permissions: all or nothing by itself, and the last step
+    // that can refuse, so a refusal still leaves everything as it was.
     let security = crate::auth::apply_config(shared, &new).map_err(ConfigError::Invalid)?;
     for (realm, rules, changed) in procedures {
         if changed {

@@ -158,6 +158,11 @@ impl Dealer {
         self.procedures.store(Arc::new(rules));
     }
 
+    /// The procedure tables in force.
+    pub fn procedure_rules(&self) -> Arc<ProcedureRules> {
+        self.procedures.load_full()
+    }
+
     /// The realm's call timeouts (deadlines pending), for inspection.
     pub fn timeouts(&self) -> &timeout::Timeouts {
         &self.timeouts
