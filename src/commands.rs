@@ -106,6 +106,31 @@ pub fn explain(config: &RouterConfig) -> String {
                 let _ = writeln!(out, "    may use admin meta procedures: {}", admin.join(", "));
             }
         }
+        for procedure in &realm.procedures {
+            let mut sets = Vec::new();
+            if let Some(invoke) = &procedure.invoke {
+                sets.push(format!("invoke {invoke}"));
+            }
+            if let Some(rkey) = &procedure.rkey {
+                sets.push(format!("key from {rkey}"));
+            }
+            for (key, value) in [
+                ("concurrency", procedure.concurrency),
+                ("max_queued_calls", procedure.max_queued_calls),
+                ("max_queue_ms", procedure.max_queue_ms),
+            ] {
+                if let Some(value) = value {
+                    sets.push(format!("{key} {value}"));
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  procedure {:?} {:?}: {} (over what callees ask)",
+                procedure.uri,
+                procedure.policy,
+                sets.join(", ")
+            );
+        }
     }
     out
 }

@@ -200,6 +200,42 @@ pub struct RealmConfig {
     /// register, publish and subscribe everywhere except the meta API's admin procedures.
     #[serde(default = "default_roles", rename = "role")]
     pub roles: Vec<RoleConfig>,
+    /// Invocation rules and limits the router applies to registrations whose URI a table matches
+    /// (`[[realm.procedure]]`), whatever their REGISTER asks for; see [`ProcedureConfig`].
+    #[serde(default, rename = "procedure", skip_serializing_if = "Vec::is_empty")]
+    pub procedures: Vec<ProcedureConfig>,
+}
+
+/// One `[[realm.procedure]]` table: how calls to the registrations it matches are invoked. The
+/// config wins over the callee: a key set here replaces the REGISTER option of the same meaning
+/// (a REGISTER asking for another `invoke` is not refused, it gets this one); keys left out keep
+/// what the REGISTER asked. Tables are ranked as pattern registrations are (exact, then the
+/// longest prefix, then the best wildcard; equal ones to the earliest) and the one winner applies.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureConfig {
+    /// The registration URI (or prefix, or wildcard pattern) the table is for; matched against
+    /// the URI a REGISTER names.
+    pub uri: String,
+    /// How `uri` matches: `exact` (default), `prefix` or `wildcard`.
+    #[serde(default, rename = "match")]
+    pub policy: crate::auth::config::RuleMatch,
+    /// The invocation rule: any name `REGISTER.Options.invoke` takes, extensions included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoke: Option<String>,
+    /// Calls each member may have in flight (at least 1); more wait in the registration's queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u64>,
+    /// Calls the registration's queue holds (as `REGISTER.Options._max_queued_calls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued_calls: Option<u64>,
+    /// Milliseconds a call may wait in the queue (as `REGISTER.Options._max_queue_ms`; 0: no bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_ms: Option<u64>,
+    /// With `invoke = "jump_consistent_hash"`: where a call's key comes from, `"option"`
+    /// (`CALL.Options.rkey`, the default), `"kwargs.NAME"` or `"args.N"` (the call's payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rkey: Option<String>,
 }
 
 fn yes() -> bool {
@@ -222,6 +258,7 @@ impl RealmConfig {
             authenticator: None,
             require_tls: Vec::new(),
             roles: default_roles(),
+            procedures: Vec::new(),
         }
     }
 }
@@ -362,6 +399,10 @@ impl RouterConfig {
                 .map_err(|reason| ConfigError::Invalid(format!("realm '{}': {reason}", realm.name)))?;
         }
         crate::auth::check_authenticator_realms(&self.realms).map_err(ConfigError::Invalid)?;
+        for realm in &self.realms {
+            crate::dealer::rule::ProcedureRules::compile(&realm.procedures)
+                .map_err(|reason| ConfigError::Invalid(format!("realm '{}': {reason}", realm.name)))?;
+        }
         if let Some(twice) =
             self.realms.iter().enumerate().find(|(i, r)| self.realms[..*i].iter().any(|o| o.name == r.name))
         {

@@ -41,9 +41,15 @@ impl Realm {
         max_buffered_chunks: usize,
         metrics: Arc<RealmMetrics>,
     ) -> Self {
+        let dealer = Dealer::new(shards, config.allow_disclose_caller, max_buffered_chunks, metrics.clone());
+        match crate::dealer::rule::ProcedureRules::compile(&config.procedures) {
+            Ok(rules) => dealer.set_procedure_rules(rules),
+            // Validated before; should it not be, callees' own options apply.
+            Err(reason) => tracing::error!(realm = config.name, reason, "invalid procedure rules; none applied"),
+        }
         Realm {
             name: config.name.clone(),
-            dealer: Dealer::new(shards, config.allow_disclose_caller, max_buffered_chunks, metrics.clone()),
+            dealer,
             broker: Broker::new(shards).with_metrics(metrics.clone()),
             sessions: DashMap::default(),
             limits,

@@ -62,9 +62,29 @@ pub fn reload(shared: &RouterShared, new: RouterConfig) -> Result<ReloadReport, 
     for hook in &hooks {
         hook.check(&new).map_err(ConfigError::Invalid)?;
     }
+    // Procedure tables: compiled before anything is swapped (validate() checked them already).
+    let mut procedures = Vec::new();
+    for realm in &new.realms {
+        let Some(running) = shared.realms.get(&realm.name) else { continue };
+        let rules = crate::dealer::rule::ProcedureRules::compile(&realm.procedures)
+            .map_err(|reason| ConfigError::Invalid(format!("realm '{}': {reason}", realm.name)))?;
+        let changed = running.dealer.procedure_rules().rules() != rules.rules();
+        procedures.push((running.clone(), rules, changed));
+    }
     // The realms' principals, roles and permissions: all or nothing by itself, and the last step
     // that can refuse, so a refusal still leaves everything as it was.
     let security = crate::auth::apply_config(shared, &new).map_err(ConfigError::Invalid)?;
+    for (realm, rules, changed) in procedures {
+        if changed {
+            tracing::info!(
+                realm = realm.name,
+                tables = rules.rules().len(),
+                "procedure rules reloaded: registrations created from now on follow them; existing \
+                 registrations keep their rule, concurrency and queue until their last member leaves"
+            );
+        }
+        realm.dealer.set_procedure_rules(rules);
+    }
     for (state, live) in swaps {
         state.swap(live);
     }
@@ -75,7 +95,7 @@ pub fn reload(shared: &RouterShared, new: RouterConfig) -> Result<ReloadReport, 
         new.realms
             .iter()
             .filter(|realm| shared.realms.contains_key(&realm.name))
-            .map(|realm| format!("realm {}: principals, roles and permissions", realm.name)),
+            .map(|realm| format!("realm {}: principals, roles, permissions and procedure rules", realm.name)),
     );
     // Realms added or removed are named by `needs_restart` already (the `realm` key).
     security.close_removed();
@@ -142,7 +162,8 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
         realms
             .iter()
             // Principals, roles, anonymous admission, the authenticator and require_tls apply at
-            // once (crate::auth::apply_config).
+            // once (crate::auth::apply_config); procedure rules to registrations created after
+            // the reload (Dealer::set_procedure_rules).
             .map(
                 |RealmConfig {
                      name,
@@ -153,6 +174,7 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
                      authenticator: _,
                      require_tls: _,
                      roles: _,
+                     procedures: _,
                  }| { format!("{name}:{allow_disclose_caller}") },
             )
             .collect::<Vec<_>>()

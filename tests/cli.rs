@@ -114,6 +114,50 @@ fn check_config_explains_a_valid_file_and_exits_2_on_an_invalid_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("principal 'a'"));
 }
 
+/// Runs `check-config` on `text`; its exit code and what it printed (stdout, then stderr).
+fn check_config_text(text: &str) -> (Option<i32>, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("roundhouse-procedures-{}-{n}.toml", std::process::id()));
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN).args(["check-config"]).arg(&file).output().unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), printed)
+}
+
+#[test]
+fn check_config_accepts_procedure_blocks_and_names_what_is_wrong_with_one() {
+    // README's example.
+    let readme = include_str!("../README.md");
+    let example = readme.split("#### From the config").nth(1).unwrap();
+    let example = example.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    assert!(example.contains("[[realm.procedure]]"));
+    let (code, printed) = check_config_text(example);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains("procedure \"com.myapp.cart\" Exact: invoke jump_consistent_hash, key from kwargs.user_id"),
+        "{printed}"
+    );
+    let realm = "[[realm]]\nname = \"r\"\n[[realm.procedure]]\nuri = \"com.app.f\"\n";
+    for (block, reason) in [
+        ("invoke = \"fastest\"\n", "unknown invocation rule 'fastest'"),
+        ("invoke = \"random\"\nconcurrency = 0\n", "concurrency must be at least 1"),
+        ("invoke = \"jump_consistent_hash\"\nrkey = \"body.user\"\n", "rkey must be \"option\""),
+        ("invoke = \"jump_consistent_hash\"\nrkey = \"args.first\"\n", "rkey must be \"option\""),
+        ("invoke = \"roundrobin\"\nrkey = \"kwargs.user_id\"\n", "rkey applies only with invoke"),
+        ("match = \"prefix\"\n", "sets none of invoke"),
+        ("invoke = \"first\"\nmax_queue = 3\n", "unknown field `max_queue`"),
+    ] {
+        let (code, printed) = check_config_text(&format!("{realm}{block}"));
+        assert_eq!(code, Some(2), "{block}: {printed}");
+        assert!(printed.contains(reason), "{block}: {printed}");
+        if !reason.starts_with("unknown field") {
+            assert!(printed.contains("realm 'r': [[realm.procedure]] uri 'com.app.f'"), "{printed}");
+        }
+    }
+}
+
 #[test]
 fn hash_secret_prints_a_ticket_hash_never_the_secret() {
     use std::io::Write;

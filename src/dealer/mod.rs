@@ -24,7 +24,7 @@ use crate::metrics::CallTag;
 use call::{CallOptions, CancelMode, Chunk, Invocation, Opened, QueueBounds};
 use patterns::{PatternIndex, PatternKind};
 use registry::{Member, MemberLoad, RegisterError, Registry};
-use rule::InvocationRule;
+use rule::{InvocationRule, KeySource, ProcedureRules};
 
 /// The features the dealer announces in `WELCOME.Details.roles.dealer.features`: exactly what is
 /// implemented, nothing more.
@@ -126,6 +126,9 @@ pub struct Dealer {
     /// its callee; beyond that the caller waits.
     max_buffered_chunks: usize,
     metrics: Arc<crate::metrics::RealmMetrics>,
+    /// The realm config's `[[realm.procedure]]` tables; swapped whole on a config reload, read
+    /// by every REGISTER and by calls to keyed registrations.
+    procedures: arc_swap::ArcSwap<ProcedureRules>,
 }
 
 impl Dealer {
@@ -144,7 +147,22 @@ impl Dealer {
             allow_disclose_caller,
             max_buffered_chunks,
             metrics,
+            procedures: arc_swap::ArcSwap::from_pointee(ProcedureRules::default()),
         }
+    }
+
+    /// Puts the config's procedure tables in force. REGISTERs from now on follow them;
+    /// registrations that exist keep the rule, limits and queue they were created with (a member
+    /// joining one later joins under its rule), since changing the rule under calls in flight
+    /// would break what callers were promised (one key, one member). A keyed registration reads
+    /// where its key comes from at each call, from the tables in force.
+    pub fn set_procedure_rules(&self, rules: ProcedureRules) {
+        self.procedures.store(Arc::new(rules));
+    }
+
+    /// The procedure tables in force.
+    pub fn procedure_rules(&self) -> Arc<ProcedureRules> {
+        self.procedures.load_full()
     }
 
     /// The realm's call timeouts (deadlines pending), for inspection.
@@ -226,12 +244,22 @@ impl Dealer {
                 format!("procedure URI '{procedure}' is in the reserved wamp. namespace"),
             ));
         }
-        let rule = InvocationRule::from_option(options.get("invoke"))
+        let mut rule = InvocationRule::from_option(options.get("invoke"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
         let flag = |key: &str| options.get(key).and_then(Value::as_bool).unwrap_or(false);
-        let concurrency = count_option(options, "concurrency", 1)?;
-        let max_calls = count_option(options, "_max_queued_calls", 0)?;
-        let max_wait_ms = count_option(options, "_max_queue_ms", 0)?;
+        let mut concurrency = count_option(options, "concurrency", 1)?;
+        let mut max_calls = count_option(options, "_max_queued_calls", 0)?;
+        let mut max_wait_ms = count_option(options, "_max_queue_ms", 0)?;
+        // The realm's config wins, key by key, over what the callee asked (its REGISTER is still
+        // checked above: a malformed option is refused whatever the config says).
+        let procedures = self.procedures.load();
+        let configured = procedures.decide(procedure);
+        if let Some(configured) = configured {
+            rule = configured.invoke.unwrap_or(rule);
+            concurrency = configured.concurrency.or(concurrency);
+            max_calls = configured.max_queued_calls.or(max_calls);
+            max_wait_ms = configured.max_queue_ms.or(max_wait_ms);
+        }
         let queue = (concurrency.is_some() || max_calls.is_some() || max_wait_ms.is_some()).then(|| QueueBounds {
             max_calls: max_calls.map_or(QueueBounds::DEFAULT_MAX_CALLS, |n| usize::try_from(n).unwrap_or(usize::MAX)),
             max_wait_ms: max_wait_ms.unwrap_or(0),
@@ -242,10 +270,24 @@ impl Dealer {
             max_reroutes: options.get("max_reroutes").and_then(Value::as_u64),
         };
         let callee = Callee::new(callee.clone(), options, concurrency);
-        let registered = match PatternKind::of(policy) {
-            None => self.exact.register(procedure, rule, callee),
-            Some(kind) => self.patterns.register(procedure, kind, rule, callee),
+        let register = |rule: InvocationRule| match PatternKind::of(policy) {
+            None => self.exact.register(procedure, rule, callee.clone()),
+            Some(kind) => self.patterns.register(procedure, kind, rule, callee.clone()),
         };
+        let mut registered = register(rule);
+        if let (Some(configured), Err(RegisterError::DifferentRule(existing))) = (configured, &registered) {
+            // A registration created before a config reload keeps its rule; a member the config
+            // sends to it joins under that rule rather than being refused for the config's.
+            if configured.invoke.is_some() {
+                tracing::info!(
+                    procedure,
+                    existing = %existing,
+                    configured = %rule,
+                    "registration predates the configured rule; the new member joins under its rule"
+                );
+                registered = register(*existing);
+            }
+        }
         match registered {
             Ok(registered) => {
                 if let Some((registration, _)) = self.get(registered.id) {
@@ -368,6 +410,23 @@ impl Dealer {
             )
             .await;
             return Ok(());
+        }
+        // A keyed registration whose config names a path into the payload takes its key there
+        // (the config wins over `CALL.Options.rkey`); only these calls decode their payload.
+        if registration.policy == InvocationRule::JumpConsistentHash {
+            let procedures = self.procedures.load();
+            let configured = procedures.decide(&registration.uri).filter(|c| c.invoke == Some(registration.policy));
+            if let Some(source) = configured.map(|c| &c.key).filter(|k| **k != KeySource::Option) {
+                match source.key_of(&payload) {
+                    Ok(key) => options.rkey = Some(key),
+                    Err(reason) => {
+                        return refuse(Refusal::new(
+                            WampError::InvalidArgument,
+                            format!("a call to '{procedure}' is routed by key: {reason}"),
+                        ))
+                    }
+                }
+            }
         }
         // The key routes the call only under a keyed rule or `runmode: "partition"`; there it is
         // required.

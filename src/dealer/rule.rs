@@ -3,10 +3,19 @@
 //! The five rules of the shared-registration contract, and two load-based extensions under
 //! Bondy's names (so existing clients work) that read the router's own count of calls in flight
 //! per member (see [`super::registry::MemberLoad`]).
+//!
+//! It also owns the rules a realm's config sets per URI (`[[realm.procedure]]`,
+//! [`ProcedureRules`]): compiled once per config, ranked as pattern registrations are, and read
+//! by the dealer when a REGISTER creates or joins a registration.
 
+use std::collections::HashMap;
 use std::fmt;
 
-use crate::wire::Value;
+use super::call::QueueBounds;
+use crate::auth::config::RuleMatch;
+use crate::config::ProcedureConfig;
+use crate::wire::uri::{self, MatchPolicy};
+use crate::wire::{Payload, Value};
 
 /// `REGISTER.Options.invoke`, per the shared-registration contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,6 +154,194 @@ pub fn jump_consistent_hash(mut key: u64, buckets: usize) -> usize {
     bucket.max(0) as usize
 }
 
+/// Where a keyed call (`jump_consistent_hash`) takes its key from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `CALL.Options.rkey` (the default).
+    Option,
+    /// The call's keyword argument of this name (`kwargs.NAME`).
+    Kwarg(String),
+    /// The call's positional argument at this index (`args.N`).
+    Arg(usize),
+}
+
+impl KeySource {
+    /// Reads a config's `rkey`: `"option"`, `"kwargs.NAME"` or `"args.N"`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("rkey must be \"option\", \"kwargs.NAME\" or \"args.N\", got '{text}'");
+        match text.split_once('.') {
+            None if text == "option" => Ok(KeySource::Option),
+            Some(("kwargs", name)) if !name.is_empty() => Ok(KeySource::Kwarg(name.to_owned())),
+            Some(("args", index)) => index.parse().map(KeySource::Arg).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The hashed key of a call whose payload carries it, or why it has none. Decodes the
+    /// payload, so only keyed registrations whose config names a payload path pay for it.
+    pub fn key_of(&self, payload: &Payload) -> Result<u64, String> {
+        let (args, kwargs) = payload.to_values().map_err(|e| format!("the call's payload cannot be read: {e}"))?;
+        let (value, path) = match self {
+            KeySource::Option => unreachable!("CALL.Options.rkey is read with the call's options"),
+            KeySource::Kwarg(name) => (kwargs.get(name), format!("kwargs.{name}")),
+            KeySource::Arg(index) => (args.get(*index), format!("args.{index}")),
+        };
+        let value = value.ok_or_else(|| format!("the call has no {path}, which routes it by key"))?;
+        rkey_hash(value)
+            .ok_or_else(|| format!("the call's {path} must be a string or an integer, got {}", value.describe()))
+    }
+}
+
+/// What one `[[realm.procedure]]` table sets, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfiguredRule {
+    /// The URI (or pattern) the table matches.
+    pub uri: String,
+    /// How it matches.
+    pub policy: RuleMatch,
+    /// The invocation rule, when set.
+    pub invoke: Option<InvocationRule>,
+    /// Calls each member may have in flight, when set.
+    pub concurrency: Option<u64>,
+    /// `max_queued_calls`, when set.
+    pub max_queued_calls: Option<u64>,
+    /// `max_queue_ms`, when set.
+    pub max_queue_ms: Option<u64>,
+    /// Where keyed calls take their key from.
+    pub key: KeySource,
+}
+
+impl ConfiguredRule {
+    fn compile(config: &ProcedureConfig) -> Result<Self, String> {
+        let policy = match config.policy {
+            RuleMatch::Exact => MatchPolicy::Exact,
+            RuleMatch::Prefix => MatchPolicy::Prefix,
+            RuleMatch::Wildcard => MatchPolicy::Wildcard,
+        };
+        // A prefix is a string prefix, as a permission's is: it may be empty (every registration)
+        // or end with a dot.
+        let checked = match policy {
+            MatchPolicy::Prefix => config.uri.strip_suffix('.').unwrap_or(&config.uri),
+            _ => &config.uri,
+        };
+        if !(policy.accepts(checked) || (policy == MatchPolicy::Prefix && checked.is_empty())) {
+            return Err(format!("uri '{}' is not a valid {} URI", config.uri, policy.name()));
+        }
+        let invoke =
+            config.invoke.as_deref().map(|name| InvocationRule::from_option(Some(&Value::from(name)))).transpose()?;
+        if config.concurrency == Some(0) {
+            return Err("concurrency must be at least 1".to_owned());
+        }
+        let key = match &config.rkey {
+            None => KeySource::Option,
+            Some(_) if invoke != Some(InvocationRule::JumpConsistentHash) => {
+                return Err("rkey applies only with invoke = \"jump_consistent_hash\"".to_owned())
+            }
+            Some(text) => KeySource::parse(text)?,
+        };
+        if invoke.is_none()
+            && config.concurrency.is_none()
+            && config.max_queued_calls.is_none()
+            && config.max_queue_ms.is_none()
+        {
+            return Err("sets none of invoke, concurrency, max_queued_calls and max_queue_ms".to_owned());
+        }
+        Ok(ConfiguredRule {
+            uri: config.uri.clone(),
+            policy: config.policy,
+            invoke,
+            concurrency: config.concurrency,
+            max_queued_calls: config.max_queued_calls,
+            max_queue_ms: config.max_queue_ms,
+            key,
+        })
+    }
+
+    /// The queue bounds the table sets, or `None` when it sets neither a limit nor a bound (the
+    /// REGISTER's own options then decide).
+    pub fn queue(&self) -> Option<QueueBounds> {
+        (self.concurrency.is_some() || self.max_queued_calls.is_some() || self.max_queue_ms.is_some()).then(|| {
+            QueueBounds {
+                max_calls: self
+                    .max_queued_calls
+                    .map_or(QueueBounds::DEFAULT_MAX_CALLS, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                max_wait_ms: self.max_queue_ms.unwrap_or(0),
+            }
+        })
+    }
+
+    fn matches(&self, target: &str) -> bool {
+        match self.policy {
+            RuleMatch::Exact => self.uri == target,
+            RuleMatch::Prefix => target.starts_with(&self.uri),
+            RuleMatch::Wildcard => uri::wildcard_matches(&self.uri, target),
+        }
+    }
+}
+
+/// A realm's `[[realm.procedure]]` tables compiled for lookup, ranked as the permissions of a
+/// role are (see [`crate::auth::permissions`]) and as the dealer ranks pattern registrations: an
+/// exact table, else the longest prefix, else the wildcard of best [`uri::wildcard_rank`]; equal
+/// ones tie to the earliest in the config.
+#[derive(Debug, Default)]
+pub struct ProcedureRules {
+    rules: Vec<ConfiguredRule>,
+    exact: HashMap<String, usize>,
+    prefixes: Vec<usize>,
+    wildcards: Vec<usize>,
+}
+
+impl ProcedureRules {
+    /// Checks and compiles a realm's tables; the error names the table and what is wrong.
+    pub fn compile(configs: &[ProcedureConfig]) -> Result<Self, String> {
+        let mut compiled = ProcedureRules::default();
+        for (index, config) in configs.iter().enumerate() {
+            let rule = ConfiguredRule::compile(config)
+                .map_err(|reason| format!("[[realm.procedure]] uri '{}': {reason}", config.uri))?;
+            if compiled.rules.iter().any(|r| r.uri == rule.uri && r.policy == rule.policy) {
+                return Err(format!("[[realm.procedure]] uri '{}' is configured twice with one match", rule.uri));
+            }
+            match rule.policy {
+                RuleMatch::Exact => {
+                    compiled.exact.insert(rule.uri.clone(), index);
+                }
+                RuleMatch::Prefix => compiled.prefixes.push(index),
+                RuleMatch::Wildcard => compiled.wildcards.push(index),
+            }
+            compiled.rules.push(rule);
+        }
+        let rules = &compiled.rules;
+        // Stable sorts: equal keys keep config order.
+        compiled.prefixes.sort_by_key(|&i| std::cmp::Reverse(rules[i].uri.len()));
+        compiled.wildcards.sort_by(|&a, &b| uri::wildcard_rank(&rules[b].uri).cmp(&uri::wildcard_rank(&rules[a].uri)));
+        Ok(compiled)
+    }
+
+    /// True when the realm configures no procedure.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The table in force for a registration of `target` (its URI or pattern), if any.
+    pub fn decide(&self, target: &str) -> Option<&ConfiguredRule> {
+        if self.is_empty() {
+            return None;
+        }
+        let winner = self
+            .exact
+            .get(target)
+            .copied()
+            .or_else(|| self.prefixes.iter().copied().find(|&i| self.rules[i].matches(target)))
+            .or_else(|| self.wildcards.iter().copied().find(|&i| self.rules[i].matches(target)));
+        winner.map(|i| &self.rules[i])
+    }
+
+    /// The tables as compiled, in config order.
+    pub fn rules(&self) -> &[ConfiguredRule] {
+        &self.rules
+    }
+}
+
 impl fmt::Display for InvocationRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -199,6 +396,62 @@ mod tests {
         assert_eq!(rkey_hash(&Value::Bool(true)), None);
         assert_eq!(jump_consistent_hash(rkey_hash(&Value::from("a")).unwrap(), 1), 0);
         assert_eq!(jump_consistent_hash(12345, 0), 0);
+    }
+
+    fn table(uri: &str, policy: RuleMatch, invoke: &str) -> ProcedureConfig {
+        ProcedureConfig {
+            uri: uri.to_owned(),
+            policy,
+            invoke: Some(invoke.to_owned()),
+            concurrency: None,
+            max_queued_calls: None,
+            max_queue_ms: None,
+            rkey: None,
+        }
+    }
+
+    #[test]
+    fn procedure_tables_rank_exact_then_longest_prefix_then_best_wildcard() {
+        let rules = ProcedureRules::compile(&[
+            table("com.app..get", RuleMatch::Wildcard, "random"),
+            table("com.", RuleMatch::Prefix, "first"),
+            table("com.app.", RuleMatch::Prefix, "last"),
+            table("com.app.users.get", RuleMatch::Exact, "roundrobin"),
+        ])
+        .unwrap();
+        let rule = |uri: &str| rules.decide(uri).and_then(|r| r.invoke);
+        assert_eq!(rule("com.app.users.get"), Some(InvocationRule::RoundRobin));
+        assert_eq!(rule("com.app.orders.get"), Some(InvocationRule::Last));
+        assert_eq!(rule("com.other"), Some(InvocationRule::First));
+        assert_eq!(rule("org.app.users.get"), None);
+        let wildcard = ProcedureRules::compile(&[table("org.app..get", RuleMatch::Wildcard, "random")]).unwrap();
+        assert_eq!(wildcard.decide("org.app.x.get").and_then(|r| r.invoke), Some(InvocationRule::Random));
+    }
+
+    #[test]
+    fn procedure_tables_refuse_what_cannot_apply() {
+        let refused = |config: ProcedureConfig| ProcedureRules::compile(&[config]).unwrap_err();
+        assert!(refused(table("com.a", RuleMatch::Exact, "bogus")).contains("unknown invocation rule 'bogus'"));
+        let mut zero = table("com.a", RuleMatch::Exact, "random");
+        zero.concurrency = Some(0);
+        assert!(refused(zero).contains("concurrency must be at least 1"));
+        let mut path = table("com.a", RuleMatch::Exact, "jump_consistent_hash");
+        path.rkey = Some("body.user".to_owned());
+        assert!(refused(path).contains("rkey must be"));
+        let mut unkeyed = table("com.a", RuleMatch::Exact, "random");
+        unkeyed.rkey = Some("kwargs.user".to_owned());
+        assert!(refused(unkeyed).contains("only with invoke"));
+        let mut empty = table("com.a", RuleMatch::Exact, "random");
+        empty.invoke = None;
+        assert!(refused(empty).contains("sets none"));
+        assert!(refused(table("com..a", RuleMatch::Exact, "random")).contains("not a valid exact URI"));
+        let twice =
+            ProcedureRules::compile(&[table("a.b", RuleMatch::Exact, "first"), table("a.b", RuleMatch::Exact, "last")]);
+        assert!(twice.unwrap_err().contains("twice"));
+        assert_eq!(KeySource::parse("args.0"), Ok(KeySource::Arg(0)));
+        assert_eq!(KeySource::parse("kwargs.user_id"), Ok(KeySource::Kwarg("user_id".to_owned())));
+        assert_eq!(KeySource::parse("option"), Ok(KeySource::Option));
+        assert!(KeySource::parse("args.x").is_err());
     }
 
     #[test]
