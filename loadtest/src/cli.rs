@@ -97,6 +97,12 @@ pub struct Cli {
     #[arg(long, value_parser = parse_slow_callee, value_name = "K:FACTOR")]
     pub slow_callee: Option<(usize, f64)>,
 
+    /// Each callee works on one call at a time (a call waits for the ones before it, then takes
+    /// its service time), so a slow callee has a capacity and builds a backlog when a rule sends
+    /// it more than it can serve; without it calls are served in parallel.
+    #[arg(long)]
+    pub serial_callees: bool,
+
     /// Callee sessions, each answering INVOCATIONs with a YIELD that echoes the payload [default:
     /// 4]. Chaos: callees alive at once, each replaced by a new one when it leaves [default: 10].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]

@@ -146,6 +146,7 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
                 concurrency: cli.concurrency,
                 max_queued_calls: cli.max_queued_calls,
                 service_times: cli.service_times(),
+                serial_callees: cli.serial_callees,
             };
             let mut results = Vec::new();
             for rule in &cli.rule.0 {

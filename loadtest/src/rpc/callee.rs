@@ -21,7 +21,8 @@ use crate::wamp;
 const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves INVOCATIONs until `stop` fires, counting them in `served`, each answered `service_time`
-/// after it arrived; then unregisters and leaves. `Err` describes a lost session or a failed
+/// after it arrived (`serial`: after the calls before it were answered, one at a time); then
+/// unregisters and leaves. `Err` describes a lost session or a failed
 /// UNREGISTER.
 pub async fn run(
     mut tx: Sender,
@@ -30,6 +31,7 @@ pub async fn run(
     served: Arc<AtomicU64>,
     stop: CancellationToken,
     service_time: Duration,
+    serial: bool,
 ) -> Result<(), String> {
     let lost = |e: ClientError| format!("callee session lost: {}", wamp::describe(&e));
     let stopped = stop.cancelled();
@@ -72,7 +74,12 @@ pub async fn run(
                 }
                 received = rx.recv_forever() => match received.map_err(lost)? {
                     Message::Invocation { request, payload, .. } => {
-                        working.push_back((Instant::now() + service_time, request, payload));
+                        // A serial callee starts a call when the one before it is done.
+                        let start = match working.back() {
+                            Some(last) if serial => last.0.max(Instant::now()),
+                            _ => Instant::now(),
+                        };
+                        working.push_back((start + service_time, request, payload));
                     }
                     other => {
                         answer(&mut tx, other).await?;

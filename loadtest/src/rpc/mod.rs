@@ -64,6 +64,8 @@ pub struct RpcSettings {
     pub max_queued_calls: Option<u64>,
     /// How long each callee (by registration order) takes to answer.
     pub service_times: Vec<Duration>,
+    /// Callees work on one call at a time instead of all at once.
+    pub serial_callees: bool,
 }
 
 /// Runs the load once with invocation `rule`. `Err` when the run could not be set up (router
@@ -87,7 +89,15 @@ pub async fn run_rule(s: &RpcSettings, rule: &'static str) -> Result<RpcResult, 
         })?;
         let served = Arc::new(AtomicU64::new(0));
         let (tx, rx) = client.split();
-        let task = tokio::spawn(callee::run(tx, rx, registration, served.clone(), stop.clone(), service_time));
+        let task = tokio::spawn(callee::run(
+            tx,
+            rx,
+            registration,
+            served.clone(),
+            stop.clone(),
+            service_time,
+            s.serial_callees,
+        ));
         callees.push((task, served));
     }
     let mut sessions = Vec::with_capacity(s.callers);
