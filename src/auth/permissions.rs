@@ -92,13 +92,54 @@ struct Rule {
     grant: Grant,
 }
 
-impl Rule {
-    fn matches(&self, target: &str) -> bool {
-        match self.policy {
-            RuleMatch::Exact => self.uri == target,
-            RuleMatch::Prefix => target.starts_with(&self.uri),
-            RuleMatch::Wildcard => uri::wildcard_matches(&self.uri, target),
+/// URI rules (exact, prefix, wildcard) indexed for the ranked lookup that permissions and the
+/// realm's procedure tables share: an exact rule, else the longest prefix, else the wildcard of
+/// best [`uri::wildcard_rank`], equal ones in the order given (the first exact rule of a URI wins).
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    keys: Vec<(String, RuleMatch)>,
+    exact: HashMap<String, usize>,
+    prefixes: Vec<usize>,
+    wildcards: Vec<usize>,
+}
+
+impl RuleIndex {
+    /// Indexes `rules` (URI and match of each, in config order); lookups return positions in it.
+    pub fn new<'a>(rules: impl IntoIterator<Item = (&'a str, RuleMatch)>) -> Self {
+        let mut index = RuleIndex::default();
+        for (position, (uri, policy)) in rules.into_iter().enumerate() {
+            match policy {
+                RuleMatch::Exact => {
+                    index.exact.entry(uri.to_owned()).or_insert(position);
+                }
+                RuleMatch::Prefix => index.prefixes.push(position),
+                RuleMatch::Wildcard => index.wildcards.push(position),
+            }
+            index.keys.push((uri.to_owned(), policy));
         }
+        let keys = &index.keys;
+        // Stable sorts: equal keys keep config order.
+        index.prefixes.sort_by_key(|&i| std::cmp::Reverse(keys[i].0.len()));
+        index.wildcards.sort_by(|&a, &b| uri::wildcard_rank(&keys[b].0).cmp(&uri::wildcard_rank(&keys[a].0)));
+        index
+    }
+
+    /// The position of the rule that decides `target` (a URI, or a pattern being registered or
+    /// subscribed), if any matches.
+    pub fn find(&self, target: &str) -> Option<usize> {
+        let matches = |&i: &usize| {
+            let (uri, policy) = &self.keys[i];
+            match policy {
+                RuleMatch::Exact => uri == target,
+                RuleMatch::Prefix => target.starts_with(uri.as_str()),
+                RuleMatch::Wildcard => uri::wildcard_matches(uri, target),
+            }
+        };
+        self.exact
+            .get(target)
+            .copied()
+            .or_else(|| self.prefixes.iter().copied().find(matches))
+            .or_else(|| self.wildcards.iter().copied().find(matches))
     }
 }
 
@@ -108,9 +149,7 @@ impl Rule {
 pub struct Role {
     name: String,
     rules: Vec<Rule>,
-    exact: HashMap<String, usize>,
-    prefixes: Vec<usize>,
-    wildcards: Vec<usize>,
+    index: RuleIndex,
     /// The grant of every URI outside `wamp.`, when one rule covers them all alike.
     uniform: Option<Grant>,
 }
@@ -123,26 +162,13 @@ impl Role {
             .iter()
             .map(|r| Rule { uri: r.uri.clone(), policy: r.policy, grant: Grant::of(r) })
             .collect();
-        let mut exact = HashMap::new();
-        let (mut prefixes, mut wildcards) = (Vec::new(), Vec::new());
-        for (index, rule) in rules.iter().enumerate() {
-            match rule.policy {
-                RuleMatch::Exact => {
-                    exact.entry(rule.uri.clone()).or_insert(index);
-                }
-                RuleMatch::Prefix => prefixes.push(index),
-                RuleMatch::Wildcard => wildcards.push(index),
-            }
-        }
-        // Stable sorts: equal keys keep config order.
-        prefixes.sort_by_key(|&i| std::cmp::Reverse(rules[i].uri.len()));
-        wildcards.sort_by(|&a, &b| uri::wildcard_rank(&rules[b].uri).cmp(&uri::wildcard_rank(&rules[a].uri)));
+        let index = RuleIndex::new(rules.iter().map(|r| (r.uri.as_str(), r.policy)));
         let uniform = match rules.as_slice() {
             [only] if only.policy == RuleMatch::Prefix && only.uri.is_empty() => Some(only.grant),
             [] => Some(Grant::DENY),
             _ => None,
         };
-        Role { name: config.name.clone(), rules, exact, prefixes, wildcards, uniform }
+        Role { name: config.name.clone(), rules, index, uniform }
     }
 
     /// The role's name.
@@ -152,13 +178,7 @@ impl Role {
 
     /// What this role may do with `target` (a URI, or a pattern a session registers or subscribes).
     pub fn decide(&self, target: &str) -> Grant {
-        let winner = self
-            .exact
-            .get(target)
-            .copied()
-            .or_else(|| self.prefixes.iter().copied().find(|&i| self.rules[i].matches(target)))
-            .or_else(|| self.wildcards.iter().copied().find(|&i| self.rules[i].matches(target)));
-        match winner.map(|i| &self.rules[i]) {
+        match self.index.find(target).map(|i| &self.rules[i]) {
             Some(rule) if is_admin_procedure(target) && !rule.uri.starts_with("wamp.") => Grant::DENY,
             Some(rule) => rule.grant,
             None => Grant::DENY,

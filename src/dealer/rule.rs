@@ -8,13 +8,13 @@
 //! [`ProcedureRules`]): compiled once per config, ranked as pattern registrations are, and read
 //! by the dealer when a REGISTER creates or joins a registration.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use super::call::QueueBounds;
 use crate::auth::config::RuleMatch;
+use crate::auth::permissions::RuleIndex;
 use crate::config::ProcedureConfig;
-use crate::wire::uri::{self, MatchPolicy};
+use crate::wire::uri::MatchPolicy;
 use crate::wire::{Payload, Value};
 
 /// `REGISTER.Options.invoke`, per the shared-registration contract.
@@ -269,51 +269,32 @@ impl ConfiguredRule {
             }
         })
     }
-
-    fn matches(&self, target: &str) -> bool {
-        match self.policy {
-            RuleMatch::Exact => self.uri == target,
-            RuleMatch::Prefix => target.starts_with(&self.uri),
-            RuleMatch::Wildcard => uri::wildcard_matches(&self.uri, target),
-        }
-    }
 }
 
 /// A realm's `[[realm.procedure]]` tables compiled for lookup, ranked as the permissions of a
-/// role are (see [`crate::auth::permissions`]) and as the dealer ranks pattern registrations: an
-/// exact table, else the longest prefix, else the wildcard of best [`uri::wildcard_rank`]; equal
-/// ones tie to the earliest in the config.
+/// role are (the same [`RuleIndex`]) and as the dealer ranks pattern registrations: an exact
+/// table, else the longest prefix, else the wildcard of best rank; equal ones tie to the earliest
+/// in the config.
 #[derive(Debug, Default)]
 pub struct ProcedureRules {
     rules: Vec<ConfiguredRule>,
-    exact: HashMap<String, usize>,
-    prefixes: Vec<usize>,
-    wildcards: Vec<usize>,
+    index: RuleIndex,
 }
 
 impl ProcedureRules {
     /// Checks and compiles a realm's tables; the error names the table and what is wrong.
     pub fn compile(configs: &[ProcedureConfig]) -> Result<Self, String> {
-        let mut compiled = ProcedureRules::default();
-        for (index, config) in configs.iter().enumerate() {
+        let mut rules: Vec<ConfiguredRule> = Vec::with_capacity(configs.len());
+        for config in configs {
             let rule = ConfiguredRule::compile(config)
                 .map_err(|reason| format!("[[realm.procedure]] uri '{}': {reason}", config.uri))?;
-            if compiled.rules.iter().any(|r| r.uri == rule.uri && r.policy == rule.policy) {
+            if rules.iter().any(|r| r.uri == rule.uri && r.policy == rule.policy) {
                 return Err(format!("[[realm.procedure]] uri '{}' is configured twice with one match", rule.uri));
             }
-            match rule.policy {
-                RuleMatch::Exact => {
-                    compiled.exact.insert(rule.uri.clone(), index);
-                }
-                RuleMatch::Prefix => compiled.prefixes.push(index),
-                RuleMatch::Wildcard => compiled.wildcards.push(index),
-            }
-            compiled.rules.push(rule);
+            rules.push(rule);
         }
-        let rules = &compiled.rules;
-        // Stable sorts: equal keys keep config order.
-        compiled.prefixes.sort_by_key(|&i| std::cmp::Reverse(rules[i].uri.len()));
-        compiled.wildcards.sort_by(|&a, &b| uri::wildcard_rank(&rules[b].uri).cmp(&uri::wildcard_rank(&rules[a].uri)));
+        let index = RuleIndex::new(rules.iter().map(|r| (r.uri.as_str(), r.policy)));
+        let compiled = ProcedureRules { rules, index };
         Ok(compiled)
     }
 
@@ -327,13 +308,7 @@ impl ProcedureRules {
         if self.is_empty() {
             return None;
         }
-        let winner = self
-            .exact
-            .get(target)
-            .copied()
-            .or_else(|| self.prefixes.iter().copied().find(|&i| self.rules[i].matches(target)))
-            .or_else(|| self.wildcards.iter().copied().find(|&i| self.rules[i].matches(target)));
-        winner.map(|i| &self.rules[i])
+        self.index.find(target).map(|i| &self.rules[i])
     }
 
     /// The tables as compiled, in config order.
