@@ -511,3 +511,48 @@ async fn a_full_queue_is_reported_rate_limited_with_every_refusal_counted() {
     close([callee, operator, caller]).await;
     assert_empty(&router).await;
 }
+
+/// A waiting call that only a busy member may serve (`_callee`) does not hold up the calls
+/// behind it: a slot freed on another member goes to the first call that can use it, and the
+/// targeted call runs when its member is free.
+#[tokio::test]
+async fn a_call_waiting_for_a_busy_member_does_not_block_the_queue() {
+    let router = router().await;
+    let mut a = peer(&router, CANCELING).await;
+    let mut b = peer(&router, CANCELING).await;
+    let id = a.register(P, limited("roundrobin", 1)).await.unwrap();
+    b.register(P, limited("roundrobin", 1)).await.unwrap();
+    let mut caller = peer(&router, &[]).await;
+    let mut admin = peer(&router, &[]).await;
+
+    let first = call(&mut caller, Dict::new()).await;
+    let a1 = invocation(&mut a).await;
+    let second = call(&mut caller, Dict::new()).await;
+    let b1 = invocation(&mut b).await;
+    let for_a = call(&mut caller, Dict::new().with("_callee", a.session_id())).await;
+    let anywhere = [call(&mut caller, Dict::new()).await, call(&mut caller, Dict::new()).await];
+    expect_load(&mut admin, id, 3, &[1, 1]).await;
+
+    // B's slot frees: the call for A stays, the first call behind it goes to B.
+    yield_to(&mut b, b1, "B").await;
+    assert_eq!(result(&mut caller).await, (second, "B".into()));
+    let b2 = invocation(&mut b).await;
+    expect_load(&mut admin, id, 2, &[1, 1]).await;
+    nothing_arrives(&mut a).await;
+    yield_to(&mut b, b2, "B").await;
+    assert_eq!(result(&mut caller).await, (anywhere[0], "B".into()));
+    let b3 = invocation(&mut b).await;
+    expect_load(&mut admin, id, 1, &[1, 1]).await;
+
+    // A's slot frees: the call for A, oldest, takes it.
+    yield_to(&mut a, a1, "A").await;
+    assert_eq!(result(&mut caller).await, (first, "A".into()));
+    let a2 = invocation(&mut a).await;
+    yield_to(&mut a, a2, "A").await;
+    assert_eq!(result(&mut caller).await, (for_a, "A".into()));
+    yield_to(&mut b, b3, "B").await;
+    assert_eq!(result(&mut caller).await, (anywhere[1], "B".into()));
+    expect_load(&mut admin, id, 0, &[0, 0]).await;
+    close([a, b, caller, admin]).await;
+    assert_empty(&router).await;
+}

@@ -1,8 +1,8 @@
 //! The bounded queue of a registration's calls that wait for a free slot.
 //!
 //! When every member a call may go to is at its `concurrency` limit, the call is *parked* here,
-//! first in, first out, instead of being refused. Whoever may have made room takes calls from
-//! the head ([`drain`]): a slot released (YIELD, ERROR, cancel, timeout, the callee leaving —
+//! first in, first out, instead of being refused. Whoever may have made room hands waiting calls
+//! on, oldest first, passing over calls whose only members are full ([`drain`]): a slot released (YIELD, ERROR, cancel, timeout, the callee leaving —
 //! see [`super::Invocation`]'s `Drop`), a member joining or leaving, and the parking call itself
 //! (which closes the race with a slot freed while it was being parked). Both sides change their
 //! state first and drain under the queue's lock after, so no call waits beside a free slot.
@@ -230,8 +230,19 @@ pub(super) fn park(mut call: Box<Invocation>) {
     drain(&registration);
 }
 
-/// Hands calls from the head of the queue to members with a free slot, as long as the head finds
-/// one; a head no member may serve any more ends with an error.
+/// How many waiting calls [`drain`] looks at past calls that must stay (their only members are
+/// full): bounds the work of one freed slot, under the queue's lock.
+pub const MAX_SCAN: usize = 64;
+
+/// Hands waiting calls, oldest first, to members with a free slot; a call no member may serve
+/// any more ends with an error.
+///
+/// A call that can only go to certain members (`_callee`, a key, members it was rerouted away
+/// from) and finds them full stays where it is, and the calls behind it are looked at: the first
+/// one that finds a free slot takes it, so one busy member does not hold up calls that other
+/// members could serve. At most [`MAX_SCAN`] such calls are passed over. A call that may go to
+/// any member and finds every member full ends the scan: nothing behind it can run either, so
+/// calls that may go anywhere keep their exact arrival order.
 pub(crate) fn drain(registration: &Arc<Registration>) {
     let Some(queue) = registration.queue.get() else { return };
     let mut ready = Vec::new();
@@ -240,12 +251,19 @@ pub(crate) fn drain(registration: &Arc<Registration>) {
     let mut ended = Vec::new();
     {
         let mut calls = queue.calls.lock();
-        while let Some(head) = calls.front() {
-            let selected = head.select();
+        let mut at = 0;
+        while let Some(next) = calls.get(at) {
+            let selected = next.select();
             if matches!(selected, Selected::Full) {
-                break;
+                let anywhere =
+                    next.options.callee.is_none() && next.options.rkey.is_none() && next.unavailable.is_empty();
+                if anywhere || at == MAX_SCAN {
+                    break;
+                }
+                at += 1;
+                continue;
             }
-            let Some(mut call) = calls.pop_front() else { break };
+            let Some(mut call) = calls.remove(at) else { break };
             let live = unmark_parked(&call);
             let chosen = match selected {
                 Selected::Member(callee) => {
