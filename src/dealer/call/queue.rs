@@ -2,8 +2,9 @@
 //!
 //! When every member a call may go to is at its `concurrency` limit, the call is *parked* here,
 //! first in, first out, instead of being refused. Whoever may have made room hands waiting calls
-//! on, oldest first, passing over calls whose only members are full ([`drain`]): a slot released (YIELD, ERROR, cancel, timeout, the callee leaving —
-//! see [`super::Invocation`]'s `Drop`), a member joining or leaving, and the parking call itself
+//! on, oldest first, passing over calls whose only members are full ([`drain`]): a slot released
+//! (YIELD, ERROR, cancel, timeout, the callee leaving — see [`super::Invocation`]'s `Drop`), a
+//! member joining or leaving, and the parking call itself
 //! (which closes the race with a slot freed while it was being parked). Both sides change their
 //! state first and drain under the queue's lock after, so no call waits beside a free slot.
 //!
@@ -153,9 +154,8 @@ fn refused(queue: &CallQueue, registration: &Arc<Registration>) {
         match congestion.reported {
             // The timer reports this one with the others; nothing else reports until it has.
             _ if congestion.flush_due => None,
-            Some(last) if now < last + REPORT_INTERVAL => {
+            Some(last) if now < last + REPORT_INTERVAL && schedule_flush(registration, last + REPORT_INTERVAL) => {
                 congestion.flush_due = true;
-                schedule_flush(registration.clone(), last + REPORT_INTERVAL);
                 None
             }
             _ => {
@@ -179,10 +179,12 @@ fn queue_full(queue: &CallQueue, registration: &Registration, refused: u64) -> Q
 }
 
 /// Reports, at `at`, the refusals counted since the last report. Keeps the registration alive
-/// until then, so the refusals of a registration deleted meanwhile are still reported.
-fn schedule_flush(registration: Arc<Registration>, at: Instant) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-    runtime.spawn(async move {
+/// until then, so the refusals of a registration deleted meanwhile are still reported. `false`
+/// without a runtime to wait in (the router is shutting down): then the caller reports at once.
+fn schedule_flush(registration: &Arc<Registration>, at: Instant) -> bool {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return false };
+    let registration = registration.clone();
+    drop(runtime.spawn(async move {
         tokio::time::sleep_until(at.into()).await;
         let Some(queue) = registration.queue.get() else { return };
         let Some(sink) = &queue.sink else { return };
@@ -193,7 +195,8 @@ fn schedule_flush(registration: Arc<Registration>, at: Instant) {
             std::mem::take(&mut congestion.refused)
         };
         sink(queue_full(queue, &registration, refused));
-    });
+    }));
+    true
 }
 
 /// Parks `call`, none of whose members has a free slot, at the tail of its registration's queue;
