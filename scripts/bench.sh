@@ -2,7 +2,7 @@
 # The standard benchmark set: criterion groups (benches/) and load-generator runs (loadtest/)
 # against the release `roundhouse` as a separate process. Writes a report: a copy of BENCHMARKS.md
 # whose generated section holds the figures, the commands and the machine, in
-# $CARGO_TARGET_DIR/bench/BENCHMARKS.md (target/bench/ by default). About 40 minutes.
+# $CARGO_TARGET_DIR/bench/BENCHMARKS.md (target/bench/ by default). About 41 minutes.
 #
 #   scripts/bench.sh                          everything; the report only
 #   scripts/bench.sh --write                  the same, then BENCHMARKS.md itself is rewritten
@@ -73,11 +73,22 @@ run dealer-slow-concurrency "--threads 1" --rule "$slow_rules" --concurrency 8 -
 python3 scripts/dealer_plot.py "$out/dealer-latency.svg" \
   "latency by percentile, 4 callees, callee 1 answers 10x slower (10 ms vs 1 ms)" \
   "$out/dealer-slow.json" "$out/dealer-slow-concurrency.json=+ concurrency 8"
+# The same four callees with a capacity (--serial-callees: one call at a time each, so callee 1
+# serves at most 100 calls/s) at 1,000 calls/s: round-robin and random overload callee 1, the
+# least-loaded rules and a concurrency limit route around it. About 45 s.
+capacity="--rate 1000 --service-time 1ms --slow-callee 1:10 --serial-callees --duration 5s --warmup 1s"
+run dealer-capacity "--threads 1" --rule "$slow_rules" $capacity
+run dealer-capacity-concurrency "--threads 1" --rule roundrobin --concurrency 2 $capacity
+python3 scripts/dealer_plot.py "$out/dealer-capacity.svg" \
+  "latency by percentile, 4 callees serving one call at a time, callee 1 10x slower, 1,000 calls/s" \
+  "$out/dealer-capacity.json" "$out/dealer-capacity-concurrency.json=+ concurrency 2"
 
 cp BENCHMARKS.md "$out/BENCHMARKS.md"
 python3 scripts/bench_report.py "$out" "$out/BENCHMARKS.md"
 if [ -n "$write" ]; then
   cp "$out/BENCHMARKS.md" BENCHMARKS.md
+  # The plots the generated section shows.
+  cp "$out/dealer-latency.svg" "$out/dealer-capacity.svg" docs/
   echo "BENCHMARKS.md rewritten from $out"
 else
   echo "report: $out/BENCHMARKS.md (run with --write to rewrite BENCHMARKS.md)"

@@ -65,6 +65,58 @@ def rpc_rows(results):
     return lines
 
 
+def dealer_rows(base, extra, extra_label):
+    """One table of a slow-callee scenario: every rule of the `base` run, then the `extra` run's
+    (the same load with a concurrency limit), each with p99 as a ratio of the base run's
+    roundrobin and random p99 (measured in the same bench run)."""
+    p99 = {r["rule"]: (r.get("latency_us") or {}).get("p99") for r in base}
+    lines = ["| rule | calls/s | p50 ms | p99 ms | p99.9 ms | p99 ÷ roundrobin | p99 ÷ random | calls served by callees 1–4 |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def ratio(value, against):
+        if not value or not against:
+            return "–"
+        r = value / against
+        return f"{r:.2f}" if r >= 0.1 else f"{r:.4f} ({1 / r:,.0f}× lower)"
+
+    for label, r in [(r["rule"], r) for r in base] + [(f"{r['rule']}, {extra_label}", r) for r in extra]:
+        lat = r.get("latency_us") or {}
+        served = " / ".join(f"{n:,}" for n in r.get("callee_calls") or [])
+        lines.append(
+            f"| {label} | {r['calls_per_sec']:,.0f} | {lat.get('p50', 0) / 1000:,.1f} | {lat.get('p99', 0) / 1000:,.1f} | "
+            f"{lat.get('p999', 0) / 1000:,.1f} | {ratio(lat.get('p99'), p99.get('roundrobin'))} | "
+            f"{ratio(lat.get('p99'), p99.get('random'))} | {served} |")
+    return lines
+
+
+def dealer_section(out):
+    """The load-aware rules against round-robin and random with one callee 10x slower: without
+    and with a capacity per callee, and throughput with equal callees."""
+    scenarios = [
+        ("Four callees answering 1 ms after a call arrives (calls overlap), callee 1 after 10 ms; "
+         "4,000 calls/s (`--rate 4000 --service-time 1ms --slow-callee 1:10`)",
+         "dealer-slow", "dealer-slow-concurrency", "`concurrency: 8`", "dealer-latency.svg"),
+        ("The same four callees with a capacity: each serves one call at a time (`--serial-callees`), so "
+         "callee 1 serves at most 100 calls/s; 1,000 calls/s "
+         "(`--rate 1000 --service-time 1ms --slow-callee 1:10 --serial-callees`)",
+         "dealer-capacity", "dealer-capacity-concurrency", "`concurrency: 2`", "dealer-capacity.svg"),
+    ]
+    md = []
+    for title, base_name, extra_name, extra_label, plot in scenarios:
+        base, extra = load(out, base_name), load(out, extra_name)
+        if not base:
+            continue
+        md += [f"{title}:", ""] + dealer_rows(base, extra, extra_label) + [""]
+        md += [f"![latency by percentile per rule](docs/{plot}) (`docs/{plot}`, drawn by `scripts/dealer_plot.py`)", ""]
+    equal = {r["rule"]: r["calls_per_sec"] for r in load(out, "rules")}
+    if equal.get("roundrobin"):
+        cells = ", ".join(f"{rule} {rate / equal['roundrobin']:.2f}" for rule, rate in equal.items())
+        md += [f"Equal callees (the `--rule all` run above), calls/s ÷ roundrobin's: {cells}.", ""]
+    if not md:
+        return []
+    return ["### Dealer rules with one callee 10× slower (`loadtest --threads 1` router)", ""] + md
+
+
 def main():
     out, target = sys.argv[1], sys.argv[2]
     md = [BEGIN, "", f"Measured by `scripts/bench.sh` on {machine()}.", ""]
@@ -92,6 +144,8 @@ def main():
         md += [f"Idle sessions (`--mode idle --sessions {r['sessions']}`): {r['opened']:,} opened, router RSS "
                f"{per:.1f} KiB per idle session ({(r.get('router_rss_before_bytes') or 0) / 2**20:.1f} MiB before, "
                f"{(r.get('router_rss_open_bytes') or 0) / 2**20:.1f} MiB with them open), {r.get('dropped', 0)} dropped.", ""]
+
+    md += dealer_section(out)
 
     text = open(target).read() if os.path.exists(target) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     criterion_md = ["### Criterion (`cargo bench`, mean per iteration)", ""]

@@ -233,7 +233,9 @@ pub struct ProcedureConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_ms: Option<u64>,
     /// With `invoke = "jump_consistent_hash"`: where a call's key comes from, `"option"`
-    /// (`CALL.Options.rkey`, the default), `"kwargs.NAME"` or `"args.N"` (the call's payload).
+    /// (`CALL.Options.rkey`, the default), or a path into the call's payload, `"kwargs.NAME"` or
+    /// `"args.N"` followed by up to seven more `.KEY`/`.INDEX` steps into objects and lists
+    /// (`"kwargs.user.id"`, `"args.0.tenant"`, `"kwargs.items.2"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rkey: Option<String>,
 }

@@ -232,6 +232,20 @@ pub fn unregistered(realm: &Realm, session: u64, registration: u64, deleted: boo
     }
 }
 
+/// Publishes `wamp.registration.on_queue_full`: calls to a registration were refused because its
+/// call queue was full. Arguments: the registration id, then `{procedure, refused,
+/// max_queued_calls}` — `refused` counts the refusals since the registration's previous event
+/// (the dealer reports at most once per interval and adds up the refusals in between).
+pub fn queue_full(broker: &crate::broker::Broker, full: &crate::dealer::call::QueueFull) {
+    broker.publish_internal("wamp.registration.on_queue_full", || {
+        let details = Dict::new()
+            .with("procedure", &*full.procedure)
+            .with("refused", full.refused)
+            .with("max_queued_calls", full.max_queued_calls as u64);
+        Payload::args(vec![Value::UInt(full.registration), Value::Dict(details)])
+    });
+}
+
 /// `REGISTER.Options.force_reregister: true`, before the REGISTER is tried: a `single`
 /// registration of the URI held by another session of the same authenticated principal (a stale
 /// registration of a client that reconnected) is revoked, so the REGISTER takes its place.

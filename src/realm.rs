@@ -18,8 +18,8 @@ pub struct Realm {
     pub name: String,
     /// Its RPC router.
     pub dealer: Dealer,
-    /// Its pub/sub router.
-    pub broker: Broker,
+    /// Its pub/sub router (shared with the dealer's congestion reports, which it publishes).
+    pub broker: Arc<Broker>,
     /// Its joined sessions (meta API).
     pub sessions: DashMap<u64, Arc<SessionHandle>, foldhash::fast::RandomState>,
     /// What one session may hold here.
@@ -47,10 +47,13 @@ impl Realm {
             // Validated before; should it not be, callees' own options apply.
             Err(reason) => tracing::error!(realm = config.name, reason, "invalid procedure rules; none applied"),
         }
+        let broker = Arc::new(Broker::new(shards).with_metrics(metrics.clone()));
+        let publisher = broker.clone();
+        dealer.report_queue_full(Arc::new(move |full| crate::meta::queue_full(&publisher, &full)));
         Realm {
             name: config.name.clone(),
             dealer,
-            broker: Broker::new(shards).with_metrics(metrics.clone()),
+            broker,
             sessions: DashMap::default(),
             limits,
             auth: ArcSwap::from_pointee(RealmAuth::compile(config).unwrap_or_else(|reason| {

@@ -146,6 +146,8 @@ fn check_config_accepts_procedure_blocks_and_names_what_is_wrong_with_one() {
         ("invoke = \"jump_consistent_hash\"\nrkey = \"body.user\"\n", "rkey must be \"option\""),
         ("invoke = \"jump_consistent_hash\"\nrkey = \"args.first\"\n", "rkey must be \"option\""),
         ("invoke = \"roundrobin\"\nrkey = \"kwargs.user_id\"\n", "rkey applies only with invoke"),
+        ("invoke = \"jump_consistent_hash\"\nrkey = \"kwargs.user..id\"\n", "'kwargs.user..id': a step is empty"),
+        ("invoke = \"jump_consistent_hash\"\nrkey = \"args.0.a.b.c.d.e.f.g.h\"\n", "it takes 9 steps"),
         ("match = \"prefix\"\n", "sets none of invoke"),
         ("invoke = \"first\"\nmax_queue = 3\n", "unknown field `max_queue`"),
     ] {

@@ -283,3 +283,74 @@ async fn a_reload_applies_to_registrations_created_after_it() {
     }
     assert_empty(&router).await;
 }
+
+/// Keys deeper in the payload: an object key below a keyword argument, a key of an object in a
+/// positional argument, an index into a list; each call reaches the member its key names, and a
+/// call whose path leads nowhere is refused naming the path.
+#[tokio::test]
+async fn a_keyed_rule_takes_its_key_from_deep_in_the_payload() {
+    let keyed = |uri: &str, path: &str| {
+        let mut table = table(uri, RuleMatch::Exact, Some("jump_consistent_hash"));
+        table.rkey = Some(path.to_owned());
+        table
+    };
+    let paths = [
+        ("com.example.user", "kwargs.user.id"),
+        ("com.example.tenant", "args.0.tenant"),
+        ("com.example.item", "kwargs.items.2"),
+    ];
+    let router = router_with_tables(paths.iter().map(|(uri, path)| keyed(uri, path)).collect()).await;
+    let names = ["m0", "m1", "m2", "m3"];
+    let mut callees = Vec::new();
+    for (procedure, _) in paths {
+        for name in names {
+            callees
+                .push(Callee::start(&router, Serializer::MsgPack, name, procedure, Dict::new(), Behavior::Name).await);
+        }
+    }
+    let mut caller = join(&router, Serializer::Json).await;
+    for k in 0..24u64 {
+        let key = format!("key-{k}");
+        let expected = names[jump_consistent_hash(rkey_hash(&Value::from(key.as_str())).unwrap(), names.len())];
+        let user = Dict::new().with("id", key.as_str()).with("name", "someone");
+        let items = Value::List(vec![Value::UInt(0), Value::Null, Value::from(key.as_str())]);
+        let calls = [
+            ("com.example.user", vec![], Some(Dict::new().with("user", Value::Dict(user)))),
+            ("com.example.tenant", vec![Value::Dict(Dict::new().with("tenant", key.as_str())), Value::UInt(1)], None),
+            ("com.example.item", vec![], Some(Dict::new().with("items", items))),
+        ];
+        for (procedure, args, kwargs) in calls {
+            let request = caller.request_id();
+            caller.send(&call_with(request, procedure, args, kwargs, Dict::new())).await.unwrap();
+            match caller.recv().await.unwrap() {
+                Message::Result { payload, .. } => assert_eq!(first_arg(&payload), expected, "{procedure} {key}"),
+                other => panic!("expected RESULT, got {other:?}"),
+            }
+        }
+    }
+    for (procedure, args, kwargs, reason) in [
+        ("com.example.user", vec![], Some(Dict::new().with("user", "flat")), "the call's kwargs.user is"),
+        ("com.example.user", vec![], Some(Dict::new().with("user", Value::Dict(Dict::new()))), "has no kwargs.user.id"),
+        ("com.example.tenant", vec![Value::List(vec![])], None, "has no args.0.tenant"),
+        (
+            "com.example.item",
+            vec![],
+            Some(Dict::new().with("items", Value::List(vec![Value::Null; 2]))),
+            "has no kwargs.items.2",
+        ),
+    ] {
+        let request = caller.request_id();
+        caller.send(&call_with(request, procedure, args, kwargs, Dict::new())).await.unwrap();
+        let reply = caller.recv().await.unwrap();
+        assert_error(&reply, MessageType::Call, "wamp.error.invalid_argument");
+        let Message::Error { payload, .. } = reply else { unreachable!() };
+        assert!(first_arg(&payload).contains(reason), "{reason}: {payload:?}");
+    }
+    assert_eq!(callees.iter().map(Callee::invocation_count).sum::<usize>(), 72, "refused calls reach no callee");
+    drop(caller);
+    for callee in callees {
+        callee.leave(Leave::Goodbye).await;
+        callee.stop().await;
+    }
+    assert_empty(&router).await;
+}

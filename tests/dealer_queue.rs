@@ -426,3 +426,133 @@ async fn a_rerouted_call_gives_back_the_slot_it_left() {
     close([a, b, caller, admin]).await;
     assert_empty(&router).await;
 }
+
+/// The next EVENT's arguments.
+async fn event_args(client: &mut Client) -> Vec<Value> {
+    match client.recv().await.unwrap() {
+        Message::Event { payload, .. } => payload.to_values().unwrap().0,
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+}
+
+/// `wamp.registration.on_queue_full` as (registration, procedure, refused, max_queued_calls).
+fn queue_full(args: &[Value]) -> (u64, String, u64, u64) {
+    let details = args[1].as_dict().expect("details");
+    let count = |key: &str| details.get(key).and_then(Value::as_u64).unwrap_or_else(|| panic!("{key} in {details:?}"));
+    let procedure = details.get("procedure").and_then(Value::as_str).expect("procedure");
+    (args[0].as_u64().expect("registration id"), procedure.to_owned(), count("refused"), count("max_queued_calls"))
+}
+
+/// A burst of calls refused by a full queue reaches operators as `on_queue_full`, at most once a
+/// second: the first refusal at once, the rest of the second added up into the next event, so
+/// the counts add up to every refusal. The realm grants exactly what each side needs: the
+/// application's URIs, and subscribing to the one meta topic.
+#[tokio::test]
+async fn a_full_queue_is_reported_rate_limited_with_every_refusal_counted() {
+    use roundhouse::auth::config::{Action, RuleConfig, RuleMatch};
+    let router = router_with(|config| {
+        let realm = config.realms.iter_mut().find(|r| r.name == REALM).unwrap();
+        let grant = |uri: &str, policy, allow: &[Action]| RuleConfig {
+            uri: uri.into(),
+            policy,
+            allow: allow.to_vec(),
+            disclose: vec![],
+        };
+        realm.roles[0].permissions = vec![
+            grant("com.example.", RuleMatch::Prefix, &[Action::Call, Action::Register]),
+            grant("wamp.registration.on_queue_full", RuleMatch::Exact, &[Action::Subscribe]),
+        ];
+    })
+    .await;
+    let mut callee = peer(&router, CANCELING).await;
+    let id = callee.register(P, limited("single", 1).with("_max_queued_calls", 1u64)).await.unwrap();
+    let mut operator = peer(&router, &[]).await;
+    let request = operator.request_id();
+    let topic = "wamp.registration.on_queue_full";
+    operator.send(&Message::Subscribe { request, options: Dict::new(), topic: topic.into() }).await.unwrap();
+    assert!(matches!(operator.recv().await.unwrap(), Message::Subscribed { .. }));
+    let mut caller = peer(&router, &[]).await;
+
+    let running = call(&mut caller, Dict::new()).await;
+    let held = invocation(&mut callee).await;
+    let waiting = call(&mut caller, Dict::new()).await;
+    // Two callers at once, 20 refusals each.
+    let mut others = vec![peer(&router, &[]).await, peer(&router, &[]).await];
+    let burst = others.iter_mut().map(|c| async move {
+        for _ in 0..20 {
+            let request = call(c, Dict::new()).await;
+            error(c, request, "wamp.error.no_available_callee").await;
+        }
+    });
+    futures_util::future::join_all(burst).await;
+
+    let first = queue_full(&event_args(&mut operator).await);
+    let at = tokio::time::Instant::now();
+    assert_eq!(first, (id, P.to_owned(), 1, 1), "the first refusal is reported at once");
+    let second = queue_full(&event_args(&mut operator).await);
+    assert!(at.elapsed() >= Duration::from_millis(800), "one event per second: {:?}", at.elapsed());
+    assert_eq!(second, (id, P.to_owned(), 39, 1), "the other 39 refusals of that second, added up");
+    nothing_arrives(&mut operator).await;
+
+    // A refusal within the next second waits for its end; nothing is lost.
+    let refused = call(&mut caller, Dict::new()).await;
+    error(&mut caller, refused, "wamp.error.no_available_callee").await;
+    nothing_arrives(&mut operator).await;
+    assert_eq!(queue_full(&event_args(&mut operator).await), (id, P.to_owned(), 1, 1));
+
+    // Calls that are parked or served are not reported.
+    yield_to(&mut callee, held, "C").await;
+    assert_eq!(result(&mut caller).await, (running, "C".into()));
+    let next = invocation(&mut callee).await;
+    yield_to(&mut callee, next, "C").await;
+    assert_eq!(result(&mut caller).await, (waiting, "C".into()));
+    nothing_arrives(&mut operator).await;
+    close(others).await;
+    close([callee, operator, caller]).await;
+    assert_empty(&router).await;
+}
+
+/// A waiting call that only a busy member may serve (`_callee`) does not hold up the calls
+/// behind it: a slot freed on another member goes to the first call that can use it, and the
+/// targeted call runs when its member is free.
+#[tokio::test]
+async fn a_call_waiting_for_a_busy_member_does_not_block_the_queue() {
+    let router = router().await;
+    let mut a = peer(&router, CANCELING).await;
+    let mut b = peer(&router, CANCELING).await;
+    let id = a.register(P, limited("roundrobin", 1)).await.unwrap();
+    b.register(P, limited("roundrobin", 1)).await.unwrap();
+    let mut caller = peer(&router, &[]).await;
+    let mut admin = peer(&router, &[]).await;
+
+    let first = call(&mut caller, Dict::new()).await;
+    let a1 = invocation(&mut a).await;
+    let second = call(&mut caller, Dict::new()).await;
+    let b1 = invocation(&mut b).await;
+    let for_a = call(&mut caller, Dict::new().with("_callee", a.session_id())).await;
+    let anywhere = [call(&mut caller, Dict::new()).await, call(&mut caller, Dict::new()).await];
+    expect_load(&mut admin, id, 3, &[1, 1]).await;
+
+    // B's slot frees: the call for A stays, the first call behind it goes to B.
+    yield_to(&mut b, b1, "B").await;
+    assert_eq!(result(&mut caller).await, (second, "B".into()));
+    let b2 = invocation(&mut b).await;
+    expect_load(&mut admin, id, 2, &[1, 1]).await;
+    nothing_arrives(&mut a).await;
+    yield_to(&mut b, b2, "B").await;
+    assert_eq!(result(&mut caller).await, (anywhere[0], "B".into()));
+    let b3 = invocation(&mut b).await;
+    expect_load(&mut admin, id, 1, &[1, 1]).await;
+
+    // A's slot frees: the call for A, oldest, takes it.
+    yield_to(&mut a, a1, "A").await;
+    assert_eq!(result(&mut caller).await, (first, "A".into()));
+    let a2 = invocation(&mut a).await;
+    yield_to(&mut a, a2, "A").await;
+    assert_eq!(result(&mut caller).await, (for_a, "A".into()));
+    yield_to(&mut b, b3, "B").await;
+    assert_eq!(result(&mut caller).await, (anywhere[1], "B".into()));
+    expect_load(&mut admin, id, 0, &[0, 0]).await;
+    close([a, b, caller, admin]).await;
+    assert_empty(&router).await;
+}

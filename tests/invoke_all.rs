@@ -307,3 +307,50 @@ async fn the_dealer_announces_runmode_all() {
     drop(client);
     assert_empty(&router).await;
 }
+
+/// A member whose outbound queue is full (it stopped reading) does not hold up the others: they
+/// get their INVOCATIONs and answer while it waits, and once it is gone its result ends the call.
+#[tokio::test]
+async fn a_member_with_a_full_queue_does_not_delay_the_others() {
+    let router = router_with(|c| c.max_outbound_bytes = 1024).await;
+    let mut members = members(&router, 2, rule("roundrobin"), &[]).await;
+    let (stuck, mut fine) = (members.remove(0), members.remove(0));
+    // Fill the first member's queue: big calls to it alone, from a caller that will wait.
+    let mut filler = join(&router, Serializer::MsgPack).await;
+    let target = stuck.session_id();
+    let filling = tokio::spawn(async move {
+        for _ in 0..64 {
+            let request = filler.request_id();
+            let options = Dict::new().with("_callee", target);
+            let payload = Payload::args(vec![Value::Bytes(vec![0xab; 256 * 1024])]);
+            filler.send(&Message::Call { request, options, procedure: PROCEDURE.into(), payload }).await.unwrap();
+        }
+        filler
+    });
+    for _ in 0..500 {
+        if router.census().queued_bytes > 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(router.census().queued_bytes > 1024, "the first member's queue is full");
+
+    let mut caller = join(&router, Serializer::Json).await;
+    let request = send_all_call(&mut caller, all_options()).await;
+    // Well before the stuck member would be closed (`stuck_timeout_ms`, 10 s).
+    let invoked = tokio::time::timeout(Duration::from_secs(2), invocation(&mut fine)).await;
+    let invoked = invoked.expect("the second member is not held up by the first one's full queue");
+    yield_name(&mut fine, invoked, "fine").await;
+    assert_eq!(progress(&mut caller, request).await, (fine.session_id(), None, "fine".into()));
+
+    drop(stuck);
+    let (member, error, _) = progress(&mut caller, request).await;
+    // Still waiting for room when it left, or (had its queue drained a little) queued there.
+    assert_eq!(member, target);
+    assert!(matches!(error.as_deref(), Some("wamp.error.no_available_callee" | "wamp.error.canceled")), "{error:?}");
+    final_result(&mut caller, request).await;
+    drop(filling.await.unwrap());
+    say_goodbye(caller).await;
+    say_goodbye(fine).await;
+    assert_empty(&router).await;
+}

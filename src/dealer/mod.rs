@@ -129,6 +129,8 @@ pub struct Dealer {
     /// The realm config's `[[realm.procedure]]` tables; swapped whole on a config reload, read
     /// by every REGISTER and by calls to keyed registrations.
     procedures: arc_swap::ArcSwap<ProcedureRules>,
+    /// Where call queues report the calls they refuse (installed by the realm).
+    congestion: std::sync::OnceLock<call::CongestionSink>,
 }
 
 impl Dealer {
@@ -148,7 +150,15 @@ impl Dealer {
             max_buffered_chunks,
             metrics,
             procedures: arc_swap::ArcSwap::from_pointee(ProcedureRules::default()),
+            congestion: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends the congestion reports of the registrations' call queues (calls refused because a
+    /// queue was full, rate-limited: see [`call::queue`]) to `sink`. Set once, before the first
+    /// REGISTER; queues made before it report nowhere.
+    pub fn report_queue_full(&self, sink: call::CongestionSink) {
+        let _ = self.congestion.set(sink);
     }
 
     /// Puts the config's procedure tables in force. REGISTERs from now on follow them;
@@ -270,9 +280,18 @@ impl Dealer {
             max_reroutes: options.get("max_reroutes").and_then(Value::as_u64),
         };
         let callee = Callee::new(callee.clone(), options, concurrency);
+        // The first REGISTER that asks for a queue (or a limit) sets its bounds, before its member
+        // is published: a call can wait only once a limited member is in the list, so no call can
+        // find the registration without its queue and make one with default bounds.
+        let prepare = |registration: &Registration| {
+            if let Some(bounds) = queue {
+                let (timeouts, sink) = (Some(self.timeouts.clone()), self.congestion.get().cloned());
+                registration.queue.get_or_init(|| Box::new(call::CallQueue::new(bounds, timeouts, sink)));
+            }
+        };
         let register = |rule: InvocationRule| match PatternKind::of(policy) {
-            None => self.exact.register(procedure, rule, callee.clone()),
-            Some(kind) => self.patterns.register(procedure, kind, rule, callee.clone()),
+            None => self.exact.register_with(procedure, rule, callee.clone(), prepare),
+            Some(kind) => self.patterns.register_with(procedure, kind, rule, callee.clone(), prepare),
         };
         let mut registered = register(rule);
         if let (Some(configured), Err(RegisterError::DifferentRule(existing))) = (configured, &registered) {
@@ -291,11 +310,6 @@ impl Dealer {
         match registered {
             Ok(registered) => {
                 if let Some((registration, _)) = self.get(registered.id) {
-                    if let Some(bounds) = queue {
-                        // The first REGISTER that asks for a queue (or a limit) sets its bounds.
-                        let timeouts = Some(self.timeouts.clone());
-                        registration.queue.get_or_init(|| Box::new(call::CallQueue::new(bounds, timeouts)));
-                    }
                     // A new member may take calls that wait.
                     if registration.queued() > 0 {
                         call::queue::drain(&registration);

@@ -471,13 +471,15 @@ impl<C: Member, P: Policy> Registration<C, P> {
 
     /// Adds `member` under `policy` (a member already in stays where it is), or says why not.
     /// Callers hold their table's write lock.
-    pub(crate) fn join(&self, policy: P, member: C) -> Result<(), RegisterError<P>> {
+    /// `prepare` runs once the member is admitted, before it is published.
+    pub(crate) fn join(&self, policy: P, member: C, prepare: impl FnOnce(&Self)) -> Result<(), RegisterError<P>> {
         if self.policy.is_exclusive() {
             return Err(RegisterError::AlreadyExists);
         }
         if self.policy != policy {
             return Err(RegisterError::DifferentRule(self.policy));
         }
+        prepare(self);
         let old = self.members.load();
         if !old.callees.iter().any(|(c, _)| c.member_id() == member.member_id()) {
             let mut callees = old.callees.clone();
@@ -628,15 +630,30 @@ impl<C: Member, P: Policy> Registry<C, P> {
 
     /// Adds `member` to the entry of `uri` under `policy`, creating it if needed.
     pub fn register(&self, uri: &str, policy: P, member: C) -> Result<Registered, RegisterError<P>> {
+        self.register_with(uri, policy, member, |_| {})
+    }
+
+    /// [`Registry::register`], running `prepare` on the entry once the member is admitted and
+    /// before anyone can route to it: on a new entry before the entry is published, on an
+    /// existing one before the new member list is. What `prepare` sets up (the dealer's call
+    /// queue and its bounds) is therefore in place for the first call that could need it.
+    pub fn register_with(
+        &self,
+        uri: &str,
+        policy: P,
+        member: C,
+        prepare: impl FnOnce(&Registration<C, P>),
+    ) -> Result<Registered, RegisterError<P>> {
         let shard = self.shard(uri);
         let _write = shard.write.lock();
         let map = shard.procedures.load();
         if let Some(existing) = map.get(uri) {
-            existing.join(policy, member)?;
+            existing.join(policy, member, prepare)?;
             return Ok(Registered { id: existing.id, created: false });
         }
         let id = fresh_id(|id| self.by_id.contains_key(&id));
         let registration = Arc::new(Registration::new(id, uri, policy, member));
+        prepare(&registration);
         let mut next = ProcedureMap::clone(&map);
         next.insert(registration.uri.clone(), registration.clone());
         self.by_id.insert(id, registration);
@@ -685,6 +702,34 @@ mod tests {
 
     fn join(registry: &Registry<u64>, uri: &str, rule: InvocationRule, member: u64) -> u64 {
         registry.register(uri, rule, member).unwrap().id
+    }
+
+    /// What the dealer sets up on an entry for a member (its call queue and bounds) is in place
+    /// before any router thread can see the entry or the member: a lookup from inside `prepare`
+    /// finds neither. A refused member prepares nothing.
+    #[test]
+    fn prepare_runs_before_the_entry_or_the_member_is_published() {
+        let r = Registry::new(4);
+        let mut seen = Vec::new();
+        let created = r.register_with("p", RoundRobin, 1, |_| seen.push(("create", r.lookup("p").is_some()))).unwrap();
+        r.register_with("p", RoundRobin, 2, |entry| {
+            seen.push(("join", entry.has_member(2) || r.lookup("p").unwrap().has_member(2)))
+        })
+        .unwrap();
+        let refused = r.register_with("p", First, 3, |_| seen.push(("refused", true)));
+        assert_eq!(refused, Err(RegisterError::DifferentRule(RoundRobin)));
+        assert_eq!(seen, [("create", false), ("join", false)]);
+        assert_eq!(r.get(created.id).unwrap().members(), vec![1, 2]);
+
+        let patterns = crate::dealer::patterns::PatternIndex::new(4);
+        let kind = crate::dealer::patterns::PatternKind::Prefix;
+        let mut visible = None;
+        patterns
+            .register_with("com.example", kind, RoundRobin, 1u64, |_| {
+                visible = Some(patterns.find("com.example", kind).is_some())
+            })
+            .unwrap();
+        assert_eq!(visible, Some(false), "a pattern entry is prepared before it is published");
     }
 
     #[test]

@@ -159,36 +159,84 @@ pub fn jump_consistent_hash(mut key: u64, buckets: usize) -> usize {
 pub enum KeySource {
     /// `CALL.Options.rkey` (the default).
     Option,
-    /// The call's keyword argument of this name (`kwargs.NAME`).
-    Kwarg(String),
-    /// The call's positional argument at this index (`args.N`).
-    Arg(usize),
+    /// A path into the call's payload (`kwargs.user.id`, `args.0.tenant`, `kwargs.items.2`).
+    Path(KeyPath),
+}
+
+/// The most steps a payload path takes below `args`/`kwargs` (`kwargs.a.b.c` takes three): a
+/// config cannot make the router walk deeper than this.
+pub const MAX_KEY_PATH_DEPTH: usize = 8;
+
+/// A path into a call's payload: from its positional (`args`) or keyword (`kwargs`) arguments,
+/// through object keys and list indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPath {
+    /// From the keyword arguments (else the positional ones).
+    kwargs: bool,
+    /// The steps: a key of an object, or, written as a decimal number, the index of a list (or
+    /// that key of an object). The first step into `args` is always an index.
+    steps: Vec<Box<str>>,
 }
 
 impl KeySource {
-    /// Reads a config's `rkey`: `"option"`, `"kwargs.NAME"` or `"args.N"`.
+    /// Reads a config's `rkey`: `"option"`, or a path `"kwargs.NAME[.STEP]…"` or
+    /// `"args.N[.STEP]…"`, each step an object key or a list index, at most
+    /// [`MAX_KEY_PATH_DEPTH`] steps.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("rkey must be \"option\", \"kwargs.NAME\" or \"args.N\", got '{text}'");
-        match text.split_once('.') {
-            None if text == "option" => Ok(KeySource::Option),
-            Some(("kwargs", name)) if !name.is_empty() => Ok(KeySource::Kwarg(name.to_owned())),
-            Some(("args", index)) => index.parse().map(KeySource::Arg).map_err(|_| bad()),
-            _ => Err(bad()),
+        let bad = |why: &str| {
+            format!(
+                "rkey must be \"option\", \"kwargs.NAME\" or \"args.N\", optionally followed by .KEY or .INDEX \
+                 steps into objects and lists (at most {MAX_KEY_PATH_DEPTH} steps), got '{text}': {why}"
+            )
+        };
+        if text == "option" {
+            return Ok(KeySource::Option);
         }
+        let mut parts = text.split('.');
+        let kwargs = match parts.next() {
+            Some("kwargs") => true,
+            Some("args") => false,
+            _ => return Err(bad("it starts with neither kwargs nor args")),
+        };
+        let steps: Vec<Box<str>> = parts.map(Box::from).collect();
+        if steps.is_empty() {
+            return Err(bad("it names no argument"));
+        }
+        if steps.iter().any(|step| step.is_empty()) {
+            return Err(bad("a step is empty"));
+        }
+        if steps.len() > MAX_KEY_PATH_DEPTH {
+            return Err(bad(&format!("it takes {} steps", steps.len())));
+        }
+        if !kwargs && steps[0].parse::<usize>().is_err() {
+            return Err(bad("a positional argument is named by its index"));
+        }
+        Ok(KeySource::Path(KeyPath { kwargs, steps }))
     }
 
     /// The hashed key of a call whose payload carries it, or why it has none. Decodes the
     /// payload, so only keyed registrations whose config names a payload path pay for it.
     pub fn key_of(&self, payload: &Payload) -> Result<u64, String> {
+        let KeySource::Path(path) = self else { unreachable!("CALL.Options.rkey is read with the call's options") };
         let (args, kwargs) = payload.to_values().map_err(|e| format!("the call's payload cannot be read: {e}"))?;
-        let (value, path) = match self {
-            KeySource::Option => unreachable!("CALL.Options.rkey is read with the call's options"),
-            KeySource::Kwarg(name) => (kwargs.get(name), format!("kwargs.{name}")),
-            KeySource::Arg(index) => (args.get(*index), format!("args.{index}")),
-        };
-        let value = value.ok_or_else(|| format!("the call has no {path}, which routes it by key"))?;
+        let (args, kwargs) = (Value::List(args), Value::Dict(kwargs));
+        let mut value = if path.kwargs { &kwargs } else { &args };
+        let mut walked = String::from(if path.kwargs { "kwargs" } else { "args" });
+        for step in &path.steps {
+            let next = match value {
+                Value::Dict(dict) => dict.get(step),
+                Value::List(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            value = next.ok_or_else(|| match value {
+                Value::Dict(_) | Value::List(_) => format!("the call has no {walked}.{step}, which routes it by key"),
+                other => format!("the call's {walked} is {}, which has no {step}", other.describe()),
+            })?;
+            walked.push('.');
+            walked.push_str(step);
+        }
         rkey_hash(value)
-            .ok_or_else(|| format!("the call's {path} must be a string or an integer, got {}", value.describe()))
+            .ok_or_else(|| format!("the call's {walked} must be a string or an integer, got {}", value.describe()))
     }
 }
 
@@ -326,6 +374,7 @@ impl fmt::Display for InvocationRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Dict;
 
     #[test]
     fn parses_every_rule_and_refuses_others() {
@@ -423,10 +472,44 @@ mod tests {
         let twice =
             ProcedureRules::compile(&[table("a.b", RuleMatch::Exact, "first"), table("a.b", RuleMatch::Exact, "last")]);
         assert!(twice.unwrap_err().contains("twice"));
-        assert_eq!(KeySource::parse("args.0"), Ok(KeySource::Arg(0)));
-        assert_eq!(KeySource::parse("kwargs.user_id"), Ok(KeySource::Kwarg("user_id".to_owned())));
         assert_eq!(KeySource::parse("option"), Ok(KeySource::Option));
-        assert!(KeySource::parse("args.x").is_err());
+        for good in ["args.0", "kwargs.user_id", "kwargs.user.id", "args.0.tenant", "kwargs.items.2", "args.1.2.3"] {
+            assert!(matches!(KeySource::parse(good), Ok(KeySource::Path(_))), "{good}");
+        }
+        for (bad, why) in [
+            ("args.x", "named by its index"),
+            ("args", "names no argument"),
+            ("kwargs.", "a step is empty"),
+            ("kwargs.a..b", "a step is empty"),
+            ("body.user", "neither kwargs nor args"),
+            ("kwargs.a.b.c.d.e.f.g.h.i", "takes 9 steps"),
+        ] {
+            let refused = KeySource::parse(bad).unwrap_err();
+            assert!(refused.contains(why) && refused.contains(bad), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn payload_paths_walk_objects_and_lists() {
+        let user = Dict::new().with("id", "u-7").with("tags", Value::List(vec![Value::from("x"), Value::UInt(9)]));
+        let kwargs = Dict::new().with("user", Value::Dict(user)).with("n", 3u64);
+        let args =
+            vec![Value::Dict(Dict::new().with("tenant", "acme")), Value::List(vec![Value::Null, Value::from("k")])];
+        let payload = Payload::Values(args, Some(kwargs));
+        let key = |path: &str| KeySource::parse(path).unwrap().key_of(&payload);
+        let hash = |v: Value| Ok(rkey_hash(&v).unwrap());
+        assert_eq!(key("kwargs.user.id"), hash(Value::from("u-7")));
+        assert_eq!(key("kwargs.user.tags.1"), hash(Value::UInt(9)));
+        assert_eq!(key("args.0.tenant"), hash(Value::from("acme")));
+        assert_eq!(key("args.1.1"), hash(Value::from("k")));
+        assert_eq!(key("kwargs.user.name").unwrap_err(), "the call has no kwargs.user.name, which routes it by key");
+        assert_eq!(
+            key("kwargs.user.tags.5").unwrap_err(),
+            "the call has no kwargs.user.tags.5, which routes it by key"
+        );
+        assert!(key("kwargs.n.x").unwrap_err().starts_with("the call's kwargs.n is "), "{:?}", key("kwargs.n.x"));
+        assert!(key("kwargs.user").unwrap_err().starts_with("the call's kwargs.user must be a string or an integer"));
+        assert!(key("args.1.0").unwrap_err().contains("args.1.0 must be a string or an integer"));
     }
 
     #[test]

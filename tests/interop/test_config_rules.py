@@ -10,6 +10,7 @@ from _wamp import bounded, new_uri
 # router.toml: realm1's blocks for these prefixes.
 LEAST_LOADED = "cfg_least_loaded"  # invoke = "queue_least_loaded"
 KEYED = "cfg_keyed"  # invoke = "jump_consistent_hash", rkey = "kwargs.user_id"
+DEEP_KEYED = "cfg_deep_keyed"  # invoke = "jump_consistent_hash", rkey = "kwargs.user.id"
 
 MASK = (1 << 64) - 1
 
@@ -85,21 +86,31 @@ async def test_config_makes_plain_registers_least_loaded(wamp, ser):
         await bounded(call, "result")
 
 
-async def test_config_keys_calls_by_a_kwarg(wamp, ser):
-    uri = new_uri(KEYED)
+async def _keyed_by(wamp, ser, prefix: str, kwargs_of):
+    """Three plain callees of a keyed registration; 24 keys, each sent as `kwargs_of(key)`, reach
+    the member the router's hash names, every time."""
+    uri = new_uri(prefix)
     names = ["A", "B", "C"]
     for name in names:
         callee = await wamp.connect(ser, name)
-        await bounded(callee.register(lambda user_id, name=name: name, uri), f"REGISTER {uri} as {name}")
+        await bounded(callee.register(lambda name=name, **_: name, uri), f"REGISTER {uri} as {name}")
     caller = await wamp.connect(ser, "caller")
     assert await _rule_in_force(caller, uri) == "jump_consistent_hash"
     served = set()
     for k in range(24):
         user = f"user-{k}"
         expected = names[jump_consistent_hash(rkey_hash(user), len(names))]
-        got = await bounded(caller.call(uri, user_id=user), f"call for {user}")
+        got = await bounded(caller.call(uri, **kwargs_of(user)), f"call for {user}")
         assert got == expected, f"{user}: served by {got}, expected {expected}"
-        again = await bounded(caller.call(uri, user_id=user), f"second call for {user}")
+        again = await bounded(caller.call(uri, **kwargs_of(user)), f"second call for {user}")
         assert again == got, "one key, one member"
         served.add(got)
     assert served == set(names), "24 keys spread over all three members"
+
+
+async def test_config_keys_calls_by_a_kwarg(wamp, ser):
+    await _keyed_by(wamp, ser, KEYED, lambda user: {"user_id": user})
+
+
+async def test_config_keys_calls_by_a_path_into_a_kwarg(wamp, ser):
+    await _keyed_by(wamp, ser, DEEP_KEYED, lambda user: {"user": {"id": user, "name": "someone"}})

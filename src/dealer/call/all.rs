@@ -21,6 +21,8 @@
 //!   (every member gets the call already); that error is its result. A member leaving mid-call:
 //!   `wamp.error.canceled`.
 //! - Members are not offered `receive_progress`: a member's own progressive YIELDs are dropped.
+//! - Members get their INVOCATIONs side by side: one whose outbound queue is full (it stopped
+//!   reading) delays only its own, never the others'.
 //! - CANCEL (any mode; `kill` acts as `killnowait`, since the caller could otherwise wait on
 //!   every member) and the call's `timeout` end the call at once with their ERROR; members still
 //!   running are interrupted when they support call canceling.
@@ -103,15 +105,20 @@ pub async fn dispatch_all(
     }
     options.rkey = None;
     options.partition = false;
-    for member in members {
+    // Delivered side by side: a member whose outbox is full (delivery waits for room there, up to
+    // `stuck_timeout_ms`) delays only its own INVOCATION. Members with room get theirs at the
+    // first poll; the caller's reader still waits for the slow ones, as any CALL waits for its
+    // callee's room (backpressure).
+    let deliveries = members.into_iter().map(|member| {
         let mut options = options;
         options.callee = Some(member.session.id);
         let mut invocation =
             Invocation::new(registration.clone(), caller.clone(), request, token, options, payload.clone());
         invocation.timer = timeouts.clone();
         invocation.called = called.clone();
-        super::dispatch(invocation).await;
-    }
+        super::dispatch(invocation)
+    });
+    futures_util::future::join_all(deliveries).await;
 }
 
 /// Member `call.options.callee` answered `answer` (a RESULT or an ERROR, from it or made for it):

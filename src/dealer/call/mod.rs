@@ -67,7 +67,7 @@ use super::timeout::{Timeouts, TimerKey};
 
 pub use all::dispatch_all;
 pub use invocation::{payload_size, AtLimit, Invocation, InvocationTable, Serving};
-pub use queue::{CallQueue, QueueBounds};
+pub use queue::{CallQueue, CongestionSink, QueueBounds, QueueFull};
 pub use route::{dispatch, reroute};
 
 use crate::dealer::Registration;

@@ -206,6 +206,19 @@ impl<C: Member, P: Policy> PatternIndex<C, P> {
         policy: P,
         member: C,
     ) -> Result<Registered, RegisterError<P>> {
+        self.register_with(pattern, kind, policy, member, |_| {})
+    }
+
+    /// [`PatternIndex::register`], running `prepare` on the entry before the member can be routed
+    /// to (see [`crate::dealer::registry::Registry::register_with`]).
+    pub fn register_with(
+        &self,
+        pattern: &str,
+        kind: PatternKind,
+        policy: P,
+        member: C,
+        prepare: impl FnOnce(&Registration<C, P>),
+    ) -> Result<Registered, RegisterError<P>> {
         debug_assert!(kind.policy().accepts(pattern), "{pattern:?} is no {kind:?} pattern");
         let components: Components = pattern.split('.').collect();
         let mut writer = self.write.lock();
@@ -213,11 +226,12 @@ impl<C: Member, P: Policy> PatternIndex<C, P> {
         let node = self.trie.get(node).expect("the path was just made");
         let slot = node.value.of(kind);
         if let Some(existing) = slot.load_full() {
-            existing.join(policy, member)?;
+            existing.join(policy, member, prepare)?;
             return Ok(Registered { id: existing.id, created: false });
         }
         let id = fresh_id(|id| self.by_id.contains_key(&id));
         let registration = Arc::new(Registration::new(id, pattern, policy, member));
+        prepare(&registration);
         slot.store(Some(registration.clone()));
         self.by_id.insert(id, Located { registration, kind, node: node.id() });
         self.counter(kind).fetch_add(1, Ordering::Relaxed);
