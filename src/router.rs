@@ -265,6 +265,10 @@ async fn accept_loop(
     }
 }
 
+/// Most octets read at once to tell RawSocket from WebSocket on a listener that serves both: a
+/// typical upgrade request whole (the transport reads the rest, if any, from the socket).
+const PREFIX: usize = 1024;
+
 /// Connections being refused (at `max_connections`) at one time; beyond this they are dropped.
 const MAX_REFUSALS: usize = 64;
 
@@ -279,23 +283,24 @@ fn keepalive(idle_ms: u64) -> Option<socket2::TcpKeepalive> {
 /// Hands a connection to its transport, after TLS on a TLS listener. On a listener that serves
 /// both transports, the first octet tells RawSocket (0x7F) from an HTTP request. TLS and the
 /// transport's handshake share one deadline.
-async fn serve(shared: Arc<RouterShared>, tcp: TcpStream, peer: SocketAddr, state: &ListenerState) {
+async fn serve(shared: Arc<RouterShared>, mut tcp: TcpStream, peer: SocketAddr, state: &ListenerState) {
     let deadline = Instant::now() + shared.config.handshake_timeout();
     let live = state.live();
-    let connection = Connection { peer, deadline, first: None, tls: None };
+    let connection = Connection { peer, deadline, prefix: Vec::new(), tls: None };
     match &live.tls {
         None => {
-            let is_rawsocket = match (live.config.websocket, live.config.rawsocket) {
+            let (is_rawsocket, prefix) = match (live.config.websocket, live.config.rawsocket) {
                 (true, true) => {
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
-                        Ok(Ok(1)) => first[0] == rawsocket::MAGIC,
+                    // On the heap, not in this task's state, which every open session keeps.
+                    let mut prefix = Vec::with_capacity(PREFIX);
+                    match tokio::time::timeout_at(deadline, tcp.read_buf(&mut prefix)).await {
+                        Ok(Ok(1..)) => (prefix[0] == rawsocket::MAGIC, prefix),
                         _ => return,
                     }
                 }
-                (websocket, _) => !websocket,
+                (websocket, _) => (!websocket, Vec::new()),
             };
-            dispatch(shared, tcp, connection, is_rawsocket, &live).await;
+            dispatch(shared, tcp, Connection { prefix, ..connection }, is_rawsocket, &live).await;
         }
         // Boxed: a TLS connection's state is far larger than a plain one's, and a plain
         // connection's task must not carry room for it.
@@ -322,7 +327,7 @@ async fn serve_tls(
                 _ => return,
             }
             let is_rawsocket = first[0] == rawsocket::MAGIC;
-            dispatch(shared, tls, Connection { first: Some(first[0]), ..connection }, is_rawsocket, live).await
+            dispatch(shared, tls, Connection { prefix: first.to_vec(), ..connection }, is_rawsocket, live).await
         }
         (websocket, _) => dispatch(shared, tls, connection, !websocket, live).await,
     }

@@ -352,18 +352,24 @@ fn logged(log: &std::sync::Mutex<Vec<String>>, message: &str, count: usize) -> V
 async fn sessions_are_logged_at_info_with_real_fields_and_refusals_once() {
     let (mut child, url, log) = start_logged(&[]);
     let client = Client::join(&url, "realm1", Serializer::MsgPack).await.unwrap();
-    let joined = &logged(&log, "session joined", 1)[0];
-    assert_eq!(joined["level"], "INFO");
-    assert_eq!(joined["session"], client.session_id());
-    assert_eq!(joined["realm"], "realm1");
-    assert_eq!(joined["transport"], "websocket");
-    assert_eq!(joined["serializer"], "wamp.2.msgpack");
-    assert!(joined["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{joined}");
-    assert!(joined["authid"].as_str().unwrap().starts_with("anonymous"));
+    let session = client.session_id();
     client.goodbye().await.unwrap();
+    // One info line per session, at its end, with who it was, why it ended and how long it lasted.
     let left = &logged(&log, "session left", 1)[0];
+    assert_eq!(left["level"], "INFO");
+    assert_eq!(left["session"], session);
+    assert_eq!(left["realm"], "realm1");
+    assert_eq!(left["transport"], "websocket");
+    assert_eq!(left["serializer"], "wamp.2.msgpack");
+    assert!(left["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{left}");
+    assert!(left["authid"].as_str().unwrap().starts_with("anonymous"));
+    assert_eq!(left["authrole"], "anonymous");
+    assert_eq!(left["authmethod"], "anonymous");
     assert_eq!(left["reason"], "goodbye");
-    assert_eq!(left["peer"], joined["peer"]);
+    assert!(left["seconds"].as_f64().unwrap() > 0.0, "{left}");
+    // `session joined` is at debug: not in an info log.
+    let joined = log.lock().unwrap().iter().filter(|l| l.contains("\"session joined\"")).count();
+    assert_eq!(joined, 0);
 
     // A handshake offering no WAMP subprotocol, and a RawSocket one with reserved bits: each
     // refusal is logged once, with its reason.

@@ -194,3 +194,43 @@ async fn a_peer_too_small_for_welcome_gets_an_abort_not_silence() {
     drop(tiny);
     assert_empty(&router).await;
 }
+
+/// On the port serving both transports, the router reads the first octets to tell them apart and
+/// hands them to the transport: none is lost, whether the first read holds a RawSocket handshake
+/// and the HELLO sent with it, one octet of an upgrade request, or only part of a long one.
+#[tokio::test]
+async fn the_shared_port_hands_the_octets_it_read_first_to_the_transport() {
+    let router = router().await;
+    // A RawSocket client that sends HELLO with its handshake, before the answer.
+    let hello = format!(r#"[1,"{REALM}",{{"roles":{{"caller":{{}}}}}}]"#);
+    let mut bytes = vec![0x7f, 0xf1, 0, 0, 0, 0, 0, hello.len() as u8];
+    bytes.extend_from_slice(hello.as_bytes());
+    let mut tcp = tokio::net::TcpStream::connect(router.local_addr()).await.unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    let mut reply = [0u8; 4];
+    tcp.read_exact(&mut reply).await.unwrap();
+    assert_eq!((reply[0], reply[1] & 0x0f), (0x7f, 1), "accepted, JSON");
+    let mut header = [0u8; 4];
+    tcp.read_exact(&mut header).await.unwrap();
+    let mut welcome = vec![0u8; usize::from(header[2]) << 8 | usize::from(header[3])];
+    tcp.read_exact(&mut welcome).await.unwrap();
+    assert_eq!(header[0], 0);
+    assert!(welcome.starts_with(b"[2,"), "{}", String::from_utf8_lossy(&welcome));
+
+    // An upgrade request whose first octet arrives alone, and one far longer than the first read.
+    let padding = "x".repeat(3000);
+    for (first, rest) in [("G", String::new()), ("", format!("X-Padding: {padding}\r\n"))] {
+        let mut tcp = tokio::net::TcpStream::connect(router.local_addr()).await.unwrap();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{rest}Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
+        );
+        tcp.write_all(first.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(&request.as_bytes()[first.len()..]).await.unwrap();
+        let mut answer = vec![0u8; 12];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 101");
+    }
+    drop(tcp);
+    assert_empty(&router).await;
+}

@@ -246,8 +246,10 @@ impl Session {
                 Message::Hello { .. } if self.challenged.is_some() => {
                     Flow::Close(Some(self.violation("HELLO received while a CHALLENGE awaits its AUTHENTICATE")))
                 }
-                Message::Hello { realm, details } => self.on_hello(&realm, &details).await,
-                Message::Authenticate { signature, extra } => self.on_authenticate(&signature, &extra).await,
+                // Boxed: these run once per session, and their state (authenticators awaited) would
+                // otherwise be room reserved in every session's task for its whole life.
+                Message::Hello { realm, details } => Box::pin(self.on_hello(&realm, &details)).await,
+                Message::Authenticate { signature, extra } => Box::pin(self.on_authenticate(&signature, &extra)).await,
                 other => Flow::Close(Some(self.violation(&format!("{} received before HELLO", other.message_type())))),
             };
         };
@@ -514,7 +516,9 @@ impl Session {
             authprovider: admitted.authprovider,
             features,
         };
-        tracing::info!(
+        // At debug: the one info line of a session is `session left` (see lifecycle), which says
+        // all this too. Formatting and writing a log line is a tenth of a short session's cost.
+        tracing::debug!(
             session = self.handle.id,
             realm = realm.name.as_str(),
             peer = %self.peer,

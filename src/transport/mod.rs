@@ -24,9 +24,11 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// When the transport's handshake (and TLS's before it) must be done.
     pub deadline: Instant,
-    /// The first octet, when the router already read it (to tell RawSocket from WebSocket
-    /// inside TLS, where it cannot peek).
-    pub first: Option<u8>,
+    /// The first octets of the stream, when the router already read them to tell RawSocket from
+    /// WebSocket by the first (on a listener serving both): the transport takes them before
+    /// reading the socket. Read rather than peeked, so an upgrade request that came in one
+    /// segment costs one `recvfrom`, not two; inside TLS, where nothing can be peeked, one octet.
+    pub prefix: Vec<u8>,
     /// Set when the connection is TLS: its verified client certificate, if any.
     pub tls: Option<Arc<tls::TlsPeer>>,
 }

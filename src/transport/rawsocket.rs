@@ -124,15 +124,12 @@ pub fn announced_length(exponent: u8) -> usize {
 
 /// Serves one connection (plain TCP or TLS) whose first octet is [`MAGIC`].
 pub async fn serve<S: Socket>(router: Arc<RouterShared>, mut socket: S, connection: Connection) {
-    let Connection { peer, deadline, first, tls } = connection;
+    let Connection { peer, deadline, mut prefix, tls } = connection;
     let mut hello = [0u8; 4];
-    let start = match first {
-        Some(octet) => {
-            hello[0] = octet;
-            1
-        }
-        None => 0,
-    };
+    let start = prefix.len().min(4);
+    hello[..start].copy_from_slice(&prefix[..start]);
+    // What came after the handshake (a client that did not wait for its answer) goes to the frames.
+    prefix.drain(..start);
     match tokio::time::timeout_at(deadline, socket.read_exact(&mut hello[start..])).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => return tracing::debug!(%peer, %error, "RawSocket handshake failed"),
@@ -165,7 +162,8 @@ pub async fn serve<S: Socket>(router: Arc<RouterShared>, mut socket: S, connecti
     }
     tracing::debug!(%peer, serializer = serializer.subprotocol(), peer_max, "RawSocket connection open");
     let (read, write) = socket.into_halves();
-    let read = FrameGate::new(read, Framing::RawSocket, max_incoming, router.config.message_timeout());
+    let read = FrameGate::with_prefix(read, Framing::RawSocket, max_incoming, router.config.message_timeout(), &prefix);
+    drop(prefix);
     let frames = Frames { inner: FramedRead::new(read, Codec { max_incoming }) };
     let sink = FrameSink { inner: FramedWrite::new(write, Codec { max_incoming }) };
     let link = PeerLink {

@@ -37,7 +37,7 @@ pub async fn serve<S>(router: Arc<RouterShared>, socket: S, connection: Connecti
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Connection { peer, deadline, first, tls } = connection;
+    let Connection { peer, deadline, prefix, tls } = connection;
     let config = &router.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer_size)
@@ -47,17 +47,17 @@ where
         .max_frame_size(Some(config.max_message_size));
     let mut chosen = None;
     let mut refusal = None;
-    let path = config.path.clone();
+    let path = config.path.as_str();
     let callback = |request: &Request, response: Response| {
         let origin = request.headers().get(http::header::ORIGIN).map(|o| o.to_str().unwrap_or("(not text)"));
         if let Err(reason) = origins.check(origin) {
             return Err(refuse(&mut refusal, StatusCode::FORBIDDEN, "origin", reason));
         }
-        negotiate(request, response, &path, &mut chosen, &mut refusal)
+        negotiate(request, response, path, &mut chosen, &mut refusal)
     };
     let (max, timeout) = (config.max_message_size, config.message_timeout());
-    let prefix = first.as_slice();
-    let gated = FrameGate::with_prefix(socket, Framing::WebSocket, max, timeout, prefix);
+    let gated = FrameGate::with_prefix(socket, Framing::WebSocket, max, timeout, &prefix);
+    drop(prefix);
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(gated, callback, Some(ws_config));
     let ws = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => ws,
