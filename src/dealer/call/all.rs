@@ -40,20 +40,22 @@ use crate::wire::{Dict, Message, MessageType, Payload};
 /// members that took it run (to interrupt them when the call ends early).
 pub(super) struct Fanout {
     outstanding: usize,
-    running: Vec<(Weak<SessionHandle>, u64)>,
+    /// Members whose writer wrote the INVOCATION and that have not answered yet: session id,
+    /// session, invocation id.
+    running: Vec<(u64, Weak<SessionHandle>, u64)>,
     disclose: bool,
 }
 
 impl Fanout {
     /// A member's writer wrote its INVOCATION `invocation`.
     pub(super) fn started(&mut self, callee: &Arc<SessionHandle>, invocation: u64) {
-        self.running.push((Arc::downgrade(callee), invocation));
+        self.running.push((callee.id, Arc::downgrade(callee), invocation));
     }
 
     /// The call ended before every member answered: the invocations still pending at members are
     /// dropped (their answers would find nothing), and members that can be told are interrupted.
     pub(super) fn abandon(self, mode: CancelMode, error: WampError) {
-        for (callee, invocation) in self.running {
+        for (_, callee, invocation) in self.running {
             let Some(callee) = callee.upgrade() else { continue };
             let Some(call) = callee.invocations.remove(invocation) else { continue };
             call.discard();
@@ -145,7 +147,7 @@ pub(super) fn member_answered(call: &Invocation, answer: Message) {
             Payload::Empty
         }
     };
-    fanout.running.retain(|(callee, _)| callee.upgrade().is_some_and(|c| c.id != member));
+    fanout.running.retain(|(session, ..)| *session != member);
     fanout.outstanding -= 1;
     let last = fanout.outstanding == 0;
     let progress = Message::Result { request, details, payload };
@@ -179,9 +181,7 @@ pub(super) fn cancel(
         fanout
     };
     if error == WampError::Timeout {
-        if let Some(metrics) = caller.metrics() {
-            metrics.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        super::count_timeout(caller);
     }
     if let Some(fanout) = fanout {
         fanout.abandon(mode, error);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::{fail, CallOptions};
+use super::CallOptions;
 use crate::dealer::registry::{MemberLoad, Selected};
 use crate::dealer::timeout::Timeouts;
 use crate::dealer::{Callee, Registration};
@@ -90,24 +90,25 @@ impl Invocation {
 
     /// Ends the call with `answer`, a final RESULT or ERROR for the caller (if it still waits).
     pub fn answer(mut self: Box<Self>, answer: Message) {
-        self.settled = true;
-        // Freed before the caller can see the answer, so its next call finds the slot free.
-        self.release_slot();
-        if self.options.all {
-            return super::all::member_answered(&self, answer);
-        }
-        super::end(&self.caller, self.caller_request, self.token, answer);
+        self.settle(answer);
     }
 
     /// Ends the call with an ERROR.
     pub fn fail(mut self: Box<Self>, error: WampError, reason: &str) {
+        self.settle(Refusal::new(error, reason).to_message(MessageType::Call, self.caller_request));
+    }
+
+    /// The one way a call ends: its slot is freed before the caller can see the answer (so its
+    /// next call finds the slot free), then the answer goes to the caller, or, for a member of
+    /// an invoke-all call, into that call's results.
+    fn settle(&mut self, answer: Message) {
         self.settled = true;
         self.release_slot();
         if self.options.all {
-            let answer = Refusal::new(error, reason).to_message(MessageType::Call, self.caller_request);
-            return super::all::member_answered(&self, answer);
+            super::all::member_answered(self, answer);
+        } else {
+            super::end(&self.caller, self.caller_request, self.token, answer);
         }
-        fail(&self.caller, self.caller_request, self.token, error, reason);
     }
 
     /// Drops a call known to have ended already.
@@ -158,18 +159,12 @@ impl Invocation {
 
 impl Drop for Invocation {
     fn drop(&mut self) {
-        if !self.settled {
-            tracing::debug!(session = self.caller.id, request = self.caller_request, "call dropped unanswered");
-            if self.options.all {
-                let reason = "the call was lost in the router";
-                let answer =
-                    Refusal::new(WampError::Canceled, reason).to_message(MessageType::Call, self.caller_request);
-                super::all::member_answered(self, answer);
-                return self.release_slot();
-            }
-            fail(&self.caller, self.caller_request, self.token, WampError::Canceled, "the call was lost in the router");
+        if self.settled {
+            return self.release_slot();
         }
-        self.release_slot();
+        tracing::debug!(session = self.caller.id, request = self.caller_request, "call dropped unanswered");
+        let reason = "the call was lost in the router";
+        self.settle(Refusal::new(WampError::Canceled, reason).to_message(MessageType::Call, self.caller_request));
     }
 }
 

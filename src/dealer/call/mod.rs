@@ -370,9 +370,7 @@ pub fn queue_wait_expired(caller: &SessionHandle, request: u64, token: u64) {
         calls.entries.get(&request).is_some_and(|e| e.token == token && e.parked.is_some())
     };
     if parked && fail(caller, request, token, WampError::Timeout, "the call waited in the queue longer than allowed") {
-        if let Some(metrics) = caller.metrics() {
-            metrics.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        count_timeout(caller);
     }
 }
 
@@ -388,6 +386,13 @@ fn release(calls: &mut Calls, started: &Notify, bytes: usize) {
 /// Ends call `request` with an ERROR carrying `reason` (see [`end`]).
 pub fn fail(caller: &SessionHandle, request: u64, token: u64, error: WampError, reason: &str) -> bool {
     end(caller, request, token, Refusal::new(error, reason).to_message(MessageType::Call, request))
+}
+
+/// Counts a call of `caller` ended by its timeout (or its wait in a queue running out).
+fn count_timeout(caller: &SessionHandle) {
+    if let Some(metrics) = caller.metrics() {
+        metrics.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Sends a progressive RESULT for call `request`, unless it has ended: under the table's lock, so
@@ -557,9 +562,7 @@ pub fn cancel(caller: &SessionHandle, request: u64, token: Option<u64>, mode: Ca
         return;
     }
     if error == WampError::Timeout {
-        if let Some(metrics) = caller.metrics() {
-            metrics.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        count_timeout(caller);
     }
     // A queued call is dropped by its callee's writer when it finds the call ended.
     if let Some((callee, invocation)) = running {
