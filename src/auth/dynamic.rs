@@ -289,6 +289,9 @@ impl Asked {
                 _ => continue,
             }
         }
+        // Not reached while `caller` holds the queue's sender: every call gets exactly one answer
+        // (the dealer's `Invocation` answers even when dropped), and the handshake deadline bounds
+        // the wait for it. Kept so the function says what it would mean.
         Err("the authentication call ended without an answer".into())
     }
 }

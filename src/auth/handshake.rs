@@ -170,7 +170,7 @@ pub fn hello(auth: &RealmAuth, details: &Dict, ctx: &Context<'_>) -> Hello {
             "tls" => admit_tls(auth, authid, ctx, &mut misses),
             "ticket" | "wampcra" | "wamp-scram" => {
                 let Some(authid) = authid else {
-                    if auth.methods().contains(&method) {
+                    if auth.offers(method) {
                         misses
                             .unknown
                             .get_or_insert_with(|| format!("{method} authentication needs HELLO.Details.authid"));
@@ -206,7 +206,7 @@ pub fn hello(auth: &RealmAuth, details: &Dict, ctx: &Context<'_>) -> Hello {
                     }
                     (None, Some(_)) => ask(None),
                     (None, None) => {
-                        if principal.is_none() && auth.methods().contains(&method) {
+                        if principal.is_none() && auth.offers(method) {
                             misses.unknown.get_or_insert_with(|| format!("no principal '{authid}' in this realm"));
                         }
                         None
@@ -217,7 +217,7 @@ pub fn hello(auth: &RealmAuth, details: &Dict, ctx: &Context<'_>) -> Hello {
                 let pubkey = authextra.and_then(|e| e.get("pubkey")).and_then(Value::as_str);
                 let offered_key = pubkey.and_then(|k| cryptosign::parse_public_key(k).ok());
                 match offered_key {
-                    None if auth.methods().contains(&"cryptosign") => {
+                    None if auth.offers("cryptosign") => {
                         misses.unknown.get_or_insert_with(|| {
                             "cryptosign authentication needs an Ed25519 key in HELLO.Details.authextra.pubkey"
                                 .to_owned()
@@ -339,8 +339,9 @@ fn challenge_scram(
         Err(reason) => return Hello::Refused(Refusal::new(WampError::AuthenticationFailed, reason)),
     };
     match key.challenge(authid, hello, &nonce) {
-        Ok(exchange) => {
-            let extra = exchange.extra.clone();
+        Ok(mut exchange) => {
+            // Sent in the CHALLENGE; AUTHENTICATE is checked against the rest.
+            let extra = std::mem::take(&mut exchange.extra);
             let check = Check::Scram(Box::new(exchange));
             challenge(Pending { authprovider: provider, ..Pending::new(authid, Some(role.clone()), check) }, extra)
         }

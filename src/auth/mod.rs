@@ -173,15 +173,20 @@ impl RealmAuth {
 
     /// The authentication methods this realm offers, in the order the router names them.
     pub fn methods(&self) -> Vec<&'static str> {
-        let offered = [
-            ("anonymous", self.anonymous.is_some()),
-            ("ticket", self.ticket || self.dynamic("ticket").is_some()),
-            ("wampcra", self.wampcra || self.dynamic("wampcra").is_some()),
-            ("cryptosign", !self.keys.is_empty() || self.dynamic("cryptosign").is_some()),
-            ("wamp-scram", self.scram || self.dynamic("wamp-scram").is_some()),
-            ("tls", !self.tls_fingerprints.is_empty() || !self.tls_cns.is_empty()),
-        ];
-        offered.iter().filter(|(_, on)| *on).map(|(m, _)| *m).collect()
+        config::METHODS.iter().copied().filter(|method| self.offers(method)).collect()
+    }
+
+    /// Whether the realm offers `method` (one of [`config::METHODS`]) to a HELLO.
+    pub fn offers(&self, method: &str) -> bool {
+        match method {
+            "anonymous" => self.anonymous.is_some(),
+            "ticket" => self.ticket || self.dynamic("ticket").is_some(),
+            "wampcra" => self.wampcra || self.dynamic("wampcra").is_some(),
+            "cryptosign" => !self.keys.is_empty() || self.dynamic("cryptosign").is_some(),
+            "wamp-scram" => self.scram || self.dynamic("wamp-scram").is_some(),
+            "tls" => !self.tls_fingerprints.is_empty() || !self.tls_cns.is_empty(),
+            _ => false,
+        }
     }
 
     /// How many principals the realm knows.
@@ -292,6 +297,14 @@ fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| "tls_fingerprint must be a SHA-256 fingerprint: 64 hex digits (colons allowed)".to_owned())
+}
+
+/// HMAC-SHA256 of `data` under `key` (WAMP-CRA's signature, SCRAM's proofs).
+pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 /// `N` bytes from the operating system's CSPRNG.

@@ -20,12 +20,12 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::config::ScramConfig;
+use super::hmac_sha256 as hmac;
 use crate::wire::{Dict, Value};
 
 /// The key derivation function a credential was made with.
@@ -173,14 +173,6 @@ impl Exchange {
         }
         Ok(STANDARD.encode(hmac(&*self.key.server_key, auth_message.as_bytes())))
     }
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&mac.finalize().into_bytes());
-    out
 }
 
 /// RFC 5802's `saslname`: `,` and `=` escaped.

@@ -9,7 +9,6 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -83,9 +82,7 @@ impl CraKey {
 
 /// base64(HMAC-SHA256(key, challenge)), as the client computes it.
 pub fn sign(key: &[u8], challenge: &str) -> String {
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key) else { return String::new() };
-    mac.update(challenge.as_bytes());
-    STANDARD.encode(mac.finalize().into_bytes())
+    STANDARD.encode(super::hmac_sha256(key, challenge.as_bytes()))
 }
 
 /// The salted key: the base64 text of PBKDF2-HMAC-SHA256(secret, salt, iterations, keylen).

@@ -144,7 +144,7 @@ impl ClientCert {
     /// The fingerprint as lowercase hex without separators (what `openssl x509 -fingerprint
     /// -sha256` prints, without its colons).
     pub fn fingerprint_hex(&self) -> String {
-        self.fingerprint_sha256.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.fingerprint_sha256)
     }
 }
 
