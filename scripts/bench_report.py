@@ -122,7 +122,7 @@ def main():
     md = [BEGIN, "", f"Measured by `scripts/bench.sh` on {machine()}.", ""]
 
     md += ["### Load generator (router as its own process, `--router-pid` for its CPU)", ""]
-    runs = [("standard (default worker count: one on 2 CPUs)", "standard"), ("standard, `--threads 1`", "standard-1thread"),
+    runs = [("standard (default worker count)", "standard"), ("standard, `--threads 1`", "standard-1thread"),
             ("msgpack, `--threads 1`", "msgpack"), ("window 256, `--threads 1`", "window256"),
             ("sequential", "sequential")]
     results = [(label, r) for label, name in runs for r in load(out, name)]

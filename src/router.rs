@@ -453,6 +453,9 @@ impl RouterHandle {
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), self.connections.wait()).await;
         }
+        // Every session is gone: the worker threads end here, not only when the runtime that
+        // started the router does.
+        self.shared.workers.stop();
         tracing::info!("router stopped");
     }
 }

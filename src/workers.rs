@@ -78,16 +78,6 @@ impl Workers {
         Ok((Arc::new(Workers { handles, next: AtomicUsize::new(0), stop }), guard))
     }
 
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: a router has at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// The worker that takes the next connection: round-robin, so sessions spread evenly.
     pub fn next_index(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()

@@ -120,7 +120,7 @@ impl RuleIndex {
         let keys = &index.keys;
         // Stable sorts: equal keys keep config order.
         index.prefixes.sort_by_key(|&i| std::cmp::Reverse(keys[i].0.len()));
-        index.wildcards.sort_by(|&a, &b| uri::wildcard_rank(&keys[b].0).cmp(&uri::wildcard_rank(&keys[a].0)));
+        index.wildcards.sort_by_cached_key(|&i| std::cmp::Reverse(uri::wildcard_rank(&keys[i].0)));
         index
     }
 

@@ -10,7 +10,6 @@
 
 use std::fmt;
 
-use super::call::QueueBounds;
 use crate::auth::config::RuleMatch;
 use crate::auth::permissions::RuleIndex;
 use crate::config::ProcedureConfig;
@@ -302,19 +301,6 @@ impl ConfiguredRule {
             max_queued_calls: config.max_queued_calls,
             max_queue_ms: config.max_queue_ms,
             key,
-        })
-    }
-
-    /// The queue bounds the table sets, or `None` when it sets neither a limit nor a bound (the
-    /// REGISTER's own options then decide).
-    pub fn queue(&self) -> Option<QueueBounds> {
-        (self.concurrency.is_some() || self.max_queued_calls.is_some() || self.max_queue_ms.is_some()).then(|| {
-            QueueBounds {
-                max_calls: self
-                    .max_queued_calls
-                    .map_or(QueueBounds::DEFAULT_MAX_CALLS, |n| usize::try_from(n).unwrap_or(usize::MAX)),
-                max_wait_ms: self.max_queue_ms.unwrap_or(0),
-            }
         })
     }
 }
