@@ -51,6 +51,9 @@ pub enum WampError {
     FeatureNotSupported,
     /// A message was larger than the receiving peer accepts.
     PayloadSizeExceeded,
+    /// The router could not reach what it needs to answer (a cluster node cut off from its
+    /// registry); nothing was changed.
+    NetworkFailure,
     /// Close reason: the router is shutting down.
     SystemShutdown,
     /// Close reason: the session is being closed (e.g. a stuck peer).
@@ -87,6 +90,7 @@ impl WampError {
             WampError::NotAuthorized => "wamp.error.not_authorized",
             WampError::FeatureNotSupported => "wamp.error.feature_not_supported",
             WampError::PayloadSizeExceeded => "wamp.error.payload_size_exceeded",
+            WampError::NetworkFailure => "wamp.error.network_failure",
             WampError::SystemShutdown => "wamp.close.system_shutdown",
             WampError::CloseRealm => "wamp.close.close_realm",
             WampError::GoodbyeAndOut => "wamp.close.goodbye_and_out",

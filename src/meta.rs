@@ -209,8 +209,16 @@ pub fn left(realm: &Realm, session: &SessionHandle) {
     });
 }
 
-/// Publishes `on_create` (when `created`) and `on_register`.
+/// Publishes `on_create` (when `created`) and `on_register`. On a cluster node the events come
+/// from the cluster's registry instead (see [`crate::dealer::cluster`]), once per change.
 pub fn registered(realm: &Realm, session: u64, registration: u64, created: bool) {
+    if !realm.dealer.is_clustered() {
+        publish_registered(realm, session, registration, created);
+    }
+}
+
+/// Publishes `on_create` (when `created`) and `on_register` to this node's subscribers.
+pub fn publish_registered(realm: &Realm, session: u64, registration: u64, created: bool) {
     if created {
         if let Some((r, policy)) = realm.dealer.get(registration) {
             let details = registration_details(&r, policy);
@@ -223,8 +231,16 @@ pub fn registered(realm: &Realm, session: u64, registration: u64, created: bool)
     realm.broker.publish_internal("wamp.registration.on_register", args);
 }
 
-/// Publishes `on_unregister` and (when `deleted`) `on_delete`.
+/// Publishes `on_unregister` and (when `deleted`) `on_delete`; on a cluster node these come from
+/// the cluster's registry instead.
 pub fn unregistered(realm: &Realm, session: u64, registration: u64, deleted: bool) {
+    if !realm.dealer.is_clustered() {
+        publish_unregistered(realm, session, registration, deleted);
+    }
+}
+
+/// Publishes `on_unregister` and (when `deleted`) `on_delete` to this node's subscribers.
+pub fn publish_unregistered(realm: &Realm, session: u64, registration: u64, deleted: bool) {
     let args = || Payload::args(vec![Value::UInt(session), Value::UInt(registration)]);
     realm.broker.publish_internal("wamp.registration.on_unregister", args);
     if deleted {
@@ -314,6 +330,16 @@ fn kill(session: &SessionHandle, by: &SessionHandle, kwargs: &Dict) {
         metrics.kills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let closing = Closing { message: Message::Goodbye { details, reason }, code: CloseCode::Policy };
+    if session.push(Outbound::Close(Box::new(closing))).is_err() {
+        session.kill();
+    }
+}
+
+/// Closes a session with GOODBYE `wamp.close.system_shutdown` and `message`.
+pub fn shut_down(session: &SessionHandle, message: &str) {
+    let details = Dict::new().with("message", message);
+    let reason = crate::error::WampError::SystemShutdown.uri().to_owned();
+    let closing = Closing { message: Message::Goodbye { details, reason }, code: CloseCode::Away };
     if session.push(Outbound::Close(Box::new(closing))).is_err() {
         session.kill();
     }

@@ -8,6 +8,7 @@
 //! ERROR go straight to [`call::complete`].
 
 pub mod call;
+pub mod cluster;
 pub mod patterns;
 pub mod registry;
 pub mod rule;
@@ -131,6 +132,20 @@ pub struct Dealer {
     procedures: arc_swap::ArcSwap<ProcedureRules>,
     /// Where call queues report the calls they refuse (installed by the realm).
     congestion: std::sync::OnceLock<call::CongestionSink>,
+    /// Set on a cluster node: registrations live in the cluster's registry, and the tables
+    /// above are this node's view of it (see [`cluster`]). Never read by a CALL.
+    cluster: std::sync::OnceLock<cluster::Link>,
+}
+
+/// What a REGISTER asks for, checked and with the realm's config applied.
+pub(crate) struct RegisterPlan {
+    pub(crate) policy: MatchPolicy,
+    pub(crate) rule: InvocationRule,
+    /// The config names the rule: a registration that predates it is joined under its own.
+    pub(crate) configured_rule: bool,
+    pub(crate) options: CalleeOptions,
+    pub(crate) concurrency: Option<u64>,
+    pub(crate) queue: Option<QueueBounds>,
 }
 
 impl Dealer {
@@ -151,7 +166,13 @@ impl Dealer {
             metrics,
             procedures: arc_swap::ArcSwap::from_pointee(ProcedureRules::default()),
             congestion: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// True on a cluster node (REGISTER and UNREGISTER go through the cluster's registry).
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
     }
 
     /// Sends the congestion reports of the registrations' call queues (calls refused because a
@@ -243,6 +264,52 @@ impl Dealer {
         procedure: &str,
         options: &Dict,
     ) -> Result<registry::Registered, Refusal> {
+        let plan = self.plan_register(procedure, options)?;
+        let callee = Callee::new(callee.clone(), plan.options, plan.concurrency);
+        let register = |rule: InvocationRule| self.join(procedure, plan.policy, rule, None, callee.clone(), plan.queue);
+        let mut registered = register(plan.rule);
+        if let (true, Err(RegisterError::DifferentRule(existing))) = (plan.configured_rule, &registered) {
+            // A registration created before a config reload keeps its rule; a member the config
+            // sends to it joins under that rule rather than being refused for the config's.
+            tracing::info!(
+                procedure,
+                existing = %existing,
+                configured = %plan.rule,
+                "registration predates the configured rule; the new member joins under its rule"
+            );
+            registered = register(*existing);
+        }
+        registered.map_err(|error| register_refusal(error, procedure, plan.rule))
+    }
+
+    /// REGISTER on a cluster node: the member is added to the cluster's record of the
+    /// registration (exact cluster-wide: `single` and the rule check are decided by one
+    /// linearizable write), and this returns once this node's view shows it.
+    pub async fn register_clustered(
+        &self,
+        callee: &Arc<SessionHandle>,
+        procedure: &str,
+        options: &Dict,
+    ) -> Result<registry::Registered, Refusal> {
+        let plan = self.plan_register(procedure, options)?;
+        match self.cluster.get() {
+            Some(link) => link.register(callee, procedure, plan).await,
+            None => self.register(callee, procedure, options),
+        }
+    }
+
+    /// UNREGISTER on a cluster node: the member leaves the cluster's record first (so a registry
+    /// that cannot be reached refuses with `wamp.error.network_failure` and changes nothing), then
+    /// this node's view.
+    pub async fn unregister_clustered(&self, session: u64, registration: u64) -> Result<bool, Refusal> {
+        match self.cluster.get() {
+            Some(link) => link.unregister(session, registration).await,
+            None => self.unregister(session, registration),
+        }
+    }
+
+    /// Checks a REGISTER and applies the realm's procedure config to it.
+    pub(crate) fn plan_register(&self, procedure: &str, options: &Dict) -> Result<RegisterPlan, Refusal> {
         let policy = MatchPolicy::from_option(options.get("match"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
         if !policy.accepts(procedure) {
@@ -279,7 +346,22 @@ impl Dealer {
             forward_timeout: flag("forward_timeout"),
             max_reroutes: options.get("max_reroutes").and_then(Value::as_u64),
         };
-        let callee = Callee::new(callee.clone(), options, concurrency);
+        let configured_rule = configured.is_some_and(|c| c.invoke.is_some());
+        Ok(RegisterPlan { policy, rule, configured_rule, options, concurrency, queue })
+    }
+
+    /// Adds `callee` to the registration of `procedure` under `policy` and `rule` (created with
+    /// the id `id` when given and new), making its call queue with `queue` when the member asks
+    /// for one.
+    pub(crate) fn join(
+        &self,
+        procedure: &str,
+        policy: MatchPolicy,
+        rule: InvocationRule,
+        id: Option<u64>,
+        callee: Callee,
+        queue: Option<QueueBounds>,
+    ) -> Result<registry::Registered, RegisterError> {
         // The first REGISTER that asks for a queue (or a limit) sets its bounds, before its member
         // is published: a call can wait only once a limited member is in the list, so no call can
         // find the registration without its queue and make one with default bounds.
@@ -289,63 +371,57 @@ impl Dealer {
                 registration.queue.get_or_init(|| Box::new(call::CallQueue::new(bounds, timeouts, sink)));
             }
         };
-        let register = |rule: InvocationRule| match PatternKind::of(policy) {
-            None => self.exact.register_with(procedure, rule, callee.clone(), prepare),
-            Some(kind) => self.patterns.register_with(procedure, kind, rule, callee.clone(), prepare),
-        };
-        let mut registered = register(rule);
-        if let (Some(configured), Err(RegisterError::DifferentRule(existing))) = (configured, &registered) {
-            // A registration created before a config reload keeps its rule; a member the config
-            // sends to it joins under that rule rather than being refused for the config's.
-            if configured.invoke.is_some() {
-                tracing::info!(
-                    procedure,
-                    existing = %existing,
-                    configured = %rule,
-                    "registration predates the configured rule; the new member joins under its rule"
-                );
-                registered = register(*existing);
+        let registered = match PatternKind::of(policy) {
+            None => self.exact.register_as(procedure, rule, id, callee, prepare),
+            Some(kind) => self.patterns.register_as(procedure, kind, rule, id, callee, prepare),
+        }?;
+        if let Some((registration, _)) = self.get(registered.id) {
+            // A new member may take calls that wait.
+            if registration.queued() > 0 {
+                call::queue::drain(&registration);
             }
         }
-        match registered {
-            Ok(registered) => {
-                if let Some((registration, _)) = self.get(registered.id) {
-                    // A new member may take calls that wait.
-                    if registration.queued() > 0 {
-                        call::queue::drain(&registration);
-                    }
-                }
-                Ok(registered)
-            }
-            Err(RegisterError::AlreadyExists) => Err(Refusal::new(
-                WampError::ProcedureAlreadyExists,
-                format!("register for already registered procedure '{procedure}'"),
-            )),
-            Err(RegisterError::DifferentRule(existing)) => Err(Refusal::new(
-                WampError::ProcedureExistsWithDifferentInvocationPolicy,
-                format!("procedure '{procedure}' is registered with invocation rule '{existing}', not '{rule}'"),
-            )),
-        }
+        Ok(registered)
     }
 
     /// UNREGISTER: removes the session from a registration it is a member of; `Ok(true)` when
     /// that deleted the registration (its last member left).
+    /// On a cluster node the member leaves this node's view at once and the cluster's record in
+    /// the background (a session closing, a revocation).
     pub fn unregister(&self, session: u64, registration: u64) -> Result<bool, Refusal> {
-        let left = self.exact.unregister(registration, session);
-        if let Some((registration, deleted)) = left.or_else(|| self.patterns.unregister(registration, session)) {
-            // Calls waiting for a slot end when nobody is left to serve them; otherwise a head of
-            // the queue that may not go to the remaining members must end too.
-            if deleted {
-                call::queue::fail_all(&registration);
-            } else if registration.queued() > 0 {
-                call::queue::drain(&registration);
+        match self.leave(session, registration) {
+            Some((left, policy, deleted)) => {
+                if let Some(link) = self.cluster.get() {
+                    link.forget(session, &left, policy);
+                }
+                Ok(deleted)
             }
-            return Ok(deleted);
+            None => Err(Refusal::new(
+                WampError::NoSuchRegistration,
+                format!("session is not registered under registration {registration}"),
+            )),
         }
-        Err(Refusal::new(
-            WampError::NoSuchRegistration,
-            format!("session is not registered under registration {registration}"),
-        ))
+    }
+
+    /// Removes the member `session` from `registration` in this node's tables: the registration,
+    /// its match policy and whether it was deleted; `None` when the session was not a member.
+    pub(crate) fn leave(&self, session: u64, registration: u64) -> Option<(Arc<Registration>, MatchPolicy, bool)> {
+        let (registration, policy, deleted) = match self.exact.unregister(registration, session) {
+            Some((r, deleted)) => (r, MatchPolicy::Exact, deleted),
+            None => {
+                let kind = self.patterns.get(registration)?.1;
+                let (r, deleted) = self.patterns.unregister(registration, session)?;
+                (r, kind.policy(), deleted)
+            }
+        };
+        // Calls waiting for a slot end when nobody is left to serve them; otherwise a head of
+        // the queue that may not go to the remaining members must end too.
+        if deleted {
+            call::queue::fail_all(&registration);
+        } else if registration.queued() > 0 {
+            call::queue::drain(&registration);
+        }
+        Some((registration, policy, deleted))
     }
 
     /// CALL: opens the call in the caller's table, routes it by the registration's rule and
@@ -474,6 +550,20 @@ impl Dealer {
         }
         call::cancel(caller, request, None, mode, WampError::Canceled);
         Ok(())
+    }
+}
+
+/// The refusal a REGISTER gets for `error`.
+pub(crate) fn register_refusal(error: RegisterError, procedure: &str, rule: InvocationRule) -> Refusal {
+    match error {
+        RegisterError::AlreadyExists => Refusal::new(
+            WampError::ProcedureAlreadyExists,
+            format!("register for already registered procedure '{procedure}'"),
+        ),
+        RegisterError::DifferentRule(existing) => Refusal::new(
+            WampError::ProcedureExistsWithDifferentInvocationPolicy,
+            format!("procedure '{procedure}' is registered with invocation rule '{existing}', not '{rule}'"),
+        ),
     }
 }
 

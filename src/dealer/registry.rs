@@ -644,6 +644,19 @@ impl<C: Member, P: Policy> Registry<C, P> {
         member: C,
         prepare: impl FnOnce(&Registration<C, P>),
     ) -> Result<Registered, RegisterError<P>> {
+        self.register_as(uri, policy, None, member, prepare)
+    }
+
+    /// [`Registry::register_with`], creating the entry (when it is new) with the id `id` rather
+    /// than a fresh one: a cluster node's view takes registration ids from the replicated record.
+    pub fn register_as(
+        &self,
+        uri: &str,
+        policy: P,
+        id: Option<u64>,
+        member: C,
+        prepare: impl FnOnce(&Registration<C, P>),
+    ) -> Result<Registered, RegisterError<P>> {
         let shard = self.shard(uri);
         let _write = shard.write.lock();
         let map = shard.procedures.load();
@@ -651,7 +664,7 @@ impl<C: Member, P: Policy> Registry<C, P> {
             existing.join(policy, member, prepare)?;
             return Ok(Registered { id: existing.id, created: false });
         }
-        let id = fresh_id(|id| self.by_id.contains_key(&id));
+        let id = id.unwrap_or_else(|| fresh_id(|id| self.by_id.contains_key(&id)));
         let registration = Arc::new(Registration::new(id, uri, policy, member));
         prepare(&registration);
         let mut next = ProcedureMap::clone(&map);

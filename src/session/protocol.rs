@@ -320,7 +320,12 @@ impl Session {
                     return Flow::Continue;
                 }
                 meta::force_reregister(&realm, &self.handle, &procedure, &options);
-                match dealer.register(&self.handle, &procedure, &options) {
+                let registered = if dealer.is_clustered() {
+                    dealer.register_clustered(&self.handle, &procedure, &options).await
+                } else {
+                    dealer.register(&self.handle, &procedure, &options)
+                };
+                match registered {
                     Ok(registered) => {
                         let registration = registered.id;
                         self.registrations.insert(registration);
@@ -330,7 +335,11 @@ impl Session {
                     Err(refusal) => self.refuse(MessageType::Register, request, refusal),
                 }
             }
-            Message::Unregister { request, registration } => match dealer.unregister(self.handle.id, registration) {
+            Message::Unregister { request, registration } => match if dealer.is_clustered() {
+                dealer.unregister_clustered(self.handle.id, registration).await
+            } else {
+                dealer.unregister(self.handle.id, registration)
+            } {
                 Ok(deleted) => {
                     self.registrations.remove(&registration);
                     let _ = self.handle.push(Outbound::Unregistered { request, registration, reason: None });

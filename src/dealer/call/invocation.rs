@@ -48,6 +48,10 @@ pub struct Invocation {
     pub(super) slot: Option<Arc<MemberLoad>>,
     /// Answered, handed on, or found ended: nothing left for `Drop` to do.
     pub(super) settled: bool,
+    /// A call forwarded from another cluster node: the `INVOCATION.Details` that node made (it
+    /// knows the caller, so it names it when disclosure is due). Such a call is the origin's to
+    /// route again: `wamp.error.unavailable` goes back to it rather than to another member here.
+    pub forwarded: Option<Box<Dict>>,
 }
 
 impl Invocation {
@@ -75,6 +79,7 @@ impl Invocation {
             called: None,
             slot: None,
             settled: false,
+            forwarded: None,
         })
     }
 

@@ -601,7 +601,12 @@ pub fn complete(callee: &SessionHandle, invocation: u64, outcome: Outcome) {
     let request = call.caller_request;
     match error {
         // A call already sent in chunks cannot move: its new callee would miss the first ones.
-        Some(error) if error == WampError::Unavailable.uri() && !call.options.progress && !call.options.all => {
+        Some(error)
+            if error == WampError::Unavailable.uri()
+                && !call.options.progress
+                && !call.options.all
+                && call.forwarded.is_none() =>
+        {
             call.unavailable.push(callee.id);
             let limit = call
                 .registration

@@ -80,6 +80,14 @@ async fn route(mut call: Box<Invocation>, mut chosen: Option<Callee>) {
 /// `false` when the call needs a feature the callee did not announce.
 fn prepare(call: &mut Invocation, callee: &Callee) -> bool {
     let features = callee.session.identity().map(|i| i.features).unwrap_or_default();
+    if let Some(forwarded) = &call.forwarded {
+        if call.options.progress && !features.progressive_call_invocations {
+            return false;
+        }
+        call.progress = call.options.receive_progress && features.progressive_call_results;
+        call.details = Dict::clone(forwarded);
+        return true;
+    }
     let mut details = Dict::new();
     if call.options.progress {
         if !features.progressive_call_invocations {

@@ -219,6 +219,20 @@ impl<C: Member, P: Policy> PatternIndex<C, P> {
         member: C,
         prepare: impl FnOnce(&Registration<C, P>),
     ) -> Result<Registered, RegisterError<P>> {
+        self.register_as(pattern, kind, policy, None, member, prepare)
+    }
+
+    /// [`PatternIndex::register_with`], creating the entry (when it is new) with the id `id`
+    /// rather than a fresh one (see [`crate::dealer::registry::Registry::register_as`]).
+    pub fn register_as(
+        &self,
+        pattern: &str,
+        kind: PatternKind,
+        policy: P,
+        id: Option<u64>,
+        member: C,
+        prepare: impl FnOnce(&Registration<C, P>),
+    ) -> Result<Registered, RegisterError<P>> {
         debug_assert!(kind.policy().accepts(pattern), "{pattern:?} is no {kind:?} pattern");
         let components: Components = pattern.split('.').collect();
         let mut writer = self.write.lock();
@@ -229,7 +243,7 @@ impl<C: Member, P: Policy> PatternIndex<C, P> {
             existing.join(policy, member, prepare)?;
             return Ok(Registered { id: existing.id, created: false });
         }
-        let id = fresh_id(|id| self.by_id.contains_key(&id));
+        let id = id.unwrap_or_else(|| fresh_id(|id| self.by_id.contains_key(&id)));
         let registration = Arc::new(Registration::new(id, pattern, policy, member));
         prepare(&registration);
         slot.store(Some(registration.clone()));

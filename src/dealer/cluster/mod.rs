@@ -1,0 +1,888 @@
+//! Registrations across a cluster: the replicated registry, this node's view of it, and node
+//! loss. Calls to members on other nodes are in [`remote`].
+//!
+//! # The record
+//! Every registration of the cluster is one record in the JetStream KV bucket `REG`, under the key
+//! `p.<h>` (`h`: the first 32 hex digits of SHA-256 of `realm \0 match \0 uri`). It holds the
+//! realm, URI, match policy, invocation rule, registration id and the member list in registration
+//! order, each member with its node, that node's incarnation, its session and what routing needs
+//! from its REGISTER. Writers change a record only by create or compare-and-set on its revision,
+//! retried with jittered backoff on conflict, so `single` and the rule check are decided by one
+//! linearizable write: exact cluster-wide. A member is only ever appended or removed.
+//!
+//! # The view
+//! Each node watches the bucket and applies every revision, in the bucket's order, to its
+//! dealer's tables (the same sharded, wait-free tables a single node has): members of this node
+//! are its sessions, members of other nodes are stand-ins ([`remote`]) that forward calls over
+//! NATS. Since every node applies the same appends and removals in the same order, member lists
+//! are identical on every node; a CALL reads only the view, never the KV. REGISTER and UNREGISTER
+//! answer once this node's watch has applied their write.
+//!
+//! # Node loss
+//! A lost node's members leave every node's view at once (members of nodes that are not live are
+//! never applied), calls in flight to it end with `wamp.error.canceled`, and one node (the winner
+//! of the cluster's claim) removes them from the records.
+
+mod remote;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, watch};
+
+use super::call::QueueBounds;
+use super::registry::Registered;
+use super::rule::InvocationRule;
+use super::{register_refusal, Callee, CalleeOptions, RegisterPlan, Registration};
+use crate::cluster::{Cluster, ClusterError, Isolation, NodeEvent, NodeId};
+use crate::error::{Refusal, WampError};
+use crate::router::RouterShared;
+use crate::session::{CalleeFeatures, SessionHandle};
+use crate::wire::uri::MatchPolicy;
+use crate::wire::Value;
+
+/// How many times a registry write is tried against concurrent writers before it gives up.
+const MAX_ATTEMPTS: u32 = 64;
+
+/// One registration as the cluster records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Record {
+    realm: String,
+    uri: String,
+    #[serde(rename = "match")]
+    policy: String,
+    invoke: String,
+    id: u64,
+    members: Vec<MemberRecord>,
+}
+
+/// One member of a registration, as the cluster records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct MemberRecord {
+    node: String,
+    inc: u64,
+    session: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    disclose_caller: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    forward_timeout: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_reroutes: Option<u64>,
+    /// The callee features its session announced, as bits (see [`features_bits`]).
+    #[serde(default)]
+    features: u8,
+}
+
+impl MemberRecord {
+    fn is(&self, node: &NodeId) -> bool {
+        *self.node == *node.name && self.inc == node.incarnation
+    }
+
+    fn node_id(&self) -> NodeId {
+        NodeId::new(&self.node, self.inc)
+    }
+
+    fn options(&self) -> CalleeOptions {
+        CalleeOptions {
+            disclose_caller: self.disclose_caller,
+            forward_timeout: self.forward_timeout,
+            max_reroutes: self.max_reroutes,
+        }
+    }
+}
+
+impl Record {
+    fn policy(&self) -> Option<MatchPolicy> {
+        MatchPolicy::from_option(Some(&Value::from(self.policy.as_str()))).ok()
+    }
+
+    fn rule(&self) -> Option<InvocationRule> {
+        InvocationRule::from_option(Some(&Value::from(self.invoke.as_str()))).ok()
+    }
+}
+
+fn features_bits(features: CalleeFeatures) -> u8 {
+    u8::from(features.progressive_call_results)
+        | u8::from(features.call_canceling) << 1
+        | u8::from(features.registration_revocation) << 2
+        | u8::from(features.progressive_call_invocations) << 3
+}
+
+fn features_of(bits: u8) -> CalleeFeatures {
+    CalleeFeatures {
+        progressive_call_results: bits & 1 != 0,
+        call_canceling: bits & 2 != 0,
+        registration_revocation: bits & 4 != 0,
+        progressive_call_invocations: bits & 8 != 0,
+    }
+}
+
+/// The KV key of a registration: hashed, so any realm and URI fit the key charset and length.
+fn key_of(realm: &str, policy: MatchPolicy, uri: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(realm.as_bytes());
+    hash.update([0]);
+    hash.update(policy.name().as_bytes());
+    hash.update([0]);
+    hash.update(uri.as_bytes());
+    let digest = hex::encode(hash.finalize());
+    format!("p.{}", &digest[..32])
+}
+
+/// A member of this node, as REGISTER asked for it: what the view needs to make its [`Callee`],
+/// and what re-registering it after an isolation needs.
+struct Local {
+    realm: Arc<str>,
+    session: Arc<SessionHandle>,
+    uri: String,
+    policy: MatchPolicy,
+    rule: InvocationRule,
+    /// The registration id it last joined (reused if its record must be made again).
+    id: u64,
+    options: CalleeOptions,
+    concurrency: Option<u64>,
+    queue: Option<QueueBounds>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last applied value and revision of every record.
+    records: HashMap<String, (u64, Record)>,
+    /// This node's members, by (key, session): only these are applied as local members, so a
+    /// member that left here is never brought back by a revision written before it left.
+    local: HashMap<(String, u64), Local>,
+}
+
+/// What a registry write decided, given the current record.
+enum Change<T> {
+    /// Write this record (create it when there was none).
+    Write(Record, T),
+    /// Delete the record.
+    Delete(T),
+    /// Nothing to write.
+    Keep(T),
+    /// Refuse the request.
+    Refuse(Refusal),
+}
+
+/// The dealer's part of a cluster node: the replicated registry and the calls to other nodes.
+pub struct Replica {
+    cluster: Arc<Cluster>,
+    router: Weak<RouterShared>,
+    kv: kv::Store,
+    /// The last revision the watch applied to the view.
+    applied: watch::Sender<u64>,
+    state: Mutex<State>,
+    remote: remote::Remote,
+}
+
+/// A realm's dealer's link to the node's [`Replica`].
+pub struct Link {
+    replica: Arc<Replica>,
+    realm: Arc<str>,
+}
+
+impl Replica {
+    /// Opens the registry bucket, applies what it holds, reaps the members of nodes that are not
+    /// live, starts the call inbox and links every realm's dealer to it.
+    pub async fn start(router: &Arc<RouterShared>, cluster: Arc<Cluster>) -> Result<Arc<Replica>, ClusterError> {
+        let kv = cluster.open_bucket("REG", 1, None, None).await?;
+        let remote = remote::Remote::new(&cluster, router);
+        let replica = Arc::new(Replica {
+            cluster: cluster.clone(),
+            router: Arc::downgrade(router),
+            kv,
+            applied: watch::channel(0).0,
+            state: Mutex::default(),
+            remote,
+        });
+        // Subscribed before anything is registered: a call forwarded here finds the inbox.
+        remote::start_inbox(&replica).await?;
+        let last = replica
+            .kv
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| ClusterError::jetstream("reading the registry bucket", e))?
+            .state
+            .last_sequence;
+        let events = cluster.node_events();
+        tokio::spawn(watch_registry(Arc::downgrade(&replica)));
+        let mut applied = replica.applied.subscribe();
+        tokio::time::timeout(cluster.config().kv_timeout(), applied.wait_for(|a| *a >= last))
+            .await
+            .map_err(|_| ClusterError::JetStream("the registry did not replay in time".into()))?
+            .map_err(|e| ClusterError::jetstream("replaying the registry", e))?;
+        for (name, realm) in &router.realms {
+            let link = Link { replica: replica.clone(), realm: Arc::from(name.as_str()) };
+            let _ = realm.dealer.cluster.set(link);
+        }
+        tokio::spawn(node_events(Arc::downgrade(&replica), events));
+        tokio::spawn(connection(Arc::downgrade(&replica), cluster.connection()));
+        let dead: HashSet<NodeId> = {
+            let state = replica.state.lock();
+            state.records.values().flat_map(|(_, r)| r.members.iter().map(MemberRecord::node_id)).collect()
+        };
+        for node in dead.into_iter().filter(|n| !cluster.is_live(n) && !replica.is_me(n)) {
+            let replica = replica.clone();
+            tokio::spawn(async move { replica.reap(&node).await });
+        }
+        Ok(replica)
+    }
+
+    fn is_me(&self, node: &NodeId) -> bool {
+        node == self.cluster.node()
+    }
+
+    fn kv_timeout(&self) -> Duration {
+        self.cluster.config().kv_timeout()
+    }
+
+    /// Applies one revision of the bucket to the view, and publishes the meta events it means.
+    fn apply(&self, entry: kv::Entry) {
+        let Some(router) = self.router.upgrade() else { return };
+        let record = match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<Record>(&entry.value) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    tracing::warn!(key = entry.key, %error, "unreadable registry record ignored");
+                    None
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
+        let events = {
+            let mut state = self.state.lock();
+            let previous = state.records.remove(&entry.key).map(|(_, r)| r);
+            self.update_view(&router, &state, &entry.key, previous.as_ref(), record.as_ref());
+            let events = diff(previous.as_ref(), record.as_ref());
+            if let Some(record) = record {
+                state.records.insert(entry.key.clone(), (entry.revision, record));
+            }
+            events
+        };
+        for (realm, event) in events {
+            if let Some(realm) = router.realms.get(&realm) {
+                match event {
+                    Event::Registered { session, id, created } => {
+                        crate::meta::publish_registered(realm, session, id, created)
+                    }
+                    Event::Unregistered { session, id, deleted } => {
+                        crate::meta::publish_unregistered(realm, session, id, deleted)
+                    }
+                }
+            }
+        }
+        self.applied.send_if_modified(|applied| {
+            let newer = entry.revision > *applied;
+            if newer {
+                *applied = entry.revision;
+            }
+            newer
+        });
+    }
+
+    /// Makes the view of one registration what `next` says (gone when `None`), keeping the
+    /// members already in it where they are and appending the new ones in record order.
+    fn update_view(
+        &self,
+        router: &RouterShared,
+        state: &State,
+        key: &str,
+        previous: Option<&Record>,
+        next: Option<&Record>,
+    ) {
+        if let Some(previous) = previous.filter(|p| next.is_none_or(|n| n.id != p.id)) {
+            if let Some(realm) = router.realms.get(&previous.realm) {
+                evict(&realm.dealer, previous.id);
+            }
+        }
+        let Some(next) = next else { return };
+        let Some(realm) = router.realms.get(&next.realm) else { return };
+        let (Some(policy), Some(rule)) = (next.policy(), next.rule()) else {
+            tracing::warn!(key, "registry record with an unknown policy or rule ignored");
+            return;
+        };
+        let dealer = &realm.dealer;
+        // An entry for the same URI under another id is a registration deleted meanwhile.
+        if let Some(stale) = dealer.lookup_exactly(&next.uri, policy).filter(|r| r.id != next.id) {
+            evict(dealer, stale.id);
+        }
+        let me = self.cluster.node();
+        let mut wanted: Vec<(u64, Option<&MemberRecord>)> = Vec::with_capacity(next.members.len());
+        for member in &next.members {
+            if member.is(me) {
+                match state.local.get(&(key.to_owned(), member.session)) {
+                    Some(local) if !local.session.closing.is_cancelled() => wanted.push((member.session, None)),
+                    _ => {}
+                }
+            } else if self.cluster.is_live(&member.node_id()) {
+                wanted.push((member.session, Some(member)));
+            }
+        }
+        if let Some((existing, _)) = dealer.get(next.id) {
+            for callee in existing.members() {
+                if !wanted.iter().any(|(session, _)| *session == callee.session.id) {
+                    dealer.leave(callee.session.id, next.id);
+                }
+            }
+        }
+        for (session, remote) in wanted {
+            if dealer.get(next.id).is_some_and(|(r, _)| r.has_member(session)) {
+                continue;
+            }
+            let (callee, queue) = match remote {
+                None => {
+                    let Some(local) = state.local.get(&(key.to_owned(), session)) else { continue };
+                    (Callee::new(local.session.clone(), local.options, local.concurrency), local.queue)
+                }
+                // Other nodes' members take no concurrency slots here: their own node keeps
+                // their limit, and queues calls forwarded to a member at its limit.
+                Some(member) => {
+                    let proxy = self.remote.callee(
+                        &member.node_id(),
+                        &next.realm,
+                        member.session,
+                        features_of(member.features),
+                    );
+                    (Callee::new(proxy, member.options(), None), None)
+                }
+            };
+            if let Err(error) = dealer.join(&next.uri, policy, rule, Some(next.id), callee, queue) {
+                tracing::warn!(key, ?error, "registry record could not be applied to the view");
+            }
+        }
+    }
+
+    /// Reads, decides and writes a record by compare-and-set, until the write goes through or
+    /// `change` refuses; `Err` with `wamp.error.network_failure` when the registry cannot be
+    /// reached. Returns once the view has applied the write.
+    async fn modify<T>(&self, key: &str, mut change: impl FnMut(Option<&Record>) -> Change<T>) -> Result<T, Refusal> {
+        let mut cached = self.state.lock().records.get(key).cloned().map(|(rev, r)| (rev, Some(r)));
+        let timeout = self.kv_timeout();
+        for attempt in 0..MAX_ATTEMPTS {
+            let (revision, current) = match cached.take() {
+                Some(cached) => cached,
+                None => match tokio::time::timeout(timeout, self.kv.entry(key)).await {
+                    Ok(Ok(Some(entry))) => {
+                        let record = match entry.operation {
+                            kv::Operation::Put => serde_json::from_slice::<Record>(&entry.value).ok(),
+                            _ => None,
+                        };
+                        (entry.revision, record)
+                    }
+                    Ok(Ok(None)) => (0, None),
+                    Ok(Err(error)) => return Err(unreachable_registry(&error)),
+                    Err(_) => return Err(unreachable_registry(&"timed out")),
+                },
+            };
+            let written = match change(current.as_ref()) {
+                Change::Refuse(refusal) => return Err(refusal),
+                Change::Keep(outcome) => {
+                    self.wait_applied(revision).await;
+                    return Ok(outcome);
+                }
+                Change::Write(record, outcome) => {
+                    let value = serde_json::to_vec(&record).expect("a record serializes").into();
+                    let written = match current {
+                        None => tokio::time::timeout(timeout, self.kv.create(key, value))
+                            .await
+                            .map(|r| r.map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string()))),
+                        Some(_) => tokio::time::timeout(timeout, self.kv.update(key, value, revision)).await.map(|r| {
+                            r.map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string()))
+                        }),
+                    };
+                    written.map(|r| r.map(|revision| (revision, outcome)))
+                }
+                Change::Delete(outcome) => {
+                    tokio::time::timeout(timeout, self.kv.delete_expect_revision(key, Some(revision)))
+                        .await
+                        // A delete's revision is not returned: it is later than the one it replaced.
+                        .map(|r| r.map(|()| (revision + 1, outcome)).map_err(|e| (true, e.to_string())))
+                }
+            };
+            match written {
+                Ok(Ok((revision, outcome))) => {
+                    self.wait_applied(revision).await;
+                    return Ok(outcome);
+                }
+                Ok(Err((true, _))) => {
+                    // Another node wrote first: read again, after a pause that spreads the
+                    // retries of writers that collided.
+                    let pause = fastrand::u64(0..=(200 << attempt.min(5)));
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+                Ok(Err((false, error))) => return Err(unreachable_registry(&error)),
+                Err(_) => return Err(unreachable_registry(&"timed out")),
+            }
+        }
+        Err(Refusal::new(
+            WampError::NetworkFailure,
+            "the registration is changed by too many writers at once; try again",
+        ))
+    }
+
+    /// Waits until the view has applied `revision` (bounded: the write is done either way).
+    async fn wait_applied(&self, revision: u64) {
+        let mut applied = self.applied.subscribe();
+        if tokio::time::timeout(self.kv_timeout(), applied.wait_for(|a| *a >= revision)).await.is_err() {
+            tracing::warn!(revision, "the registry watch has not applied a write of this node yet");
+        }
+    }
+
+    /// Removes `member` of this node from the record `key` (deleting it when it empties).
+    async fn remove_member(&self, key: &str, session: u64) -> Result<(), Refusal> {
+        let me = self.cluster.node().clone();
+        self.modify(key, |current| match current {
+            Some(record) if record.members.iter().any(|m| m.session == session && m.is(&me)) => {
+                let mut next = record.clone();
+                next.members.retain(|m| !(m.session == session && m.is(&me)));
+                if next.members.is_empty() {
+                    Change::Delete(())
+                } else {
+                    Change::Write(next, ())
+                }
+            }
+            _ => Change::Keep(()),
+        })
+        .await
+    }
+
+    /// A session of this node left a registration without waiting (session closed, revoked):
+    /// its record is changed in the background, retried while the registry cannot be reached.
+    fn forget(self: &Arc<Self>, realm: &str, session: u64, registration: &Registration, policy: MatchPolicy) {
+        let key = key_of(realm, policy, &registration.uri);
+        if self.state.lock().local.remove(&(key.clone(), session)).is_none() {
+            return;
+        }
+        let replica = self.clone();
+        tokio::spawn(async move {
+            for attempt in 0..30u32 {
+                match replica.remove_member(&key, session).await {
+                    Ok(()) => return,
+                    Err(refusal) => {
+                        tracing::debug!(key, session, attempt, %refusal, "registry removal failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            tracing::warn!(key, session, "could not remove a member from the registry; the lease reaper will");
+        });
+    }
+
+    /// A node was lost: its members leave the view now, its calls in flight end, and one node
+    /// removes its members from the records.
+    async fn node_lost(self: &Arc<Self>, node: &NodeId) {
+        if let Some(router) = self.router.upgrade() {
+            let state = self.state.lock();
+            for (key, (_, record)) in &state.records {
+                if record.members.iter().any(|m| m.is(node)) {
+                    self.update_view(&router, &state, key, Some(record), Some(record));
+                }
+            }
+        }
+        self.remote.node_lost(node);
+        match self.cluster.claim("reg", node).await {
+            Ok(true) => self.reap(node).await,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%node, %error, "could not claim the reaping of a lost node's registrations"),
+        }
+    }
+
+    /// Removes every member of `node` from the records.
+    async fn reap(&self, node: &NodeId) {
+        let keys: Vec<String> = {
+            let state = self.state.lock();
+            state
+                .records
+                .iter()
+                .filter(|(_, (_, r))| r.members.iter().any(|m| m.is(node)))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let mut reaped = 0;
+        for key in keys {
+            let removed = self
+                .modify(&key, |current| match current {
+                    Some(record) if record.members.iter().any(|m| m.is(node)) => {
+                        let mut next = record.clone();
+                        next.members.retain(|m| !m.is(node));
+                        if next.members.is_empty() {
+                            Change::Delete(())
+                        } else {
+                            Change::Write(next, ())
+                        }
+                    }
+                    _ => Change::Keep(()),
+                })
+                .await;
+            match removed {
+                Ok(()) => reaped += 1,
+                Err(refusal) => tracing::warn!(%node, key, %refusal, "could not reap a lost node's registration"),
+            }
+        }
+        tracing::info!(%node, registrations = reaped, "reaped the registrations of a lost node");
+    }
+
+    /// The cluster reaped this node while it was cut off: publish its members again (appended
+    /// to their lists), or close its sessions, as configured.
+    async fn isolated(self: &Arc<Self>) {
+        let Some(router) = self.router.upgrade() else { return };
+        if self.cluster.config().on_isolation == Isolation::Fence {
+            tracing::warn!("this node was reaped by the cluster; closing its sessions (on_isolation = fence)");
+            for realm in router.realms.values() {
+                for session in realm.sessions.iter() {
+                    crate::meta::shut_down(session.value(), "this router node was cut off from its cluster");
+                }
+            }
+            return;
+        }
+        let members: Vec<(String, u64)> = self.state.lock().local.keys().cloned().collect();
+        tracing::warn!(members = members.len(), "this node was reaped by the cluster; registering its callees again");
+        for (key, session) in members {
+            if let Err(refusal) = self.rejoin(&key, session).await {
+                tracing::warn!(key, session, %refusal, "could not register a callee again after an isolation");
+            }
+        }
+    }
+
+    async fn rejoin(&self, key: &str, session: u64) -> Result<(), Refusal> {
+        let me = self.cluster.node().clone();
+        let (realm, uri, policy, rule, id, member) = {
+            let state = self.state.lock();
+            let Some(local) = state.local.get(&(key.to_owned(), session)) else { return Ok(()) };
+            let member = member_record(&me, &local.session, local.options);
+            (local.realm.clone(), local.uri.clone(), local.policy, local.rule, local.id, member)
+        };
+        self.modify(key, |current| match current {
+            None => Change::Write(new_record(&realm, &uri, policy, rule, id, member.clone()), ()),
+            Some(record) if record.members.iter().any(|m| m.session == session && m.is(&me)) => Change::Keep(()),
+            Some(record) if record.rule() == Some(rule) && rule != InvocationRule::Single => {
+                let mut next = record.clone();
+                next.members.push(member.clone());
+                Change::Write(next, ())
+            }
+            Some(_) => Change::Refuse(Refusal::new(
+                WampError::ProcedureAlreadyExists,
+                "the registration was taken over while this node was cut off",
+            )),
+        })
+        .await
+    }
+}
+
+fn member_record(me: &NodeId, session: &SessionHandle, options: CalleeOptions) -> MemberRecord {
+    MemberRecord {
+        node: me.name.to_string(),
+        inc: me.incarnation,
+        session: session.id,
+        disclose_caller: options.disclose_caller,
+        forward_timeout: options.forward_timeout,
+        max_reroutes: options.max_reroutes,
+        features: features_bits(session.identity().map(|i| i.features).unwrap_or_default()),
+    }
+}
+
+fn new_record(
+    realm: &str,
+    uri: &str,
+    policy: MatchPolicy,
+    rule: InvocationRule,
+    id: u64,
+    member: MemberRecord,
+) -> Record {
+    Record {
+        realm: realm.to_owned(),
+        uri: uri.to_owned(),
+        policy: policy.name().to_owned(),
+        invoke: rule.to_string(),
+        id,
+        members: vec![member],
+    }
+}
+
+fn unreachable_registry(error: &dyn std::fmt::Display) -> Refusal {
+    tracing::warn!(%error, "the cluster's registry cannot be reached");
+    Refusal::new(WampError::NetworkFailure, format!("the cluster's registry cannot be reached: {error}"))
+}
+
+/// Takes every member out of registration `id` in the view (deleting it).
+fn evict(dealer: &super::Dealer, id: u64) {
+    if let Some((registration, _)) = dealer.get(id) {
+        for callee in registration.members() {
+            dealer.leave(callee.session.id, id);
+        }
+    }
+}
+
+/// A registration meta event a revision means.
+enum Event {
+    Registered { session: u64, id: u64, created: bool },
+    Unregistered { session: u64, id: u64, deleted: bool },
+}
+
+/// The meta events between two versions of a record, in the spec's order, with their realm.
+fn diff(previous: Option<&Record>, next: Option<&Record>) -> Vec<(String, Event)> {
+    let mut events = Vec::new();
+    let same = matches!((previous, next), (Some(p), Some(n)) if p.id == n.id);
+    if let Some(previous) = previous {
+        let kept = |m: &MemberRecord| {
+            same && next.is_some_and(|n| n.members.iter().any(|x| x.session == m.session && x.inc == m.inc))
+        };
+        let gone: Vec<&MemberRecord> = previous.members.iter().filter(|m| !kept(m)).collect();
+        let deleted = !same;
+        for (i, member) in gone.iter().enumerate() {
+            let last = deleted && i + 1 == gone.len();
+            events.push((
+                previous.realm.clone(),
+                Event::Unregistered { session: member.session, id: previous.id, deleted: last },
+            ));
+        }
+    }
+    if let Some(next) = next {
+        let old = |m: &MemberRecord| {
+            same && previous.is_some_and(|p| p.members.iter().any(|x| x.session == m.session && x.inc == m.inc))
+        };
+        for (i, member) in next.members.iter().filter(|m| !old(m)).enumerate() {
+            let created = !same && i == 0;
+            events.push((next.realm.clone(), Event::Registered { session: member.session, id: next.id, created }));
+        }
+    }
+    events
+}
+
+/// Applies the registry bucket to the view, from the start and then as it changes; resumes
+/// after the last applied revision when the watch breaks (NATS restarted, connection lost).
+async fn watch_registry(replica: Weak<Replica>) {
+    loop {
+        let (kv, from) = match replica.upgrade() {
+            Some(r) => (r.kv.clone(), *r.applied.borrow() + 1),
+            None => return,
+        };
+        let watch = if from == 1 { kv.watch_all().await } else { kv.watch_all_from_revision(from).await };
+        match watch {
+            Ok(mut watch) => {
+                while let Some(entry) = watch.next().await {
+                    let Some(replica) = replica.upgrade() else { return };
+                    match entry {
+                        Ok(entry) => replica.apply(entry),
+                        Err(error) => {
+                            tracing::warn!(%error, "registry watch failed; resuming it");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "registry watch could not start; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn node_events(replica: Weak<Replica>, mut events: broadcast::Receiver<NodeEvent>) {
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "node events missed by the dealer");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(replica) = replica.upgrade() else { return };
+        match event {
+            NodeEvent::Lost(node) if replica.is_me(&node) => {
+                tokio::spawn(async move { replica.isolated().await });
+            }
+            NodeEvent::Lost(node) => {
+                tokio::spawn(async move { replica.node_lost(&node).await });
+            }
+            NodeEvent::Joined(_) => {}
+        }
+    }
+}
+
+/// Calls waiting for another node end when this node loses NATS (local calls go on).
+async fn connection(replica: Weak<Replica>, mut connected: watch::Receiver<bool>) {
+    while connected.changed().await.is_ok() {
+        let up = *connected.borrow_and_update();
+        let Some(replica) = replica.upgrade() else { return };
+        if !up {
+            replica.remote.disconnected();
+        }
+    }
+}
+
+impl Link {
+    /// REGISTER (see [`super::Dealer::register_clustered`]).
+    pub(crate) async fn register(
+        &self,
+        session: &Arc<SessionHandle>,
+        procedure: &str,
+        plan: RegisterPlan,
+    ) -> Result<Registered, Refusal> {
+        let replica = &self.replica;
+        let key = key_of(&self.realm, plan.policy, procedure);
+        let me = replica.cluster.node().clone();
+        let member = member_record(&me, session, plan.options);
+        let fresh = crate::dealer::registry::fresh_id(|_| false);
+        let joined_before = {
+            let mut state = replica.state.lock();
+            let local = Local {
+                realm: self.realm.clone(),
+                session: session.clone(),
+                uri: procedure.to_owned(),
+                policy: plan.policy,
+                rule: plan.rule,
+                id: fresh,
+                options: plan.options,
+                concurrency: plan.concurrency,
+                queue: plan.queue,
+            };
+            state.local.insert((key.clone(), session.id), local).is_some()
+        };
+        let result = replica
+            .modify(&key, |current| {
+                let Some(record) = current else {
+                    let record = new_record(&self.realm, procedure, plan.policy, plan.rule, fresh, member.clone());
+                    return Change::Write(record, (fresh, plan.rule, true));
+                };
+                let Some(existing) = record.rule() else {
+                    return Change::Refuse(Refusal::new(WampError::InvalidArgument, "unknown rule in the registry"));
+                };
+                if record.members.iter().any(|m| m.session == session.id && m.is(&me)) {
+                    return Change::Keep((record.id, existing, false));
+                }
+                if existing == InvocationRule::Single {
+                    return Change::Refuse(register_refusal(
+                        super::registry::RegisterError::AlreadyExists,
+                        procedure,
+                        plan.rule,
+                    ));
+                }
+                if existing != plan.rule && !plan.configured_rule {
+                    return Change::Refuse(register_refusal(
+                        super::registry::RegisterError::DifferentRule(existing),
+                        procedure,
+                        plan.rule,
+                    ));
+                }
+                let mut next = record.clone();
+                next.members.push(member.clone());
+                Change::Write(next, (record.id, existing, false))
+            })
+            .await;
+        let mut state = replica.state.lock();
+        match result {
+            Ok((id, rule, created)) => {
+                if let Some(local) = state.local.get_mut(&(key, session.id)) {
+                    local.id = id;
+                    local.rule = rule;
+                }
+                Ok(Registered { id, created })
+            }
+            Err(refusal) => {
+                if !joined_before {
+                    state.local.remove(&(key, session.id));
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    /// UNREGISTER (see [`super::Dealer::unregister_clustered`]).
+    pub(crate) async fn unregister(&self, session: u64, registration: u64) -> Result<bool, Refusal> {
+        let replica = &self.replica;
+        let router = replica.router.upgrade().ok_or_else(|| Refusal::new(WampError::Canceled, "shutting down"))?;
+        let realm = router.realms.get(&*self.realm).ok_or_else(|| Refusal::new(WampError::Canceled, "no realm"))?;
+        let not_member = || {
+            Refusal::new(
+                WampError::NoSuchRegistration,
+                format!("session is not registered under registration {registration}"),
+            )
+        };
+        let (found, policy) = realm.dealer.get(registration).ok_or_else(not_member)?;
+        let key = key_of(&self.realm, policy, &found.uri);
+        if !found.has_member(session) || !replica.state.lock().local.contains_key(&(key.clone(), session)) {
+            return Err(not_member());
+        }
+        replica.remove_member(&key, session).await?;
+        replica.state.lock().local.remove(&(key, session));
+        let deleted = match realm.dealer.leave(session, registration) {
+            Some((_, _, deleted)) => deleted,
+            None => realm.dealer.get(registration).is_none(),
+        };
+        Ok(deleted)
+    }
+
+    /// A member left without waiting for the registry (see [`Replica::forget`]).
+    pub(crate) fn forget(&self, session: u64, registration: &Registration, policy: MatchPolicy) {
+        self.replica.forget(&self.realm, session, registration, policy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(node: &str, inc: u64, session: u64) -> MemberRecord {
+        MemberRecord {
+            node: node.into(),
+            inc,
+            session,
+            disclose_caller: false,
+            forward_timeout: false,
+            max_reroutes: None,
+            features: 0,
+        }
+    }
+
+    fn record(id: u64, members: Vec<MemberRecord>) -> Record {
+        Record { realm: "r".into(), uri: "p".into(), policy: "exact".into(), invoke: "roundrobin".into(), id, members }
+    }
+
+    #[test]
+    fn keys_are_hashed_per_realm_policy_and_uri() {
+        let key = key_of("realm1", MatchPolicy::Exact, "com.example.add");
+        assert!(key.starts_with("p.") && key.len() == 34, "{key}");
+        assert_ne!(key, key_of("realm1", MatchPolicy::Prefix, "com.example.add"));
+        assert_ne!(key, key_of("realm2", MatchPolicy::Exact, "com.example.add"));
+        assert_eq!(key, key_of("realm1", MatchPolicy::Exact, "com.example.add"));
+    }
+
+    #[test]
+    fn records_round_trip_with_their_member_order() {
+        let mut m = member("n1", 7, 42);
+        m.features = features_bits(CalleeFeatures { call_canceling: true, ..Default::default() });
+        let r = record(5, vec![m, member("n2", 8, 43)]);
+        let back: Record = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(features_of(back.members[0].features).call_canceling);
+        assert_eq!(back.rule(), Some(InvocationRule::RoundRobin));
+    }
+
+    #[test]
+    fn meta_events_follow_the_record_changes() {
+        let names = |events: Vec<(String, Event)>| {
+            events
+                .into_iter()
+                .map(|(_, e)| match e {
+                    Event::Registered { session, created, .. } => format!("reg {session} {created}"),
+                    Event::Unregistered { session, deleted, .. } => format!("unreg {session} {deleted}"),
+                })
+                .collect::<Vec<_>>()
+        };
+        let one = record(1, vec![member("a", 1, 10)]);
+        let two = record(1, vec![member("a", 1, 10), member("b", 2, 11)]);
+        assert_eq!(names(diff(None, Some(&one))), ["reg 10 true"]);
+        assert_eq!(names(diff(Some(&one), Some(&two))), ["reg 11 false"]);
+        assert_eq!(names(diff(Some(&two), Some(&record(1, vec![member("b", 2, 11)])))), ["unreg 10 false"]);
+        assert_eq!(names(diff(Some(&one), None)), ["unreg 10 true"]);
+    }
+}

@@ -1,0 +1,548 @@
+//! Calls between cluster nodes over NATS.
+//!
+//! A member on another node is, in this node's view, a stand-in session (a *proxy*): a
+//! [`SessionHandle`] with the remote session's id and callee features, whose queue is drained by
+//! a task that publishes what a writer would write (INVOCATION, further chunks, INTERRUPT) to the
+//! member's node. Answers come back to this node's inbox and go through
+//! [`call::complete`](crate::dealer::call::complete) as a local callee's YIELD or ERROR would. On
+//! the callee's node, the calls of one origin node are made by a stand-in caller whose RESULTs
+//! and ERRORs go back over NATS. So the whole in-flight state machine of [`crate::dealer::call`]
+//! (one answer per call, cancels, timeouts, progressive results and invocations, a callee or
+//! caller leaving) is the single-node one, unchanged, on both nodes; the local call path pays
+//! nothing for it.
+//!
+//! # Subjects and envelope
+//! Each node subscribes to `rh.<cluster>.n.<node>.>`. INV (a call), CHK (a further chunk) and
+//! INT (an interrupt) go to `….n.<callee node>.i`; RES (final or progressive), ERR and NACK go
+//! to the reply subject of the INV, `….n.<origin>.r.<callee session>.<seq>`, where `seq` numbers
+//! the origin's forwarded calls. If the callee node's inbox is gone, NATS answers no-responders
+//! on that same subject, so the call ends at once with `wamp.error.canceled`. Headers carry the
+//! routing (`Rh-K` kind, `Rh-O` origin node, `Rh-S` target session, `Rh-R` realm); the body is a
+//! tag byte naming a serializer and the WAMP message in it, in the serializer of the payload it
+//! carries, so arguments pass through as the caller's bytes and are transcoded, once, only for
+//! a callee of another serializer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use async_nats::{HeaderMap, StatusCode, Subject};
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Replica;
+use crate::cluster::{Cluster, ClusterError, NodeId};
+use crate::dealer::call::{self, CallOptions, CancelMode, Chunk, Invocation, Opened, Outcome};
+use crate::error::WampError;
+use crate::router::RouterShared;
+use crate::session::outbox::OutboxLimits;
+use crate::session::{CalleeFeatures, Identity, Outbound, SessionHandle};
+use crate::wire::{Dict, Message, Payload, Serializer, Value};
+
+const KIND: &str = "Rh-K";
+const ORIGIN: &str = "Rh-O";
+const TARGET: &str = "Rh-S";
+const REALM: &str = "Rh-R";
+
+/// The calls of this node to members on other nodes, and of other nodes to members here.
+pub(super) struct Remote(Arc<Inner>);
+
+struct Inner {
+    client: async_nats::Client,
+    cluster: Arc<Cluster>,
+    router: Weak<RouterShared>,
+    /// `rh.<cluster>.n.<this node>`.
+    inbox: String,
+    /// This node as `name/incarnation`.
+    origin: String,
+    /// Numbers this node's forwarded calls (the INVOCATION id of the stand-in callee).
+    seq: AtomicU64,
+    /// Stand-ins of members on other nodes, by session id.
+    callees: Mutex<HashMap<u64, Proxy>>,
+    /// Stand-in callers of the calls other nodes forward here, by origin node.
+    callers: Mutex<HashMap<NodeId, Arc<Caller>>>,
+    limits: OutboxLimits,
+    /// Bytes of further chunks a forwarded progressive invocation may hold here.
+    max_buffered: usize,
+    connected: watch::Receiver<bool>,
+    stop: CancellationToken,
+}
+
+struct Proxy {
+    node: NodeId,
+    handle: Arc<SessionHandle>,
+}
+
+struct Caller {
+    handle: Arc<SessionHandle>,
+    /// Where the answers of each call in flight go (the reply subject of its INV).
+    replies: Mutex<HashMap<u64, Subject>>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        self.0.stop.cancel();
+    }
+}
+
+impl Remote {
+    pub(super) fn new(cluster: &Arc<Cluster>, router: &Arc<RouterShared>) -> Self {
+        let node = cluster.node();
+        Remote(Arc::new(Inner {
+            client: cluster.client().clone(),
+            cluster: cluster.clone(),
+            router: Arc::downgrade(router),
+            inbox: cluster.node_subject(&node.name),
+            origin: node.to_string(),
+            seq: AtomicU64::new(0),
+            callees: Mutex::default(),
+            callers: Mutex::default(),
+            limits: OutboxLimits {
+                max_bytes: 64 << 20,
+                slow_consumer_bytes: 1 << 30,
+                stuck_timeout: router.config.stuck_timeout(),
+            },
+            max_buffered: router.config.max_message_size,
+            connected: cluster.connection(),
+            stop: CancellationToken::new(),
+        }))
+    }
+
+    /// The stand-in of `session` on `node` (made on first use).
+    pub(super) fn callee(
+        &self,
+        node: &NodeId,
+        realm: &str,
+        session: u64,
+        features: CalleeFeatures,
+    ) -> Arc<SessionHandle> {
+        let inner = &self.0;
+        let mut callees = inner.callees.lock();
+        if let Some(proxy) = callees.get(&session).filter(|p| p.node == *node && !p.handle.closing.is_cancelled()) {
+            return proxy.handle.clone();
+        }
+        // Stand-ins no registration holds any more, with nothing in flight, go now: two
+        // references left are the table's and the forwarding task's.
+        callees.retain(|_, p| {
+            let idle = Arc::strong_count(&p.handle) <= 2 && p.handle.invocations.is_empty();
+            if idle {
+                p.handle.kill();
+            }
+            !idle
+        });
+        let (handle, queue) = SessionHandle::new(session, Serializer::MsgPack, inner.limits);
+        handle.set_identity(Identity {
+            authid: String::new(),
+            authrole: String::new(),
+            authmethod: "cluster",
+            authprovider: "cluster",
+            features,
+        });
+        if let Some(old) = callees.insert(session, Proxy { node: node.clone(), handle: handle.clone() }) {
+            old.handle.kill();
+        }
+        let subject = format!("{}.i", inner.cluster.node_subject(&node.name));
+        tokio::spawn(forward(inner.clone(), handle.clone(), subject, Arc::from(realm), queue));
+        handle
+    }
+
+    /// `node` is lost: calls in flight to its members end with `wamp.error.canceled`, and calls
+    /// it made here are interrupted.
+    pub(super) fn node_lost(&self, node: &NodeId) {
+        let inner = &self.0;
+        let lost: Vec<Arc<SessionHandle>> = {
+            let mut callees = inner.callees.lock();
+            let sessions: Vec<u64> = callees.iter().filter(|(_, p)| p.node == *node).map(|(s, _)| *s).collect();
+            sessions.iter().filter_map(|s| callees.remove(s)).map(|p| p.handle).collect()
+        };
+        for proxy in lost {
+            proxy.kill();
+            call::callee_gone(&proxy);
+        }
+        if let Some(caller) = inner.callers.lock().remove(node) {
+            call::caller_gone(&caller.handle);
+            caller.handle.kill();
+        }
+    }
+
+    /// This node lost NATS: calls in flight to other nodes end with `wamp.error.canceled`.
+    pub(super) fn disconnected(&self) {
+        let proxies: Vec<Arc<SessionHandle>> = self.0.callees.lock().values().map(|p| p.handle.clone()).collect();
+        for proxy in proxies {
+            call::callee_gone(&proxy);
+        }
+    }
+}
+
+/// Subscribes this node's inbox and handles what arrives there.
+pub(super) async fn start_inbox(replica: &Arc<Replica>) -> Result<(), ClusterError> {
+    let inner = replica.remote.0.clone();
+    let mut inbox = inner
+        .client
+        .subscribe(format!("{}.>", inner.inbox))
+        .await
+        .map_err(|e| ClusterError::jetstream("subscribing the node's inbox", e))?;
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                _ = inner.stop.cancelled() => return,
+                message = inbox.next() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            inner.received(message);
+        }
+    });
+    Ok(())
+}
+
+/// The envelope body: a tag naming the serializer, then the message in it. The serializer is the
+/// payload's own, so the arguments are copied, not re-encoded.
+fn encode(message: &Message) -> Result<Bytes, crate::wire::EncodeError> {
+    let serializer = match message.payload() {
+        Some(Payload::Raw(raw)) => raw.serializer,
+        _ => Serializer::MsgPack,
+    };
+    let tag = Serializer::ALL.iter().position(|s| *s == serializer).unwrap_or(1) as u8;
+    let mut out = Vec::with_capacity(96);
+    out.push(tag);
+    serializer.try_encode(message, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
+fn decode(body: &Bytes) -> Option<Message> {
+    let serializer = *Serializer::ALL.get(usize::from(*body.first()?))?;
+    serializer.decode(body.slice(1..)).ok()
+}
+
+fn flag(details: &Dict, key: &str) -> bool {
+    details.get(key).and_then(Value::as_bool) == Some(true)
+}
+
+fn header<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    message.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+fn headers(kind: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(KIND, kind);
+    headers
+}
+
+/// Runs a future to its end now if it does not wait, else as its own task: the inbox must not
+/// wait on one callee's queue.
+fn run_or_spawn(future: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut future = Box::pin(future);
+    if future.as_mut().now_or_never().is_none() {
+        tokio::spawn(future);
+    }
+}
+
+/// Drains a stand-in callee's queue: what a writer would write goes to the member's node.
+async fn forward(
+    inner: Arc<Inner>,
+    proxy: Arc<SessionHandle>,
+    subject: String,
+    realm: Arc<str>,
+    mut queue: UnboundedReceiver<Outbound>,
+) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = proxy.closing.cancelled() => break,
+            item = queue.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        proxy.outbox().taken(item.size());
+        match item {
+            Outbound::Invocation(call) => inner.send_invocation(&proxy, &subject, &realm, call).await,
+            Outbound::InvocationChunk(delivery) => {
+                if proxy.invocations.contains(delivery.invocation) {
+                    let delivery = *delivery;
+                    inner
+                        .send_chunk(&proxy, &subject, delivery.invocation, delivery.registration, delivery.chunk)
+                        .await;
+                }
+            }
+            Outbound::Message(message) if matches!(*message, Message::Interrupt { .. }) => {
+                let mut headers = headers("INT");
+                headers.insert(ORIGIN, inner.origin.as_str());
+                if let Ok(body) = encode(&message) {
+                    let _ = inner.client.publish_with_headers(subject.clone(), headers, body).await;
+                }
+            }
+            _ => {}
+        }
+    }
+    // Calls that were on their way to the member go to another one.
+    queue.close();
+    while let Ok(item) = queue.try_recv() {
+        if let Outbound::Invocation(mut call) = item {
+            call.unavailable.push(proxy.id);
+            call::reroute(call);
+        }
+    }
+}
+
+/// Drains a stand-in caller's queue: RESULTs and ERRORs go back to the origin node.
+async fn replies(inner: Arc<Inner>, caller: Arc<Caller>, mut queue: UnboundedReceiver<Outbound>) {
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = caller.handle.closing.cancelled() => return,
+            item = queue.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        caller.handle.outbox().taken(item.size());
+        let Outbound::Message(message) = item else { continue };
+        let (request, last, kind) = match &*message {
+            Message::Result { request, details, .. } => (*request, !flag(details, "progress"), "RES"),
+            Message::Error { request, .. } => (*request, true, "ERR"),
+            _ => continue,
+        };
+        let subject = {
+            let mut replies = caller.replies.lock();
+            if last {
+                replies.remove(&request)
+            } else {
+                replies.get(&request).cloned()
+            }
+        };
+        let Some(subject) = subject else { continue };
+        let (body, kind) = match encode(&message) {
+            Ok(body) => (body, kind),
+            Err(error) => {
+                let reason = format!("the answer cannot be carried to the caller's router node: {error}");
+                let refusal = crate::error::Refusal::new(WampError::InvalidArgument, reason);
+                match encode(&refusal.to_message(crate::wire::MessageType::Call, request)) {
+                    Ok(body) => (body, "ERR"),
+                    Err(_) => continue,
+                }
+            }
+        };
+        let _ = inner.client.publish_with_headers(subject, headers(kind), body).await;
+    }
+}
+
+impl Inner {
+    async fn send_invocation(&self, proxy: &Arc<SessionHandle>, subject: &str, realm: &str, mut call: Box<Invocation>) {
+        // The member may have left after the call was routed here: another member takes it.
+        if !call.registration.has_member(proxy.id) {
+            return call::reroute(call);
+        }
+        if !*self.connected.borrow() {
+            return call.fail(WampError::Canceled, "this router node is cut off from the other nodes");
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let registration = call.registration.id;
+        let details = std::mem::take(&mut call.details);
+        let message = Message::Invocation { request: seq, registration, details, payload: call.payload.clone() };
+        let body = match encode(&message) {
+            Ok(body) => body,
+            Err(error) => {
+                let reason = format!("the call's arguments cannot be sent to the callee's router node: {error}");
+                return call.fail(WampError::InvalidArgument, &reason);
+            }
+        };
+        let (caller, request, token) = {
+            let (caller, request, token) = call.caller_request();
+            (caller.clone(), request, token)
+        };
+        // Pending at the stand-in first, then running for the caller: a cancel that sees the call
+        // running finds it there.
+        if let Err((_, call)) = proxy.invocations.insert(seq, call, usize::MAX, usize::MAX) {
+            return call.fail(WampError::Canceled, "the call could not be forwarded");
+        }
+        let Some(chunks) = call::start(&caller, request, token, proxy, seq, registration) else {
+            if let Some(call) = proxy.invocations.remove(seq) {
+                call.discard();
+            }
+            return;
+        };
+        let mut headers = headers("INV");
+        headers.insert(ORIGIN, self.origin.as_str());
+        headers.insert(TARGET, proxy.id.to_string());
+        headers.insert(REALM, realm);
+        let reply = format!("{}.r.{}.{seq}", self.inbox, proxy.id);
+        if let Err(error) = self.client.publish_with_reply_and_headers(subject.to_owned(), reply, headers, body).await {
+            if let Some(call) = proxy.invocations.remove(seq) {
+                let too_big = error.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded;
+                let error_uri = if too_big { WampError::PayloadSizeExceeded } else { WampError::Canceled };
+                call.fail(error_uri, &format!("the call could not be forwarded to the callee's router node: {error}"));
+            }
+            return;
+        }
+        for chunk in chunks {
+            self.send_chunk(proxy, subject, seq, registration, chunk).await;
+        }
+    }
+
+    async fn send_chunk(&self, proxy: &SessionHandle, subject: &str, seq: u64, registration: u64, chunk: Chunk) {
+        let Chunk { progress, payload } = chunk;
+        let details = if progress { Dict::new().with("progress", true) } else { Dict::new() };
+        let message = Message::Invocation { request: seq, registration, details, payload };
+        let mut headers = headers("CHK");
+        headers.insert(ORIGIN, self.origin.as_str());
+        let sent = match encode(&message) {
+            Ok(body) => {
+                self.client.publish_with_headers(subject.to_owned(), headers, body).await.map_err(|e| e.to_string())
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(reason) = sent {
+            if let Some(call) = proxy.invocations.remove(seq) {
+                call.fail(WampError::Canceled, &format!("a chunk of the call could not be forwarded: {reason}"));
+            }
+        }
+    }
+
+    fn received(self: &Arc<Self>, message: async_nats::Message) {
+        let subject = message.subject.as_str();
+        let Some(tail) = subject.strip_prefix(self.inbox.as_str()).and_then(|t| t.strip_prefix('.')) else { return };
+        if let Some(rest) = tail.strip_prefix("r.") {
+            let mut parts = rest.split('.').map(|p| p.parse::<u64>());
+            if let (Some(Ok(session)), Some(Ok(seq))) = (parts.next(), parts.next()) {
+                self.answer(session, seq, &message);
+            }
+        } else if tail == "i" {
+            self.inbound(message);
+        }
+    }
+
+    /// An answer (or NACK, or no-responders) for the forwarded call `seq` to `session`.
+    fn answer(&self, session: u64, seq: u64, message: &async_nats::Message) {
+        let Some(proxy) = self.callees.lock().get(&session).map(|p| p.handle.clone()) else { return };
+        if message.status == Some(StatusCode::NO_RESPONDERS) {
+            if let Some(call) = proxy.invocations.remove(seq) {
+                call.fail(WampError::Canceled, "the callee's router node is gone");
+            }
+            return;
+        }
+        match header(message, KIND) {
+            // The member had left its node before the call got there (this view lagged): the call
+            // is routed again, without that member.
+            Some("NACK") => {
+                if let Some(mut call) = proxy.invocations.remove(seq) {
+                    call.unavailable.push(proxy.id);
+                    call::reroute(call);
+                }
+            }
+            Some("RES" | "ERR") => {
+                let outcome = match decode(&message.payload) {
+                    Some(Message::Result { details, payload, .. }) if flag(&details, "progress") => {
+                        Outcome::Progress(payload)
+                    }
+                    Some(Message::Result { payload, .. }) => Outcome::Result(payload),
+                    Some(Message::Error { error, payload, .. }) => Outcome::Error { error, payload },
+                    _ => return,
+                };
+                call::complete(&proxy, seq, outcome);
+            }
+            _ => {}
+        }
+    }
+
+    /// INV, CHK or INT from another node.
+    fn inbound(self: &Arc<Self>, message: async_nats::Message) {
+        let Some(origin) = header(&message, ORIGIN).and_then(parse_node) else { return };
+        let Some(decoded) = decode(&message.payload) else { return };
+        match (header(&message, KIND), decoded) {
+            (Some("INV"), Message::Invocation { request, registration, details, payload }) => {
+                let (Some(reply), Some(target), Some(realm)) = (
+                    message.reply.clone(),
+                    header(&message, TARGET).and_then(|t| t.parse::<u64>().ok()),
+                    header(&message, REALM),
+                ) else {
+                    return;
+                };
+                self.invoke(origin, reply, realm, target, request, registration, details, payload);
+            }
+            (Some("CHK"), Message::Invocation { request, details, payload, .. }) => {
+                let Some(caller) = self.callers.lock().get(&origin).cloned() else { return };
+                let chunk = Chunk { progress: flag(&details, "progress"), payload };
+                let max = self.max_buffered;
+                run_or_spawn(async move { call::chunk(&caller.handle, request, chunk, max).await });
+            }
+            (Some("INT"), Message::Interrupt { request, options }) => {
+                let Some(caller) = self.callers.lock().get(&origin).cloned() else { return };
+                let mode = CancelMode::from_option(options.get("mode")).unwrap_or(CancelMode::KillNoWait);
+                let error = match options.get("reason").and_then(Value::as_str) {
+                    Some(reason) if reason == WampError::Timeout.uri() => WampError::Timeout,
+                    _ => WampError::Canceled,
+                };
+                call::cancel(&caller.handle, request, None, mode, error);
+            }
+            _ => {}
+        }
+    }
+
+    /// A call forwarded here for the local member `target`.
+    #[allow(clippy::too_many_arguments)]
+    fn invoke(
+        self: &Arc<Self>,
+        origin: NodeId,
+        reply: Subject,
+        realm: &str,
+        target: u64,
+        seq: u64,
+        registration: u64,
+        details: Dict,
+        payload: Payload,
+    ) {
+        let found = self.router.upgrade().and_then(|router| {
+            let realm = router.realms.get(realm)?;
+            let (found, _) = realm.dealer.get(registration)?;
+            (found.has_member(target) && realm.sessions.contains_key(&target)).then_some(found)
+        });
+        let Some(registration) = found else {
+            let client = self.client.clone();
+            tokio::spawn(async move { client.publish_with_headers(reply, headers("NACK"), Bytes::new()).await });
+            return;
+        };
+        let caller = self.caller(&origin);
+        let progress = flag(&details, "progress");
+        let token = match caller.handle.calls.open(seq, progress) {
+            Opened::New(token) => token,
+            _ => return,
+        };
+        caller.replies.lock().insert(seq, reply);
+        let options = CallOptions {
+            receive_progress: flag(&details, "receive_progress"),
+            progress,
+            timeout_ms: details.get("timeout").and_then(Value::as_u64).unwrap_or(0),
+            callee: Some(target),
+            ..CallOptions::default()
+        };
+        let mut call = Invocation::new(registration, caller.handle.clone(), seq, token, options, payload);
+        call.forwarded = Some(Box::new(details));
+        run_or_spawn(call::dispatch(call));
+    }
+
+    /// The stand-in caller of the calls `origin` forwards here (made on first use).
+    fn caller(self: &Arc<Self>, origin: &NodeId) -> Arc<Caller> {
+        let mut callers = self.callers.lock();
+        if let Some(caller) = callers.get(origin) {
+            return caller.clone();
+        }
+        let id = crate::dealer::registry::fresh_id(|_| false);
+        let (handle, queue) = SessionHandle::new(id, Serializer::MsgPack, self.limits);
+        let caller = Arc::new(Caller { handle, replies: Mutex::default() });
+        callers.insert(origin.clone(), caller.clone());
+        tokio::spawn(replies(self.clone(), caller.clone(), queue));
+        caller
+    }
+}
+
+fn parse_node(text: &str) -> Option<NodeId> {
+    let (name, incarnation) = text.rsplit_once('/')?;
+    Some(NodeId::new(name, incarnation.parse().ok()?))
+}
