@@ -140,3 +140,206 @@ async fn a_call_reaches_a_callee_on_another_node_and_its_answers_come_back() {
         router.shutdown().await;
     }
 }
+
+/// Sends a CALL and returns its request id.
+async fn send_call(client: &mut Client, procedure: &str, options: Dict) -> u64 {
+    let request = client.request_id();
+    let call = Message::Call { request, options, procedure: procedure.into(), payload: Payload::Empty };
+    client.send(&call).await.unwrap();
+    request
+}
+
+async fn cancel(client: &mut Client, request: u64, mode: &str) {
+    client.send(&Message::Cancel { request, options: Dict::new().with("mode", mode) }).await.unwrap();
+}
+
+#[tokio::test]
+async fn cancels_and_timeouts_work_across_nodes() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let (n1, n2) = (&routers[0], &routers[1]);
+    let mut callee = join(n2, &["call_canceling"]).await;
+    callee.register("com.example.slow", Dict::new()).await.expect("registers");
+    wait_members(n1, "com.example.slow", 1).await;
+    let mut caller = join(n1, &[]).await;
+
+    // skip: the caller is answered at once; the callee is not told.
+    let request = send_call(&mut caller, "com.example.slow", Dict::new()).await;
+    let Message::Invocation { request: skipped, .. } = recv(&mut callee).await else { panic!() };
+    cancel(&mut caller, request, "skip").await;
+    assert_error(&recv(&mut caller).await, MessageType::Call, "wamp.error.canceled");
+
+    // killnowait: the caller is answered at once, the callee interrupted.
+    let request = send_call(&mut caller, "com.example.slow", Dict::new()).await;
+    let invocation = match recv(&mut callee).await {
+        Message::Invocation { request, .. } => request,
+        other => panic!("skip must not interrupt the callee; got {other:?}"),
+    };
+    assert_ne!(invocation, skipped);
+    cancel(&mut caller, request, "killnowait").await;
+    assert_error(&recv(&mut caller).await, MessageType::Call, "wamp.error.canceled");
+    let Message::Interrupt { request: interrupted, options } = recv(&mut callee).await else { panic!() };
+    assert_eq!((interrupted, options.get("mode").and_then(Value::as_str)), (invocation, Some("killnowait")));
+
+    // kill: the callee is interrupted and its answer is the caller's.
+    let request = send_call(&mut caller, "com.example.slow", Dict::new()).await;
+    let Message::Invocation { request: invocation, .. } = recv(&mut callee).await else { panic!() };
+    cancel(&mut caller, request, "kill").await;
+    let Message::Interrupt { request: interrupted, options } = recv(&mut callee).await else { panic!() };
+    assert_eq!((interrupted, options.get("mode").and_then(Value::as_str)), (invocation, Some("kill")));
+    let error = Message::Error {
+        request_type: MessageType::Invocation as u64,
+        request: invocation,
+        details: Dict::new(),
+        error: "wamp.error.canceled".into(),
+        payload: Payload::args(vec![Value::from("stopped by the callee")]),
+    };
+    callee.send(&error).await.unwrap();
+    let reply = recv(&mut caller).await;
+    assert_error(&reply, MessageType::Call, "wamp.error.canceled");
+    let Message::Error { payload, .. } = reply else { unreachable!() };
+    assert_eq!(first_arg(&payload), "stopped by the callee");
+
+    // A timeout is kept by the caller's node, which interrupts the callee.
+    let started = Instant::now();
+    send_call(&mut caller, "com.example.slow", Dict::new().with("timeout", 200u64)).await;
+    let Message::Invocation { request: invocation, .. } = recv(&mut callee).await else { panic!() };
+    assert_error(&recv(&mut caller).await, MessageType::Call, "wamp.error.timeout");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let Message::Interrupt { request: interrupted, .. } = recv(&mut callee).await else { panic!() };
+    assert_eq!(interrupted, invocation);
+
+    // The callee leaving mid-call ends the call at once, not at a lease.
+    let request = send_call(&mut caller, "com.example.slow", Dict::new()).await;
+    let Message::Invocation { .. } = recv(&mut callee).await else { panic!() };
+    let left = Instant::now();
+    drop(callee);
+    let reply = recv(&mut caller).await;
+    assert_error(&reply, MessageType::Call, "wamp.error.canceled");
+    assert!(matches!(reply, Message::Error { request: r, .. } if r == request));
+    assert!(left.elapsed() < Duration::from_millis(LEASE_MS), "canceled at once: {:?}", left.elapsed());
+
+    drop(caller);
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn single_and_the_rule_check_are_exact_across_nodes() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let mut a = join(&routers[0], &[]).await;
+    let mut b = join(&routers[1], &[]).await;
+    let mut wins = [0usize; 2];
+    for round in 0..100 {
+        let procedure = format!("com.example.race{round}");
+        // Round 0 mod 4 races two different rules; the others race `single` against `single`.
+        let (rule_a, rule_b, loser) = match round % 4 {
+            0 => (rule("roundrobin"), rule("first"), "wamp.error.procedure_exists_with_different_invocation_policy"),
+            _ => (rule("single"), rule("single"), "wamp.error.procedure_already_exists"),
+        };
+        let (ra, rb) = tokio::join!(a.register(&procedure, rule_a), b.register(&procedure, rule_b));
+        match (ra, rb) {
+            (Ok(_), Err(e)) => {
+                wins[0] += 1;
+                assert_error(&common::unexpected(Err::<u64, _>(e)), MessageType::Register, loser);
+            }
+            (Err(e), Ok(_)) => {
+                wins[1] += 1;
+                assert_error(&common::unexpected(Err::<u64, _>(e)), MessageType::Register, loser);
+            }
+            other => panic!("round {round}: exactly one REGISTER must win, got {other:?}"),
+        }
+    }
+    assert_eq!(wins[0] + wins[1], 100);
+    // A loser may register a shared procedure under its rule.
+    a.register("com.example.shared", rule("last")).await.expect("registers");
+    let refused = b.register("com.example.shared", rule("random")).await;
+    assert_error(
+        &common::unexpected(refused),
+        MessageType::Register,
+        "wamp.error.procedure_exists_with_different_invocation_policy",
+    );
+    let joined = b.register("com.example.shared", rule("last")).await.expect("joins");
+    assert_eq!(joined, a.register("com.example.shared", rule("last")).await.expect("already in"), "one id");
+    drop((a, b));
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
+/// Starts callees concurrently on the given routers (one each), registered to `procedure`.
+async fn callees(routers: &[&RouterHandle], procedure: &str, invoke: &str) -> Vec<Callee> {
+    let starts = routers.iter().enumerate().map(|(i, router)| {
+        let name = format!("c{i}");
+        async move { Callee::start(router, Serializer::MsgPack, &name, procedure, rule(invoke), Behavior::Name).await }
+    });
+    futures_util::future::join_all(starts).await
+}
+
+#[tokio::test]
+async fn member_order_is_the_same_on_every_node_and_the_rules_use_it() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2", "n3"]).await;
+    let (n1, n2, n3) = (&routers[0], &routers[1], &routers[2]);
+    let spread = [n1, n2, n3, n1, n2, n3];
+
+    let rr = callees(&spread, "com.example.rr", "roundrobin").await;
+    let first = callees(&spread, "com.example.first", "first").await;
+    let last = callees(&spread, "com.example.last", "last").await;
+    let random = callees(&spread[..3], "com.example.random", "random").await;
+    for procedure in ["com.example.rr", "com.example.first", "com.example.last"] {
+        for router in &routers {
+            wait_members(router, procedure, 6).await;
+        }
+        let order = members(n1, procedure);
+        assert_eq!(order, members(n2, procedure), "{procedure}: n1 and n2 agree");
+        assert_eq!(order, members(n3, procedure), "{procedure}: n1 and n3 agree");
+    }
+    for router in &routers {
+        wait_members(router, "com.example.random", 3).await;
+    }
+    let name_of = |callees: &[Callee], session: u64| callees.iter().find(|c| c.session == session).unwrap().name.clone();
+
+    let mut clients = Vec::new();
+    for router in &routers {
+        clients.push(join(router, &[]).await);
+    }
+    // first and last: the same member from every node.
+    let first_name = name_of(&first, members(n1, "com.example.first")[0]);
+    let last_name = name_of(&last, *members(n1, "com.example.last").last().unwrap());
+    for client in &mut clients {
+        assert_eq!(common::call_names(client, "com.example.first", 3).await, vec![first_name.clone(); 3]);
+        assert_eq!(common::call_names(client, "com.example.last", 3).await, vec![last_name.clone(); 3]);
+    }
+    // roundrobin from one node cycles through the cluster's list, in its order.
+    let order: Vec<String> = members(n1, "com.example.rr").iter().map(|s| name_of(&rr, *s)).collect();
+    let got = common::call_names(&mut clients[1], "com.example.rr", 12).await;
+    let start = order.iter().position(|n| *n == got[0]).unwrap();
+    let expected: Vec<String> = (0..12).map(|i| order[(start + i) % 6].clone()).collect();
+    assert_eq!(got, expected);
+    // random reaches every member, on every node.
+    let got = common::call_names(&mut clients[2], "com.example.random", 300).await;
+    for callee in &random {
+        let n = got.iter().filter(|name| **name == callee.name).count();
+        assert!(n >= 50, "{} got {n} of 300 random calls", callee.name);
+    }
+    // The meta API of any node sees the whole cluster.
+    let id = routers[0].shared().realms.get(REALM).unwrap().dealer.lookup("com.example.rr").unwrap().0.id;
+    let listed = clients[2].call("wamp.registration.list_callees", vec![Value::UInt(id)]).await.expect("meta call");
+    let Value::List(listed) = &args(&listed)[0] else { panic!("a list of callees") };
+    let listed: Vec<u64> = listed.iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(listed, members(n1, "com.example.rr"));
+
+    drop(clients);
+    for callee in rr.into_iter().chain(first).chain(last).chain(random) {
+        callee.stop().await;
+    }
+    for router in routers {
+        router.shutdown().await;
+    }
+}
