@@ -303,7 +303,8 @@ async fn member_order_is_the_same_on_every_node_and_the_rules_use_it() {
     for router in &routers {
         wait_members(router, "com.example.random", 3).await;
     }
-    let name_of = |callees: &[Callee], session: u64| callees.iter().find(|c| c.session == session).unwrap().name.clone();
+    let name_of =
+        |callees: &[Callee], session: u64| callees.iter().find(|c| c.session == session).unwrap().name.clone();
 
     let mut clients = Vec::new();
     for router in &routers {
@@ -339,6 +340,110 @@ async fn member_order_is_the_same_on_every_node_and_the_rules_use_it() {
     for callee in rr.into_iter().chain(first).chain(last).chain(random) {
         callee.stop().await;
     }
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn calls_to_a_killed_node_end_canceled_and_the_survivors_serve() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n3"]).await;
+    let (n1, n3) = (&routers[0], &routers[1]);
+    let mut process = common::nats::NodeProcess::start(&nats.url(), &cluster, "b");
+    // The callee on the node that will crash is first; the survivor's is second.
+    let mut doomed = Client::join(&process.url, REALM, Serializer::Json).await.expect("joins b");
+    doomed.register("com.example.first", rule("first")).await.expect("registers on b");
+    wait_members(n1, "com.example.first", 1).await;
+    let survivor =
+        Callee::start(n3, Serializer::Json, "survivor", "com.example.first", rule("first"), Behavior::Name).await;
+    wait_members(n1, "com.example.first", 2).await;
+
+    let mut caller = join(n1, &[]).await;
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        requests.push(send_call(&mut caller, "com.example.first", Dict::new()).await);
+    }
+    for _ in 0..3 {
+        assert!(matches!(recv(&mut doomed).await, Message::Invocation { .. }), "the calls reach b");
+    }
+    process.kill();
+    let killed = Instant::now();
+    let mut canceled = Vec::new();
+    for _ in 0..3 {
+        let reply = timeout(Duration::from_millis(LEASE_MS + 2_000), caller.recv()).await.expect("answered").unwrap();
+        assert_error(&reply, MessageType::Call, "wamp.error.canceled");
+        let Message::Error { request, .. } = reply else { unreachable!() };
+        canceled.push(request);
+    }
+    canceled.sort_unstable();
+    assert_eq!(canceled, requests);
+    assert!(killed.elapsed() < Duration::from_millis(LEASE_MS + 1_500), "{:?}", killed.elapsed());
+    // b's member is gone from every view; the survivor serves.
+    wait_members(n1, "com.example.first", 1).await;
+    wait_members(n3, "com.example.first", 1).await;
+    assert_eq!(common::call_names(&mut caller, "com.example.first", 2).await, ["survivor", "survivor"]);
+    // And the reaper removed it from the registry: a node joining now sees one member.
+    let late = cluster_router(&nats.url(), &cluster, "n4", |_| {}).await;
+    wait_members(&late, "com.example.first", 1).await;
+    assert_eq!(members(&late, "com.example.first"), vec![survivor.session]);
+
+    drop(caller);
+    survivor.stop().await;
+    late.shutdown().await;
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn routing_and_registering_go_on_after_nats_restarts() {
+    let Some(mut nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let (n1, n2) = (&routers[0], &routers[1]);
+    let callee = Callee::start(n2, Serializer::Json, "callee", "com.example.echo", Dict::new(), Behavior::Name).await;
+    wait_members(n1, "com.example.echo", 1).await;
+    let mut caller = join(n1, &[]).await;
+    assert_eq!(common::call_names(&mut caller, "com.example.echo", 1).await, ["callee"]);
+
+    nats.restart();
+    // Calls across nodes work again once the nodes are back on NATS.
+    timeout(Duration::from_secs(15), async {
+        loop {
+            // A call lost with the connection ends at its timeout; the loop tries again.
+            let request = send_call(&mut caller, "com.example.echo", Dict::new().with("timeout", 1_000u64)).await;
+            match recv(&mut caller).await {
+                Message::Result { request: r, payload, .. } if r == request => {
+                    assert_eq!(first_arg(&payload), "callee");
+                    return;
+                }
+                reply => assert!(matches!(reply, Message::Error { request: r, .. } if r == request), "{reply:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("remote calls work again after NATS restarted");
+    // A new REGISTER on the other node reaches the registry and every view.
+    let mut later = join(n1, &[]).await;
+    let registered = timeout(Duration::from_secs(15), async {
+        loop {
+            match later.register("com.example.later", Dict::new()).await {
+                Ok(id) => return id,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await
+    .expect("REGISTER works again after NATS restarted");
+    wait_members(n2, "com.example.later", 1).await;
+    assert_eq!(n2.shared().realms.get(REALM).unwrap().dealer.lookup("com.example.later").unwrap().0.id, registered);
+    assert_eq!(members(n1, "com.example.echo"), vec![callee.session], "the registration survived");
+
+    drop((caller, later));
+    callee.stop().await;
     for router in routers {
         router.shutdown().await;
     }

@@ -180,6 +180,9 @@ pub struct Replica {
     applied: watch::Sender<u64>,
     state: Mutex<State>,
     remote: remote::Remote,
+    /// Signalled when NATS is back after a disconnection: the registry consumer is made again
+    /// (one that lived through a server restart can stall without an error).
+    resync: Arc<tokio::sync::Notify>,
 }
 
 /// A realm's dealer's link to the node's [`Replica`].
@@ -201,6 +204,7 @@ impl Replica {
             applied: watch::channel(0).0,
             state: Mutex::default(),
             remote,
+            resync: Arc::new(tokio::sync::Notify::new()),
         });
         // Subscribed before anything is registered: a call forwarded here finds the inbox.
         remote::start_inbox(&replica).await?;
@@ -244,26 +248,40 @@ impl Replica {
         self.cluster.config().kv_timeout()
     }
 
-    /// Applies one revision of the bucket to the view, and publishes the meta events it means.
-    fn apply(&self, entry: kv::Entry) {
+    /// Applies one revision of the bucket to the view (`value` is `None` for a delete), and
+    /// publishes the meta events it means.
+    fn apply(self: &Arc<Self>, key: &str, value: Option<&bytes::Bytes>, revision: u64) {
         let Some(router) = self.router.upgrade() else { return };
-        let record = match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice::<Record>(&entry.value) {
-                Ok(record) => Some(record),
-                Err(error) => {
-                    tracing::warn!(key = entry.key, %error, "unreadable registry record ignored");
-                    None
-                }
-            },
-            kv::Operation::Delete | kv::Operation::Purge => None,
-        };
+        let record = value.and_then(|value| match serde_json::from_slice::<Record>(value) {
+            Ok(record) => Some(record),
+            Err(error) => {
+                tracing::warn!(key, %error, "unreadable registry record ignored");
+                None
+            }
+        });
         let events = {
             let mut state = self.state.lock();
-            let previous = state.records.remove(&entry.key).map(|(_, r)| r);
-            self.update_view(&router, &state, &entry.key, previous.as_ref(), record.as_ref());
+            let previous = state.records.remove(key).map(|(_, r)| r);
+            self.update_view(&router, &state, key, previous.as_ref(), record.as_ref());
             let events = diff(previous.as_ref(), record.as_ref());
+            // A member of this node that another node removed (a reaper that took this node for
+            // lost while it was only slow or cut off) and that never left here is put back.
+            let me = self.cluster.node();
+            let reaped: Vec<u64> = previous
+                .iter()
+                .flat_map(|p| p.members.iter())
+                .filter(|m| m.is(me) && state.local.contains_key(&(key.to_owned(), m.session)))
+                .filter(|m| {
+                    record.as_ref().is_none_or(|r| !r.members.iter().any(|x| x.session == m.session && x.is(me)))
+                })
+                .map(|m| m.session)
+                .collect();
+            if !reaped.is_empty() && self.cluster.config().on_isolation == Isolation::Rejoin {
+                let (replica, key) = (self.clone(), key.to_owned());
+                tokio::spawn(async move { replica.heal(&key, &reaped).await });
+            }
             if let Some(record) = record {
-                state.records.insert(entry.key.clone(), (entry.revision, record));
+                state.records.insert(key.to_owned(), (revision, record));
             }
             events
         };
@@ -280,9 +298,9 @@ impl Replica {
             }
         }
         self.applied.send_if_modified(|applied| {
-            let newer = entry.revision > *applied;
+            let newer = revision > *applied;
             if newer {
-                *applied = entry.revision;
+                *applied = revision;
             }
             newer
         });
@@ -476,17 +494,21 @@ impl Replica {
         });
     }
 
+    /// Applies again the records that name members of `node`, whose liveness changed.
+    fn reapply(&self, node: &NodeId) {
+        let Some(router) = self.router.upgrade() else { return };
+        let state = self.state.lock();
+        for (key, (_, record)) in &state.records {
+            if record.members.iter().any(|m| m.is(node)) {
+                self.update_view(&router, &state, key, Some(record), Some(record));
+            }
+        }
+    }
+
     /// A node was lost: its members leave the view now, its calls in flight end, and one node
     /// removes its members from the records.
     async fn node_lost(self: &Arc<Self>, node: &NodeId) {
-        if let Some(router) = self.router.upgrade() {
-            let state = self.state.lock();
-            for (key, (_, record)) in &state.records {
-                if record.members.iter().any(|m| m.is(node)) {
-                    self.update_view(&router, &state, key, Some(record), Some(record));
-                }
-            }
-        }
+        self.reapply(node);
         self.remote.node_lost(node);
         match self.cluster.claim("reg", node).await {
             Ok(true) => self.reap(node).await,
@@ -508,6 +530,11 @@ impl Replica {
         };
         let mut reaped = 0;
         for key in keys {
+            // A node that came back (it was cut off, not dead) publishes its members itself.
+            if self.cluster.is_live(node) {
+                tracing::info!(%node, "a lost node is back; its registrations are left to it");
+                return;
+            }
             let removed = self
                 .modify(&key, |current| match current {
                     Some(record) if record.members.iter().any(|m| m.is(node)) => {
@@ -543,12 +570,35 @@ impl Replica {
             }
             return;
         }
+        tracing::warn!("this node was reaped by the cluster; registering its callees again");
+        // Members the reaper removes later are put back as their records change (see `apply`).
+        self.wait_live().await;
         let members: Vec<(String, u64)> = self.state.lock().local.keys().cloned().collect();
-        tracing::warn!(members = members.len(), "this node was reaped by the cluster; registering its callees again");
         for (key, session) in members {
             if let Err(refusal) = self.rejoin(&key, session).await {
                 tracing::warn!(key, session, %refusal, "could not register a callee again after an isolation");
             }
+        }
+    }
+
+    /// Puts members of this node that were reaped back into the record `key`, once this node is
+    /// live again (so that no reaper removes them a second time).
+    async fn heal(&self, key: &str, sessions: &[u64]) {
+        self.wait_live().await;
+        for session in sessions {
+            tracing::info!(key, session, "a callee of this node was reaped by another node; registering it again");
+            if let Err(refusal) = self.rejoin(key, *session).await {
+                tracing::warn!(key, session, %refusal, "could not register a reaped callee again");
+            }
+        }
+    }
+
+    /// Waits (bounded) until this node holds its lease again.
+    async fn wait_live(&self) {
+        let heartbeat = Duration::from_millis(self.cluster.config().heartbeat_ms);
+        let deadline = tokio::time::Instant::now() + self.kv_timeout() * 4;
+        while !self.cluster.is_live(self.cluster.node()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(heartbeat / 4).await;
         }
     }
 
@@ -658,27 +708,59 @@ fn diff(previous: Option<&Record>, next: Option<&Record>) -> Vec<(String, Event)
 }
 
 /// Applies the registry bucket to the view, from the start and then as it changes; resumes
-/// after the last applied revision when the watch breaks (NATS restarted, connection lost).
+/// after the last applied revision when the consumer breaks (NATS restarted, connection lost).
+///
+/// An ordered pull consumer rather than the KV watch: a push consumer created on a bucket that
+/// already holds records can deliver them before its subscription exists, and then the replay
+/// waits for the next write or an idle heartbeat.
 async fn watch_registry(replica: Weak<Replica>) {
+    use async_nats::jetstream::consumer::{pull, DeliverPolicy};
     loop {
-        let (kv, from) = match replica.upgrade() {
-            Some(r) => (r.kv.clone(), *r.applied.borrow() + 1),
+        let (kv, from, resync) = match replica.upgrade() {
+            Some(r) => (r.kv.clone(), *r.applied.borrow() + 1, r.resync.clone().notified_owned()),
             None => return,
         };
-        let watch = if from == 1 { kv.watch_all().await } else { kv.watch_all_from_revision(from).await };
-        match watch {
-            Ok(mut watch) => {
-                while let Some(entry) = watch.next().await {
-                    let Some(replica) = replica.upgrade() else { return };
-                    match entry {
-                        Ok(entry) => replica.apply(entry),
-                        Err(error) => {
-                            tracing::warn!(%error, "registry watch failed; resuming it");
-                            break;
-                        }
+        tokio::pin!(resync);
+        resync.as_mut().enable();
+        let deliver_policy = if from == 1 {
+            DeliverPolicy::LastPerSubject
+        } else {
+            DeliverPolicy::ByStartSequence { start_sequence: from }
+        };
+        let config =
+            pull::OrderedConfig { filter_subject: format!("{}>", kv.prefix), deliver_policy, ..Default::default() };
+        let messages = match kv.stream.create_consumer(config).await {
+            Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match messages {
+            Ok(mut messages) => loop {
+                let message = tokio::select! {
+                    _ = resync.as_mut() => break,
+                    message = messages.next() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                };
+                let Some(replica) = replica.upgrade() else { return };
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!(%error, "registry watch failed; resuming it");
+                        break;
                     }
-                }
-            }
+                };
+                let Ok(info) = message.info() else { continue };
+                let revision = info.stream_sequence;
+                let Some(key) = message.subject.strip_prefix(kv.prefix.as_str()) else { continue };
+                let removed = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                let value = (!removed).then_some(&message.payload);
+                replica.apply(key, value, revision);
+            },
             Err(error) => tracing::warn!(%error, "registry watch could not start; retrying"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -703,7 +785,8 @@ async fn node_events(replica: Weak<Replica>, mut events: broadcast::Receiver<Nod
             NodeEvent::Lost(node) => {
                 tokio::spawn(async move { replica.node_lost(&node).await });
             }
-            NodeEvent::Joined(_) => {}
+            // Members of a node that was not live were left out of the view; now they count.
+            NodeEvent::Joined(node) => replica.reapply(&node),
         }
     }
 }
@@ -713,7 +796,9 @@ async fn connection(replica: Weak<Replica>, mut connected: watch::Receiver<bool>
     while connected.changed().await.is_ok() {
         let up = *connected.borrow_and_update();
         let Some(replica) = replica.upgrade() else { return };
-        if !up {
+        if up {
+            replica.resync.notify_waiters();
+        } else {
             replica.remote.disconnected();
         }
     }
@@ -812,8 +897,15 @@ impl Link {
         if !found.has_member(session) || !replica.state.lock().local.contains_key(&(key.clone(), session)) {
             return Err(not_member());
         }
-        replica.remove_member(&key, session).await?;
-        replica.state.lock().local.remove(&(key, session));
+        // Out of the local table first: the revision without the member must not look like a
+        // reaper's work to be undone.
+        let local = replica.state.lock().local.remove(&(key.clone(), session));
+        if let Err(refusal) = replica.remove_member(&key, session).await {
+            if let Some(local) = local {
+                replica.state.lock().local.insert((key, session), local);
+            }
+            return Err(refusal);
+        }
         let deleted = match realm.dealer.leave(session, registration) {
             Some((_, _, deleted)) => deleted,
             None => realm.dealer.get(registration).is_none(),
