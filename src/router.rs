@@ -142,6 +142,12 @@ impl Router {
             workers,
             cluster,
         });
+        if let Some(cluster) = &shared.cluster {
+            // Registrations across the cluster: in place before the first session can REGISTER.
+            crate::dealer::cluster::Replica::start(&shared, cluster.clone())
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
         let connections = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(shared.config.max_connections));
         // Every listener accepts on worker 0 and hands connections round-robin to the workers.
