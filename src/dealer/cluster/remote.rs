@@ -263,13 +263,9 @@ async fn forward(
         proxy.outbox().taken(item.size());
         match item {
             Outbound::Invocation(call) => inner.send_invocation(&proxy, &subject, &realm, call).await,
-            Outbound::InvocationChunk(delivery) => {
-                if proxy.invocations.contains(delivery.invocation) {
-                    let delivery = *delivery;
-                    inner
-                        .send_chunk(&proxy, &subject, delivery.invocation, delivery.registration, delivery.chunk)
-                        .await;
-                }
+            Outbound::InvocationChunk(delivery) if proxy.invocations.contains(delivery.invocation) => {
+                let delivery = *delivery;
+                inner.send_chunk(&proxy, &subject, delivery.invocation, delivery.registration, delivery.chunk).await;
             }
             Outbound::Message(message) if matches!(*message, Message::Interrupt { .. }) => {
                 let mut headers = headers("INT");
