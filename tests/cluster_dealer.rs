@@ -448,3 +448,60 @@ async fn routing_and_registering_go_on_after_nats_restarts() {
         router.shutdown().await;
     }
 }
+
+/// Percentiles of `samples` (sorted here), in microseconds.
+fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)].as_micros();
+    (at(0.50), at(0.99))
+}
+
+/// Serial call latency, a caller and a callee on one node and on two, and REGISTER latency on a
+/// single-node router and on a cluster node. Prints figures; asserts nothing about them (run with
+/// `cargo test --release --test cluster_dealer -- --ignored --nocapture latency`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn latency_of_local_and_remote_calls_and_of_register() {
+    const CALLS: usize = 5_000;
+    const REGISTERS: usize = 300;
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let single = common::router().await;
+    let callee =
+        Callee::start(&routers[1], Serializer::MsgPack, "callee", "com.example.echo", Dict::new(), Behavior::Echo)
+            .await;
+    wait_members(&routers[0], "com.example.echo", 1).await;
+    for (label, router) in
+        [("local (caller and callee on one node)", &routers[1]), ("remote (caller on n1, callee on n2)", &routers[0])]
+    {
+        let mut caller = Client::join(&router.url(), REALM, Serializer::MsgPack).await.unwrap();
+        for _ in 0..200 {
+            caller.call("com.example.echo", vec![Value::UInt(1)]).await.unwrap();
+        }
+        let mut samples = Vec::with_capacity(CALLS);
+        for i in 0..CALLS {
+            let started = Instant::now();
+            caller.call("com.example.echo", vec![Value::UInt(i as u64)]).await.unwrap();
+            samples.push(started.elapsed());
+        }
+        let (p50, p99) = percentiles(&mut samples);
+        println!("call, {label}: p50 {p50} µs, p99 {p99} µs ({CALLS} serial calls)");
+    }
+    for (label, router) in [("single-node router", &single), ("cluster node", &routers[0])] {
+        let mut client = Client::join(&router.url(), REALM, Serializer::MsgPack).await.unwrap();
+        let mut samples = Vec::with_capacity(REGISTERS);
+        for i in 0..REGISTERS {
+            let started = Instant::now();
+            client.register(&format!("com.example.reg{i}"), Dict::new()).await.unwrap();
+            samples.push(started.elapsed());
+        }
+        let (p50, p99) = percentiles(&mut samples);
+        println!("REGISTER, {label}: p50 {p50} µs, p99 {p99} µs ({REGISTERS} in sequence)");
+    }
+    callee.stop().await;
+    single.shutdown().await;
+    for router in routers {
+        router.shutdown().await;
+    }
+}
