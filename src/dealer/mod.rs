@@ -396,6 +396,7 @@ impl Dealer {
                 }
                 Ok(deleted)
             }
+            None if self.cluster.get().is_some_and(|link| link.forget_id(session, registration)) => Ok(false),
             None => Err(Refusal::new(
                 WampError::NoSuchRegistration,
                 format!("session is not registered under registration {registration}"),

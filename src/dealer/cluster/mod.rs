@@ -157,6 +157,8 @@ struct State {
     /// This node's members, by (key, session): only these are applied as local members, so a
     /// member that left here is never brought back by a revision written before it left.
     local: HashMap<(String, u64), Local>,
+    /// Removals from a record still being written in the background, by key.
+    removing: HashMap<String, usize>,
 }
 
 /// What a registry write decided, given the current record.
@@ -235,7 +237,11 @@ impl Replica {
         };
         for node in dead.into_iter().filter(|n| !cluster.is_live(n) && !replica.is_me(n)) {
             let replica = replica.clone();
-            tokio::spawn(async move { replica.reap(&node).await });
+            tokio::spawn(async move {
+                if let Ok(true) = replica.cluster.claim("reg", &node).await {
+                    replica.reap(&node).await;
+                }
+            });
         }
         Ok(replica)
     }
@@ -474,24 +480,60 @@ impl Replica {
 
     /// A session of this node left a registration without waiting (session closed, revoked):
     /// its record is changed in the background, retried while the registry cannot be reached.
-    fn forget(self: &Arc<Self>, realm: &str, session: u64, registration: &Registration, policy: MatchPolicy) {
-        let key = key_of(realm, policy, &registration.uri);
-        if self.state.lock().local.remove(&(key.clone(), session)).is_none() {
-            return;
-        }
+    /// `key` is the record's key, or `None` to find it by the registration id.
+    fn forget(self: &Arc<Self>, key: Option<String>, session: u64, registration: u64) -> bool {
+        let key = {
+            let mut state = self.state.lock();
+            let key = key.or_else(|| {
+                state
+                    .local
+                    .iter()
+                    .find(|((_, s), local)| *s == session && local.id == registration)
+                    .map(|((k, _), _)| k.clone())
+            });
+            let Some(key) = key.filter(|key| state.local.remove(&(key.clone(), session)).is_some()) else {
+                return false;
+            };
+            *state.removing.entry(key.clone()).or_default() += 1;
+            key
+        };
         let replica = self.clone();
         tokio::spawn(async move {
+            let mut removed = false;
             for attempt in 0..30u32 {
                 match replica.remove_member(&key, session).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        removed = true;
+                        break;
+                    }
                     Err(refusal) => {
                         tracing::debug!(key, session, attempt, %refusal, "registry removal failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
             }
-            tracing::warn!(key, session, "could not remove a member from the registry; the lease reaper will");
+            if !removed {
+                tracing::warn!(key, session, "could not remove a member from the registry; the lease reaper will");
+            }
+            let mut state = replica.state.lock();
+            if let Some(count) = state.removing.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    state.removing.remove(&key);
+                }
+            }
         });
+        true
+    }
+
+    /// Waits (bounded) until the background removals from record `key` are done, so that a
+    /// REGISTER right after a session left (a client that reconnected, a `force_reregister`)
+    /// does not find the member that is leaving.
+    async fn settle_removals(&self, key: &str) {
+        let deadline = tokio::time::Instant::now() + self.kv_timeout();
+        while self.state.lock().removing.contains_key(key) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Applies again the records that name members of `node`, whose liveness changed.
@@ -607,6 +649,9 @@ impl Replica {
         let (realm, uri, policy, rule, id, member) = {
             let state = self.state.lock();
             let Some(local) = state.local.get(&(key.to_owned(), session)) else { return Ok(()) };
+            if local.session.closing.is_cancelled() {
+                return Ok(());
+            }
             let member = member_record(&me, &local.session, local.options);
             (local.realm.clone(), local.uri.clone(), local.policy, local.rule, local.id, member)
         };
@@ -817,6 +862,7 @@ impl Link {
         let me = replica.cluster.node().clone();
         let member = member_record(&me, session, plan.options);
         let fresh = crate::dealer::registry::fresh_id(|_| false);
+        replica.settle_removals(&key).await;
         let joined_before = {
             let mut state = replica.state.lock();
             let local = Local {
@@ -913,9 +959,16 @@ impl Link {
         Ok(deleted)
     }
 
-    /// A member left without waiting for the registry (see [`Replica::forget`]).
+    /// A member left this node's view without waiting for the registry (see
+    /// [`Replica::forget`]).
     pub(crate) fn forget(&self, session: u64, registration: &Registration, policy: MatchPolicy) {
-        self.replica.forget(&self.realm, session, registration, policy);
+        self.replica.forget(Some(key_of(&self.realm, policy, &registration.uri)), session, registration.id);
+    }
+
+    /// A session leaves a registration it holds in the registry though this node's view does
+    /// not show it (its record is being changed meanwhile); `false` when it holds none.
+    pub(crate) fn forget_id(&self, session: u64, registration: u64) -> bool {
+        self.replica.forget(None, session, registration)
     }
 }
 
