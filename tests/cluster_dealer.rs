@@ -452,6 +452,89 @@ async fn routing_and_registering_go_on_after_nats_restarts() {
     }
 }
 
+#[tokio::test]
+async fn patterns_progressive_invocations_and_meta_events_across_nodes() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let (n1, n2) = (&routers[0], &routers[1]);
+    // A meta subscriber on n1 sees registrations made on n2.
+    let mut watcher = join(n1, &[]).await;
+    let mut topics = std::collections::HashMap::new();
+    for topic in [
+        "wamp.registration.on_create",
+        "wamp.registration.on_register",
+        "wamp.registration.on_unregister",
+        "wamp.registration.on_delete",
+    ] {
+        topics.insert(watcher.subscribe(topic, Dict::new()).await.expect("subscribes"), topic);
+    }
+    let mut callee = join(n2, &["progressive_call_invocations"]).await;
+    let registration = callee.register("com.example", Dict::new().with("match", "prefix")).await.expect("registers");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let Message::Event { subscription, payload, .. } = recv(&mut watcher).await else { panic!("EVENT expected") };
+        seen.push((topics[&subscription], args(&payload)));
+    }
+    let session = Value::UInt(callee.session_id());
+    assert_eq!(seen[0].0, "wamp.registration.on_create");
+    assert_eq!(seen[0].1[0], session);
+    assert_eq!(seen[1], ("wamp.registration.on_register", vec![session.clone(), Value::UInt(registration)]));
+
+    // A call that matches the prefix, sent in two chunks from n1.
+    let mut caller = join(n1, &[]).await;
+    let request = caller.request_id();
+    let chunk = |progress: bool, arg: &str| Message::Call {
+        request,
+        options: if progress { Dict::new().with("progress", true) } else { Dict::new() },
+        procedure: "com.example.deep.name".into(),
+        payload: Payload::args(vec![Value::from(arg)]),
+    };
+    caller.send(&chunk(true, "one")).await.unwrap();
+    caller.send(&chunk(false, "two")).await.unwrap();
+    let Message::Invocation { request: invocation, details, payload, .. } = recv(&mut callee).await else { panic!() };
+    assert_eq!(details.get("procedure").and_then(Value::as_str), Some("com.example.deep.name"));
+    assert_eq!(details.get("progress").and_then(Value::as_bool), Some(true));
+    assert_eq!(first_arg(&payload), "one");
+    let Message::Invocation { request: next, details, payload, .. } = recv(&mut callee).await else { panic!() };
+    assert_eq!(next, invocation, "the second chunk continues the same invocation");
+    assert!(details.get("progress").is_none());
+    assert_eq!(first_arg(&payload), "two");
+    callee
+        .send(&Message::Yield {
+            request: invocation,
+            options: Dict::new(),
+            payload: Payload::args(vec![Value::from("both")]),
+        })
+        .await
+        .unwrap();
+    let Message::Result { request: got, payload, .. } = recv(&mut caller).await else { panic!() };
+    assert_eq!((got, first_arg(&payload)), (request, "both".to_owned()));
+
+    // UNREGISTER on n2: n1's subscriber sees the member leave and the registration go.
+    callee.unregister(registration).await.expect("unregisters");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let Message::Event { subscription, payload, .. } = recv(&mut watcher).await else { panic!("EVENT expected") };
+        seen.push((topics[&subscription], args(&payload)));
+    }
+    let expected = vec![session, Value::UInt(registration)];
+    assert_eq!(
+        seen,
+        [("wamp.registration.on_unregister", expected.clone()), ("wamp.registration.on_delete", expected)]
+    );
+    wait_members(n1, "com.example.deep.name", 0).await;
+    let request = send_call(&mut caller, "com.example.deep.name", Dict::new()).await;
+    let reply = recv(&mut caller).await;
+    assert_error(&reply, MessageType::Call, "wamp.error.no_such_procedure");
+    assert!(matches!(reply, Message::Error { request: r, .. } if r == request));
+
+    drop((caller, callee, watcher));
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
 /// Percentiles of `samples` (sorted here), in microseconds.
 fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
     samples.sort_unstable();
