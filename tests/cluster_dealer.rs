@@ -535,6 +535,69 @@ async fn patterns_progressive_invocations_and_meta_events_across_nodes() {
     }
 }
 
+#[tokio::test]
+async fn a_node_cut_off_from_nats_fails_remote_calls_serves_local_ones_and_comes_back() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let proxy = common::nats::TcpProxy::start(nats.port()).await;
+    let n1 = cluster_router(&proxy.url(), &cluster, "n1", |_| {}).await;
+    let n2 = cluster_router(&nats.url(), &cluster, "n2", |_| {}).await;
+    let mut remote = join(&n2, &[]).await;
+    remote.register("com.example.remote", Dict::new()).await.expect("registers on n2");
+    let local = Callee::start(&n1, Serializer::Json, "local", "com.example.local", Dict::new(), Behavior::Name).await;
+    wait_members(&n1, "com.example.remote", 1).await;
+    let mut caller = join(&n1, &[]).await;
+    let request = send_call(&mut caller, "com.example.remote", Dict::new()).await;
+    assert!(matches!(recv(&mut remote).await, Message::Invocation { .. }));
+
+    proxy.cut();
+    let cut = Instant::now();
+    let reply = recv(&mut caller).await;
+    assert_error(&reply, MessageType::Call, "wamp.error.canceled");
+    assert!(matches!(reply, Message::Error { request: r, .. } if r == request));
+    assert!(
+        cut.elapsed() < Duration::from_millis(LEASE_MS),
+        "the call to n2 ends when NATS is lost: {:?}",
+        cut.elapsed()
+    );
+    // Local calls go on; a REGISTER that cannot reach the registry is refused, not left waiting.
+    assert_eq!(common::call_names(&mut caller, "com.example.local", 2).await, ["local", "local"]);
+    let refused =
+        timeout(Duration::from_secs(10), caller.register("com.example.new", Dict::new())).await.expect("answered");
+    assert_error(&common::unexpected(refused), MessageType::Register, "wamp.error.network_failure");
+
+    proxy.heal();
+    // Back on NATS (after the others reaped it, it puts its members back): calls work both ways.
+    let mut other = join(&n2, &[]).await;
+    timeout(Duration::from_secs(15), async {
+        loop {
+            let request = send_call(&mut other, "com.example.local", Dict::new().with("timeout", 1_000u64)).await;
+            match recv(&mut other).await {
+                Message::Result { request: r, payload, .. } if r == request => {
+                    assert_eq!(first_arg(&payload), "local");
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("n2 reaches n1's callee again after the cut healed");
+    timeout(Duration::from_secs(15), async {
+        while caller.register("com.example.new", Dict::new()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("REGISTER works again after the cut healed");
+    wait_members(&n2, "com.example.new", 1).await;
+
+    drop((caller, other, remote));
+    local.stop().await;
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
 /// Percentiles of `samples` (sorted here), in microseconds.
 fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
     samples.sort_unstable();
