@@ -598,6 +598,59 @@ async fn a_node_cut_off_from_nats_fails_remote_calls_serves_local_ones_and_comes
     n2.shutdown().await;
 }
 
+#[tokio::test]
+async fn invoke_all_and_call_reroute_span_nodes() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let (n1, n2) = (&routers[0], &routers[1]);
+    let all = callees(&[n1, n2], "com.example.all", "roundrobin").await;
+    // A member on n2 that is always unavailable, registered first; the one on n1 serves.
+    let mut busy = join(n2, &[]).await;
+    busy.register("com.example.busy", rule("first")).await.expect("registers");
+    wait_members(n1, "com.example.busy", 1).await;
+    let server = Callee::start(n1, Serializer::Json, "server", "com.example.busy", rule("first"), Behavior::Name).await;
+    wait_members(n1, "com.example.all", 2).await;
+    wait_members(n1, "com.example.busy", 2).await;
+    let mut caller = join(n1, &[]).await;
+
+    let options = Dict::new().with("runmode", "all").with("receive_progress", true);
+    let request = send_call(&mut caller, "com.example.all", options).await;
+    let mut names = Vec::new();
+    loop {
+        let Message::Result { request: got, details, payload } = recv(&mut caller).await else { panic!() };
+        assert_eq!(got, request);
+        if details.get("progress").and_then(Value::as_bool) != Some(true) {
+            break;
+        }
+        names.push(first_arg(&payload));
+    }
+    names.sort();
+    assert_eq!(names, ["c0", "c1"], "every member, on either node, answered once");
+
+    let request = send_call(&mut caller, "com.example.busy", Dict::new()).await;
+    let Message::Invocation { request: invocation, .. } = recv(&mut busy).await else { panic!() };
+    let unavailable = Message::Error {
+        request_type: MessageType::Invocation as u64,
+        request: invocation,
+        details: Dict::new(),
+        error: "wamp.error.unavailable".into(),
+        payload: Payload::Empty,
+    };
+    busy.send(&unavailable).await.unwrap();
+    let Message::Result { request: got, payload, .. } = recv(&mut caller).await else { panic!() };
+    assert_eq!((got, first_arg(&payload)), (request, "server".to_owned()), "rerouted to the next member");
+
+    drop((caller, busy));
+    server.stop().await;
+    for callee in all {
+        callee.stop().await;
+    }
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
 /// Percentiles of `samples` (sorted here), in microseconds.
 fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
     samples.sort_unstable();
