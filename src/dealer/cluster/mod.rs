@@ -185,6 +185,8 @@ pub struct Replica {
     /// Signalled when NATS is back after a disconnection: the registry consumer is made again
     /// (one that lived through a server restart can stall without an error).
     resync: Arc<tokio::sync::Notify>,
+    /// One turn per record being written by this node (see [`Replica::modify`]).
+    writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A realm's dealer's link to the node's [`Replica`].
@@ -207,6 +209,7 @@ impl Replica {
             state: Mutex::default(),
             remote,
             resync: Arc::new(tokio::sync::Notify::new()),
+            writers: Mutex::default(),
         });
         // Subscribed before anything is registered: a call forwarded here finds the inbox.
         remote::start_inbox(&replica).await?;
@@ -387,7 +390,29 @@ impl Replica {
     /// Reads, decides and writes a record by compare-and-set, until the write goes through or
     /// `change` refuses; `Err` with `wamp.error.network_failure` when the registry cannot be
     /// reached. Returns once the view has applied the write.
-    async fn modify<T>(&self, key: &str, mut change: impl FnMut(Option<&Record>) -> Change<T>) -> Result<T, Refusal> {
+    ///
+    /// Writes of one node to one record take turns: the callees of a node registering one
+    /// procedure at once then cost one write each, not a storm of conflicting ones; conflicts
+    /// remain only between nodes, so they are bounded by the number of nodes.
+    async fn modify<T>(&self, key: &str, change: impl FnMut(Option<&Record>) -> Change<T>) -> Result<T, Refusal> {
+        let turn = self.writers.lock().entry(key.to_owned()).or_default().clone();
+        let outcome = {
+            let _turn = turn.lock().await;
+            self.modify_now(key, change).await
+        };
+        let mut writers = self.writers.lock();
+        // The table's reference and ours: nobody else waits for this record.
+        if Arc::strong_count(&turn) == 2 {
+            writers.remove(key);
+        }
+        outcome
+    }
+
+    async fn modify_now<T>(
+        &self,
+        key: &str,
+        mut change: impl FnMut(Option<&Record>) -> Change<T>,
+    ) -> Result<T, Refusal> {
         let mut cached = self.state.lock().records.get(key).cloned().map(|(rev, r)| (rev, Some(r)));
         let timeout = self.kv_timeout();
         for attempt in 0..MAX_ATTEMPTS {
@@ -918,10 +943,16 @@ impl Link {
                 }
                 Ok(Registered { id, created })
             }
+            Err(refusal) if joined_before => Err(refusal),
+            // The write may have gone through unacknowledged: the member is taken out again in
+            // the background, as when a session leaves.
+            Err(refusal) if refusal.error == WampError::NetworkFailure => {
+                drop(state);
+                replica.forget(Some(key), session.id, fresh);
+                Err(refusal)
+            }
             Err(refusal) => {
-                if !joined_before {
-                    state.local.remove(&(key, session.id));
-                }
+                state.local.remove(&(key, session.id));
                 Err(refusal)
             }
         }
