@@ -651,6 +651,29 @@ async fn invoke_all_and_call_reroute_span_nodes() {
     }
 }
 
+#[tokio::test]
+async fn a_burst_of_registers_to_one_procedure_from_two_nodes_all_join() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let spread: Vec<&RouterHandle> = (0..24).map(|i| &routers[i % 2]).collect();
+    let burst = callees(&spread, "com.example.burst", "roundrobin").await;
+    for router in &routers {
+        wait_members(router, "com.example.burst", 24).await;
+    }
+    assert_eq!(members(&routers[0], "com.example.burst"), members(&routers[1], "com.example.burst"));
+    for callee in burst {
+        callee.stop().await;
+    }
+    // Every member left: the registration is gone everywhere.
+    for router in &routers {
+        wait_members(router, "com.example.burst", 0).await;
+    }
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
 /// Percentiles of `samples` (sorted here), in microseconds.
 fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
     samples.sort_unstable();
