@@ -5,7 +5,9 @@
 //! call, [`call`] is the state machine of calls in flight (routing, results, cancels,
 //! callee or caller leaving), [`timeout`] expires calls that asked for a timeout. This module
 //! turns REGISTER, UNREGISTER, CALL and CANCEL into operations on those; YIELD and a callee's
-//! ERROR go straight to [`call::complete`].
+//! ERROR go straight to [`call::complete`]. On a cluster node, [`cluster`] makes the tables a view
+//! of the cluster's replicated registrations and carries calls to members on other nodes; the
+//! call path is the same either way.
 
 pub mod call;
 pub mod cluster;
