@@ -674,6 +674,35 @@ async fn a_burst_of_registers_to_one_procedure_from_two_nodes_all_join() {
     }
 }
 
+#[tokio::test]
+async fn a_fenced_node_cut_off_past_its_lease_closes_its_sessions() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let proxy = common::nats::TcpProxy::start(nats.port()).await;
+    let fenced = cluster_router(&proxy.url(), &cluster, "n1", |c| {
+        c.cluster.as_mut().unwrap().on_isolation = roundhouse::cluster::Isolation::Fence;
+    })
+    .await;
+    let other = cluster_router(&nats.url(), &cluster, "n2", |_| {}).await;
+    let mut callee = join(&fenced, &[]).await;
+    callee.register("com.example.fenced", Dict::new()).await.expect("registers");
+    wait_members(&other, "com.example.fenced", 1).await;
+
+    proxy.cut();
+    // The others take n1 for lost when its lease ends, and drop its member.
+    wait_members(&other, "com.example.fenced", 0).await;
+    proxy.heal();
+    // Back on NATS, n1 learns it was reaped and closes its sessions.
+    let closed = timeout(Duration::from_secs(15), callee.recv()).await.expect("n1 closes its sessions");
+    match closed {
+        Ok(Message::Goodbye { reason, .. }) => assert_eq!(reason, "wamp.close.system_shutdown"),
+        other => panic!("expected GOODBYE wamp.close.system_shutdown, got {other:?}"),
+    }
+    drop(callee);
+    fenced.shutdown().await;
+    other.shutdown().await;
+}
+
 /// Percentiles of `samples` (sorted here), in microseconds.
 fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
     samples.sort_unstable();
