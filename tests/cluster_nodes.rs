@@ -149,3 +149,14 @@ async fn no_cluster_section_means_no_nats_and_a_bad_one_is_refused() {
     let bad: roundhouse::RouterConfig = toml::from_str("[cluster]\nnode_id = \"a.b\"\n").unwrap();
     assert!(bad.validate().unwrap_err().to_string().contains("node_id"));
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_nats_that_is_gone() {
+    let Some(mut nats) = NatsServer::start() else { return };
+    let node = cluster_router(&nats.url(), "c5", "a", |_| {}).await;
+    let mut connection = cluster_of(&node).connection();
+    nats.kill();
+    timeout(Duration::from_secs(5), connection.wait_for(|up| !*up)).await.expect("NATS seen gone").unwrap();
+    // The node cannot delete its lease; it stops anyway, within the registry write timeout.
+    timeout(Duration::from_secs(6), node.shutdown()).await.expect("shutdown ends without NATS");
+}

@@ -190,11 +190,19 @@ impl Cluster {
     /// nodes see this node lost at once instead of after the lease.
     pub async fn leave(&self) {
         self.stop.cancel();
-        if let Err(error) = self.node_bucket.delete(nodes::lease_key(&self.node.name)).await {
-            tracing::warn!(%error, "could not delete this node's lease; the others see it lost when it expires");
+        // Bounded: with NATS unreachable there is nobody to tell, and the lease ends by itself.
+        let farewell = async {
+            self.node_bucket.delete(nodes::lease_key(&self.node.name)).await?;
+            self.client.flush().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        match tokio::time::timeout(self.config.kv_timeout(), farewell).await {
+            Ok(Ok(())) => tracing::info!(node = %self.node, "left the cluster"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not delete this node's lease; the others see it lost when it expires")
+            }
+            Err(_) => tracing::warn!("NATS did not answer; the others see this node lost when its lease expires"),
         }
-        let _ = self.client.flush().await;
-        tracing::info!(node = %self.node, "left the cluster");
     }
 }
 
