@@ -710,6 +710,54 @@ async fn a_fenced_node_cut_off_past_its_lease_closes_its_sessions() {
     other.shutdown().await;
 }
 
+#[tokio::test]
+async fn with_three_nats_servers_registers_go_on_with_one_down_and_fail_cleanly_with_two() {
+    let Some(mut nats) = common::nats::NatsCluster::start() else { return };
+    let cluster = cluster_name();
+    let urls = nats.urls();
+    let mut routers = Vec::new();
+    for (name, first) in [("a", 0), ("b", 1)] {
+        let mut ordered = urls.clone();
+        ordered.rotate_left(first);
+        routers.push(
+            cluster_router(&urls[first], &cluster, name, move |config| {
+                let section = config.cluster.as_mut().unwrap();
+                section.nats_urls = ordered;
+                section.kv_replicas = 3;
+                section.kv_timeout_ms = 3_000;
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&routers[0], &routers[1]);
+    let remote = Callee::start(b, Serializer::Json, "remote", "com.example.remote", Dict::new(), Behavior::Name).await;
+    let local = Callee::start(a, Serializer::Json, "local", "com.example.local", Dict::new(), Behavior::Name).await;
+    wait_members(a, "com.example.remote", 1).await;
+    let mut caller = join(a, &[]).await;
+    assert_eq!(common::call_names(&mut caller, "com.example.remote", 1).await, ["remote"]);
+
+    nats.servers[2].kill();
+    caller.register("com.example.one_down", Dict::new()).await.expect("a REGISTER with two servers of three");
+    wait_members(b, "com.example.one_down", 1).await;
+
+    nats.servers[1].kill();
+    let started = Instant::now();
+    let refused = timeout(Duration::from_secs(15), caller.register("com.example.two_down", Dict::new()))
+        .await
+        .expect("the REGISTER is answered");
+    assert_error(&common::unexpected(refused), MessageType::Register, "wamp.error.network_failure");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    // Calls within the node go on.
+    assert_eq!(common::call_names(&mut caller, "com.example.local", 2).await, ["local", "local"]);
+
+    drop(caller);
+    remote.stop().await;
+    local.stop().await;
+    for router in routers {
+        router.shutdown().await;
+    }
+}
+
 /// Percentiles of `samples` (sorted here), in microseconds.
 fn percentiles(samples: &mut [Duration]) -> (u128, u128) {
     samples.sort_unstable();
