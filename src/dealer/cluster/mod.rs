@@ -224,10 +224,16 @@ impl Replica {
         let events = cluster.node_events();
         tokio::spawn(watch_registry(Arc::downgrade(&replica)));
         let mut applied = replica.applied.subscribe();
-        tokio::time::timeout(cluster.config().kv_timeout(), applied.wait_for(|a| *a >= last))
+        // A large registry takes a while to replay: bounded by ten registry timeouts.
+        tokio::time::timeout(cluster.config().kv_timeout() * 10, applied.wait_for(|a| *a >= last))
             .await
             .map_err(|_| ClusterError::JetStream("the registry did not replay in time".into()))?
             .map_err(|e| ClusterError::jetstream("replaying the registry", e))?;
+        tracing::info!(
+            registrations = replica.state.lock().records.len(),
+            revision = last,
+            "read the cluster's registrations"
+        );
         for (name, realm) in &router.realms {
             let link = Link { replica: replica.clone(), realm: Arc::from(name.as_str()) };
             let _ = realm.dealer.cluster.set(link);
