@@ -1,7 +1,9 @@
 //! The dealer across a cluster, through a real nats-server: registrations shared by nodes and kept
-//! exact (`single`, the rule check, member order), calls from one node to a callee on another
-//! (results, progressive results, cancel in every mode, timeouts, disclosure, errors), and what
-//! happens when a callee's node is lost or NATS restarts.
+//! exact (`single`, the rule check, member order, every rule), calls from one node to a callee on
+//! another (results, progressive results and invocations, cancel in every mode, timeouts,
+//! disclosure, errors, reroute, invoke-all, patterns, meta events), and what happens when a
+//! callee's node crashes, a node is cut off from NATS (rejoin or fence), NATS restarts, or two of
+//! three NATS servers are lost.
 
 mod common;
 
