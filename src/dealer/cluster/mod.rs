@@ -50,6 +50,10 @@ use crate::wire::Value;
 /// How many times a registry write is tried against concurrent writers before it gives up.
 const MAX_ATTEMPTS: u32 = 64;
 
+/// The pause before a registry request that failed for another reason than a conflict is tried
+/// again.
+const TRANSIENT_PAUSE: Duration = Duration::from_millis(50);
+
 /// One registration as the cluster records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Record {
@@ -420,11 +424,22 @@ impl Replica {
         mut change: impl FnMut(Option<&Record>) -> Change<T>,
     ) -> Result<T, Refusal> {
         let mut cached = self.state.lock().records.get(key).cloned().map(|(rev, r)| (rev, Some(r)));
-        let timeout = self.kv_timeout();
-        for attempt in 0..MAX_ATTEMPTS {
+        // Failures other than a conflict (a NATS cluster electing a stream leader answers "no
+        // responders" for a moment) are retried until this deadline. A write whose answer was
+        // lost is found done when the record is read again.
+        let deadline = tokio::time::Instant::now() + self.kv_timeout();
+        let mut conflicts = 0u32;
+        let mut failure: Option<String> = None;
+        loop {
+            if let Some(error) = failure.take() {
+                if tokio::time::Instant::now() + TRANSIENT_PAUSE >= deadline {
+                    return Err(unreachable_registry(&error));
+                }
+                tokio::time::sleep(TRANSIENT_PAUSE).await;
+            }
             let (revision, current) = match cached.take() {
                 Some(cached) => cached,
-                None => match tokio::time::timeout(timeout, self.kv.entry(key)).await {
+                None => match tokio::time::timeout_at(deadline, self.kv.entry(key)).await {
                     Ok(Ok(Some(entry))) => {
                         let record = match entry.operation {
                             kv::Operation::Put => serde_json::from_slice::<Record>(&entry.value).ok(),
@@ -433,7 +448,10 @@ impl Replica {
                         (entry.revision, record)
                     }
                     Ok(Ok(None)) => (0, None),
-                    Ok(Err(error)) => return Err(unreachable_registry(&error)),
+                    Ok(Err(error)) => {
+                        failure = Some(error.to_string());
+                        continue;
+                    }
                     Err(_) => return Err(unreachable_registry(&"timed out")),
                 },
             };
@@ -446,17 +464,20 @@ impl Replica {
                 Change::Write(record, outcome) => {
                     let value = serde_json::to_vec(&record).expect("a record serializes").into();
                     let written = match current {
-                        None => tokio::time::timeout(timeout, self.kv.create(key, value))
+                        None => tokio::time::timeout_at(deadline, self.kv.create(key, value))
                             .await
                             .map(|r| r.map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string()))),
-                        Some(_) => tokio::time::timeout(timeout, self.kv.update(key, value, revision)).await.map(|r| {
-                            r.map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string()))
-                        }),
+                        Some(_) => {
+                            tokio::time::timeout_at(deadline, self.kv.update(key, value, revision)).await.map(|r| {
+                                r.map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string()))
+                            })
+                        }
                     };
                     written.map(|r| r.map(|revision| (revision, outcome)))
                 }
+                // A failed delete is read again either way: gone, or changed by another writer.
                 Change::Delete(outcome) => {
-                    tokio::time::timeout(timeout, self.kv.delete_expect_revision(key, Some(revision)))
+                    tokio::time::timeout_at(deadline, self.kv.delete_expect_revision(key, Some(revision)))
                         .await
                         // A delete's revision is not returned: it is later than the one it replaced.
                         .map(|r| r.map(|()| (revision + 1, outcome)).map_err(|e| (true, e.to_string())))
@@ -468,19 +489,22 @@ impl Replica {
                     return Ok(outcome);
                 }
                 Ok(Err((true, _))) => {
+                    conflicts += 1;
+                    if conflicts >= MAX_ATTEMPTS {
+                        return Err(Refusal::new(
+                            WampError::NetworkFailure,
+                            "the registration is changed by too many writers at once; try again",
+                        ));
+                    }
                     // Another node wrote first: read again, after a pause that spreads the
                     // retries of writers that collided.
-                    let pause = fastrand::u64(0..=(200 << attempt.min(5)));
+                    let pause = fastrand::u64(0..=(200 << conflicts.min(5)));
                     tokio::time::sleep(Duration::from_micros(pause)).await;
                 }
-                Ok(Err((false, error))) => return Err(unreachable_registry(&error)),
+                Ok(Err((false, error))) => failure = Some(error),
                 Err(_) => return Err(unreachable_registry(&"timed out")),
             }
         }
-        Err(Refusal::new(
-            WampError::NetworkFailure,
-            "the registration is changed by too many writers at once; try again",
-        ))
     }
 
     /// Waits until the view has applied `revision` (bounded: the write is done either way).
@@ -803,8 +827,15 @@ async fn watch_registry(replica: Weak<Replica>) {
         } else {
             DeliverPolicy::ByStartSequence { start_sequence: from }
         };
-        let config =
-            pull::OrderedConfig { filter_subject: format!("{}>", kv.prefix), deliver_policy, ..Default::default() };
+        // Short pull requests: their idle heartbeats (half the expiry) are what tell the consumer
+        // that its server went away (a NATS server of the cluster lost), so it is made again
+        // within seconds rather than the client's default half a minute.
+        let config = pull::OrderedConfig {
+            filter_subject: format!("{}>", kv.prefix),
+            deliver_policy,
+            max_expires: Duration::from_secs(2),
+            ..Default::default()
+        };
         let messages = match kv.stream.create_consumer(config).await {
             Ok(consumer) => consumer.messages().await.map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),

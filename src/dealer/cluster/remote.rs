@@ -81,6 +81,34 @@ struct Caller {
     handle: Arc<SessionHandle>,
     /// Where the answers of each call in flight go (the reply subject of its INV).
     replies: Mutex<HashMap<u64, Subject>>,
+    /// The last chunk that had to wait for its callee's queue: later chunks go after it, so the
+    /// chunks of a call reach its callee in the order they were sent.
+    chunks: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Caller {
+    /// Delivers a further chunk of a forwarded progressive invocation, after any chunk still
+    /// waiting.
+    fn chunk(self: &Arc<Self>, request: u64, chunk: Chunk, max_buffered: usize) {
+        let mut tail = self.chunks.lock();
+        let waiting = tail.take().filter(|t| !t.is_finished());
+        let caller = self.clone();
+        let deliver = async move { call::chunk(&caller.handle, request, chunk, max_buffered).await };
+        match waiting {
+            Some(before) => {
+                *tail = Some(tokio::spawn(async move {
+                    let _ = before.await;
+                    deliver.await
+                }))
+            }
+            None => {
+                let mut deliver = Box::pin(deliver);
+                if deliver.as_mut().now_or_never().is_none() {
+                    *tail = Some(tokio::spawn(deliver));
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Remote {
@@ -465,8 +493,7 @@ impl Inner {
             (Some("CHK"), Message::Invocation { request, details, payload, .. }) => {
                 let Some(caller) = self.callers.lock().get(&origin).cloned() else { return };
                 let chunk = Chunk { progress: flag(&details, "progress"), payload };
-                let max = self.max_buffered;
-                run_or_spawn(async move { call::chunk(&caller.handle, request, chunk, max).await });
+                caller.chunk(request, chunk, self.max_buffered);
             }
             (Some("INT"), Message::Interrupt { request, options }) => {
                 let Some(caller) = self.callers.lock().get(&origin).cloned() else { return };
@@ -531,7 +558,7 @@ impl Inner {
         }
         let id = crate::dealer::registry::fresh_id(|_| false);
         let (handle, queue) = SessionHandle::new(id, Serializer::MsgPack, self.limits);
-        let caller = Arc::new(Caller { handle, replies: Mutex::default() });
+        let caller = Arc::new(Caller { handle, replies: Mutex::default(), chunks: Mutex::default() });
         callers.insert(origin.clone(), caller.clone());
         tokio::spawn(replies(self.clone(), caller.clone(), queue));
         caller
