@@ -1,0 +1,364 @@
+//! The broker and sessions across a cluster: events published on one node reach subscribers on
+//! the others (exact, prefix, wildcard; once per matching subscription; in publisher order; with
+//! the publisher's filters and disclosure), session meta sees the whole cluster, and a node that
+//! dies has its testaments published exactly once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::nats::*;
+use common::*;
+use roundhouse::client::{Client, ClientError};
+use roundhouse::wire::{Dict, Message, Payload, Serializer, Value};
+use roundhouse::RouterHandle;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Lets realm1's anonymous sessions call every meta procedure (kill included) and subscribe to
+/// the meta events.
+fn grant_meta(config: &mut roundhouse::RouterConfig) {
+    use roundhouse::auth::config::{Action, RuleConfig, RuleMatch};
+    let realm = config.realms.iter_mut().find(|r| r.name == REALM).expect("realm1");
+    let allow = vec![Action::Call, Action::Subscribe];
+    let rule = RuleConfig { uri: "wamp.".into(), policy: RuleMatch::Prefix, allow, disclose: vec![] };
+    realm.roles[0].permissions.push(rule);
+}
+
+fn cluster_name() -> String {
+    format!("t{}", fastrand::u32(..))
+}
+
+async fn nodes(nats: &NatsServer, names: &[&str]) -> Vec<RouterHandle> {
+    let cluster = cluster_name();
+    let mut routers = Vec::new();
+    for name in names {
+        routers.push(cluster_router(&nats.url(), &cluster, name, grant_meta).await);
+    }
+    routers
+}
+
+async fn subscribe(client: &mut Client, topic: &str, policy: Option<&str>) -> u64 {
+    let options = match policy {
+        Some(policy) => Dict::new().with("match", policy),
+        None => Dict::new(),
+    };
+    client.subscribe(topic, options).await.expect("SUBSCRIBED")
+}
+
+/// PUBLISH with `acknowledge`, waiting for PUBLISHED; returns the publication id.
+async fn publish(client: &mut Client, topic: &str, options: Dict, args: Vec<Value>) -> u64 {
+    let request = client.request_id();
+    let options = options.with("acknowledge", true);
+    let payload = Payload::args(args);
+    client.send(&Message::Publish { request, options, topic: topic.into(), payload }).await.unwrap();
+    match tokio::time::timeout(WAIT, client.recv()).await.expect("PUBLISHED in time").unwrap() {
+        Message::Published { request: r, publication } if r == request => publication,
+        other => panic!("expected PUBLISHED, got {other:?}"),
+    }
+}
+
+/// The next EVENT: subscription, publication, details, first argument.
+async fn event(client: &mut Client) -> (u64, u64, Dict, Value) {
+    match tokio::time::timeout(WAIT, client.recv()).await.expect("an EVENT in time").unwrap() {
+        Message::Event { subscription, publication, details, payload } => {
+            let (args, _) = payload.to_values().unwrap();
+            (subscription, publication, details, args.into_iter().next().unwrap_or(Value::Null))
+        }
+        other => panic!("expected EVENT, got {other:?}"),
+    }
+}
+
+async fn expect_nothing(client: &mut Client, within: Duration) {
+    client.rx.set_timeout(within);
+    match client.recv().await {
+        Err(ClientError::Timeout) => {}
+        other => panic!("expected nothing, got {other:?}"),
+    }
+    client.rx.set_timeout(Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn exact_prefix_and_wildcard_subscriptions_get_events_from_other_nodes() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b"]).await;
+    let mut subscriber = join(&routers[1], Serializer::Json).await;
+    let exact = subscribe(&mut subscriber, "com.ex.a.b", None).await;
+    let prefix = subscribe(&mut subscriber, "com.ex.a.b", Some("prefix")).await;
+    let wildcard = subscribe(&mut subscriber, "com.ex..b", Some("wildcard")).await;
+    let odd = subscribe(&mut subscriber, "com.ex.we*ird>.$x~", None).await;
+    let mut publisher = join(&routers[0], Serializer::MsgPack).await;
+
+    // One topic matching three subscriptions: one EVENT for each, none twice.
+    let publication = publish(&mut publisher, "com.ex.a.b", Dict::new(), vec![Value::UInt(1)]).await;
+    let mut got = HashMap::new();
+    for _ in 0..3 {
+        let (subscription, p, details, arg) = event(&mut subscriber).await;
+        assert_eq!((p, arg), (publication, Value::UInt(1)));
+        let topic = details.get("topic").and_then(Value::as_str).map(str::to_owned);
+        assert!(got.insert(subscription, topic).is_none(), "one EVENT per subscription");
+    }
+    assert_eq!(got[&exact], None, "an exact subscription's EVENT names no topic");
+    assert_eq!(got[&prefix].as_deref(), Some("com.ex.a.b"));
+    assert_eq!(got[&wildcard].as_deref(), Some("com.ex.a.b"));
+
+    // A prefix ends inside a component: `com.ex.a.b` matches `com.ex.a.bc`, not `com.ex.a.c`.
+    publish(&mut publisher, "com.ex.a.c", Dict::new(), vec![Value::UInt(2)]).await;
+    publish(&mut publisher, "com.ex.a.bc", Dict::new(), vec![Value::UInt(3)]).await;
+    let (subscription, _, details, arg) = event(&mut subscriber).await;
+    assert_eq!((subscription, arg), (prefix, Value::UInt(3)));
+    assert_eq!(details.get("topic").and_then(Value::as_str), Some("com.ex.a.bc"));
+    // The wildcard takes any one component, and only one.
+    publish(&mut publisher, "com.ex.zz.b", Dict::new(), vec![Value::UInt(4)]).await;
+    publish(&mut publisher, "com.ex.zz.y.b", Dict::new(), vec![Value::UInt(5)]).await;
+    let (subscription, _, _, arg) = event(&mut subscriber).await;
+    assert_eq!((subscription, arg), (wildcard, Value::UInt(4)));
+    // Components NATS gives a meaning to travel escaped.
+    publish(&mut publisher, "com.ex.we*ird>.$x~", Dict::new(), vec![Value::UInt(6)]).await;
+    publish(&mut publisher, "com.ex.we.ird", Dict::new(), vec![Value::UInt(7)]).await;
+    let (subscription, _, _, arg) = event(&mut subscriber).await;
+    assert_eq!((subscription, arg), (odd, Value::UInt(6)));
+    expect_nothing(&mut subscriber, Duration::from_millis(300)).await;
+
+    // The last subscriber leaving closes the subscription on NATS too: nothing arrives after.
+    let request = subscriber.request_id();
+    subscriber.send(&Message::Unsubscribe { request, subscription: exact }).await.unwrap();
+    assert!(matches!(subscriber.recv().await.unwrap(), Message::Unsubscribed { .. }));
+    publish(&mut publisher, "com.ex.a.b", Dict::new(), vec![Value::UInt(8)]).await;
+    let mut after: Vec<u64> = vec![event(&mut subscriber).await.0, event(&mut subscriber).await.0];
+    after.sort_unstable();
+    let mut expected = vec![prefix, wildcard];
+    expected.sort_unstable();
+    assert_eq!(after, expected);
+    expect_nothing(&mut subscriber, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn events_keep_the_publishers_order_across_nodes() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b"]).await;
+    const N: u64 = 10_000;
+    let mut remote = join(&routers[1], Serializer::MsgPack).await;
+    let mut local = join(&routers[0], Serializer::MsgPack).await;
+    subscribe(&mut remote, "com.ex.seq", None).await;
+    subscribe(&mut local, "com.ex.seq", None).await;
+    let publisher = join(&routers[0], Serializer::MsgPack).await;
+    let (mut tx, _rx) = publisher.split();
+    let sending = tokio::spawn(async move {
+        for i in 0..N {
+            let request = tx.request_id();
+            let payload = Payload::args(vec![Value::UInt(i)]);
+            let publish = Message::Publish { request, options: Dict::new(), topic: "com.ex.seq".into(), payload };
+            tx.feed(&publish).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx
+    });
+    for (name, client) in [("remote", &mut remote), ("local", &mut local)] {
+        for i in 0..N {
+            let (_, _, _, arg) = event(client).await;
+            assert_eq!(arg, Value::UInt(i), "{name} subscriber: event {i} out of order or lost");
+        }
+    }
+    let _tx = sending.await.unwrap();
+    expect_nothing(&mut remote, Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn filters_and_disclosure_apply_on_the_subscribers_node() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b"]).await;
+    let mut s1 = join(&routers[1], Serializer::Json).await;
+    let mut s2 = join(&routers[1], Serializer::Cbor).await;
+    let mut publisher = join(&routers[0], Serializer::Json).await;
+    let topic = "com.ex.filtered";
+    for client in [&mut s1, &mut s2, &mut publisher] {
+        subscribe(client, topic, None).await;
+    }
+    let id1 = s1.session_id();
+    let ids = |ids: &[u64]| Value::List(ids.iter().map(|i| Value::UInt(*i)).collect());
+
+    publish(&mut publisher, topic, Dict::new().with("exclude", ids(&[id1])), vec![Value::UInt(1)]).await;
+    assert_eq!(event(&mut s2).await.3, Value::UInt(1));
+    publish(&mut publisher, topic, Dict::new().with("eligible", ids(&[id1])), vec![Value::UInt(2)]).await;
+    assert_eq!(event(&mut s1).await.3, Value::UInt(2));
+    let nobody = Value::List(vec![Value::from("nobody")]);
+    publish(&mut publisher, topic, Dict::new().with("eligible_authrole", nobody), vec![Value::UInt(3)]).await;
+    let anonymous = Value::List(vec![Value::from("anonymous")]);
+    publish(&mut publisher, topic, Dict::new().with("exclude_authrole", anonymous), vec![Value::UInt(4)]).await;
+    // exclude_me (the default) keeps it from the publisher, disclose_me names it elsewhere.
+    let disclosed = publish(&mut publisher, topic, Dict::new().with("disclose_me", true), vec![Value::UInt(5)]).await;
+    for client in [&mut s1, &mut s2] {
+        let (_, publication, details, arg) = event(client).await;
+        assert_eq!((publication, arg), (disclosed, Value::UInt(5)), "events 3 and 4 reached nobody");
+        assert_eq!(details.get("publisher").and_then(Value::as_u64), Some(publisher.session_id()));
+        assert!(details.get("publisher_authrole").is_some());
+    }
+    // The publisher's own EVENT comes before its PUBLISHED (local dispatch first).
+    let request = publisher.request_id();
+    let options = Dict::new().with("exclude_me", false).with("acknowledge", true);
+    let payload = Payload::args(vec![Value::UInt(6)]);
+    publisher.send(&Message::Publish { request, options, topic: topic.into(), payload }).await.unwrap();
+    let (_, _, _, arg) = event(&mut publisher).await;
+    assert_eq!(arg, Value::UInt(6));
+    assert!(matches!(publisher.recv().await.unwrap(), Message::Published { .. }));
+    for client in [&mut s1, &mut s2] {
+        let (_, _, details, arg) = event(client).await;
+        assert_eq!(arg, Value::UInt(6));
+        assert!(details.get("publisher").is_none(), "not disclosed unless asked");
+    }
+    for client in [&mut s1, &mut s2, &mut publisher] {
+        expect_nothing(client, Duration::from_millis(200)).await;
+    }
+}
+
+/// Calls a meta procedure, returning its first result argument.
+async fn meta(client: &mut Client, procedure: &str, args: Vec<Value>) -> Value {
+    let payload = tokio::time::timeout(WAIT, client.call(procedure, args)).await.expect("meta answers").unwrap();
+    payload.to_values().unwrap().0.into_iter().next().unwrap_or(Value::Null)
+}
+
+/// Polls `wamp.session.list` until it holds exactly `expected`.
+async fn wait_for_sessions(client: &mut Client, expected: &[u64]) {
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let Value::List(list) = meta(client, "wamp.session.list", vec![]).await else { panic!("a list") };
+        let mut ids: Vec<u64> = list.iter().filter_map(Value::as_u64).collect();
+        ids.sort_unstable();
+        if ids == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "session list {ids:?}, expected {expected:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn session_meta_sees_the_whole_cluster() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b", "c"]).await;
+    let mut asker = join(&routers[0], Serializer::Json).await;
+    let b = join(&routers[1], Serializer::MsgPack).await;
+    let c = join(&routers[2], Serializer::Cbor).await;
+    let all = [asker.session_id(), b.session_id(), c.session_id()];
+    wait_for_sessions(&mut asker, &all).await;
+    assert_eq!(meta(&mut asker, "wamp.session.count", vec![]).await, Value::UInt(3));
+    let Value::Dict(details) = meta(&mut asker, "wamp.session.get", vec![Value::UInt(all[2])]).await else {
+        panic!("details")
+    };
+    assert_eq!(details.get("session").and_then(Value::as_u64), Some(all[2]));
+    assert_eq!(details.get("authrole").and_then(Value::as_str), Some("anonymous"));
+    assert_eq!(details.get("serializer").and_then(Value::as_str), Some("wamp.2.cbor"));
+    // A session of another node is killed there.
+    let payload = Payload::args(vec![Value::UInt(all[2])]);
+    let request = asker.request_id();
+    asker
+        .send(&Message::Call { request, options: Dict::new(), procedure: "wamp.session.kill".into(), payload })
+        .await
+        .unwrap();
+    assert!(matches!(asker.recv().await.unwrap(), Message::Result { .. }));
+    let mut c = c;
+    match tokio::time::timeout(WAIT, c.recv()).await.expect("killed in time") {
+        Ok(Message::Goodbye { reason, .. }) => assert_eq!(reason, "wamp.close.killed"),
+        other => panic!("expected GOODBYE, got {other:?}"),
+    }
+    drop(c);
+    wait_for_sessions(&mut asker, &all[..2]).await;
+    say_goodbye(b).await;
+    wait_for_sessions(&mut asker, &all[..1]).await;
+}
+
+/// The session ids of the `on_join` (true) and `on_leave` (false) events a client received
+/// within `within`.
+async fn meta_events(client: &mut Client, joins: u64, leaves: u64, within: Duration) -> Vec<(bool, u64)> {
+    client.rx.set_timeout(within);
+    let mut seen = Vec::new();
+    while let Ok(message) = client.recv().await {
+        match message {
+            Message::Event { subscription, payload, .. } => {
+                let first = payload.to_values().unwrap().0.into_iter().next().unwrap();
+                let id = match first {
+                    Value::Dict(details) => details.get("session").and_then(Value::as_u64).unwrap(),
+                    other => other.as_u64().unwrap(),
+                };
+                seen.push((subscription == joins, id));
+                assert!(subscription == joins || subscription == leaves);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    client.rx.set_timeout(Duration::from_secs(5));
+    seen
+}
+
+#[tokio::test]
+async fn join_and_leave_events_reach_each_subscriber_once() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b"]).await;
+    let mut clients = Vec::new();
+    for router in &routers {
+        clients.push(join(router, Serializer::Json).await);
+    }
+    // Each node sees the other's watcher before the counting starts.
+    let ids: Vec<u64> = clients.iter().map(Client::session_id).collect();
+    for client in &mut clients {
+        wait_for_sessions(client, &ids).await;
+    }
+    let mut watchers = Vec::new();
+    for mut watcher in clients {
+        let joins = subscribe(&mut watcher, "wamp.session.on_join", None).await;
+        let leaves = subscribe(&mut watcher, "wamp.session.on_leave", None).await;
+        watchers.push((watcher, joins, leaves));
+    }
+    let visitor = join(&routers[1], Serializer::MsgPack).await;
+    let id = visitor.session_id();
+    say_goodbye(visitor).await;
+    for (watcher, joins, leaves) in &mut watchers {
+        let seen = meta_events(watcher, *joins, *leaves, Duration::from_millis(700)).await;
+        assert_eq!(seen, vec![(true, id), (false, id)], "one on_join then one on_leave");
+    }
+}
+
+#[tokio::test]
+async fn testaments_of_a_node_that_dies_are_published_once() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let a = cluster_router(&nats.url(), &cluster, "a", grant_meta).await;
+    let c = cluster_router(&nats.url(), &cluster, "c", grant_meta).await;
+    let mut doomed = NodeProcess::start(&nats.url(), &cluster, "b");
+    let mut listeners = Vec::new();
+    for router in [&a, &c] {
+        let mut listener = join(router, Serializer::Json).await;
+        let will = subscribe(&mut listener, "com.ex.will", None).await;
+        let leaves = subscribe(&mut listener, "wamp.session.on_leave", None).await;
+        listeners.push((listener, will, leaves));
+    }
+    let mut dying = Client::join(&doomed.url, REALM, Serializer::MsgPack).await.unwrap();
+    let args = vec![Value::from("com.ex.will"), Value::List(vec![Value::from("bye")])];
+    dying.call("wamp.session.add_testament", args).await.expect("testament added");
+    let id = dying.session_id();
+    // The testament is stored with the session's record before the node dies.
+    let mut asker = join(&a, Serializer::Json).await;
+    let mut ids: Vec<u64> = listeners.iter().map(|(l, _, _)| l.session_id()).collect();
+    ids.extend([id, asker.session_id()]);
+    wait_for_sessions(&mut asker, &ids).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    doomed.kill();
+    let killed = Instant::now();
+    for (listener, will, leaves) in &mut listeners {
+        // Two NATS paths (the event, the session bucket's watch): their order on arrival is
+        // likely, not certain.
+        let mut got = vec![event(listener).await, event(listener).await];
+        got.sort_by_key(|(subscription, ..)| *subscription != *will);
+        let got: Vec<(u64, Value)> = got.into_iter().map(|(s, _, _, arg)| (s, arg)).collect();
+        assert_eq!(got, vec![(*will, Value::from("bye")), (*leaves, Value::UInt(id))]);
+    }
+    assert!(killed.elapsed() < Duration::from_millis(LEASE_MS * 4), "within the lease: {:?}", killed.elapsed());
+    for (listener, _, _) in &mut listeners {
+        expect_nothing(listener, Duration::from_millis(500)).await;
+    }
+    drop(dying);
+}
