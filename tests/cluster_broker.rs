@@ -125,6 +125,8 @@ async fn exact_prefix_and_wildcard_subscriptions_get_events_from_other_nodes() {
     let request = subscriber.request_id();
     subscriber.send(&Message::Unsubscribe { request, subscription: exact }).await.unwrap();
     assert!(matches!(subscriber.recv().await.unwrap(), Message::Unsubscribed { .. }));
+    let events = routers[1].shared().realms[REALM].broker.cluster().cloned().expect("in a cluster");
+    assert_eq!(events.listening(), 3, "one NATS subscription per remaining subscription");
     publish(&mut publisher, "com.ex.a.b", Dict::new(), vec![Value::UInt(8)]).await;
     let mut after: Vec<u64> = vec![event(&mut subscriber).await.0, event(&mut subscriber).await.0];
     after.sort_unstable();
@@ -361,4 +363,81 @@ async fn testaments_of_a_node_that_dies_are_published_once() {
         expect_nothing(listener, Duration::from_millis(500)).await;
     }
     drop(dying);
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Serial publish-to-EVENT latency from `publisher` to `subscriber`, over `n` events.
+async fn latencies(publisher: &mut Client, subscriber: &mut Client, topic: &str, n: usize) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let request = publisher.request_id();
+        let payload = Payload::args(vec![Value::UInt(i as u64)]);
+        let started = Instant::now();
+        publisher
+            .send(&Message::Publish { request, options: Dict::new(), topic: topic.into(), payload })
+            .await
+            .unwrap();
+        let (_, _, _, arg) = event(subscriber).await;
+        times.push(started.elapsed());
+        assert_eq!(arg, Value::UInt(i as u64));
+    }
+    times.sort_unstable();
+    times
+}
+
+/// Event latency on one node and across nodes, and cross-node event throughput. Run with
+/// `cargo test --release --test cluster_broker -- --ignored --nocapture event_figures`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn event_figures() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b"]).await;
+    let mut publisher = join(&routers[0], Serializer::MsgPack).await;
+    let mut local = join(&routers[0], Serializer::MsgPack).await;
+    let mut remote = join(&routers[1], Serializer::MsgPack).await;
+    subscribe(&mut local, "com.ex.local", None).await;
+    subscribe(&mut remote, "com.ex.remote", None).await;
+    const N: usize = 5_000;
+    latencies(&mut publisher, &mut local, "com.ex.local", 500).await;
+    latencies(&mut publisher, &mut remote, "com.ex.remote", 500).await;
+    for (name, subscriber, topic) in
+        [("local", &mut local, "com.ex.local"), ("across nodes", &mut remote, "com.ex.remote")]
+    {
+        let times = latencies(&mut publisher, subscriber, topic, N).await;
+        println!(
+            "event latency {name}: p50 {:?} p99 {:?} (n = {N})",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+    const M: u64 = 100_000;
+    let (mut tx, _rx) = publisher.split();
+    let started = Instant::now();
+    let sending = tokio::spawn(async move {
+        for i in 0..M {
+            let request = tx.request_id();
+            let payload = Payload::args(vec![Value::UInt(i)]);
+            let publish = Message::Publish { request, options: Dict::new(), topic: "com.ex.remote".into(), payload };
+            tx.feed(&publish).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx
+    });
+    let mut received = 0u64;
+    remote.rx.set_timeout(Duration::from_secs(2));
+    while let Ok(Message::Event { .. }) = remote.recv().await {
+        received += 1;
+        if received == M {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let _tx = sending.await.unwrap();
+    println!(
+        "cross-node throughput: {received} of {M} events in {elapsed:?} = {:.0} events/s",
+        received as f64 / elapsed.as_secs_f64()
+    );
 }

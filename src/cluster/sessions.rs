@@ -377,13 +377,25 @@ async fn watch(sessions: Arc<Sessions>, shutdown: CancellationToken) {
                 }
             }
         };
+        // A watch starts with the bucket as it is: records deleted while this node was not
+        // watching (cut off from NATS) are found missing once that replay is over.
+        let mut replayed = Some(std::collections::HashSet::new());
         loop {
             let entry = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 entry = entries.next() => entry,
             };
             match entry {
-                Some(Ok(entry)) => apply(&sessions, entry),
+                Some(Ok(entry)) => {
+                    let caught_up = entry.delta == 0;
+                    if let (Some(seen), Some(id)) = (replayed.as_mut(), session_of(&entry.key)) {
+                        seen.insert(id);
+                    }
+                    apply(&sessions, entry);
+                    if let (true, Some(seen)) = (caught_up, replayed.take()) {
+                        forget_missing(&sessions, &seen);
+                    }
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "session bucket watch failed; watching again");
                     break;
@@ -394,8 +406,27 @@ async fn watch(sessions: Arc<Sessions>, shutdown: CancellationToken) {
     }
 }
 
+fn session_of(key: &str) -> Option<u64> {
+    key.strip_prefix("s.").and_then(|id| id.parse::<u64>().ok())
+}
+
+/// Drops from the view the other nodes' sessions a fresh watch did not replay, with `on_leave`.
+fn forget_missing(sessions: &Sessions, seen: &std::collections::HashSet<u64>) {
+    let gone: Vec<(u64, Arc<Record>)> = {
+        let mut view = sessions.view.write();
+        let missing: Vec<u64> =
+            view.iter().filter(|(id, r)| !seen.contains(id) && !sessions.is_local(r)).map(|(id, _)| *id).collect();
+        missing.into_iter().filter_map(|id| view.remove(&id).map(|r| (id, r))).collect()
+    };
+    for (id, record) in gone {
+        if let Some(realm) = sessions.realm(&record.realm) {
+            crate::meta::left_elsewhere(realm, id, &record);
+        }
+    }
+}
+
 fn apply(sessions: &Sessions, entry: kv::Entry) {
-    let Some(id) = entry.key.strip_prefix("s.").and_then(|id| id.parse::<u64>().ok()) else { return };
+    let Some(id) = session_of(&entry.key) else { return };
     match entry.operation {
         kv::Operation::Put => {
             let Ok(record) = serde_json::from_slice::<Record>(&entry.value) else {
