@@ -104,6 +104,10 @@ pub struct RouterConfig {
     pub admin: AdminConfig,
     /// What `/metrics` shows beyond its fixed series.
     pub metrics: MetricsConfig,
+    /// `[cluster]`: join a Roundhouse cluster on NATS; absent, the router is a single node and
+    /// opens no NATS connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Further listeners (`[[listener]]`), each with its own address, transports, TLS and origins.
     /// (Tables come last: TOML writes plain keys first.)
     #[serde(rename = "listener")]
@@ -313,6 +317,7 @@ impl Default for RouterConfig {
             log_format: LogFormat::Text,
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -439,6 +444,9 @@ impl RouterConfig {
         }
         if let Err(error) = crate::config::check_log_level(&self.log_level) {
             return Err(ConfigError::Invalid(format!("log_level: {error}")));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate().map_err(ConfigError::Invalid)?;
         }
         if self.idle_timeout_ms > 0 && self.keepalive_interval_ms >= self.idle_timeout_ms {
             return invalid(

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod dealer;

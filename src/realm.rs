@@ -7,6 +7,7 @@ use dashmap::DashMap;
 
 use crate::auth::RealmAuth;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::config::{RealmConfig, SessionLimits};
 use crate::dealer::Dealer;
 use crate::metrics::RealmMetrics;
@@ -29,6 +30,8 @@ pub struct Realm {
     pub auth: ArcSwap<RealmAuth>,
     /// Its counters (`/metrics`, the status page).
     pub metrics: Arc<RealmMetrics>,
+    /// The cluster this node belongs to (`[cluster]`); `None` for a single-node router.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Realm {
@@ -40,6 +43,7 @@ impl Realm {
         limits: SessionLimits,
         max_buffered_chunks: usize,
         metrics: Arc<RealmMetrics>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         let dealer = Dealer::new(shards, config.allow_disclose_caller, max_buffered_chunks, metrics.clone());
         match crate::dealer::rule::ProcedureRules::compile(&config.procedures) {
@@ -62,6 +66,7 @@ impl Realm {
                 RealmAuth::default()
             })),
             metrics,
+            cluster,
         }
     }
 

@@ -157,6 +157,7 @@ fn needs_restart(running: &RouterConfig, new: &RouterConfig) -> Vec<String> {
         log_format,
         admin,
         metrics,
+        cluster,
     );
     let realm_view = |realms: &[RealmConfig]| {
         realms

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::RouterConfig;
 use crate::realm::Realm;
 use crate::reload::{ReloadHook, ReloadReport};
@@ -48,6 +49,8 @@ pub struct RouterShared {
     pub metrics: crate::metrics::RouterMetrics,
     /// The threads sessions run on.
     pub workers: Arc<Workers>,
+    /// The cluster this node belongs to (`[cluster]`); `None` for a single-node router.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl RouterShared {
@@ -112,13 +115,20 @@ impl Router {
             let _stop = stop_workers;
             std::future::pending::<()>().await
         });
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(Cluster::join(cluster).await.map_err(|e| io::Error::other(e.to_string()))?),
+            None => None,
+        };
         let (limits, chunks) = (config.session_limits(), config.max_message_size);
         let realms = config
             .realms
             .iter()
             .map(|r| {
                 let metrics = Arc::new(crate::metrics::RealmMetrics::new(&r.name, &config.metrics.procedures));
-                (r.name.clone(), Arc::new(Realm::new(r, config.dealer_shards, limits, chunks, metrics)))
+                (
+                    r.name.clone(),
+                    Arc::new(Realm::new(r, config.dealer_shards, limits, chunks, metrics, cluster.clone())),
+                )
             })
             .collect();
         let shared = Arc::new(RouterShared {
@@ -130,6 +140,7 @@ impl Router {
             reload_hooks: parking_lot::Mutex::default(),
             metrics: crate::metrics::RouterMetrics::default(),
             workers,
+            cluster,
         });
         let connections = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(shared.config.max_connections));
@@ -456,6 +467,10 @@ impl RouterHandle {
         // Every session is gone: the worker threads end here, not only when the runtime that
         // started the router does.
         self.shared.workers.stop();
+        // Last: the sessions' registrations and subscriptions left the cluster as they closed.
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.leave().await;
+        }
         tracing::info!("router stopped");
     }
 }

@@ -9,6 +9,8 @@ use roundhouse::client::{Client, ClientError};
 use roundhouse::router::RouterShared;
 use roundhouse::wire::{Dict, Message, MessageType, Payload, Serializer, Value};
 use roundhouse::{Census, RealmConfig, Router, RouterConfig, RouterHandle};
+
+pub mod nats;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 

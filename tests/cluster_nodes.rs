@@ -1,0 +1,151 @@
+//! Cluster membership through a real nats-server: nodes see each other join, leave, crash (the
+//! real binary, SIGKILLed) and be cut off from NATS and come back; one reaper per lost node.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nats::{cluster_router, NatsServer, NodeProcess, TcpProxy, HEARTBEAT_MS, LEASE_MS};
+use roundhouse::cluster::{Cluster, NodeEvent, NodeId};
+use tokio::sync::broadcast;
+use tokio::time::{timeout, Instant};
+
+/// Waits for an event matching `wanted`, skipping others; fails after `within`.
+async fn next_event(
+    events: &mut broadcast::Receiver<NodeEvent>,
+    within: Duration,
+    wanted: impl Fn(&NodeEvent) -> bool,
+) -> NodeEvent {
+    timeout(within, async {
+        loop {
+            let event = events.recv().await.expect("node events keep coming");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no such node event within {within:?}"))
+}
+
+fn lost(name: &str) -> impl Fn(&NodeEvent) -> bool + '_ {
+    move |event| matches!(event, NodeEvent::Lost(node) if &*node.name == name)
+}
+
+fn joined(name: &str) -> impl Fn(&NodeEvent) -> bool + '_ {
+    move |event| matches!(event, NodeEvent::Joined(node) if &*node.name == name)
+}
+
+fn cluster_of(router: &roundhouse::RouterHandle) -> std::sync::Arc<Cluster> {
+    router.shared().cluster.clone().expect("the router joined a cluster")
+}
+
+#[tokio::test]
+async fn nodes_see_each_other_and_a_graceful_leave_at_once() {
+    let Some(nats) = NatsServer::start() else { return };
+    let a = cluster_router(&nats.url(), "c1", "a", |_| {}).await;
+    let a_cluster = cluster_of(&a);
+    let mut events = a_cluster.node_events();
+    let b = cluster_router(&nats.url(), "c1", "b", |_| {}).await;
+    let b_node = cluster_of(&b).node().clone();
+    assert_eq!(next_event(&mut events, Duration::from_secs(5), joined("b")).await, NodeEvent::Joined(b_node.clone()));
+    let mut names: Vec<String> = cluster_of(&b).live_nodes().iter().map(|n| n.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "a joining node reads who is there before it serves");
+    assert!(a_cluster.is_live(&b_node));
+    assert_ne!(a_cluster.node().incarnation, b_node.incarnation);
+
+    let left = Instant::now();
+    b.shutdown().await;
+    assert_eq!(next_event(&mut events, Duration::from_secs(5), lost("b")).await, NodeEvent::Lost(b_node.clone()));
+    assert!(left.elapsed() < Duration::from_millis(LEASE_MS), "a graceful leave is seen before the lease ends");
+    assert!(!a_cluster.is_live(&b_node));
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_node_is_lost_when_its_lease_ends_and_reaped_once() {
+    let Some(nats) = NatsServer::start() else { return };
+    let a = cluster_router(&nats.url(), "c2", "a", |_| {}).await;
+    let c = cluster_router(&nats.url(), "c2", "c", |_| {}).await;
+    let mut events = cluster_of(&a).node_events();
+    let mut process = NodeProcess::start(&nats.url(), "c2", "b");
+    let NodeEvent::Joined(b) = next_event(&mut events, Duration::from_secs(10), joined("b")).await else {
+        unreachable!()
+    };
+
+    process.kill();
+    let killed = Instant::now();
+    assert_eq!(next_event(&mut events, Duration::from_secs(5), lost("b")).await, NodeEvent::Lost(b.clone()));
+    let seen = killed.elapsed();
+    assert!(
+        seen >= Duration::from_millis(LEASE_MS - HEARTBEAT_MS)
+            && seen <= Duration::from_millis(LEASE_MS + 2 * HEARTBEAT_MS + 500),
+        "lost {seen:?} after the kill; the lease is {LEASE_MS} ms"
+    );
+    // Both survivors try to reap; exactly one may.
+    let (a_cluster, c_cluster) = (cluster_of(&a), cluster_of(&c));
+    let (a_claim, c_claim) = tokio::join!(a_cluster.claim("test", &b), c_cluster.claim("test", &b));
+    assert!(a_claim.unwrap() ^ c_claim.unwrap(), "exactly one reaper per lost node and task");
+    assert!(!cluster_of(&a).claim("test", &b).await.unwrap(), "a claim is not granted twice");
+    assert!(cluster_of(&a).claim("other", &b).await.unwrap(), "each task has its own claim");
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_nats_is_reaped_and_rejoins_when_healed() {
+    let Some(nats) = NatsServer::start() else { return };
+    let proxy = TcpProxy::start(nats.port()).await;
+    let a = cluster_router(&nats.url(), "c3", "a", |_| {}).await;
+    let b = cluster_router(&proxy.url(), "c3", "b", |_| {}).await;
+    let (a_cluster, b_cluster) = (cluster_of(&a), cluster_of(&b));
+    let b_node: NodeId = b_cluster.node().clone();
+    let mut a_events = a_cluster.node_events();
+    let mut b_events = b_cluster.node_events();
+    let mut b_connection = b_cluster.connection();
+
+    proxy.cut();
+    timeout(Duration::from_secs(5), b_connection.wait_for(|up| !*up)).await.expect("b sees NATS gone").unwrap();
+    assert_eq!(next_event(&mut a_events, Duration::from_secs(5), lost("b")).await, NodeEvent::Lost(b_node.clone()));
+
+    proxy.heal();
+    timeout(Duration::from_secs(10), b_connection.wait_for(|up| *up)).await.expect("b reconnects").unwrap();
+    // The same incarnation comes back: b learns it was reaped, and a sees it join again.
+    assert_eq!(next_event(&mut b_events, Duration::from_secs(10), lost("b")).await, NodeEvent::Lost(b_node.clone()));
+    assert_eq!(
+        next_event(&mut a_events, Duration::from_secs(10), joined("b")).await,
+        NodeEvent::Joined(b_node.clone())
+    );
+    assert!(a_cluster.is_live(&b_node));
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_cluster_section_means_no_nats_and_a_bad_one_is_refused() {
+    let router = common::router().await;
+    assert!(router.shared().cluster.is_none());
+    router.shutdown().await;
+
+    // Nothing listens there: the router does not start half-joined.
+    let closed = common::nats::free_port();
+    let refused = roundhouse::Router::start(roundhouse::RouterConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cluster: Some(common::nats::cluster_config(&format!("nats://127.0.0.1:{closed}"), "c4", "a")),
+        ..roundhouse::RouterConfig::default()
+    })
+    .await;
+    let error = refused.err().expect("no NATS, no cluster node").to_string();
+    assert!(error.contains("cannot connect to NATS"), "{error}");
+
+    let text = "[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]\ncluster_name = \"prod\"\nnode_id = \"n1\"\non_isolation = \"fence\"\n";
+    let config: roundhouse::RouterConfig = toml::from_str(text).unwrap();
+    let cluster = config.cluster.clone().unwrap();
+    assert_eq!(cluster.on_isolation, roundhouse::cluster::Isolation::Fence);
+    assert_eq!(cluster.lease_ms, 3_000, "defaults fill what the section leaves out");
+    let again: roundhouse::RouterConfig = toml::from_str(&config.to_toml()).unwrap();
+    assert_eq!(again.cluster, config.cluster);
+    let bad: roundhouse::RouterConfig = toml::from_str("[cluster]\nnode_id = \"a.b\"\n").unwrap();
+    assert!(bad.validate().unwrap_err().to_string().contains("node_id"));
+}
