@@ -441,3 +441,73 @@ async fn event_figures() {
         received as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// A node cut off from NATS for longer than a lease: the others publish its sessions'
+/// testaments once and see the sessions leave; when NATS is back, the node writes its sessions'
+/// records again (`rejoin`: the others see them join again) or closes them (`fence`).
+async fn cut_off_node(fence: bool) {
+    let Some(nats) = NatsServer::start() else { return };
+    let proxy = TcpProxy::start(nats.port()).await;
+    let cluster = cluster_name();
+    let a = cluster_router(&nats.url(), &cluster, "a", grant_meta).await;
+    let b = cluster_router(&proxy.url(), &cluster, "b", move |c| {
+        grant_meta(c);
+        if fence {
+            c.cluster.as_mut().unwrap().on_isolation = roundhouse::cluster::Isolation::Fence;
+        }
+    })
+    .await;
+    let mut asker = join(&a, Serializer::Json).await;
+    let mut watcher = join(&a, Serializer::Json).await;
+    let mut cut = join(&b, Serializer::MsgPack).await;
+    let args = vec![Value::from("com.ex.will"), Value::List(vec![Value::from("cut")])];
+    cut.call("wamp.session.add_testament", args).await.expect("testament added");
+    let everyone = [asker.session_id(), watcher.session_id(), cut.session_id()];
+    wait_for_sessions(&mut asker, &everyone).await;
+    let will = subscribe(&mut watcher, "com.ex.will", None).await;
+    let joins = subscribe(&mut watcher, "wamp.session.on_join", None).await;
+    let leaves = subscribe(&mut watcher, "wamp.session.on_leave", None).await;
+    // The record must hold the testament before the cut (it is written after the call returns).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.cut();
+    let mut got = vec![event(&mut watcher).await, event(&mut watcher).await];
+    got.sort_by_key(|(subscription, ..)| *subscription != will);
+    let got: Vec<(u64, Value)> = got.into_iter().map(|(s, _, _, arg)| (s, arg)).collect();
+    assert_eq!(got, vec![(will, Value::from("cut")), (leaves, Value::UInt(everyone[2]))]);
+    wait_for_sessions(&mut asker, &everyone[..2]).await;
+
+    proxy.heal();
+    if fence {
+        match tokio::time::timeout(WAIT, cut.recv()).await.expect("closed in time") {
+            Ok(Message::Goodbye { reason, .. }) => assert_eq!(reason, "wamp.close.system_shutdown"),
+            other => panic!("expected GOODBYE, got {other:?}"),
+        }
+        // Its testament went with the reaper; its record is deleted again as it closes.
+        expect_nothing(&mut watcher, Duration::from_millis(700)).await;
+        wait_for_sessions(&mut asker, &everyone[..2]).await;
+    } else {
+        let (subscription, _, _, arg) = event(&mut watcher).await;
+        assert_eq!(subscription, joins);
+        let Value::Dict(details) = arg else { panic!("on_join details") };
+        assert_eq!(details.get("session").and_then(Value::as_u64), Some(everyone[2]));
+        wait_for_sessions(&mut asker, &everyone).await;
+        // And the node that was cut off sees the whole cluster again.
+        wait_for_sessions(&mut cut, &everyone).await;
+        // Its testament was published by the reaper: leaving now does not publish it again.
+        say_goodbye(cut).await;
+        let (subscription, _, _, arg) = event(&mut watcher).await;
+        assert_eq!((subscription, arg), (leaves, Value::UInt(everyone[2])));
+        expect_nothing(&mut watcher, Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_rejoins_its_sessions_when_nats_is_back() {
+    cut_off_node(false).await;
+}
+
+#[tokio::test]
+async fn a_fenced_node_closes_its_sessions_when_nats_is_back() {
+    cut_off_node(true).await;
+}

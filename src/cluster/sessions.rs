@@ -13,11 +13,12 @@
 //!   sessions emit theirs at join and leave, as on one node). So each subscriber gets each event
 //!   once, and nothing meta crosses NATS as an event.
 //! - **Testaments** are kept in the record (rewritten when added or flushed), so they outlive
-//!   their node.
+//!   their node. A node that learns it was reaped drops its sessions' testaments: the reaper
+//!   published them (once), whether the sessions go on (`rejoin`) or are closed (`fence`).
 //! - **Node loss**: on [`NodeEvent::Lost`], one node ([`Cluster::claim`] task `sess`) publishes
 //!   the lost node's testaments, then deletes its records; every node then sees the deletes and
 //!   emits `on_leave`. A node that learns it was itself reaped (cut off longer than a lease)
-//!   writes its sessions' records again.
+//!   writes its sessions' records again, or, with `on_isolation = "fence"`, closes them.
 //! - **Kill** across nodes: `wamp.session.kill*` for a session of another node is sent to that
 //!   node (`<node subject>.sk`), which closes it as it would its own.
 
@@ -190,7 +191,15 @@ impl Sessions {
         let _ = self.realms.set(realms);
         let Some(writes) = self.pending.lock().take() else { return };
         tokio::spawn(write(self.clone(), writes));
-        tokio::spawn(watch(self.clone(), shutdown.clone()));
+        // Made before the router takes connections: no record written after it is missed.
+        let first = match self.kv.watch_with_history("s.*").await {
+            Ok(entries) => Some(entries),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the session bucket yet; retrying");
+                None
+            }
+        };
+        tokio::spawn(watch(self.clone(), first, shutdown.clone()));
         tokio::spawn(node_events(self.clone(), self.cluster.node_events(), shutdown.clone()));
         match self.cluster.client().subscribe(self.kill_subject(&self.cluster.node().name)).await {
             Ok(inbox) => {
@@ -334,6 +343,29 @@ impl Sessions {
         }
     }
 
+    /// Forgets every local session's testaments.
+    fn drop_testaments(&self) {
+        let Some(realms) = self.realms.get() else { return };
+        for realm in realms.values() {
+            for session in realm.sessions.iter() {
+                session.testaments.lock().clear();
+            }
+        }
+    }
+
+    /// Closes every local session with `wamp.close.system_shutdown` (fence): their clients
+    /// reconnect, through the load balancer, to a node that stayed in the cluster.
+    fn close_local(&self) {
+        let Some(realms) = self.realms.get() else { return };
+        for realm in realms.values() {
+            let local: Vec<Arc<SessionHandle>> = realm.sessions.iter().map(|s| s.clone()).collect();
+            for session in local {
+                let message = Some("this node was cut off from the cluster");
+                crate::meta::kill_for(&session, "wamp.close.system_shutdown", message, "the cluster (fence)");
+            }
+        }
+    }
+
     fn local_session(&self, id: u64) -> Option<(&Arc<Realm>, Arc<SessionHandle>)> {
         let realms = self.realms.get()?;
         realms.values().find_map(|realm| realm.sessions.get(&id).map(|s| (realm, s.clone())))
@@ -365,9 +397,14 @@ async fn write(sessions: Arc<Sessions>, mut writes: mpsc::UnboundedReceiver<Writ
 }
 
 /// Feeds the view from the bucket, and emits `on_join`/`on_leave` for other nodes' sessions.
-async fn watch(sessions: Arc<Sessions>, shutdown: CancellationToken) {
+async fn watch(sessions: Arc<Sessions>, mut first: Option<kv::Watch>, shutdown: CancellationToken) {
     loop {
-        let mut entries = match sessions.kv.watch_all().await {
+        // With history: the last value of every key, then what changes.
+        let watching = match first.take() {
+            Some(entries) => Ok(entries),
+            None => sessions.kv.watch_with_history("s.*").await,
+        };
+        let mut entries = match watching {
             Ok(entries) => entries,
             Err(error) => {
                 tracing::warn!(%error, "cannot watch the session bucket; retrying");
@@ -486,8 +523,18 @@ async fn node_events(
         };
         match event {
             Ok(NodeEvent::Lost(node)) if node == *sessions.cluster.node() => {
-                tracing::warn!("this node was reaped by the cluster; writing its session records again");
-                sessions.rewrite_local();
+                // The node that reaped this one published these sessions' testaments already.
+                sessions.drop_testaments();
+                match sessions.cluster.config().on_isolation {
+                    super::Isolation::Rejoin => {
+                        tracing::warn!("this node was reaped by the cluster; writing its session records again");
+                        sessions.rewrite_local();
+                    }
+                    super::Isolation::Fence => {
+                        tracing::warn!("this node was reaped by the cluster; closing its sessions (fence)");
+                        sessions.close_local();
+                    }
+                }
             }
             Ok(NodeEvent::Lost(node)) => match sessions.cluster.claim("sess", &node).await {
                 Ok(true) => sessions.reap(&node).await,
