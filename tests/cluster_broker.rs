@@ -511,3 +511,36 @@ async fn a_node_cut_off_rejoins_its_sessions_when_nats_is_back() {
 async fn a_fenced_node_closes_its_sessions_when_nats_is_back() {
     cut_off_node(true).await;
 }
+
+#[tokio::test]
+async fn a_session_id_held_on_another_node_is_not_given_twice() {
+    use roundhouse::cluster::sessions::{Reserved, Sessions};
+    use roundhouse::cluster::Cluster;
+    use roundhouse::session::SessionHandle;
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let limits = roundhouse::RouterConfig::default().outbox_limits();
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let node = Cluster::join(&cluster_config(&nats.url(), &cluster, name)).await.expect("joins");
+        let sessions = Sessions::open(&node).await.expect("bucket opens");
+        sessions.start(HashMap::new(), tokio_util::sync::CancellationToken::new()).await;
+        nodes.push((node, sessions));
+    }
+    let id = fastrand::u64(1..=1 << 53);
+    let (first, _queue) = SessionHandle::new(id, Serializer::Json, limits);
+    assert_eq!(nodes[0].1.reserve(&first, REALM).await, Reserved::Yes);
+    let (twin, _queue) = SessionHandle::new(id, Serializer::Json, limits);
+    assert_eq!(nodes[1].1.reserve(&twin, REALM).await, Reserved::Taken, "the same id joining on another node");
+    // The other node's view has it, so its next draws avoid it.
+    let deadline = Instant::now() + WAIT;
+    while !nodes[1].1.contains(id) {
+        assert!(Instant::now() < deadline, "b never saw a's session");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(nodes[1].1.get(id).map(|r| r.node.clone()).as_deref(), Some("a"));
+    // Once it left, the id is free again.
+    nodes[0].1.left(id);
+    nodes[0].1.flush(WAIT).await;
+    assert_eq!(nodes[1].1.reserve(&twin, REALM).await, Reserved::Yes);
+}
