@@ -476,6 +476,10 @@ async fn cut_off_node(fence: bool) {
     let got: Vec<(u64, Value)> = got.into_iter().map(|(s, _, _, arg)| (s, arg)).collect();
     assert_eq!(got, vec![(will, Value::from("cut")), (leaves, Value::UInt(everyone[2]))]);
     wait_for_sessions(&mut asker, &everyone[..2]).await;
+    // Cut off, a node's publishers are not held up; their events stay on the node.
+    let started = Instant::now();
+    publish(&mut cut, "com.ex.will", Dict::new(), vec![Value::from("during")]).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "PUBLISHED took {:?}", started.elapsed());
 
     proxy.heal();
     if fence {
@@ -492,8 +496,10 @@ async fn cut_off_node(fence: bool) {
         let Value::Dict(details) = arg else { panic!("on_join details") };
         assert_eq!(details.get("session").and_then(Value::as_u64), Some(everyone[2]));
         wait_for_sessions(&mut asker, &everyone).await;
-        // And the node that was cut off sees the whole cluster again.
+        // And the node that was cut off sees the whole cluster again, and sends it events.
         wait_for_sessions(&mut cut, &everyone).await;
+        publish(&mut cut, "com.ex.will", Dict::new(), vec![Value::from("after")]).await;
+        assert_eq!(event(&mut watcher).await.3, Value::from("after"));
         // Its testament was published by the reaper: leaving now does not publish it again.
         say_goodbye(cut).await;
         let (subscription, _, _, arg) = event(&mut watcher).await;

@@ -14,6 +14,9 @@
 //! each, which is WAMP's one EVENT per matching subscription. A node skips its own messages (it
 //! dispatched them locally already). Each NATS subscription is drained by one task, so events
 //! keep the order of the publisher's node connection.
+//!
+//! While the node is cut off from NATS its events stay local (at most once, as on one node) and
+//! a SUBSCRIBE does not wait for NATS; the client resubscribes everything when it reconnects.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +50,9 @@ pub struct Events {
     listening: Mutex<HashMap<u64, CancellationToken, foldhash::fast::RandomState>>,
     /// How long a SUBSCRIBE waits for NATS to confirm the subscription before answering anyway.
     timeout: Duration,
+    /// Whether the NATS connection is up: while it is down, events are not handed to it (its
+    /// buffer would fill and hold up the publishers' sessions) and SUBSCRIBE does not wait.
+    connected: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An event ready to leave for the other nodes; [`Outgoing::send`] hands it to the node's NATS
@@ -76,6 +82,7 @@ impl Events {
             origin: cluster.node().incarnation,
             listening: Mutex::default(),
             timeout: cluster.config().kv_timeout(),
+            connected: cluster.connection(),
         }
     }
 
@@ -83,6 +90,10 @@ impl Events {
     /// publisher, filter options, disclosure). `None` when the payload cannot be put in one
     /// (logged).
     pub fn outgoing(&self, topic: &str, publication: u64, details: Dict, payload: &Payload) -> Option<Outgoing> {
+        if !*self.connected.borrow() {
+            // At most once, as on one node: the other nodes miss what is published while cut off.
+            return None;
+        }
         let serializer = match payload {
             Payload::Raw(raw) => raw.serializer,
             _ => Serializer::MsgPack,
@@ -125,6 +136,9 @@ impl Events {
         }
         tokio::spawn(receive(self.clone(), broker.clone(), subscription, interest, subscriber, stop));
         // SUBSCRIBED then means an event published anywhere after it reaches the subscriber.
+        if !*self.connected.borrow() {
+            return;
+        }
         match tokio::time::timeout(self.timeout, self.client.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, uri, "NATS did not confirm a subscription"),
