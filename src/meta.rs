@@ -264,15 +264,7 @@ pub fn left(realm: &Realm, session: &SessionHandle) {
         Some(cluster) => {
             let outgoing: Vec<_> =
                 testaments.into_iter().filter_map(|t| realm.broker.publish_everywhere(&t.topic, t.payload)).collect();
-            // Testaments first: a reaper must never find the record gone and its testaments unsent.
-            if !outgoing.is_empty() {
-                tokio::spawn(async move {
-                    for event in outgoing {
-                        event.send().await;
-                    }
-                });
-            }
-            cluster.left(session.id);
+            cluster.left(session.id, outgoing);
         }
     }
     let identity = session.identity();

@@ -546,7 +546,26 @@ async fn a_session_id_held_on_another_node_is_not_given_twice() {
     }
     assert_eq!(nodes[1].1.get(id).map(|r| r.node.clone()).as_deref(), Some("a"));
     // Once it left, the id is free again.
-    nodes[0].1.left(id);
+    nodes[0].1.left(id, Vec::new());
     nodes[0].1.flush(WAIT).await;
     assert_eq!(nodes[1].1.reserve(&twin, REALM).await, Reserved::Yes);
+}
+
+#[tokio::test]
+async fn testaments_of_sessions_closed_by_a_graceful_shutdown_reach_other_nodes_once() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b"]).await;
+    let mut routers = routers.into_iter();
+    let (a, b) = (routers.next().unwrap(), routers.next().unwrap());
+    let mut listener = join(&a, Serializer::Json).await;
+    let will = subscribe(&mut listener, "com.ex.will", None).await;
+    let mut leaving = join(&b, Serializer::Json).await;
+    let args = vec![Value::from("com.ex.will"), Value::List(vec![Value::from("shutdown")])];
+    leaving.call("wamp.session.add_testament", args).await.expect("testament added");
+    b.shutdown().await;
+    let (subscription, _, _, arg) = event(&mut listener).await;
+    assert_eq!((subscription, arg), (will, Value::from("shutdown")));
+    // b left the cluster: a reaps it at once, and finds nothing left to publish.
+    expect_nothing(&mut listener, Duration::from_millis(LEASE_MS + 500)).await;
+    drop(leaving);
 }

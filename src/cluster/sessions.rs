@@ -139,6 +139,8 @@ impl Record {
 enum Write {
     /// Write the record of local session `id` as it is now (made late, or testaments changed).
     Put(u64),
+    /// Send a leaving session's testaments to the other nodes (before its record goes).
+    Send(Vec<super::events::Outgoing>),
     /// Delete the record of session `id` (it left).
     Delete(u64),
     /// Tell when everything before is written.
@@ -246,9 +248,14 @@ impl Sessions {
         Reserved::Yes
     }
 
-    /// A local session left: its record goes.
-    pub fn left(&self, session: u64) {
+    /// A local session left: its testaments (dispatched on this node already) go to the other
+    /// nodes, then its record goes. In that order, and on the task the router's shutdown waits
+    /// for ([`Sessions::flush`]), so no reaper finds the record with its testaments unsent.
+    pub fn left(&self, session: u64, testaments: Vec<super::events::Outgoing>) {
         self.view.write().remove(&session);
+        if !testaments.is_empty() {
+            let _ = self.writes.send(Write::Send(testaments));
+        }
         let _ = self.writes.send(Write::Delete(session));
     }
 
@@ -382,6 +389,11 @@ async fn write(sessions: Arc<Sessions>, mut writes: mpsc::UnboundedReceiver<Writ
                 sessions.view.write().insert(id, Arc::new(record));
                 if let Err(error) = sessions.kv.put(key(id), value.into()).await {
                     tracing::warn!(session = id, %error, "could not write a session record");
+                }
+            }
+            Write::Send(testaments) => {
+                for testament in testaments {
+                    testament.send().await;
                 }
             }
             Write::Delete(id) => {
