@@ -185,6 +185,18 @@ async fn filters_and_disclosure_apply_on_the_subscribers_node() {
     assert_eq!(event(&mut s2).await.3, Value::UInt(1));
     publish(&mut publisher, topic, Dict::new().with("eligible", ids(&[id1])), vec![Value::UInt(2)]).await;
     assert_eq!(event(&mut s1).await.3, Value::UInt(2));
+    // By authid, read from the other node's session through the cluster-wide meta API.
+    let everyone = [id1, s2.session_id(), publisher.session_id()];
+    wait_for_sessions(&mut publisher, &everyone).await;
+    let Value::Dict(details) = meta(&mut publisher, "wamp.session.get", vec![Value::UInt(id1)]).await else {
+        panic!("session details")
+    };
+    let authid1 = details.get("authid").cloned().expect("an authid");
+    let only = Value::List(vec![authid1]);
+    publish(&mut publisher, topic, Dict::new().with("eligible_authid", only.clone()), vec![Value::UInt(10)]).await;
+    assert_eq!(event(&mut s1).await.3, Value::UInt(10));
+    publish(&mut publisher, topic, Dict::new().with("exclude_authid", only), vec![Value::UInt(11)]).await;
+    assert_eq!(event(&mut s2).await.3, Value::UInt(11));
     let nobody = Value::List(vec![Value::from("nobody")]);
     publish(&mut publisher, topic, Dict::new().with("eligible_authrole", nobody), vec![Value::UInt(3)]).await;
     let anonymous = Value::List(vec![Value::from("anonymous")]);
