@@ -425,6 +425,23 @@ async fn event_figures() {
             percentile(&times, 0.99)
         );
     }
+    // A join reserves its session id in JetStream: the cost of that, against a router alone.
+    let alone = router().await;
+    for (name, url) in [("alone", alone.url()), ("in a cluster", routers[0].url())] {
+        let mut times = Vec::with_capacity(300);
+        for _ in 0..300 {
+            let started = Instant::now();
+            let client = Client::join(&url, REALM, Serializer::MsgPack).await.unwrap();
+            times.push(started.elapsed());
+            drop(client);
+        }
+        times.sort_unstable();
+        println!(
+            "join {name}: p50 {:?} p99 {:?} (connect + HELLO/WELCOME)",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
     const M: u64 = 100_000;
     let (mut tx, _rx) = publisher.split();
     let started = Instant::now();
