@@ -23,7 +23,7 @@
 //!   node (`<node subject>.sk`), which closes it as it would its own.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -155,7 +155,8 @@ pub struct Sessions {
     view: RwLock<HashMap<u64, Arc<Record>, foldhash::fast::RandomState>>,
     writes: mpsc::UnboundedSender<Write>,
     pending: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Write>>>,
-    realms: std::sync::OnceLock<HashMap<String, Arc<Realm>>>,
+    /// Weak: the realms hold this table.
+    realms: std::sync::OnceLock<HashMap<String, Weak<Realm>>>,
 }
 
 /// What became of a join's id reservation.
@@ -190,9 +191,9 @@ impl Sessions {
     /// Starts the watch, the record writer, the kill inbox and the reaper, for `realms`, until
     /// `shutdown`.
     pub async fn start(self: &Arc<Self>, realms: HashMap<String, Arc<Realm>>, shutdown: CancellationToken) {
-        let _ = self.realms.set(realms);
+        let _ = self.realms.set(realms.iter().map(|(name, realm)| (name.clone(), Arc::downgrade(realm))).collect());
         let Some(writes) = self.pending.lock().take() else { return };
-        tokio::spawn(write(self.clone(), writes));
+        tokio::spawn(write(Arc::downgrade(self), writes));
         // Made before the router takes connections: no record written after it is missed.
         let first = match self.kv.watch_with_history("s.*").await {
             Ok(entries) => Some(entries),
@@ -215,8 +216,12 @@ impl Sessions {
         format!("{}.sk", self.cluster.node_subject(node))
     }
 
-    fn realm(&self, name: &str) -> Option<&Arc<Realm>> {
-        self.realms.get().and_then(|r| r.get(name))
+    fn realm(&self, name: &str) -> Option<Arc<Realm>> {
+        self.realms.get().and_then(|r| r.get(name)).and_then(Weak::upgrade)
+    }
+
+    fn all_realms(&self) -> Vec<Arc<Realm>> {
+        self.realms.get().map_or(Vec::new(), |r| r.values().filter_map(Weak::upgrade).collect())
     }
 
     /// True when some session in the cluster has id `id` (as far as this node's view knows).
@@ -342,8 +347,7 @@ impl Sessions {
 
     /// Writes every local session's record again (this node was reaped while cut off).
     fn rewrite_local(&self) {
-        let Some(realms) = self.realms.get() else { return };
-        for realm in realms.values() {
+        for realm in self.all_realms() {
             for session in realm.sessions.iter() {
                 let _ = self.writes.send(Write::Put(*session.key()));
             }
@@ -352,8 +356,7 @@ impl Sessions {
 
     /// Forgets every local session's testaments.
     fn drop_testaments(&self) {
-        let Some(realms) = self.realms.get() else { return };
-        for realm in realms.values() {
+        for realm in self.all_realms() {
             for session in realm.sessions.iter() {
                 session.testaments.lock().clear();
             }
@@ -363,8 +366,7 @@ impl Sessions {
     /// Closes every local session with `wamp.close.system_shutdown` (fence): their clients
     /// reconnect, through the load balancer, to a node that stayed in the cluster.
     fn close_local(&self) {
-        let Some(realms) = self.realms.get() else { return };
-        for realm in realms.values() {
+        for realm in self.all_realms() {
             let local: Vec<Arc<SessionHandle>> = realm.sessions.iter().map(|s| s.clone()).collect();
             for session in local {
                 let message = Some("this node was cut off from the cluster");
@@ -373,14 +375,18 @@ impl Sessions {
         }
     }
 
-    fn local_session(&self, id: u64) -> Option<(&Arc<Realm>, Arc<SessionHandle>)> {
-        let realms = self.realms.get()?;
-        realms.values().find_map(|realm| realm.sessions.get(&id).map(|s| (realm, s.clone())))
+    fn local_session(&self, id: u64) -> Option<(Arc<Realm>, Arc<SessionHandle>)> {
+        self.all_realms().into_iter().find_map(|realm| {
+            let session = realm.sessions.get(&id).map(|s| s.clone());
+            session.map(|s| (realm, s))
+        })
     }
 }
 
-async fn write(sessions: Arc<Sessions>, mut writes: mpsc::UnboundedReceiver<Write>) {
+/// Ends when the table is dropped (it holds the only sender).
+async fn write(sessions: Weak<Sessions>, mut writes: mpsc::UnboundedReceiver<Write>) {
     while let Some(next) = writes.recv().await {
+        let Some(sessions) = sessions.upgrade() else { return };
         match next {
             Write::Put(id) => {
                 let Some((realm, session)) = sessions.local_session(id) else { continue };
@@ -469,7 +475,7 @@ fn forget_missing(sessions: &Sessions, seen: &std::collections::HashSet<u64>) {
     };
     for (id, record) in gone {
         if let Some(realm) = sessions.realm(&record.realm) {
-            crate::meta::left_elsewhere(realm, id, &record);
+            crate::meta::left_elsewhere(&realm, id, &record);
         }
     }
 }
@@ -490,7 +496,7 @@ fn apply(sessions: &Sessions, entry: kv::Entry) {
             let joined = sessions.view.write().insert(id, record.clone()).is_none();
             if joined {
                 if let Some(realm) = sessions.realm(&record.realm) {
-                    crate::meta::joined_elsewhere(realm, id, &record);
+                    crate::meta::joined_elsewhere(&realm, id, &record);
                 }
             }
         }
@@ -501,7 +507,7 @@ fn apply(sessions: &Sessions, entry: kv::Entry) {
             drop(view);
             if let Some(record) = gone {
                 if let Some(realm) = sessions.realm(&record.realm) {
-                    crate::meta::left_elsewhere(realm, id, &record);
+                    crate::meta::left_elsewhere(&realm, id, &record);
                 }
             }
         }
