@@ -86,8 +86,11 @@ async fn a_killed_node_is_lost_when_its_lease_ends_and_reaped_once() {
     // Both survivors try to reap; exactly one may.
     let (a_cluster, c_cluster) = (cluster_of(&a), cluster_of(&c));
     let (a_claim, c_claim) = tokio::join!(a_cluster.claim("test", &b), c_cluster.claim("test", &b));
-    assert!(a_claim.unwrap() ^ c_claim.unwrap(), "exactly one reaper per lost node and task");
-    assert!(!cluster_of(&a).claim("test", &b).await.unwrap(), "a claim is not granted twice");
+    let (a_claim, c_claim) = (a_claim.unwrap(), c_claim.unwrap());
+    assert!(a_claim ^ c_claim, "exactly one reaper per lost node and task");
+    let (winner, loser) = if a_claim { (&a_cluster, &c_cluster) } else { (&c_cluster, &a_cluster) };
+    assert!(!loser.claim("test", &b).await.unwrap(), "a claim is not granted to another node later");
+    assert!(winner.claim("test", &b).await.unwrap(), "the holder asking again (a lost answer) still holds it");
     assert!(cluster_of(&a).claim("other", &b).await.unwrap(), "each task has its own claim");
     a.shutdown().await;
     c.shutdown().await;
@@ -148,4 +151,61 @@ async fn no_cluster_section_means_no_nats_and_a_bad_one_is_refused() {
     assert_eq!(again.cluster, config.cluster);
     let bad: roundhouse::RouterConfig = toml::from_str("[cluster]\nnode_id = \"a.b\"\n").unwrap();
     assert!(bad.validate().unwrap_err().to_string().contains("node_id"));
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_nats_that_is_gone() {
+    let Some(mut nats) = NatsServer::start() else { return };
+    let node = cluster_router(&nats.url(), "c5", "a", |_| {}).await;
+    let mut connection = cluster_of(&node).connection();
+    nats.kill();
+    timeout(Duration::from_secs(5), connection.wait_for(|up| !*up)).await.expect("NATS seen gone").unwrap();
+    // The node cannot delete its lease; it stops anyway, within the registry write timeout.
+    timeout(Duration::from_secs(6), node.shutdown()).await.expect("shutdown ends without NATS");
+}
+
+/// Leases at three replicas: with one NATS server of three gone, writes go on and nobody is
+/// reaped; with two gone there is no quorum, writes fail with a JetStream error and nobody is
+/// reaped either (a node is lost only by a lease the majority let expire), while the nodes keep
+/// serving their own sessions.
+#[tokio::test]
+async fn a_three_server_nats_keeps_the_cluster_with_one_server_down_and_stops_writes_with_two() {
+    let Some(mut nats) = common::nats::NatsCluster::start() else { return };
+    let urls = nats.urls();
+    let node = |name: &'static str, first: usize| {
+        // Each node starts at a different server and knows them all.
+        let mut ordered = urls.clone();
+        ordered.rotate_left(first);
+        cluster_router(&urls[first], "r3", name, move |config| {
+            let cluster = config.cluster.as_mut().unwrap();
+            cluster.nats_urls = ordered;
+            cluster.kv_replicas = 3;
+            cluster.kv_timeout_ms = 4_000;
+        })
+    };
+    let a = node("a", 0).await;
+    let b = node("b", 1).await;
+    let (a_cluster, b_cluster) = (cluster_of(&a), cluster_of(&b));
+    let mut events = a_cluster.node_events();
+    let someone = NodeId::new("gone", 1);
+
+    nats.servers[2].kill();
+    assert!(a_cluster.claim("one-down", &someone).await.unwrap(), "writes go on with two servers of three");
+    assert!(!b_cluster.claim("one-down", &someone).await.unwrap());
+    let quiet = timeout(Duration::from_millis(3 * LEASE_MS), events.recv()).await;
+    assert!(quiet.is_err(), "nobody is lost while a majority serves: {quiet:?}");
+
+    nats.servers[1].kill();
+    let refused =
+        timeout(Duration::from_secs(8), a_cluster.claim("two-down", &someone)).await.expect("a write fails in time");
+    let error = refused.expect_err("no quorum, no write").to_string();
+    assert!(error.contains("JetStream"), "{error}");
+    let quiet = timeout(Duration::from_millis(3 * LEASE_MS), events.recv()).await;
+    assert!(quiet.is_err(), "without a quorum no lease expires, so nobody is reaped: {quiet:?}");
+    // Still a router: a session joins and the node answers its calls.
+    let mut client = common::join(&a, roundhouse::wire::Serializer::Json).await;
+    let count =
+        timeout(Duration::from_secs(5), client.call("wamp.session.count", vec![])).await.expect("answered in time");
+    assert!(count.is_ok(), "{count:?}");
+    common::say_goodbye(client).await;
 }

@@ -51,6 +51,12 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
 
+    /// rpc mode: where the callees connect, when not to --url: another node of a Roundhouse
+    /// cluster, so every call crosses from the callers' node to the callees' (e.g. --url
+    /// ws://127.0.0.1:8081/ws --callee-url ws://127.0.0.1:8082/ws against scripts/cluster.sh).
+    #[arg(long, value_name = "URL", requires = "url")]
+    pub callee_url: Option<String>,
+
     /// PEM file with the CA certificate(s) that a wss:// --url's certificate must chain to.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<std::path::PathBuf>,

@@ -73,6 +73,9 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("loadtest: router under test: {}", target.description);
+    if let Some(callee_url) = &cli.callee_url {
+        eprintln!("loadtest: callees connect to {callee_url}, callers to {}", target.url);
+    }
     let runtime = match loader_runtime(cli.threads as usize) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -129,6 +132,10 @@ async fn run(cli: &Cli, target: &Target) -> Result<u64, String> {
         Mode::Rpc => {
             let settings = rpc::RpcSettings {
                 url: url.clone(),
+                callee_url: cli
+                    .callee_url
+                    .as_deref()
+                    .map_or_else(|| url.clone(), |u| wamp::transport_url(u, rawsocket)),
                 router: target.description.clone(),
                 router_cpu: target.router_cpu.clone(),
                 realm: cli.realm.clone(),

@@ -177,15 +177,30 @@ impl Cluster {
         self.connected.clone()
     }
 
-    /// Claims `task` for the lost node `node`: true for exactly one caller in the cluster per
-    /// task, node and incarnation (while the claim's lease lasts), so one node reaps what a lost
-    /// node left, whichever nodes see it lost at once.
+    /// Claims `task` for the lost node `node`: true for exactly one node in the cluster per task,
+    /// node and incarnation (while the claim's lease lasts; asking again, that node gets true
+    /// again), so one node reaps what a lost node left, whichever nodes see it lost at once.
     pub async fn claim(&self, task: &str, node: &NodeId) -> Result<bool, ClusterError> {
         let key = format!("claim.{task}.{}.{}", node.name, node.incarnation);
-        match self.node_bucket.create(&key, self.node.to_string().into()).await {
-            Ok(_) => Ok(true),
-            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Err(error) => Err(ClusterError::jetstream("claiming a reaper's task", error)),
+        let me = bytes::Bytes::from(self.node.to_string());
+        // A NATS server leaving or a leader moving fails a request for a moment: retried within
+        // the registry timeout. A claim whose answer was lost is found again by its value.
+        let deadline = tokio::time::Instant::now() + self.config.kv_timeout();
+        loop {
+            let error = match self.node_bucket.create(&key, me.clone()).await {
+                Ok(_) => return Ok(true),
+                Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match self.node_bucket.get(&key).await {
+                        Ok(holder) => return Ok(holder.as_ref() == Some(&me)),
+                        Err(error) => ClusterError::jetstream("reading a reaper's claim", error),
+                    }
+                }
+                Err(error) => ClusterError::jetstream("claiming a reaper's task", error),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -193,11 +208,19 @@ impl Cluster {
     /// nodes see this node lost at once instead of after the lease.
     pub async fn leave(&self) {
         self.stop.cancel();
-        if let Err(error) = self.node_bucket.delete(nodes::lease_key(&self.node.name)).await {
-            tracing::warn!(%error, "could not delete this node's lease; the others see it lost when it expires");
+        // Bounded: with NATS unreachable there is nobody to tell, and the lease ends by itself.
+        let farewell = async {
+            self.node_bucket.delete(nodes::lease_key(&self.node.name)).await?;
+            self.client.flush().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        match tokio::time::timeout(self.config.kv_timeout(), farewell).await {
+            Ok(Ok(())) => tracing::info!(node = %self.node, "left the cluster"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not delete this node's lease; the others see it lost when it expires")
+            }
+            Err(_) => tracing::warn!("NATS did not answer; the others see this node lost when its lease expires"),
         }
-        let _ = self.client.flush().await;
-        tracing::info!(node = %self.node, "left the cluster");
     }
 }
 
@@ -283,13 +306,27 @@ async fn open_bucket(
         limit_markers,
         ..Default::default()
     };
-    match jetstream.create_key_value(wanted).await {
-        Ok(store) => Ok(store),
-        // Another node created it first (with the same settings: creating is idempotent then), or
-        // with other settings by an older release: use it as it is.
-        Err(created) => jetstream
-            .get_key_value(bucket)
-            .await
-            .map_err(|error| ClusterError::jetstream(&format!("opening bucket {bucket} ({created})"), error)),
+    // A NATS cluster that is starting (or electing a leader) drops requests for a moment: short
+    // attempts, retried within the registry timeout.
+    let deadline = tokio::time::Instant::now() + config.kv_timeout();
+    let mut jetstream = jetstream.clone();
+    jetstream.set_timeout(config.kv_timeout().min(Duration::from_secs(1)));
+    loop {
+        let attempt = match jetstream.create_key_value(wanted.clone()).await {
+            Ok(store) => Ok(store),
+            // Another node created it first (with the same settings: creating is idempotent then),
+            // or with other settings by an older release: use it as it is.
+            Err(created) => jetstream
+                .get_key_value(bucket)
+                .await
+                .map_err(|error| ClusterError::jetstream(&format!("opening bucket {bucket} ({created})"), error)),
+        };
+        match attempt {
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "JetStream not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            done => return done,
+        }
     }
 }

@@ -83,6 +83,9 @@ impl NatsServer {
                 if line.contains("Server is ready") {
                     let _ = ready_tx.send(());
                 }
+                if std::env::var_os("NATS_LOG").is_some() {
+                    eprintln!("nats: {line}");
+                }
             }
         });
         ready.recv_timeout(Duration::from_secs(20)).expect("nats-server is ready within 20 s");
@@ -118,6 +121,48 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Three nats-servers routed into one NATS cluster with JetStream (each with its own store), for
+/// tests of the cluster's buckets at three replicas losing one server and then two.
+pub struct NatsCluster {
+    /// The servers, in order; kill one with `servers[i].kill()`.
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts three routed servers; `None` as [`NatsServer::start`].
+    pub fn start() -> Option<NatsCluster> {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let all = routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let name = format!("rh{}", fastrand::u32(..));
+        // Each waits for "Server is ready", which a routed JetStream server prints before its
+        // peers are up; start them from threads so they find each other.
+        let handles: Vec<_> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let args = vec![
+                    "-n".to_owned(),
+                    format!("s{i}"),
+                    "--cluster_name".to_owned(),
+                    name.clone(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{port}"),
+                    "--routes".to_owned(),
+                    all.clone(),
+                ];
+                std::thread::spawn(move || NatsServer::start_with(args))
+            })
+            .collect();
+        let servers: Option<Vec<NatsServer>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        Some(NatsCluster { servers: servers? })
+    }
+
+    /// Every server's client URL, for `nats_urls`.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::url).collect()
     }
 }
 

@@ -28,8 +28,10 @@ use crate::wamp;
 
 /// Everything one rpc run needs.
 pub struct RpcSettings {
-    /// Router URL.
+    /// Router URL (the callers').
     pub url: String,
+    /// Where the callees connect: [`RpcSettings::url`] unless another node of a cluster was given.
+    pub callee_url: String,
     /// What the router is, for the report.
     pub router: String,
     /// Whose CPU is the router's.
@@ -75,7 +77,7 @@ pub async fn run_rule(s: &RpcSettings, rule: &'static str) -> Result<RpcResult, 
     let stop = CancellationToken::new();
     let mut callees = Vec::with_capacity(callee_count);
     for i in 0..callee_count {
-        let mut client = wamp::join(&s.url, &s.realm, s.serializer).await?;
+        let mut client = wamp::join(&s.callee_url, &s.realm, s.serializer).await?;
         let mut options = Dict::new().with("invoke", rule);
         if let Some(concurrency) = s.concurrency {
             options.insert("concurrency", concurrency);
