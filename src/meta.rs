@@ -126,7 +126,7 @@ pub async fn call(
         "wamp.session.get" => {
             let id = id_arg(&args, 0, "session")?;
             if let Some(session) = realm.sessions.get(&id).map(|s| s.clone()) {
-                return one(Value::Dict(session_details(&session)));
+                return one(Value::Dict(session_details(realm, &session)));
             }
             let remote = realm.cluster_sessions.as_ref().and_then(|c| c.get(id)).filter(|r| r.realm == realm.name);
             one(Value::Dict(remote.ok_or_else(|| no_such_session(id))?.details(id)))
@@ -236,7 +236,7 @@ pub async fn call(
 pub fn joined(realm: &Realm, session: &SessionHandle) {
     realm
         .broker
-        .publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(session_details(session))]));
+        .publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(session_details(realm, session))]));
 }
 
 /// Publishes `on_join` for a session that joined on another node (see
@@ -431,7 +431,9 @@ fn cluster_sessions(realm: &Realm, args: &[Value]) -> Vec<(u64, Arc<crate::clust
     found
 }
 
-fn session_details(session: &SessionHandle) -> Dict {
+/// What `get` and `on_join` say of a local session; in a cluster, also its node, as they say of
+/// other nodes' sessions.
+fn session_details(realm: &Realm, session: &SessionHandle) -> Dict {
     let mut details = Dict::new().with("session", session.id);
     if let Some(identity) = session.identity() {
         details.insert("authid", identity.authid.as_str());
@@ -439,7 +441,11 @@ fn session_details(session: &SessionHandle) -> Dict {
         details.insert("authmethod", identity.authmethod);
         details.insert("authprovider", identity.authprovider);
     }
-    details.with("serializer", session.serializer.subprotocol())
+    let details = details.with("serializer", session.serializer.subprotocol());
+    match &realm.cluster {
+        Some(cluster) => details.with("node", &*cluster.node().name),
+        None => details,
+    }
 }
 
 fn registration_details(registration: &crate::dealer::Registration, policy: MatchPolicy) -> Dict {

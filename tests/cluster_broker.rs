@@ -266,6 +266,14 @@ async fn session_meta_sees_the_whole_cluster() {
     assert_eq!(details.get("session").and_then(Value::as_u64), Some(all[2]));
     assert_eq!(details.get("authrole").and_then(Value::as_str), Some("anonymous"));
     assert_eq!(details.get("serializer").and_then(Value::as_str), Some("wamp.2.cbor"));
+    assert_eq!(details.get("node").and_then(Value::as_str), Some("c"));
+    // A session of the node asked is described the same way.
+    let Value::Dict(own) = meta(&mut asker, "wamp.session.get", vec![Value::UInt(all[0])]).await else {
+        panic!("details")
+    };
+    let keys = |d: &Dict| d.0.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&own), keys(&details));
+    assert_eq!(own.get("node").and_then(Value::as_str), Some("a"));
     // A session of another node is killed there.
     let payload = Payload::args(vec![Value::UInt(all[2])]);
     let request = asker.request_id();

@@ -117,7 +117,7 @@ impl Record {
             .collect()
     }
 
-    /// What `wamp.session.get` and `on_join` say of it.
+    /// What `wamp.session.get` and `on_join` say of it: what they say of a local session.
     pub fn details(&self, session: u64) -> Dict {
         Dict::new()
             .with("session", session)
@@ -126,7 +126,6 @@ impl Record {
             .with("authmethod", self.authmethod.as_str())
             .with("authprovider", self.authprovider.as_str())
             .with("serializer", self.serializer.as_str())
-            .with("transport", Dict::new().with("type", self.transport.as_str()))
             .with("node", self.node.as_str())
     }
 
