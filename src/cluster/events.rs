@@ -47,12 +47,20 @@ pub struct Events {
     /// This node's incarnation: what marks the messages it sent itself.
     origin: u64,
     /// The NATS subscription of each local WAMP subscription, by subscription id.
-    listening: Mutex<HashMap<u64, CancellationToken, foldhash::fast::RandomState>>,
+    listening: Mutex<HashMap<u64, Listening, foldhash::fast::RandomState>>,
     /// How long a SUBSCRIBE waits for NATS to confirm the subscription before answering anyway.
     timeout: Duration,
     /// Whether the NATS connection is up: while it is down, events are not handed to it (its
     /// buffer would fill and hold up the publishers' sessions) and SUBSCRIBE does not wait.
     connected: tokio::sync::watch::Receiver<bool>,
+}
+
+/// One local subscription's NATS subscription.
+struct Listening {
+    /// Ends its receiving task (and so the NATS subscription).
+    stop: CancellationToken,
+    /// True once NATS confirmed it (or gave up trying): later subscribers wait for this too.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An event ready to leave for the other nodes; [`Outgoing::send`] hands it to the node's NATS
@@ -120,7 +128,10 @@ impl Events {
     pub async fn listen(self: &Arc<Self>, broker: &Arc<Broker>, subscription: u64, policy: MatchPolicy, uri: &str) {
         let interest = subject::interest(&self.prefix, &self.realm, policy, uri);
         let stop = CancellationToken::new();
-        self.listening.lock().insert(subscription, stop.clone());
+        let (ready, waiting) = tokio::sync::watch::channel(false);
+        self.listening.lock().insert(subscription, Listening { stop: stop.clone(), ready: waiting });
+        // Whatever happens below, subscribers waiting in `ready` go on when this returns.
+        let _ready = ReadyOnDrop(ready);
         let subscriber = match self.client.subscribe(interest.subject.clone()).await {
             Ok(subscriber) => subscriber,
             Err(error) => {
@@ -146,16 +157,32 @@ impl Events {
         }
     }
 
+    /// Waits until the NATS subscription of `subscription` is in place: for a subscriber that
+    /// joins a subscription whose first subscriber's SUBSCRIBE is still waiting for NATS.
+    pub async fn ready(&self, subscription: u64) {
+        let Some(mut ready) = self.listening.lock().get(&subscription).map(|l| l.ready.clone()) else { return };
+        let _ = tokio::time::timeout(self.timeout, ready.wait_for(|ready| *ready)).await;
+    }
+
     /// Stops listening for subscription `subscription` (its last subscriber left).
     pub fn stop(&self, subscription: u64) {
-        if let Some(stop) = self.listening.lock().remove(&subscription) {
-            stop.cancel();
+        if let Some(listening) = self.listening.lock().remove(&subscription) {
+            listening.stop.cancel();
         }
     }
 
     /// How many NATS subscriptions this realm holds.
     pub fn listening(&self) -> usize {
         self.listening.lock().len()
+    }
+}
+
+/// Marks a subscription ready when [`Events::listen`] returns, however it returns.
+struct ReadyOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for ReadyOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
 

@@ -370,11 +370,15 @@ impl Session {
                     Ok(subscribed) => {
                         let subscription = subscribed.id;
                         self.subscriptions.insert(subscription);
-                        if let (true, Some(events)) = (subscribed.created, realm.broker.cluster()) {
-                            // The policy was read by `subscribe` already; it cannot fail here.
-                            let policy =
-                                uri::MatchPolicy::from_option(options.get("match")).unwrap_or(uri::MatchPolicy::Exact);
-                            events.listen(&realm.broker, subscription, policy, &topic).await;
+                        if let Some(events) = realm.broker.cluster() {
+                            if subscribed.created {
+                                // The policy was read by `subscribe` already; it cannot fail here.
+                                let policy = uri::MatchPolicy::from_option(options.get("match"))
+                                    .unwrap_or(uri::MatchPolicy::Exact);
+                                events.listen(&realm.broker, subscription, policy, &topic).await;
+                            } else {
+                                events.ready(subscription).await;
+                            }
                         }
                         self.handle.send(Message::Subscribed { request, subscription });
                     }
