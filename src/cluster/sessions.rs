@@ -235,6 +235,13 @@ impl Sessions {
             Ok(value) => Bytes::from(value),
             Err(_) => return Reserved::Yes,
         };
+        if !*self.cluster.connection().borrow() {
+            // Cut off from NATS, a node goes on serving: joins are checked on this node only.
+            tracing::debug!(session = session.id, "NATS is down; session id checked on this node only");
+            self.view.write().insert(session.id, Arc::new(record));
+            let _ = self.writes.send(Write::Put(session.id));
+            return Reserved::Yes;
+        }
         let timeout = self.cluster.config().kv_timeout();
         match tokio::time::timeout(timeout, self.kv.create(key(session.id), value)).await {
             Ok(Ok(_)) => {}
