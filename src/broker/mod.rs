@@ -153,6 +153,8 @@ impl Broker {
         }
         self.metrics.events(EventCount::Published, 1);
         self.fan_out(topic, publication, &details, &payload, &recipients);
+        // The other nodes get the EVENT's details (disclosure) plus the topic, the publisher's id
+        // (`p`, for `exclude_me`) and the filter options (`x`), which they apply themselves.
         let outgoing = self.cluster.as_ref().and_then(|cluster| {
             let mut envelope = details;
             envelope.insert("topic", topic);

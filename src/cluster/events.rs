@@ -5,7 +5,9 @@
 //! nodes need to deliver it as this node would: the publication id (one id cluster-wide), the
 //! publisher's id and disclosure, and the recipient filter options, which each node applies to its
 //! own subscribers. The payload travels as the bytes the publisher sent, tagged with their
-//! serializer, so a subscriber of the same serializer gets them without a re-encode.
+//! serializer, so a subscriber of the same serializer gets them without a re-encode. The envelope
+//! is a format version byte, the origin node's incarnation (8 bytes), a serializer byte, then an
+//! EVENT encoded in that serializer whose details hold what [`Broker::publish`] forwards.
 //!
 //! Each node listens with one NATS subscription per local WAMP subscription (per distinct match
 //! policy and URI), opened when the subscription gets its first subscriber and closed when it
