@@ -168,6 +168,10 @@ if [[ -n "${INTEROP_EXTERNAL_URL:-}" ]]; then
 else
   BIN="${ROUNDHOUSE_BIN:-$TARGET_DIR/debug/roundhouse}"
   [[ -x "$BIN" ]] || die "router binary '$BIN' not found or not executable (build it, or set ROUNDHOUSE_BIN)"
+  # test_cluster.py starts a cluster of its own from this binary and nats-server.
+  export ROUNDHOUSE_BIN="$BIN"
+  NATS_SERVER_BIN="$(scripts/nats_server.sh)"
+  export NATS_SERVER_BIN
   mkdir -p "$(dirname "$ROUTER_LOG")"
   : >"$ROUTER_LOG"
 

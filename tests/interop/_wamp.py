@@ -266,12 +266,18 @@ class Client(ApplicationSession):
         return await bounded(fut, f"{self.name}: {what}")
 
 
-async def connect(spec: str, name: str, realm: str = REALM, auth: dict | None = None) -> Client:
+async def connect(
+    spec: str, name: str, realm: str = REALM, auth: dict | None = None, url: str | None = None
+) -> Client:
     """Connect + join one session with autobahn's defaults over one transport
     (``"ws-json"``, ``"rs-cbor"``, ...; a bare serializer name means WebSocket).
-    ``auth``: ``{"authmethods", "authid", "authextra", "on_challenge"}`` to authenticate."""
+    ``auth``: ``{"authmethods", "authid", "authextra", "on_challenge"}`` to authenticate.
+    ``url``: another router's WebSocket URL (a cluster node) instead of the suite's."""
     kind, serializer = parse_transport(spec)
-    url = URL if kind == "ws" else RS_URL
+    if url is None:
+        url = URL if kind == "ws" else RS_URL
+    elif kind == "rs":
+        url = _rawsocket_url(url)
     what = "WebSocket opening handshake" if kind == "ws" else "RawSocket handshake"
     loop = asyncio.get_running_loop()
     created: asyncio.Future = loop.create_future()
