@@ -34,8 +34,20 @@ pub struct Testament {
     size: usize,
 }
 
+impl Testament {
+    /// The topic it is published to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// What it publishes.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+}
+
 /// Answers a CALL to a meta procedure.
-pub fn call(
+pub async fn call(
     realm: &Realm,
     caller: &Arc<SessionHandle>,
     procedure: &str,
@@ -103,20 +115,36 @@ pub fn call(
             );
             Ok(Payload::Empty)
         }
+        "wamp.session.count" if realm.cluster_sessions.is_some() => {
+            one(Value::UInt(cluster_sessions(realm, &args).len() as u64))
+        }
+        "wamp.session.list" if realm.cluster_sessions.is_some() => {
+            one(Value::List(cluster_sessions(realm, &args).iter().map(|(id, _)| Value::UInt(*id)).collect()))
+        }
         "wamp.session.count" => one(Value::UInt(sessions(realm, &args).len() as u64)),
         "wamp.session.list" => one(Value::List(sessions(realm, &args).iter().map(|s| Value::UInt(s.id)).collect())),
         "wamp.session.get" => {
             let id = id_arg(&args, 0, "session")?;
-            let session = realm.sessions.get(&id).map(|s| s.clone()).ok_or_else(|| no_such_session(id))?;
-            one(Value::Dict(session_details(&session)))
+            if let Some(session) = realm.sessions.get(&id).map(|s| s.clone()) {
+                return one(Value::Dict(session_details(realm, &session)));
+            }
+            let remote = realm.cluster_sessions.as_ref().and_then(|c| c.get(id)).filter(|r| r.realm == realm.name);
+            one(Value::Dict(remote.ok_or_else(|| no_such_session(id))?.details(id)))
         }
         "wamp.session.kill" => {
             let id = id_arg(&args, 0, "session")?;
             if id == caller.id {
                 return Err(Refusal::new(WampError::NoSuchSession, "a session cannot kill itself"));
             }
-            let session = realm.sessions.get(&id).map(|s| s.clone()).ok_or_else(|| no_such_session(id))?;
-            kill(&session, caller, &kwargs);
+            if let Some(session) = realm.sessions.get(&id).map(|s| s.clone()) {
+                kill(&session, caller, &kwargs);
+                return Ok(Payload::Empty);
+            }
+            let cluster = realm.cluster_sessions.as_ref();
+            let remote = cluster.and_then(|c| c.get(id)).filter(|r| r.realm == realm.name);
+            let (Some(cluster), Some(record)) = (cluster, remote) else { return Err(no_such_session(id)) };
+            let (reason, message) = kill_reason(&kwargs);
+            cluster.kill_remote(id, &record, &reason, message).await;
             Ok(Payload::Empty)
         }
         "wamp.session.kill_by_authid" | "wamp.session.kill_by_authrole" | "wamp.session.kill_all" => {
@@ -139,7 +167,18 @@ pub fn call(
             for session in &targets {
                 kill(session, caller, &kwargs);
             }
-            one(Value::UInt(targets.len() as u64))
+            let mut killed = targets.len() as u64;
+            if let Some(cluster) = &realm.cluster_sessions {
+                let (reason, message) = kill_reason(&kwargs);
+                for (id, record) in cluster.of_realm(&realm.name) {
+                    let wanted = wanted.is_none_or(|w| if by_role { record.authrole == w } else { record.authid == w });
+                    if id != caller.id && wanted && !cluster.is_local(&record) {
+                        cluster.kill_remote(id, &record, &reason, message).await;
+                        killed += 1;
+                    }
+                }
+            }
+            one(Value::UInt(killed))
         }
         "wamp.session.add_testament" => {
             let topic = string_arg(&args, 0, "topic")?.to_owned();
@@ -176,10 +215,17 @@ pub fn call(
                 ));
             }
             testaments.push(testament);
+            drop(testaments);
+            if let Some(cluster) = &realm.cluster_sessions {
+                cluster.changed(caller.id);
+            }
             Ok(Payload::Empty)
         }
         "wamp.session.flush_testaments" => {
             let flushed = std::mem::take(&mut *caller.testaments.lock());
+            if let (Some(cluster), false) = (&realm.cluster_sessions, flushed.is_empty()) {
+                cluster.changed(caller.id);
+            }
             one(Value::UInt(flushed.len() as u64))
         }
         _ => Err(Refusal::new(WampError::NoSuchProcedure, format!("no meta procedure '{procedure}'"))),
@@ -190,14 +236,36 @@ pub fn call(
 pub fn joined(realm: &Realm, session: &SessionHandle) {
     realm
         .broker
-        .publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(session_details(session))]));
+        .publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(session_details(realm, session))]));
 }
 
-/// Publishes a session's testaments, then `on_leave`.
+/// Publishes `on_join` for a session that joined on another node (see
+/// [`crate::cluster::sessions`]), to this node's subscribers.
+pub fn joined_elsewhere(realm: &Realm, id: u64, record: &crate::cluster::sessions::Record) {
+    realm.broker.publish_internal("wamp.session.on_join", || Payload::args(vec![Value::Dict(record.details(id))]));
+}
+
+/// Publishes `on_leave` for a session of another node, to this node's subscribers.
+pub fn left_elsewhere(realm: &Realm, id: u64, record: &crate::cluster::sessions::Record) {
+    realm.broker.publish_internal("wamp.session.on_leave", || {
+        Payload::args(vec![Value::UInt(id), Value::from(record.authid.as_str()), Value::from(record.authrole.as_str())])
+    });
+}
+
+/// Publishes a session's testaments (to the whole cluster, in one), then `on_leave`.
 pub fn left(realm: &Realm, session: &SessionHandle) {
     let testaments = std::mem::take(&mut *session.testaments.lock());
-    for testament in testaments {
-        realm.broker.publish_internal(&testament.topic, || testament.payload.clone());
+    match &realm.cluster_sessions {
+        None => {
+            for testament in testaments {
+                realm.broker.publish_internal(&testament.topic, || testament.payload.clone());
+            }
+        }
+        Some(cluster) => {
+            let outgoing: Vec<_> =
+                testaments.into_iter().filter_map(|t| realm.broker.publish_everywhere(&t.topic, t.payload)).collect();
+            cluster.left(session.id, outgoing);
+        }
     }
     let identity = session.identity();
     realm.broker.publish_internal("wamp.session.on_leave", || {
@@ -311,12 +379,13 @@ fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result
     Ok(())
 }
 
-fn kill(session: &SessionHandle, by: &SessionHandle, kwargs: &Dict) {
+fn kill_reason(kwargs: &Dict) -> (String, Option<&str>) {
     let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.close.killed").to_owned();
-    let details = match kwargs.get("message").and_then(Value::as_str) {
-        Some(message) => Dict::new().with("message", message),
-        None => Dict::new(),
-    };
+    (reason, kwargs.get("message").and_then(Value::as_str))
+}
+
+fn kill(session: &SessionHandle, by: &SessionHandle, kwargs: &Dict) {
+    let (reason, message) = kill_reason(kwargs);
     tracing::info!(
         session = session.id,
         authid = authid(session),
@@ -325,6 +394,20 @@ fn kill(session: &SessionHandle, by: &SessionHandle, kwargs: &Dict) {
         by_authid = authid(by),
         "session killed through the meta API"
     );
+    close_killed(session, reason, message);
+}
+
+/// Closes a local session another node was asked to kill (`by` names who asked, for the log).
+pub fn kill_for(session: &SessionHandle, reason: &str, message: Option<&str>, by: &str) {
+    tracing::info!(session = session.id, authid = authid(session), reason, by, "session killed through the meta API");
+    close_killed(session, reason.to_owned(), message);
+}
+
+fn close_killed(session: &SessionHandle, reason: String, message: Option<&str>) {
+    let details = match message {
+        Some(message) => Dict::new().with("message", message),
+        None => Dict::new(),
+    };
     session.outbox().mark(crate::metrics::CloseCause::Killed);
     if let Some(metrics) = session.metrics() {
         metrics.kills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -362,7 +445,21 @@ fn sessions(realm: &Realm, args: &[Value]) -> Vec<Arc<SessionHandle>> {
         .collect()
 }
 
-fn session_details(session: &SessionHandle) -> Dict {
+/// The sessions of the realm cluster-wide, optionally only those of the roles in `args[0]`.
+fn cluster_sessions(realm: &Realm, args: &[Value]) -> Vec<(u64, Arc<crate::cluster::sessions::Record>)> {
+    let roles: Option<Vec<&str>> = match args.first() {
+        Some(Value::List(roles)) => Some(roles.iter().filter_map(Value::as_str).collect()),
+        _ => None,
+    };
+    let Some(cluster) = &realm.cluster_sessions else { return Vec::new() };
+    let mut found = cluster.of_realm(&realm.name);
+    found.retain(|(_, r)| roles.as_ref().is_none_or(|roles| roles.contains(&r.authrole.as_str())));
+    found
+}
+
+/// What `get` and `on_join` say of a local session; in a cluster, also its node, as they say of
+/// other nodes' sessions.
+fn session_details(realm: &Realm, session: &SessionHandle) -> Dict {
     let mut details = Dict::new().with("session", session.id);
     if let Some(identity) = session.identity() {
         details.insert("authid", identity.authid.as_str());
@@ -370,7 +467,11 @@ fn session_details(session: &SessionHandle) -> Dict {
         details.insert("authmethod", identity.authmethod);
         details.insert("authprovider", identity.authprovider);
     }
-    details.with("serializer", session.serializer.subprotocol())
+    let details = details.with("serializer", session.serializer.subprotocol());
+    match &realm.cluster {
+        Some(cluster) => details.with("node", &*cluster.node().name),
+        None => details,
+    }
 }
 
 fn registration_details(registration: &crate::dealer::Registration, policy: MatchPolicy) -> Dict {

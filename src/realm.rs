@@ -32,6 +32,8 @@ pub struct Realm {
     pub metrics: Arc<RealmMetrics>,
     /// The cluster this node belongs to (`[cluster]`); `None` for a single-node router.
     pub cluster: Option<Arc<Cluster>>,
+    /// The sessions of every node, in a cluster (meta API, ids, testaments).
+    pub cluster_sessions: Option<Arc<crate::cluster::sessions::Sessions>>,
 }
 
 impl Realm {
@@ -51,7 +53,8 @@ impl Realm {
             // Validated before; should it not be, callees' own options apply.
             Err(reason) => tracing::error!(realm = config.name, reason, "invalid procedure rules; none applied"),
         }
-        let broker = Arc::new(Broker::new(shards).with_metrics(metrics.clone()));
+        let events = cluster.as_ref().map(|c| Arc::new(crate::cluster::events::Events::new(c, &config.name)));
+        let broker = Arc::new(Broker::new(shards).with_metrics(metrics.clone()).with_cluster(events));
         let publisher = broker.clone();
         dealer.report_queue_full(Arc::new(move |full| crate::meta::queue_full(&publisher, &full)));
         Realm {
@@ -67,7 +70,14 @@ impl Realm {
             })),
             metrics,
             cluster,
+            cluster_sessions: None,
         }
+    }
+
+    /// The same realm, sharing the cluster's session table.
+    pub fn with_sessions(mut self, sessions: Option<Arc<crate::cluster::sessions::Sessions>>) -> Self {
+        self.cluster_sessions = sessions;
+        self
     }
 
     /// True when nobody holds a subscription in this realm.

@@ -51,6 +51,8 @@ pub struct RouterShared {
     pub workers: Arc<Workers>,
     /// The cluster this node belongs to (`[cluster]`); `None` for a single-node router.
     pub cluster: Option<Arc<Cluster>>,
+    /// Every node's sessions, in a cluster.
+    pub cluster_sessions: Option<Arc<crate::cluster::sessions::Sessions>>,
 }
 
 impl RouterShared {
@@ -76,6 +78,11 @@ impl RouterShared {
         let limits = self.config.outbox_limits();
         loop {
             let id = fastrand::u64(1..=MAX_ID);
+            // In a cluster, also unused on the other nodes as far as this one knows; the join
+            // makes sure (see `crate::cluster::sessions`).
+            if self.cluster_sessions.as_ref().is_some_and(|c| c.contains(id)) {
+                continue;
+            }
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
                 let (handle, queue) = SessionHandle::connected(
                     id,
@@ -119,6 +126,12 @@ impl Router {
             Some(cluster) => Some(Cluster::join(cluster).await.map_err(|e| io::Error::other(e.to_string()))?),
             None => None,
         };
+        let cluster_sessions = match &cluster {
+            Some(cluster) => Some(
+                crate::cluster::sessions::Sessions::open(cluster).await.map_err(|e| io::Error::other(e.to_string()))?,
+            ),
+            None => None,
+        };
         let (limits, chunks) = (config.session_limits(), config.max_message_size);
         let realms = config
             .realms
@@ -127,7 +140,10 @@ impl Router {
                 let metrics = Arc::new(crate::metrics::RealmMetrics::new(&r.name, &config.metrics.procedures));
                 (
                     r.name.clone(),
-                    Arc::new(Realm::new(r, config.dealer_shards, limits, chunks, metrics, cluster.clone())),
+                    Arc::new(
+                        Realm::new(r, config.dealer_shards, limits, chunks, metrics, cluster.clone())
+                            .with_sessions(cluster_sessions.clone()),
+                    ),
                 )
             })
             .collect();
@@ -141,7 +157,11 @@ impl Router {
             metrics: crate::metrics::RouterMetrics::default(),
             workers,
             cluster,
+            cluster_sessions,
         });
+        if let Some(sessions) = &shared.cluster_sessions {
+            sessions.start(shared.realms.clone(), shared.shutdown.clone()).await;
+        }
         if let Some(cluster) = &shared.cluster {
             // Registrations across the cluster: in place before the first session can REGISTER.
             crate::dealer::cluster::Replica::start(&shared, cluster.clone())
@@ -474,6 +494,11 @@ impl RouterHandle {
         // started the router does.
         self.shared.workers.stop();
         // Last: the sessions' registrations and subscriptions left the cluster as they closed.
+        if let Some(sessions) = &self.shared.cluster_sessions {
+            // Records of sessions that left must be gone before the lease, or a reaper would
+            // publish their testaments a second time.
+            sessions.flush(self.shared.config.shutdown_timeout()).await;
+        }
         if let Some(cluster) = &self.shared.cluster {
             cluster.leave().await;
         }

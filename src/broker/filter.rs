@@ -20,6 +20,11 @@ pub struct Recipients {
 impl Recipients {
     /// Reads the filter from `PUBLISH.Options`.
     pub fn from_options(publisher: &SessionHandle, options: &Dict) -> Result<Self, String> {
+        Self::from_parts(publisher.id, options)
+    }
+
+    /// Reads the filter of a publication by session `publisher` (on any node) from its options.
+    pub fn from_parts(publisher: u64, options: &Dict) -> Result<Self, String> {
         let exclude_me = match options.get("exclude_me") {
             None => true,
             Some(Value::Bool(b)) => *b,
@@ -28,7 +33,7 @@ impl Recipients {
             }
         };
         Ok(Recipients {
-            publisher: publisher.id,
+            publisher,
             exclude_me,
             exclude: ids(options, "exclude")?.unwrap_or_default(),
             eligible: ids(options, "eligible")?,
@@ -78,6 +83,21 @@ impl Recipients {
             && self.eligible_authrole.as_deref().is_none_or(|e| listed(e, &identity.authrole))
     }
 }
+
+/// The filter options of a PUBLISH, as they travel to the other nodes (which apply them to their
+/// own subscribers: session ids, authids and authroles are cluster-wide).
+pub fn forwarded(options: &Dict) -> Dict {
+    let mut kept = Dict::new();
+    for key in FILTERS {
+        if let Some(value) = options.get(key) {
+            kept.insert(key, value.clone());
+        }
+    }
+    kept
+}
+
+const FILTERS: [&str; 7] =
+    ["exclude_me", "exclude", "eligible", "exclude_authid", "eligible_authid", "exclude_authrole", "eligible_authrole"];
 
 fn ids(options: &Dict, key: &str) -> Result<Option<Vec<u64>>, String> {
     match options.get(key) {

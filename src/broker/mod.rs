@@ -6,6 +6,10 @@
 //! grow with the number of patterns. A PUBLISH loads snapshots and takes no lock that SUBSCRIBE
 //! takes. Every subscriber of one subscription gets the same EVENT, so it is encoded
 //! once per serializer and the same frame bytes are queued to each of them.
+//!
+//! In a cluster ([`crate::cluster::events`]) a PUBLISH is also sent once to the other nodes after
+//! the local dispatch, and events from other nodes are delivered here to the one subscription
+//! whose NATS subscription they arrived on. Without a cluster that costs one `None` check.
 
 mod filter;
 
@@ -14,8 +18,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use crate::cluster::events::{Events, Outgoing};
+use crate::cluster::subject::Interest;
 use crate::dealer::patterns::{PatternIndex, PatternKind};
-use crate::dealer::registry::{Registration, Registry};
+use crate::dealer::registry::{Registered, Registration, Registry};
 use crate::error::{Refusal, WampError};
 use crate::metrics::{EventCount, RealmMetrics};
 use crate::session::SessionHandle;
@@ -37,13 +43,31 @@ pub struct Broker {
     exact: Registry<Arc<SessionHandle>, ()>,
     patterns: PatternIndex<Arc<SessionHandle>, ()>,
     metrics: Arc<RealmMetrics>,
+    /// The other nodes, in a cluster.
+    cluster: Option<Arc<Events>>,
 }
 
 impl Broker {
     /// A broker whose exact-topic table and pattern index have `shards` shards.
     pub fn new(shards: usize) -> Self {
         let metrics = Arc::new(RealmMetrics::new("", &[]));
-        Broker { exact: Registry::new(shards), patterns: PatternIndex::new(shards), metrics }
+        Broker { exact: Registry::new(shards), patterns: PatternIndex::new(shards), metrics, cluster: None }
+    }
+
+    /// The same broker, exchanging events with the other nodes of a cluster through `events`.
+    pub fn with_cluster(mut self, events: Option<Arc<Events>>) -> Self {
+        self.cluster = events;
+        self
+    }
+
+    /// The link to the other nodes, in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Events>> {
+        self.cluster.as_ref()
+    }
+
+    /// True when subscription `id` has subscribers here.
+    pub fn has_subscription(&self, id: u64) -> bool {
+        self.exact.get(id).is_some() || self.patterns.get(id).is_some()
     }
 
     /// The same broker, counting its events in `metrics`.
@@ -58,8 +82,15 @@ impl Broker {
     }
 
     /// SUBSCRIBE: adds the session to the subscription of (`topic`, match policy), returning its
-    /// id; every subscriber of the same topic and policy gets the same id.
-    pub fn subscribe(&self, subscriber: &Arc<SessionHandle>, topic: &str, options: &Dict) -> Result<u64, Refusal> {
+    /// id (every subscriber of the same topic and policy gets the same id) and whether this made
+    /// the subscription (then, in a cluster, the caller starts listening to the other nodes for
+    /// it: see [`Events::listen`]).
+    pub fn subscribe(
+        &self,
+        subscriber: &Arc<SessionHandle>,
+        topic: &str,
+        options: &Dict,
+    ) -> Result<Registered, Refusal> {
         let policy = MatchPolicy::from_option(options.get("match"))
             .map_err(|reason| Refusal::new(WampError::InvalidArgument, reason))?;
         if !policy.accepts(topic) {
@@ -73,7 +104,7 @@ impl Broker {
             Some(kind) => self.patterns.register(topic, kind, (), subscriber.clone()),
         };
         match subscribed {
-            Ok(subscribed) => Ok(subscribed.id),
+            Ok(subscribed) => Ok(subscribed),
             Err(_) => unreachable!("subscriptions have no policy to conflict on"),
         }
     }
@@ -81,7 +112,12 @@ impl Broker {
     /// UNSUBSCRIBE: removes the session from a subscription it holds.
     pub fn unsubscribe(&self, session: u64, subscription: u64) -> Result<(), Refusal> {
         let left = self.exact.unregister(subscription, session);
-        if left.or_else(|| self.patterns.unregister(subscription, session)).is_some() {
+        if let Some((_, deleted)) = left.or_else(|| self.patterns.unregister(subscription, session)) {
+            if deleted {
+                if let Some(cluster) = &self.cluster {
+                    cluster.stop(subscription);
+                }
+            }
             return Ok(());
         }
         Err(Refusal::new(WampError::NoSuchSubscription, format!("session holds no subscription {subscription}")))
@@ -90,7 +126,9 @@ impl Broker {
     /// PUBLISH: sends an EVENT to every eligible subscriber of every subscription matching
     /// `topic`. Returns the publication id. Never waits: a subscriber that cannot keep up loses
     /// the event (see [`crate::session::outbox`]), the publisher and the other subscribers do not.
-    /// `disclose` names the publisher whatever it asked (its role's rule says so).
+    /// `disclose` names the publisher whatever it asked (its role's rule says so). In a cluster,
+    /// also returns the event for the other nodes, which the caller sends (in order, before it
+    /// acknowledges).
     pub fn publish(
         &self,
         publisher: &SessionHandle,
@@ -98,7 +136,7 @@ impl Broker {
         options: &Dict,
         payload: Payload,
         disclose: bool,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<(u64, Option<Outgoing>), Refusal> {
         if !uri::is_valid(topic) || uri::is_reserved(topic) {
             return Err(Refusal::new(WampError::InvalidUri, format!("cannot publish to topic URI '{topic}'")));
         }
@@ -114,8 +152,70 @@ impl Broker {
             }
         }
         self.metrics.events(EventCount::Published, 1);
-        self.fan_out(topic, publication, &details, payload, &recipients);
-        Ok(publication)
+        self.fan_out(topic, publication, &details, &payload, &recipients);
+        // The other nodes get the EVENT's details (disclosure) plus the topic, the publisher's id
+        // (`p`, for `exclude_me`) and the filter options (`x`), which they apply themselves.
+        let outgoing = self.cluster.as_ref().and_then(|cluster| {
+            let mut envelope = details;
+            envelope.insert("topic", topic);
+            envelope.insert("p", publisher.id);
+            let filter = filter::forwarded(options);
+            if !filter.is_empty() {
+                envelope.insert("x", filter);
+            }
+            cluster.outgoing(topic, publication, envelope, &payload)
+        });
+        Ok((publication, outgoing))
+    }
+
+    /// Publishes an event on behalf of the router to every subscriber of `topic` in the cluster
+    /// (testaments): dispatched here, and returned for the other nodes.
+    pub fn publish_everywhere(&self, topic: &str, payload: Payload) -> Option<Outgoing> {
+        let publication = fastrand::u64(1..=MAX_ID);
+        self.fan_out(topic, publication, &Dict::new(), &payload, &Recipients::everyone());
+        let envelope = Dict::new().with("topic", topic);
+        self.cluster.as_ref().and_then(|cluster| cluster.outgoing(topic, publication, envelope, &payload))
+    }
+
+    /// Delivers an event another node published to local subscription `subscription`, which
+    /// listens with `interest`: `details` is the envelope the publishing node made in
+    /// [`Broker::publish`]. Filters and disclosure apply as they would on that node.
+    pub fn deliver_remote(
+        &self,
+        subscription: u64,
+        interest: &Interest,
+        publication: u64,
+        details: &Dict,
+        payload: Payload,
+    ) {
+        let Some(topic) = details.get("topic").and_then(Value::as_str) else { return };
+        if !interest.admits(topic) {
+            return;
+        }
+        let (found, pattern) = match self.exact.get(subscription) {
+            Some(exact) => (exact, false),
+            None => match self.patterns.get(subscription) {
+                Some((found, _)) => (found, true),
+                None => return,
+            },
+        };
+        let publisher = details.get("p").and_then(Value::as_u64).unwrap_or(0);
+        let empty = Dict::new();
+        let options = details.get("x").and_then(Value::as_dict).unwrap_or(&empty);
+        let Ok(recipients) = Recipients::from_parts(publisher, options) else { return };
+        let mut event_details = Dict::new();
+        for key in ["publisher", "publisher_authid", "publisher_authrole"] {
+            if let Some(value) = details.get(key) {
+                event_details.insert(key, value.clone());
+            }
+        }
+        if pattern {
+            event_details.insert("topic", topic);
+        }
+        let event = Message::Event { subscription: found.id, publication, details: event_details, payload };
+        let (delivered, dropped) = deliver(&found, &event, &recipients);
+        self.metrics.events(EventCount::Delivered, delivered);
+        self.metrics.events(EventCount::Dropped, dropped);
     }
 
     /// Publishes an event on behalf of the router itself (meta events, testaments): no publisher
@@ -126,10 +226,10 @@ impl Broker {
             return;
         }
         let recipients = Recipients::everyone();
-        self.fan_out(topic, fastrand::u64(1..=MAX_ID), &Dict::new(), payload(), &recipients);
+        self.fan_out(topic, fastrand::u64(1..=MAX_ID), &Dict::new(), &payload(), &recipients);
     }
 
-    fn fan_out(&self, topic: &str, publication: u64, details: &Dict, payload: Payload, recipients: &Recipients) {
+    fn fan_out(&self, topic: &str, publication: u64, details: &Dict, payload: &Payload, recipients: &Recipients) {
         for (subscription, pattern) in self.matching(topic) {
             let mut details = details.clone();
             if pattern {

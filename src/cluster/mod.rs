@@ -11,7 +11,10 @@
 //! never opens a NATS connection.
 
 pub mod config;
+pub mod events;
 pub mod nodes;
+pub mod sessions;
+pub mod subject;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -266,7 +266,7 @@ impl Session {
                     tracing::debug!(session = self.handle.id, %refusal, "call refused");
                     Err(refusal)
                 } else if meta::is_meta_procedure(&procedure) {
-                    meta::call(&realm, &self.handle, &procedure, &payload)
+                    Box::pin(meta::call(&realm, &self.handle, &procedure, &payload)).await
                 } else {
                     let disclose = grant.discloses_caller();
                     if let Err(violation) =
@@ -376,8 +376,19 @@ impl Session {
                     return Flow::Continue;
                 }
                 match realm.broker.subscribe(&self.handle, &topic, &options) {
-                    Ok(subscription) => {
+                    Ok(subscribed) => {
+                        let subscription = subscribed.id;
                         self.subscriptions.insert(subscription);
+                        if let Some(events) = realm.broker.cluster() {
+                            if subscribed.created {
+                                // The policy was read by `subscribe` already; it cannot fail here.
+                                let policy = uri::MatchPolicy::from_option(options.get("match"))
+                                    .unwrap_or(uri::MatchPolicy::Exact);
+                                events.listen(&realm.broker, subscription, policy, &topic).await;
+                            } else {
+                                events.ready(subscription).await;
+                            }
+                        }
                         self.handle.send(Message::Subscribed { request, subscription });
                     }
                     Err(refusal) => self.refuse(MessageType::Subscribe, request, refusal),
@@ -399,6 +410,14 @@ impl Session {
                     realm.broker.publish(&self.handle, &topic, &options, payload, grant.discloses_publisher())
                 } else {
                     Err(self.not_authorized(Action::Publish, &topic))
+                };
+                let published = match published {
+                    Ok((publication, Some(outgoing))) => {
+                        outgoing.send().await;
+                        Ok(publication)
+                    }
+                    Ok((publication, None)) => Ok(publication),
+                    Err(refusal) => Err(refusal),
                 };
                 match published {
                     Ok(publication) if acknowledge => {
@@ -473,7 +492,7 @@ impl Session {
             };
         }
         match started {
-            Hello::Welcome(admitted) => self.welcome(realm, admitted, features),
+            Hello::Welcome(admitted) => self.welcome(realm, admitted, features).await,
             Hello::Challenge(challenge, pending) => {
                 self.challenged = Some(Challenged { realm, pending, features });
                 if self.handle.push(Outbound::Message(Box::new(challenge))).is_err() {
@@ -507,7 +526,7 @@ impl Session {
             }),
         };
         match checked {
-            Ok(admitted) => self.welcome(realm, admitted, features),
+            Ok(admitted) => self.welcome(realm, admitted, features).await,
             Err(refusal) => {
                 self.cause.set(CloseCause::Refused);
                 tracing::warn!(session = self.handle.id, peer = %self.peer, realm = realm.name, authid, authmethod, %refusal, "authentication failed");
@@ -517,7 +536,7 @@ impl Session {
     }
 
     /// WELCOME: the session joins `realm` as `admitted`.
-    fn welcome(&mut self, realm: Arc<Realm>, admitted: Admitted, features: CalleeFeatures) -> Flow {
+    async fn welcome(&mut self, realm: Arc<Realm>, admitted: Admitted, features: CalleeFeatures) -> Flow {
         let identity = Identity {
             authid: admitted.authid,
             authrole: admitted.role.name().to_owned(),
@@ -544,6 +563,14 @@ impl Session {
         }
         let welcome = Message::Welcome { session: self.handle.id, details };
         self.handle.set_identity(identity);
+        if let Some(cluster) = &realm.cluster_sessions {
+            if cluster.reserve(&self.handle, &realm.name).await == crate::cluster::sessions::Reserved::Taken {
+                self.cause.set(CloseCause::Refused);
+                tracing::warn!(session = self.handle.id, "session id taken by a session of another node; refused");
+                let reason = "this session's id is taken elsewhere in the cluster; connect again";
+                return Flow::Close(Some(abort(WampError::AuthenticationFailed, reason)));
+            }
+        }
         self.access = Some(Access::new(admitted.role));
         if self.handle.push(Outbound::Message(Box::new(welcome))).is_err() {
             return Flow::Close(None);

@@ -815,6 +815,9 @@ fn diff(previous: Option<&Record>, next: Option<&Record>) -> Vec<(String, Event)
 /// waits for the next write or an idle heartbeat.
 async fn watch_registry(replica: Weak<Replica>) {
     use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+    // Doubled while attempts deliver nothing (JetStream electing leaders is not to be flooded
+    // with consumer requests), reset when one does.
+    let mut pause = Duration::from_millis(100);
     loop {
         let (kv, from, resync) = match replica.upgrade() {
             Some(r) => (r.kv.clone(), *r.applied.borrow() + 1, r.resync.clone().notified_owned()),
@@ -867,10 +870,12 @@ async fn watch_registry(replica: Weak<Replica>) {
                     .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
                 let value = (!removed).then_some(&message.payload);
                 replica.apply(key, value, revision);
+                pause = Duration::from_millis(100);
             },
             Err(error) => tracing::warn!(%error, "registry watch could not start; retrying"),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
