@@ -148,10 +148,16 @@ pub(super) async fn start(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
                     // Back from a NATS outage: what happened meanwhile may be gone from the
                     // bucket's history (a lost node's marker outlives it by one lease only), so
                     // read the table again instead of trusting the watch to catch up.
-                    if up {
+                    while up && !stop.is_cancelled() {
                         match replay(&cluster).await {
-                            Ok(fresh) => watch = fresh,
-                            Err(error) => tracing::warn!(%error, "re-reading the node bucket after a reconnect"),
+                            Ok(fresh) => {
+                                watch = fresh;
+                                break;
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "re-reading the node bucket after a reconnect; retrying");
+                                tokio::time::sleep(cluster.config.heartbeat()).await;
+                            }
                         }
                     }
                     continue;
@@ -186,6 +192,17 @@ pub(super) async fn start(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
             match tokio::time::timeout(period, cluster.node_bucket.update(&key, value.clone(), revision)).await {
                 Ok(Ok(next)) => revision = next,
                 Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // A renewal that timed out may have been written after all (a stream electing a
+                    // new leader answers late): the lease is still ours if it holds our incarnation.
+                    // Asked of the stream's leader: a follower answering a direct get may lag.
+                    let subject = format!("{}{key}", cluster.node_bucket.prefix);
+                    if let Ok(current) = cluster.node_bucket.stream.get_last_raw_message_by_subject(&subject).await {
+                        // Deletes and expiry markers carry no incarnation.
+                        if incarnation_of(&current.payload) == Some(me.incarnation) {
+                            revision = current.sequence;
+                            continue;
+                        }
+                    }
                     log(&cluster, &cluster.nodes.apply(&me.name, None));
                     match cluster.node_bucket.put(&key, value.clone()).await {
                         Ok(next) => revision = next,
@@ -215,8 +232,12 @@ async fn replay(cluster: &Cluster) -> Result<kv::Watch, ClusterError> {
             let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
                 Ok(Some(Ok(entry))) => entry,
                 Ok(Some(Err(error))) => return Err(failed(&error)),
-                // Only other keys (claims) in the bucket: nothing more to replay.
-                Ok(None) | Err(_) => break,
+                // This node's lease was written before the first replay and is renewed before a
+                // later one can succeed, so a replay that ends without catching up is
+                // incomplete: better the old view than one that loses every node it did not read.
+                Ok(None) | Err(_) => {
+                    return Err(ClusterError::JetStream("the node bucket's replay did not catch up".into()))
+                }
             };
             if let (Some(name), Operation::Put) = (entry.key.strip_prefix("n."), entry.operation) {
                 if let Some(incarnation) = incarnation_of(&entry.value) {
