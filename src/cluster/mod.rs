@@ -162,11 +162,6 @@ impl Cluster {
         self.nodes.incarnation(&node.name) == Some(node.incarnation)
     }
 
-    /// The live incarnation of the node named `name`, if any.
-    pub fn is_live_name(&self, name: &str) -> Option<NodeId> {
-        self.nodes.incarnation(name).map(|incarnation| NodeId::new(name, incarnation))
-    }
-
     /// Nodes joining and being lost, from now on (see [`NodeEvent`]).
     pub fn node_events(&self) -> broadcast::Receiver<NodeEvent> {
         self.nodes.subscribe()
