@@ -19,6 +19,11 @@ pub enum Isolation {
     Fence,
 }
 
+/// The shortest lease for replicated buckets: JetStream's longest wait before it elects a new
+/// stream leader (9 s after the last heartbeat of one that died, heartbeats every second), plus
+/// the election itself and a few of this node's heartbeats on a loaded machine.
+pub const MIN_REPLICATED_LEASE_MS: u64 = 15_000;
+
 /// `[cluster]`: present, the node joins a Roundhouse cluster on NATS JetStream; absent, the router
 /// is a single node with no NATS connection at all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +58,10 @@ pub struct ClusterConfig {
     /// How long after its last heartbeat a node counts as lost and is reaped.
     pub lease_ms: u64,
     /// Replicas of the cluster's JetStream buckets: 1 for one NATS server, 3 for a three-server
-    /// NATS cluster (writes then go on while one server is down).
+    /// NATS cluster (writes then go on while one server is down, after JetStream elected new
+    /// leaders for the buckets that server led). Above 1, `lease_ms` must be at least
+    /// [`MIN_REPLICATED_LEASE_MS`], and a `kv_timeout_ms` of 12000 or more lets REGISTER wait out
+    /// such an election instead of failing with `wamp.error.network_failure`.
     pub kv_replicas: usize,
     /// What the node does when the cluster reaped it after it was cut off from NATS.
     pub on_isolation: Isolation,
@@ -100,6 +108,13 @@ impl ClusterConfig {
         }
         if !matches!(self.kv_replicas, 1..=5) {
             return Err("[cluster] kv_replicas must be between 1 and 5".to_owned());
+        }
+        if self.kv_replicas > 1 && self.lease_ms < MIN_REPLICATED_LEASE_MS {
+            return Err(format!(
+                "[cluster] with kv_replicas above 1, lease_ms must be at least {MIN_REPLICATED_LEASE_MS}: when the \
+                 NATS server leading a bucket dies, JetStream elects another leader after 4 to 9 s and no lease \
+                 is renewed meanwhile, so a shorter lease would expire every node's at once"
+            ));
         }
         if self.user.is_some() != self.password.is_some() {
             return Err("[cluster] user and password go together".to_owned());
@@ -156,6 +171,13 @@ mod tests {
         let config = ClusterConfig { lease_ms: 1_500, ..named("a") };
         assert!(config.validate().unwrap_err().contains("lease_ms"));
         assert!(ClusterConfig { lease_ms: 2_000, ..named("a") }.validate().is_ok());
+    }
+
+    #[test]
+    fn replicated_buckets_need_a_lease_that_outlasts_a_jetstream_election() {
+        let config = ClusterConfig { kv_replicas: 3, ..named("a") };
+        assert!(config.validate().unwrap_err().contains("lease_ms must be at least 15000"));
+        assert!(ClusterConfig { kv_replicas: 3, lease_ms: 15_000, ..named("a") }.validate().is_ok());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use async_nats::jetstream::{self, kv};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ClusterConfig, Isolation};
+pub use config::{ClusterConfig, Isolation, MIN_REPLICATED_LEASE_MS};
 pub use nodes::{NodeEvent, NodeId};
 
 /// Why a node could not join the cluster or reach its buckets.
@@ -178,25 +178,20 @@ impl Cluster {
     pub async fn claim(&self, task: &str, node: &NodeId) -> Result<bool, ClusterError> {
         let key = format!("claim.{task}.{}.{}", node.name, node.incarnation);
         let me = bytes::Bytes::from(self.node.to_string());
-        // A NATS server leaving or a leader moving fails a request for a moment: retried within
-        // the registry timeout. A claim whose answer was lost is found again by its value.
-        let deadline = tokio::time::Instant::now() + self.config.kv_timeout();
-        loop {
-            let error = match self.node_bucket.create(&key, me.clone()).await {
-                Ok(_) => return Ok(true),
+        // A claim whose answer was lost is found again by its value.
+        retry_transient(self.config.kv_timeout(), Duration::from_millis(100), || async {
+            match self.node_bucket.create(&key, me.clone()).await {
+                Ok(_) => Ok(true),
                 Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
                     match self.node_bucket.get(&key).await {
-                        Ok(holder) => return Ok(holder.as_ref() == Some(&me)),
-                        Err(error) => ClusterError::jetstream("reading a reaper's claim", error),
+                        Ok(holder) => Ok(holder.as_ref() == Some(&me)),
+                        Err(error) => Err(ClusterError::jetstream("reading a reaper's claim", error)),
                     }
                 }
-                Err(error) => ClusterError::jetstream("claiming a reaper's task", error),
-            };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(error);
+                Err(error) => Err(ClusterError::jetstream("claiming a reaper's task", error)),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Leaves the cluster gracefully: stops the heartbeat and deletes the lease, so the other
@@ -301,13 +296,11 @@ async fn open_bucket(
         limit_markers,
         ..Default::default()
     };
-    // A NATS cluster that is starting (or electing a leader) drops requests for a moment: short
-    // attempts, retried within the registry timeout.
-    let deadline = tokio::time::Instant::now() + config.kv_timeout();
+    // Short attempts: a request to a server that went away is not waited for the whole timeout.
     let mut jetstream = jetstream.clone();
     jetstream.set_timeout(config.kv_timeout().min(Duration::from_secs(1)));
-    loop {
-        let attempt = match jetstream.create_key_value(wanted.clone()).await {
+    retry_transient(config.kv_timeout(), Duration::from_millis(250), || async {
+        match jetstream.create_key_value(wanted.clone()).await {
             Ok(store) => Ok(store),
             // Another node created it first (with the same settings: creating is idempotent then),
             // or with other settings by an older release: use it as it is.
@@ -315,11 +308,31 @@ async fn open_bucket(
                 .get_key_value(bucket)
                 .await
                 .map_err(|error| ClusterError::jetstream(&format!("opening bucket {bucket} ({created})"), error)),
-        };
-        match attempt {
-            Err(error) if tokio::time::Instant::now() < deadline => {
+        }
+    })
+    .await
+}
+
+/// Runs `attempt` until it succeeds or `within` has passed, pausing `pause` between tries, and
+/// returns the last error then. A NATS cluster that is starting, or electing a new leader for a
+/// replicated stream after losing a server (JetStream waits 4 to 9 s before it elects), refuses
+/// requests for a while; what the cluster asks of JetStream outside a call's path rides that out
+/// here.
+pub(crate) async fn retry_transient<T, F, Fut>(
+    within: Duration,
+    pause: Duration,
+    mut attempt: F,
+) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match attempt().await {
+            Err(error) if tokio::time::Instant::now() + pause < deadline => {
                 tracing::debug!(%error, "JetStream not ready; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(pause).await;
             }
             done => return done,
         }

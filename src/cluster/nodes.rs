@@ -13,6 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures_util::StreamExt;
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
@@ -130,7 +131,8 @@ pub(super) async fn start(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
     let key = lease_key(&me.name);
     let mut revision =
         bucket.put(&key, value.clone()).await.map_err(|e| ClusterError::jetstream("taking this node's lease", e))?;
-    let mut watch = replay(cluster).await?;
+    let mut watch =
+        super::retry_transient(cluster.config.kv_timeout(), cluster.config.heartbeat(), || replay(cluster)).await?;
 
     let watcher = Arc::downgrade(cluster);
     let stop = cluster.stop.clone();
@@ -196,10 +198,17 @@ pub(super) async fn start(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
                     // new leader answers late): the lease is still ours if it holds our incarnation.
                     // Asked of the stream's leader: a follower answering a direct get may lag.
                     let subject = format!("{}{key}", cluster.node_bucket.prefix);
-                    if let Ok(current) = cluster.node_bucket.stream.get_last_raw_message_by_subject(&subject).await {
+                    match cluster.node_bucket.stream.get_last_raw_message_by_subject(&subject).await {
                         // Deletes and expiry markers carry no incarnation.
-                        if incarnation_of(&current.payload) == Some(me.incarnation) {
+                        Ok(current) if incarnation_of(&current.payload) == Some(me.incarnation) => {
                             revision = current.sequence;
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+                        // No answer is no proof of being reaped: asked again at the next tick.
+                        Err(error) => {
+                            tracing::warn!(%error, "could not check this node's lease; checking again");
                             continue;
                         }
                     }
@@ -220,36 +229,39 @@ pub(super) async fn start(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
 /// Reads every lease in the bucket and applies the difference to the node table (so a node
 /// whose lease vanished while this one was not looking is lost now), then returns the watch
 /// that goes on from there.
+///
+/// A replay that does not hold this node's own lease is incomplete and changes nothing: the lease
+/// was written before the first replay and is renewed before a later one can succeed, so its
+/// absence means the read came too early (a replicated bucket electing a new leader, a consumer
+/// made on a server that is catching up), not that every other node is gone. Had the cluster
+/// really reaped this node, the renewal finds out and takes the lease again, and the next replay
+/// holds it.
 async fn replay(cluster: &Cluster) -> Result<kv::Watch, ClusterError> {
     let bucket = &cluster.node_bucket;
     let failed = |e: &dyn fmt::Display| ClusterError::jetstream("reading the node bucket", e);
-    let status = bucket.status().await.map_err(|e| failed(&e))?;
+    let incomplete = || ClusterError::JetStream("the node bucket's replay did not catch up".into());
     let mut watch = bucket.watch_with_history("n.*").await.map_err(|e| failed(&e))?;
     let mut leases: HashMap<String, u64> = HashMap::new();
-    if status.info.state.messages > 0 {
-        let deadline = tokio::time::Instant::now() + cluster.config.kv_timeout();
-        loop {
-            let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
-                Ok(Some(Ok(entry))) => entry,
-                Ok(Some(Err(error))) => return Err(failed(&error)),
-                // This node's lease was written before the first replay and is renewed before a
-                // later one can succeed, so a replay that ends without catching up is
-                // incomplete: better the old view than one that loses every node it did not read.
-                Ok(None) | Err(_) => {
-                    return Err(ClusterError::JetStream("the node bucket's replay did not catch up".into()))
-                }
-            };
-            if let (Some(name), Operation::Put) = (entry.key.strip_prefix("n."), entry.operation) {
-                if let Some(incarnation) = incarnation_of(&entry.value) {
-                    leases.insert(name.to_owned(), incarnation);
-                }
-            } else if let Some(name) = entry.key.strip_prefix("n.") {
-                leases.remove(name);
+    let deadline = tokio::time::Instant::now() + cluster.config.kv_timeout();
+    loop {
+        let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
+            Ok(Some(Ok(entry))) => entry,
+            Ok(Some(Err(error))) => return Err(failed(&error)),
+            Ok(None) | Err(_) => return Err(incomplete()),
+        };
+        if let (Some(name), Operation::Put) = (entry.key.strip_prefix("n."), entry.operation) {
+            if let Some(incarnation) = incarnation_of(&entry.value) {
+                leases.insert(name.to_owned(), incarnation);
             }
-            if entry.delta == 0 {
-                break;
-            }
+        } else if let Some(name) = entry.key.strip_prefix("n.") {
+            leases.remove(name);
         }
+        if entry.delta == 0 {
+            break;
+        }
+    }
+    if !leases.contains_key(&*cluster.node.name) {
+        return Err(incomplete());
     }
     for gone in cluster.nodes.live().into_iter().filter(|n| !leases.contains_key(&*n.name)) {
         log(cluster, &cluster.nodes.apply(&gone.name, None));

@@ -27,6 +27,8 @@ pub struct NatsServer {
     store: PathBuf,
     binary: PathBuf,
     extra: Vec<String>,
+    /// Signalled when a server of a NATS cluster learns its JetStream metadata leader.
+    meta_leader: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// Where nats-server is: `$NATS_SERVER_BIN`, else `nats-server` on the PATH.
@@ -62,7 +64,7 @@ impl NatsServer {
         };
         let store = std::env::temp_dir().join(format!("rh-nats-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&store).unwrap();
-        let mut server = NatsServer { child: None, port: free_port(), store, binary, extra };
+        let mut server = NatsServer { child: None, port: free_port(), store, binary, extra, meta_leader: None };
         server.spawn();
         Some(server)
     }
@@ -78,10 +80,15 @@ impl NatsServer {
             .expect("nats-server starts");
         let stderr = child.stderr.take().unwrap();
         let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (leader_tx, leader) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("Server is ready") {
                     let _ = ready_tx.send(());
+                }
+                // "Self is new JetStream cluster metadata leader", or "… new metadata leader: …".
+                if line.contains("metadata leader") {
+                    let _ = leader_tx.send(());
                 }
                 if std::env::var_os("NATS_LOG").is_some() {
                     eprintln!("nats: {line}");
@@ -90,6 +97,7 @@ impl NatsServer {
         });
         ready.recv_timeout(Duration::from_secs(20)).expect("nats-server is ready within 20 s");
         self.child = Some(child);
+        self.meta_leader = Some(leader);
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -157,7 +165,14 @@ impl NatsCluster {
             })
             .collect();
         let servers: Option<Vec<NatsServer>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        Some(NatsCluster { servers: servers? })
+        let servers = servers?;
+        // JetStream takes requests only once the servers elected their metadata leader, which
+        // they do after "Server is ready" (seconds on a loaded machine): wait for every one.
+        for server in &servers {
+            let leader = server.meta_leader.as_ref().expect("started");
+            leader.recv_timeout(Duration::from_secs(30)).expect("a JetStream metadata leader within 30 s");
+        }
+        Some(NatsCluster { servers })
     }
 
     /// Every server's client URL, for `nats_urls`.
