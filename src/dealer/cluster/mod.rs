@@ -191,6 +191,8 @@ pub struct Replica {
     resync: Arc<tokio::sync::Notify>,
     /// One turn per record being written by this node (see [`Replica::modify`]).
     writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Signalled whenever a background removal ([`Replica::forget`]) is done.
+    removed: tokio::sync::Notify,
 }
 
 /// A realm's dealer's link to the node's [`Replica`].
@@ -214,6 +216,7 @@ impl Replica {
             remote,
             resync: Arc::new(tokio::sync::Notify::new()),
             writers: Mutex::default(),
+            removed: tokio::sync::Notify::new(),
         });
         // Subscribed before anything is registered: a call forwarded here finds the inbox.
         remote::start_inbox(&replica).await?;
@@ -570,13 +573,16 @@ impl Replica {
             if !removed {
                 tracing::warn!(key, session, "could not remove a member from the registry; the lease reaper will");
             }
-            let mut state = replica.state.lock();
-            if let Some(count) = state.removing.get_mut(&key) {
-                *count -= 1;
-                if *count == 0 {
-                    state.removing.remove(&key);
+            {
+                let mut state = replica.state.lock();
+                if let Some(count) = state.removing.get_mut(&key) {
+                    *count -= 1;
+                    if *count == 0 {
+                        state.removing.remove(&key);
+                    }
                 }
             }
+            replica.removed.notify_waiters();
         });
         true
     }
@@ -586,8 +592,17 @@ impl Replica {
     /// does not find the member that is leaving.
     async fn settle_removals(&self, key: &str) {
         let deadline = tokio::time::Instant::now() + self.kv_timeout();
-        while self.state.lock().removing.contains_key(key) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        loop {
+            // Registered before the check, so a removal that ends in between is not missed.
+            let removed = self.removed.notified();
+            tokio::pin!(removed);
+            removed.as_mut().enable();
+            if !self.state.lock().removing.contains_key(key) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, removed).await.is_err() {
+                return;
+            }
         }
     }
 
