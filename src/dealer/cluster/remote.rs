@@ -444,10 +444,18 @@ impl Inner {
 
     /// An answer (or NACK, or no-responders) for the forwarded call `seq` to `session`.
     fn answer(&self, session: u64, seq: u64, message: &async_nats::Message) {
-        let Some(proxy) = self.callees.lock().get(&session).map(|p| p.handle.clone()) else { return };
+        let Some((proxy, node)) = self.callees.lock().get(&session).map(|p| (p.handle.clone(), p.node.clone())) else {
+            return;
+        };
         if message.status == Some(StatusCode::NO_RESPONDERS) {
-            if let Some(call) = proxy.invocations.remove(seq) {
-                call.fail(WampError::Canceled, "the callee's router node is gone");
+            // Nobody listens at that node's inbox any more (it crashed or left, its lease not yet
+            // ended): NATS delivered the INV to no one, so the call is routed again, away from
+            // every member on that node, as a hot standby expects; never answered twice.
+            if let Some(mut call) = proxy.invocations.remove(seq) {
+                let gone =
+                    self.callees.lock().iter().filter(|(_, p)| p.node == node).map(|(id, _)| *id).collect::<Vec<_>>();
+                call.unavailable.extend(gone);
+                call::reroute(call);
             }
             return;
         }
