@@ -21,10 +21,29 @@
 //! tag byte naming a serializer and the WAMP message in it, in the serializer of the payload it
 //! carries, so arguments pass through as the caller's bytes and are transcoded, once, only for
 //! a callee of another serializer.
+//!
+//! # Liveness of calls between nodes
+//! Core NATS delivers at most once: an INV or its final RES/ERR can be lost (a slow consumer
+//! dropped, a NATS server lost mid-flight) while both nodes stay connected, and a callee's node
+//! can drop the stand-in caller of an origin it took for lost. So every heartbeat the origin sends
+//! each callee node one PRB (probe) listing the `(callee session, seq)` of its calls to that node
+//! forwarded before the previous tick; the callee node answers, to `….n.<origin>.p`, only with
+//! those it does not hold (never got, or already answered), and the origin ends each of these
+//! with `wamp.error.canceled` through the stand-in's invocation table (so never a second answer).
+//! Only a positive "not held" cancels: a lost probe or a lost reply delays the verdict by one
+//! heartbeat, never cancels a live call, and nothing is sent at all while no forwarded call is a
+//! heartbeat old; the callee node keeps no timer. Orderings that make "not held" safe:
+//! - a PRB goes to the same subject, on the same connection, after the INVs it names (only seqs
+//!   whose INV was handed to the client are probed), so the callee node's inbox has seen each INV
+//!   before the PRB;
+//! - the callee node forgets a call only after its final answer was handed to the client, and
+//!   answers the PRB after that, to the origin's same inbox subscription: the origin applies the
+//!   answer first and then finds nothing to cancel.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_nats::{HeaderMap, StatusCode, Subject};
 use bytes::Bytes;
@@ -75,6 +94,9 @@ struct Inner {
 struct Proxy {
     node: NodeId,
     handle: Arc<SessionHandle>,
+    /// The last seq whose INV its forwarding task handed to the client (seqs of one stand-in
+    /// go out in increasing order).
+    published: Arc<AtomicU64>,
 }
 
 struct Caller {
@@ -170,11 +192,13 @@ impl Remote {
             authprovider: "cluster",
             features,
         });
-        if let Some(old) = callees.insert(session, Proxy { node: node.clone(), handle: handle.clone() }) {
+        let published = Arc::new(AtomicU64::new(0));
+        let proxy = Proxy { node: node.clone(), handle: handle.clone(), published: published.clone() };
+        if let Some(old) = callees.insert(session, proxy) {
             old.handle.kill();
         }
         let subject = format!("{}.i", inner.cluster.node_subject(&node.name));
-        tokio::spawn(forward(inner.clone(), handle.clone(), subject, Arc::from(realm), queue));
+        tokio::spawn(forward(inner.clone(), handle.clone(), published, subject, Arc::from(realm), queue));
         handle
     }
 
@@ -226,7 +250,28 @@ pub(super) async fn start_inbox(replica: &Arc<Replica>) -> Result<(), ClusterErr
             inner.received(message);
         }
     });
+    tokio::spawn(probe(replica.remote.0.clone()));
     Ok(())
+}
+
+/// Every heartbeat, asks the nodes serving this node's calls about the calls forwarded to them
+/// before the previous tick (see the module doc).
+async fn probe(inner: Arc<Inner>) {
+    let period = Duration::from_millis(inner.cluster.config().heartbeat_ms.max(1));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last seq handed out at the previous tick: calls up to it are at least a period old.
+    let mut bound = 0;
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let older = std::mem::replace(&mut bound, inner.seq.load(Ordering::Relaxed));
+        if older > 0 && *inner.connected.borrow() {
+            inner.send_probes(older).await;
+        }
+    }
 }
 
 /// The envelope body: a tag naming the serializer, then the message in it. The serializer is the
@@ -275,6 +320,7 @@ fn run_or_spawn(future: impl std::future::Future<Output = ()> + Send + 'static) 
 async fn forward(
     inner: Arc<Inner>,
     proxy: Arc<SessionHandle>,
+    published: Arc<AtomicU64>,
     subject: String,
     realm: Arc<str>,
     mut queue: UnboundedReceiver<Outbound>,
@@ -290,7 +336,7 @@ async fn forward(
         };
         proxy.outbox().taken(item.size());
         match item {
-            Outbound::Invocation(call) => inner.send_invocation(&proxy, &subject, &realm, call).await,
+            Outbound::Invocation(call) => inner.send_invocation(&proxy, &published, &subject, &realm, call).await,
             Outbound::InvocationChunk(delivery) if proxy.invocations.contains(delivery.invocation) => {
                 let delivery = *delivery;
                 inner.send_chunk(&proxy, &subject, delivery.invocation, delivery.registration, delivery.chunk).await;
@@ -333,15 +379,9 @@ async fn replies(inner: Arc<Inner>, caller: Arc<Caller>, mut queue: UnboundedRec
             Message::Error { request, .. } => (*request, true, "ERR"),
             _ => continue,
         };
-        let subject = {
-            let mut replies = caller.replies.lock();
-            if last {
-                replies.remove(&request)
-            } else {
-                replies.get(&request).cloned()
-            }
-        };
-        let Some(subject) = subject else { continue };
+        // A final answer is forgotten only once handed to the client: a probe that finds the
+        // call gone is answered after it (see the module doc).
+        let Some(subject) = caller.replies.lock().get(&request).cloned() else { continue };
         let (body, kind) = match encode(&message) {
             Ok(body) => (body, kind),
             Err(error) => {
@@ -354,11 +394,21 @@ async fn replies(inner: Arc<Inner>, caller: Arc<Caller>, mut queue: UnboundedRec
             }
         };
         let _ = inner.client.publish_with_headers(subject, headers(kind), body).await;
+        if last {
+            caller.replies.lock().remove(&request);
+        }
     }
 }
 
 impl Inner {
-    async fn send_invocation(&self, proxy: &Arc<SessionHandle>, subject: &str, realm: &str, mut call: Box<Invocation>) {
+    async fn send_invocation(
+        &self,
+        proxy: &Arc<SessionHandle>,
+        published: &AtomicU64,
+        subject: &str,
+        realm: &str,
+        mut call: Box<Invocation>,
+    ) {
         // The member may have left after the call was routed here: another member takes it.
         if !call.registration.has_member(proxy.id) {
             return call::reroute(call);
@@ -405,6 +455,7 @@ impl Inner {
             }
             return;
         }
+        published.store(seq, Ordering::Release);
         for chunk in chunks {
             self.send_chunk(proxy, subject, seq, registration, chunk).await;
         }
@@ -439,7 +490,76 @@ impl Inner {
             }
         } else if tail == "i" {
             self.inbound(message);
+        } else if tail == "p" {
+            self.not_held(&message);
         }
+    }
+
+    /// Sends each callee node one PRB with the calls forwarded to it up to `bound` that still
+    /// wait for their answer.
+    async fn send_probes(&self, bound: u64) {
+        let proxies: Vec<(NodeId, Arc<SessionHandle>, u64)> = self
+            .callees
+            .lock()
+            .values()
+            .filter(|p| !p.handle.invocations.is_empty())
+            .map(|p| (p.node.clone(), p.handle.clone(), p.published.load(Ordering::Acquire).min(bound)))
+            .collect();
+        let mut probes: HashMap<NodeId, Vec<u8>> = HashMap::new();
+        for (node, proxy, limit) in proxies {
+            for seq in proxy.invocations.ids_up_to(limit) {
+                let body = probes.entry(node.clone()).or_default();
+                body.extend_from_slice(&proxy.id.to_be_bytes());
+                body.extend_from_slice(&seq.to_be_bytes());
+            }
+        }
+        let reply = format!("{}.p", self.inbox);
+        for (node, body) in probes {
+            let mut headers = headers("PRB");
+            headers.insert(ORIGIN, self.origin.as_str());
+            let subject = format!("{}.i", self.cluster.node_subject(&node.name));
+            let published = self.client.publish_with_reply_and_headers(subject, reply.clone(), headers, body.into());
+            if let Err(error) = published.await {
+                tracing::debug!(%node, %error, "liveness probe not sent");
+            }
+        }
+    }
+
+    /// The answer to a PRB: the `(session, seq)` pairs the callee's node does not hold. Those
+    /// still waiting here end with `wamp.error.canceled`; those answered meanwhile are gone.
+    fn not_held(&self, message: &async_nats::Message) {
+        // No responders: the callee node's inbox is gone; its lease decides about its calls.
+        if message.status.is_some() {
+            return;
+        }
+        for (session, seq) in pairs(&message.payload) {
+            let Some(proxy) = self.callees.lock().get(&session).map(|p| p.handle.clone()) else { continue };
+            if let Some(call) = proxy.invocations.remove(seq) {
+                tracing::warn!(session, seq, "a call to another node was lost there (or its answer was); canceled");
+                call.fail(WampError::Canceled, "the callee's router node lost the call or its answer");
+            }
+        }
+    }
+
+    /// A PRB from `origin`: answers with the calls it names that this node does not hold.
+    fn probed(&self, origin: &NodeId, message: &async_nats::Message) {
+        let Some(reply) = message.reply.clone() else { return };
+        let caller = self.callers.lock().get(origin).cloned();
+        let mut unknown = Vec::new();
+        {
+            let replies = caller.as_ref().map(|c| c.replies.lock());
+            for (session, seq) in pairs(&message.payload) {
+                if !replies.as_ref().is_some_and(|r| r.contains_key(&seq)) {
+                    unknown.extend_from_slice(&session.to_be_bytes());
+                    unknown.extend_from_slice(&seq.to_be_bytes());
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return;
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move { client.publish(reply, unknown.into()).await });
     }
 
     /// An answer (or NACK, or no-responders) for the forwarded call `seq` to `session`.
@@ -478,6 +598,9 @@ impl Inner {
     /// INV, CHK or INT from another node.
     fn inbound(self: &Arc<Self>, message: async_nats::Message) {
         let Some(origin) = header(&message, ORIGIN).and_then(parse_node) else { return };
+        if header(&message, KIND) == Some("PRB") {
+            return self.probed(&origin, &message);
+        }
         let Some(decoded) = decode(&message.payload) else { return };
         match (header(&message, KIND), decoded) {
             (Some("INV"), Message::Invocation { request, registration, details, payload }) => {
@@ -563,6 +686,17 @@ impl Inner {
         tokio::spawn(replies(self.clone(), caller.clone(), queue));
         caller
     }
+}
+
+/// The `(session, seq)` pairs of a PRB or its answer: 16 bytes each, big-endian.
+fn pairs(body: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    body.chunks_exact(16).map(|pair| {
+        let (session, seq) = pair.split_at(8);
+        (
+            u64::from_be_bytes(session.try_into().unwrap_or_default()),
+            u64::from_be_bytes(seq.try_into().unwrap_or_default()),
+        )
+    })
 }
 
 fn parse_node(text: &str) -> Option<NodeId> {
