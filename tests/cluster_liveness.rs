@@ -8,11 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::nats::{cluster_router, NatsServer, HEARTBEAT_MS};
-use common::{assert_error, first_arg, REALM};
+use common::nats::{cluster_router, NatsServer, TcpProxy, HEARTBEAT_MS};
+use common::{assert_error, first_arg, unexpected, REALM};
+use roundhouse::auth::ticket;
 use roundhouse::client::Client;
 use roundhouse::wire::{Dict, Message, MessageType, Payload, Serializer, Value};
-use roundhouse::RouterHandle;
+use roundhouse::{RealmConfig, RouterHandle};
 use tokio::time::{timeout, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -38,7 +39,17 @@ async fn join(router: &RouterHandle, features: &[&str]) -> Client {
 
 /// Waits until `router`'s view shows `procedure` with exactly the members `sessions`.
 async fn wait_members(router: &RouterHandle, procedure: &str, sessions: &[u64]) {
-    let realm = router.shared().realms.get(REALM).unwrap().clone();
+    wait_members_in(router, REALM, procedure, sessions).await
+}
+
+/// The member session ids of `procedure` in `router`'s view of `realm`, in order.
+fn members(router: &RouterHandle, realm: &str, procedure: &str) -> Vec<u64> {
+    let realm = router.shared().realms.get(realm).unwrap().clone();
+    realm.dealer.lookup(procedure).map_or(Vec::new(), |(r, _)| r.members().iter().map(|c| c.session.id).collect())
+}
+
+async fn wait_members_in(router: &RouterHandle, realm: &str, procedure: &str, sessions: &[u64]) {
+    let realm = router.shared().realms.get(realm).unwrap().clone();
     timeout(WAIT, async {
         loop {
             let members: Vec<u64> = realm
@@ -179,4 +190,206 @@ async fn long_calls_and_answers_crossing_the_probes_are_left_alone() {
     }
     let _receiver = answering.await.unwrap();
     assert_quiet(&mut caller, HEARTBEAT * 3).await;
+}
+
+/// Lets realm1's anonymous sessions call and subscribe the meta API.
+fn grant_meta(config: &mut roundhouse::RouterConfig) {
+    use roundhouse::auth::config::{Action, RuleConfig, RuleMatch};
+    let realm = config.realms.iter_mut().find(|r| r.name == REALM).expect("realm1");
+    let allow = vec![Action::Call, Action::Subscribe];
+    realm.roles[0].permissions.push(RuleConfig {
+        uri: "wamp.".into(),
+        policy: RuleMatch::Prefix,
+        allow,
+        disclose: vec![],
+    });
+}
+
+/// Calls `wamp.registration.remove_callee` from `admin`: its answer.
+async fn remove_callee(admin: &mut Client, registration: u64, callee: u64, reason: &str) -> Message {
+    let request = admin.request_id();
+    let payload =
+        Payload::Values(vec![Value::UInt(registration), Value::UInt(callee)], Some(Dict::new().with("reason", reason)));
+    let procedure = "wamp.registration.remove_callee".to_owned();
+    admin.send(&Message::Call { request, options: Dict::new(), procedure, payload }).await.unwrap();
+    recv(admin).await
+}
+
+/// Asserts `message` is the revocation `UNREGISTERED [0, {registration, reason}]`.
+fn assert_revoked(message: Message, registration: u64, reason: impl Fn(&str) -> bool) {
+    match message {
+        Message::Unregistered { request: 0, details: Some(details) } => {
+            assert_eq!(details.get("registration").and_then(Value::as_u64), Some(registration));
+            let why = details.get("reason").and_then(Value::as_str).unwrap_or_default();
+            assert!(reason(why), "reason {why:?}");
+        }
+        other => panic!("expected a revocation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn remove_callee_revokes_a_member_on_another_node() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let n1 = cluster_router(&nats.url(), &cluster, "n1", grant_meta).await;
+    // n2 reaches NATS through a proxy the test cuts.
+    let proxy = TcpProxy::start(nats.port()).await;
+    let n2 = cluster_router(&proxy.url(), &cluster, "n2", grant_meta).await;
+    let procedure = "com.example.p";
+    let mut near = join(&n1, &["registration_revocation"]).await;
+    let mut far = join(&n2, &["registration_revocation"]).await;
+    let registration = near.register(procedure, common::rule("roundrobin")).await.expect("registers");
+    wait_members(&n2, procedure, &[near.session_id()]).await;
+    far.register(procedure, common::rule("roundrobin")).await.expect("registers");
+    let both = [near.session_id(), far.session_id()];
+    wait_members(&n1, procedure, &both).await;
+    let mut admin = join(&n1, &[]).await;
+    admin.subscribe("wamp.registration.on_unregister", Dict::new()).await.expect("subscribes");
+
+    // The meta event comes as the view changes, before or after the RESULT (as on one node).
+    let mut event = None;
+    let mut reply = remove_callee(&mut admin, registration, far.session_id(), "com.example.maintenance").await;
+    if matches!(reply, Message::Event { .. }) {
+        event = Some(reply);
+        reply = recv(&mut admin).await;
+    }
+    assert!(matches!(reply, Message::Result { .. }), "{reply:?}");
+    // Answered once the cluster's record, and the view of the asking node, no longer hold it.
+    assert_eq!(members(&n1, REALM, procedure), [near.session_id()]);
+    assert_revoked(recv(&mut far).await, registration, |r| r == "com.example.maintenance");
+    let event = match event {
+        Some(event) => event,
+        None => recv(&mut admin).await,
+    };
+    let Message::Event { payload, .. } = event else { panic!("on_unregister expected, got {event:?}") };
+    assert_eq!(payload.to_values().unwrap().0, vec![Value::UInt(far.session_id()), Value::UInt(registration)]);
+    assert_quiet(&mut admin, HEARTBEAT).await;
+    wait_members(&n2, procedure, &[near.session_id()]).await;
+    // Calls from either node now reach the remaining member only.
+    for caller_node in [&n1, &n2] {
+        let mut caller = join(caller_node, &[]).await;
+        let request = caller.request_id();
+        caller.send(&call(request, procedure, vec![])).await.unwrap();
+        let Message::Invocation { request: invocation, .. } = recv(&mut near).await else { panic!("INVOCATION") };
+        near.send(&yield_(invocation, vec![Value::from("near")])).await.unwrap();
+        let Message::Result { payload, .. } = recv(&mut caller).await else { panic!("RESULT expected") };
+        assert_eq!(first_arg(&payload), "near");
+    }
+    assert_quiet(&mut far, HEARTBEAT).await;
+    // Not a member any more: refused as on one node.
+    let reply = remove_callee(&mut admin, registration, far.session_id(), "again").await;
+    assert_error(&reply, MessageType::Call, "wamp.error.no_such_registration");
+
+    // A member whose node cannot be reached (cut off from NATS, not yet taken for lost): the
+    // meta call fails with network_failure and nothing changes.
+    far.register(procedure, common::rule("roundrobin")).await.expect("registers again");
+    wait_members(&n1, procedure, &both).await;
+    proxy.cut();
+    let reply = remove_callee(&mut admin, registration, far.session_id(), "com.example.maintenance").await;
+    assert_error(&reply, MessageType::Call, "wamp.error.network_failure");
+    let Message::Error { payload, .. } = &reply else { unreachable!() };
+    assert!(first_arg(payload).contains("did not answer"), "{payload:?}");
+}
+
+const AUTH: &str = "auth";
+
+fn auth_realm() -> RealmConfig {
+    let joe = ticket::pbkdf2_phc(b"joe-ticket", 1000).unwrap();
+    let ann = ticket::pbkdf2_phc(b"ann-ticket", 1000).unwrap();
+    let text = format!(
+        r#"
+name = "{AUTH}"
+anonymous = true
+
+[[principal]]
+authid = "joe"
+role = "user"
+ticket = "{joe}"
+
+[[principal]]
+authid = "ann"
+role = "user"
+ticket = "{ann}"
+
+[[role]]
+name = "user"
+permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
+
+[[role]]
+name = "anonymous"
+permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
+"#
+    );
+    toml::from_str(&text).expect("the test realm parses")
+}
+
+/// A session of `authid` (ticket `<authid>-ticket`) in the auth realm, announcing
+/// `registration_revocation`, and its session id.
+async fn principal(router: &RouterHandle, authid: &str) -> (Client, u64) {
+    let mut client = Client::connect(&router.url(), Serializer::Json).await.unwrap();
+    let features = Value::Dict(Dict::new().with("features", Dict::new().with("registration_revocation", true)));
+    let roles = Dict::new().with("callee", features).with("caller", Value::Dict(Dict::new()));
+    let details = Dict::new()
+        .with("roles", roles)
+        .with("authmethods", Value::List(vec![Value::from("ticket")]))
+        .with("authid", authid);
+    client.send(&Message::Hello { realm: AUTH.into(), details }).await.unwrap();
+    loop {
+        match recv(&mut client).await {
+            Message::Welcome { session, .. } => return (client, session),
+            Message::Challenge { .. } => {
+                let signature = format!("{authid}-ticket");
+                client.send(&Message::Authenticate { signature, extra: Dict::new() }).await.unwrap();
+            }
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn force_reregister_takes_over_a_registration_held_on_another_node() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let mut routers = Vec::new();
+    for name in ["n1", "n2"] {
+        routers.push(cluster_router(&nats.url(), &cluster, name, |c| c.realms.push(auth_realm())).await);
+    }
+    let (n1, n2) = (&routers[0], &routers[1]);
+    const P: &str = "com.app.service";
+    let forced = || Dict::new().with("force_reregister", true);
+
+    let (mut stale, stale_id) = principal(n2, "joe").await;
+    let old = stale.register(P, Dict::new()).await.expect("registers");
+    wait_members_in(n1, AUTH, P, &[stale_id]).await;
+    // Another principal cannot take it over from another node, nor can joe without the option.
+    let (mut ann, _) = principal(n1, "ann").await;
+    assert_error(
+        &unexpected(ann.register(P, forced()).await),
+        MessageType::Register,
+        "wamp.error.procedure_already_exists",
+    );
+    let (mut fresh, fresh_id) = principal(n1, "joe").await;
+    assert_error(
+        &unexpected(fresh.register(P, Dict::new()).await),
+        MessageType::Register,
+        "wamp.error.procedure_already_exists",
+    );
+    assert_quiet(&mut stale, HEARTBEAT).await;
+
+    let new = fresh.register(P, forced()).await.expect("takes the registration over");
+    assert_ne!(new, old, "a new registration");
+    assert_revoked(recv(&mut stale).await, old, |r| r.contains("force_reregister"));
+    assert_eq!(members(n1, AUTH, P), [fresh_id]);
+    wait_members_in(n2, AUTH, P, &[fresh_id]).await;
+    // Calls from the stale session's node reach the new session.
+    let (mut caller, _) = principal(n2, "ann").await;
+    let request = caller.request_id();
+    caller.send(&call(request, P, vec![])).await.unwrap();
+    let Message::Invocation { request: invocation, registration, .. } = recv(&mut fresh).await else {
+        panic!("the new session serves")
+    };
+    assert_eq!(registration, new);
+    fresh.send(&yield_(invocation, vec![Value::from("fresh")])).await.unwrap();
+    let Message::Result { request: got, payload, .. } = recv(&mut caller).await else { panic!("RESULT expected") };
+    assert_eq!((got, first_arg(&payload)), (request, "fresh".to_owned()));
 }

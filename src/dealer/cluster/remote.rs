@@ -39,6 +39,11 @@
 //! - the callee node forgets a call only after its final answer was handed to the client, and
 //!   answers the PRB after that, to the origin's same inbox subscription: the origin applies the
 //!   answer first and then finds nothing to cancel.
+//!
+//! # Revocations
+//! `wamp.registration.remove_callee` and `force_reregister` for a member on another node send
+//! that node an RMV request (to its `….i`); it revokes the member as it would for a local caller
+//! (UNREGISTERED with the reason, the record written) and answers once its write is applied.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use super::Replica;
 use crate::cluster::{Cluster, ClusterError, NodeId};
 use crate::dealer::call::{self, CallOptions, CancelMode, Chunk, Invocation, Opened, Outcome};
-use crate::error::WampError;
+use crate::error::{Refusal, WampError};
 use crate::router::RouterShared;
 use crate::session::outbox::OutboxLimits;
 use crate::session::{CalleeFeatures, Identity, Outbound, SessionHandle};
@@ -218,6 +223,61 @@ impl Remote {
         if let Some(caller) = inner.callers.lock().remove(node) {
             call::caller_gone(&caller.handle);
             caller.handle.kill();
+        }
+    }
+
+    /// The node of `session`, a member on another node.
+    pub(super) fn node_of(&self, session: u64) -> Option<NodeId> {
+        self.0.callees.lock().get(&session).map(|p| p.node.clone())
+    }
+
+    /// Asks `node` to revoke its member `callee` of `registration` with `reason`; returns once
+    /// that node's record no longer holds the member, with its refusal, or with
+    /// `wamp.error.network_failure` when the node does not answer in `wait`.
+    pub(super) async fn revoke(
+        &self,
+        node: &NodeId,
+        realm: &str,
+        registration: u64,
+        callee: u64,
+        reason: &str,
+        wait: Duration,
+    ) -> Result<(), Refusal> {
+        let inner = &self.0;
+        let details = Dict::new()
+            .with("realm", realm)
+            .with("registration", registration)
+            .with("callee", callee)
+            .with("reason", reason);
+        let body = encode(&Message::Event { subscription: 0, publication: 0, details, payload: Payload::Empty })
+            .map_err(|e| Refusal::new(WampError::InvalidArgument, e.to_string()))?;
+        let mut headers = headers("RMV");
+        headers.insert(ORIGIN, inner.origin.as_str());
+        headers.insert(REALM, realm);
+        let subject = format!("{}.i", inner.cluster.node_subject(&node.name));
+        let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(wait));
+        let answer = inner.client.send_request(subject, request).await.map_err(|error| {
+            let outcome = match error.kind() {
+                async_nats::client::RequestErrorKind::NoResponders => "it is gone; nothing was changed",
+                _ => "the callee may or may not have been removed",
+            };
+            Refusal::new(
+                WampError::NetworkFailure,
+                format!("the callee's router node {node} did not answer ({error}): {outcome}"),
+            )
+        })?;
+        if answer.payload.is_empty() {
+            return Ok(());
+        }
+        match decode(&answer.payload) {
+            Some(Message::Error { error, payload, .. }) => {
+                let message = payload
+                    .to_values()
+                    .ok()
+                    .and_then(|(args, _)| args.first().and_then(Value::as_str).map(str::to_owned));
+                Err(Refusal::new(error_of(&error), message.unwrap_or(error)))
+            }
+            _ => Err(Refusal::new(WampError::NetworkFailure, "unreadable answer from the callee's router node")),
         }
     }
 
@@ -386,7 +446,7 @@ async fn replies(inner: Arc<Inner>, caller: Arc<Caller>, mut queue: UnboundedRec
             Ok(body) => (body, kind),
             Err(error) => {
                 let reason = format!("the answer cannot be carried to the caller's router node: {error}");
-                let refusal = crate::error::Refusal::new(WampError::InvalidArgument, reason);
+                let refusal = Refusal::new(WampError::InvalidArgument, reason);
                 match encode(&refusal.to_message(crate::wire::MessageType::Call, request)) {
                     Ok(body) => (body, "ERR"),
                     Err(_) => continue,
@@ -618,6 +678,30 @@ impl Inner {
                 let chunk = Chunk { progress: flag(&details, "progress"), payload };
                 caller.chunk(request, chunk, self.max_buffered);
             }
+            (Some("RMV"), Message::Event { details, .. }) => {
+                let (Some(reply), Some(router)) = (message.reply.clone(), self.router.upgrade()) else { return };
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    let realm = details.get("realm").and_then(Value::as_str).and_then(|r| router.realms.get(r));
+                    let registration = details.get("registration").and_then(Value::as_u64);
+                    let callee = details.get("callee").and_then(Value::as_u64);
+                    let reason = details.get("reason").and_then(Value::as_str).unwrap_or("wamp.error.removed");
+                    let outcome = match (realm, registration, callee) {
+                        (Some(realm), Some(registration), Some(callee)) => {
+                            let by = origin.to_string();
+                            crate::meta::revoke_here(realm, registration, callee, reason, Some(&by)).await
+                        }
+                        _ => Err(Refusal::new(WampError::InvalidArgument, "malformed revocation")),
+                    };
+                    let body = match outcome {
+                        Ok(()) => Bytes::new(),
+                        Err(refusal) => {
+                            encode(&refusal.to_message(crate::wire::MessageType::Call, 0)).unwrap_or_default()
+                        }
+                    };
+                    let _ = client.publish(reply, body).await;
+                });
+            }
             (Some("INT"), Message::Interrupt { request, options }) => {
                 let Some(caller) = self.callers.lock().get(&origin).cloned() else { return };
                 let mode = CancelMode::from_option(options.get("mode")).unwrap_or(CancelMode::KillNoWait);
@@ -697,6 +781,20 @@ fn pairs(body: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
             u64::from_be_bytes(seq.try_into().unwrap_or_default()),
         )
     })
+}
+
+/// The refusals another node's revocation can answer with, by URI.
+fn error_of(uri: &str) -> WampError {
+    [
+        WampError::NoSuchSession,
+        WampError::NoSuchRegistration,
+        WampError::InvalidArgument,
+        WampError::Canceled,
+        WampError::NetworkFailure,
+    ]
+    .into_iter()
+    .find(|e| e.uri() == uri)
+    .unwrap_or(WampError::NetworkFailure)
 }
 
 fn parse_node(text: &str) -> Option<NodeId> {
