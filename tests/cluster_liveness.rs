@@ -127,6 +127,7 @@ async fn a_call_its_callee_node_forgot_ends_once_with_canceled() {
     assert_eq!(*got, request);
     assert!(first_arg(payload).contains("lost the call"), "{payload:?}");
     // Probes go every heartbeat about calls a heartbeat old: two heartbeats and the round trip.
+    eprintln!("canceled {took:?} after the callee's node dropped the call");
     assert!(took <= HEARTBEAT * 3 + Duration::from_millis(300), "canceled after {took:?}");
     // Exactly once: no second answer, not even once n2's probe answers repeat.
     assert_quiet(&mut caller, HEARTBEAT * 4).await;
@@ -140,6 +141,62 @@ async fn a_call_its_callee_node_forgot_ends_once_with_canceled() {
     callee.send(&yield_(invocation, vec![Value::from("ok")])).await.unwrap();
     let Message::Result { request: got, payload, .. } = recv(&mut caller).await else { panic!("RESULT expected") };
     assert_eq!((got, first_arg(&payload)), (request, "ok".to_owned()));
+}
+
+/// The body sizes of the liveness probes `inbox` receives within `window`.
+async fn probes(window: Duration, inbox: &mut async_nats::Subscriber) -> Vec<usize> {
+    let until = Instant::now() + window;
+    let mut bodies = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, futures_util::StreamExt::next(inbox)).await {
+        let kind = message.headers.as_ref().and_then(|h| h.get("Rh-K")).map(|v| v.as_str().to_owned());
+        if kind.as_deref() == Some("PRB") {
+            bodies.push(message.payload.len());
+        }
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn probes_go_only_for_calls_a_heartbeat_old_one_message_per_node() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let (n1, n2) = (&routers[0], &routers[1]);
+    let mut callee = join(n2, &[]).await;
+    callee.register("com.example.slow", Dict::new()).await.expect("registers");
+    wait_members(n1, "com.example.slow", &[callee.session_id()]).await;
+    let mut caller = join(n1, &[]).await;
+    // A second subscriber of n2's inbox sees what n1 sends there.
+    let nats_client = async_nats::connect(nats.url()).await.expect("NATS");
+    let mut inbox = nats_client.subscribe(format!("rh.{cluster}.n.n2.i")).await.unwrap();
+    nats_client.flush().await.unwrap();
+
+    // Calls answered within a heartbeat, then none at all: no probe.
+    for n in 0..20u64 {
+        let request = caller.request_id();
+        caller.send(&call(request, "com.example.slow", vec![Value::UInt(n)])).await.unwrap();
+        let Message::Invocation { request: invocation, .. } = recv(&mut callee).await else { panic!("INVOCATION") };
+        callee.send(&yield_(invocation, vec![])).await.unwrap();
+        assert!(matches!(recv(&mut caller).await, Message::Result { .. }));
+    }
+    assert_eq!(probes(HEARTBEAT * 4, &mut inbox).await, Vec::<usize>::new());
+
+    // Twenty calls in flight for six heartbeats: one probe per heartbeat naming all twenty.
+    let mut invocations = Vec::new();
+    for n in 0..20u64 {
+        let request = caller.request_id();
+        caller.send(&call(request, "com.example.slow", vec![Value::UInt(n)])).await.unwrap();
+        let Message::Invocation { request: invocation, .. } = recv(&mut callee).await else { panic!("INVOCATION") };
+        invocations.push(invocation);
+    }
+    let seen = probes(HEARTBEAT * 6, &mut inbox).await;
+    assert!((3..=7).contains(&seen.len()), "{} probes in six heartbeats", seen.len());
+    assert!(seen.iter().all(|bytes| *bytes == 20 * 16), "{seen:?}");
+    for invocation in invocations {
+        callee.send(&yield_(invocation, vec![])).await.unwrap();
+        assert!(matches!(recv(&mut caller).await, Message::Result { .. }));
+    }
+    assert_quiet(&mut caller, HEARTBEAT).await;
 }
 
 #[tokio::test]
