@@ -199,6 +199,80 @@ async fn probes_go_only_for_calls_a_heartbeat_old_one_message_per_node() {
     assert_quiet(&mut caller, HEARTBEAT).await;
 }
 
+/// The `(session, seq)` pairs of a probe or its answer.
+fn pairs(body: &[u8]) -> Vec<(u64, u64)> {
+    body.chunks_exact(16)
+        .map(|p| (u64::from_be_bytes(p[..8].try_into().unwrap()), u64::from_be_bytes(p[8..].try_into().unwrap())))
+        .collect()
+}
+
+/// The seq of the next INV `inbox` (a copy of a node's inbox) receives: the last token of its
+/// reply subject.
+async fn next_inv_seq(inbox: &mut async_nats::Subscriber) -> u64 {
+    loop {
+        let message = timeout(WAIT, futures_util::StreamExt::next(inbox)).await.expect("INV in time").expect("up");
+        let kind = message.headers.as_ref().and_then(|h| h.get("Rh-K")).map(|v| v.as_str().to_owned());
+        if kind.as_deref() == Some("INV") {
+            let reply = message.reply.expect("an INV has a reply subject");
+            return reply.rsplit('.').next().unwrap().parse().unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_callee_node_names_only_the_calls_it_does_not_hold() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    let routers = nodes(&nats, &cluster, &["n1", "n2"]).await;
+    let (n1, n2) = (&routers[0], &routers[1]);
+    let mut callee = join(n2, &[]).await;
+    callee.register("com.example.slow", Dict::new()).await.expect("registers");
+    wait_members(n1, "com.example.slow", &[callee.session_id()]).await;
+    let mut caller = join(n1, &[]).await;
+    let nats_client = async_nats::connect(nats.url()).await.expect("NATS");
+    let mut inbox = nats_client.subscribe(format!("rh.{cluster}.n.n2.i")).await.unwrap();
+    nats_client.flush().await.unwrap();
+
+    // One call answered, one still served.
+    let request = caller.request_id();
+    caller.send(&call(request, "com.example.slow", vec![])).await.unwrap();
+    let answered = next_inv_seq(&mut inbox).await;
+    let Message::Invocation { request: invocation, .. } = recv(&mut callee).await else { panic!("INVOCATION") };
+    callee.send(&yield_(invocation, vec![])).await.unwrap();
+    assert!(matches!(recv(&mut caller).await, Message::Result { .. }));
+    let request = caller.request_id();
+    caller.send(&call(request, "com.example.slow", vec![])).await.unwrap();
+    let held = next_inv_seq(&mut inbox).await;
+    let Message::Invocation { request: invocation, .. } = recv(&mut callee).await else { panic!("INVOCATION") };
+    let never = held + 1_000;
+
+    // Asked as n1 asks: the answered call and one never sent are named, the held one is not.
+    let origin = n1.shared().cluster.as_ref().unwrap().node().to_string();
+    let session = callee.session_id();
+    let ask = |origin: String| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Rh-K", "PRB");
+        headers.insert("Rh-O", origin.as_str());
+        let body: Vec<u8> = [answered, held, never]
+            .iter()
+            .flat_map(|seq| session.to_be_bytes().into_iter().chain(seq.to_be_bytes()))
+            .collect();
+        let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(WAIT));
+        nats_client.send_request(format!("rh.{cluster}.n.n2.i"), request)
+    };
+    let answer = ask(origin).await.expect("n2 answers");
+    assert_eq!(pairs(&answer.payload), vec![(session, answered), (session, never)]);
+    // A node n2 holds no call for: every call is named.
+    let answer = ask("n9/1".to_owned()).await.expect("n2 answers");
+    assert_eq!(pairs(&answer.payload), vec![(session, answered), (session, held), (session, never)]);
+
+    // The held call goes on and gets its answer, once.
+    callee.send(&yield_(invocation, vec![Value::from("held")])).await.unwrap();
+    let Message::Result { request: got, payload, .. } = recv(&mut caller).await else { panic!("RESULT expected") };
+    assert_eq!((got, first_arg(&payload)), (request, "held".to_owned()));
+    assert_quiet(&mut caller, HEARTBEAT * 2).await;
+}
+
 #[tokio::test]
 async fn long_calls_and_answers_crossing_the_probes_are_left_alone() {
     let Some(nats) = NatsServer::start() else { return };
