@@ -421,8 +421,8 @@ async fn remove_callee_revokes_a_member_on_another_node() {
     let procedure = "wamp.registration.remove_callee".to_owned();
     admin.send(&Message::Call { request, options: Dict::new(), procedure, payload }).await.unwrap();
     // NATS answers at once that nobody listens, unless the request beat nats-server to seeing
-    // n2's connection closed: then n1 waits out its bound (two registry timeouts and a
-    // heartbeat), while n2 is taken for lost (its member leaving every view: on_unregister).
+    // n2's connection closed: then n1 waits until n2 is taken for lost (its member leaving
+    // every view: on_unregister).
     let deadline = Instant::now() + Duration::from_secs(3 * 2 + 5);
     let reply = loop {
         match timeout(deadline - Instant::now(), admin.recv()).await.expect("an answer in time") {
@@ -433,7 +433,8 @@ async fn remove_callee_revokes_a_member_on_another_node() {
     };
     assert_error(&reply, MessageType::Call, "wamp.error.network_failure");
     let Message::Error { payload, .. } = &reply else { unreachable!() };
-    assert!(first_arg(payload).contains("did not answer"), "{payload:?}");
+    let why = first_arg(payload);
+    assert!(why.contains("did not answer") || why.contains("was lost"), "{why}");
 }
 
 const AUTH: &str = "auth";

@@ -1047,9 +1047,27 @@ impl Link {
             )
         })?;
         // The other node writes the record (bounded by a registry timeout) and waits for its own
-        // view (another one).
+        // view (another one); a node lost meanwhile will not answer.
         let wait = self.replica.kv_timeout() * 2 + Duration::from_millis(replica.cluster.config().heartbeat_ms);
-        replica.remote.revoke(&node, &self.realm, registration, callee, reason, wait).await?;
+        let mut events = replica.cluster.node_events();
+        let lost = async {
+            while replica.cluster.is_live(&node) {
+                match events.recv().await {
+                    Ok(NodeEvent::Lost(gone)) if gone == node => break,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                    _ => {}
+                }
+            }
+        };
+        tokio::select! {
+            revoked = replica.remote.revoke(&node, &self.realm, registration, callee, reason, wait) => revoked?,
+            () = lost => {
+                return Err(Refusal::new(
+                    WampError::NetworkFailure,
+                    format!("the callee's router node {node} was lost; the cluster removes its members"),
+                ))
+            }
+        }
         let mut applied = replica.applied.subscribe();
         if tokio::time::timeout(replica.kv_timeout(), applied.wait_for(|_| !holds())).await.is_err() {
             tracing::warn!(registration, callee, "a revocation on another node is not in this node's view yet");
