@@ -72,6 +72,9 @@ const ORIGIN: &str = "Rh-O";
 const TARGET: &str = "Rh-S";
 const REALM: &str = "Rh-R";
 
+/// The most calls one PRB names (64 KiB).
+const PROBE_PAIRS: usize = 4096;
+
 /// The calls of this node to members on other nodes, and of other nodes to members here.
 pub(super) struct Remote(Arc<Inner>);
 
@@ -575,12 +578,17 @@ impl Inner {
         }
         let reply = format!("{}.p", self.inbox);
         for (node, body) in probes {
-            let mut headers = headers("PRB");
-            headers.insert(ORIGIN, self.origin.as_str());
             let subject = format!("{}.i", self.cluster.node_subject(&node.name));
-            let published = self.client.publish_with_reply_and_headers(subject, reply.clone(), headers, body.into());
-            if let Err(error) = published.await {
-                tracing::debug!(%node, %error, "liveness probe not sent");
+            // Parts well under NATS's payload limit, however many calls are in flight.
+            for part in body.chunks(PROBE_PAIRS * 16) {
+                let mut headers = headers("PRB");
+                headers.insert(ORIGIN, self.origin.as_str());
+                let body = Bytes::copy_from_slice(part);
+                let published =
+                    self.client.publish_with_reply_and_headers(subject.clone(), reply.clone(), headers, body);
+                if let Err(error) = published.await {
+                    tracing::debug!(%node, %error, "liveness probe not sent");
+                }
             }
         }
     }
@@ -800,4 +808,27 @@ fn error_of(uri: &str) -> WampError {
 fn parse_node(text: &str) -> Option<NodeId> {
     let (name, incarnation) = text.rsplit_once('/')?;
     Some(NodeId::new(name, incarnation.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_bodies_are_pairs_of_session_and_seq() {
+        let mut body = Vec::new();
+        for (session, seq) in [(7u64, 1u64), (u64::MAX, 2)] {
+            body.extend_from_slice(&session.to_be_bytes());
+            body.extend_from_slice(&seq.to_be_bytes());
+        }
+        body.push(0); // a torn tail is ignored
+        assert_eq!(pairs(&body).collect::<Vec<_>>(), vec![(7, 1), (u64::MAX, 2)]);
+    }
+
+    #[test]
+    fn refusals_of_another_node_keep_their_uri() {
+        assert_eq!(error_of("wamp.error.no_such_registration"), WampError::NoSuchRegistration);
+        assert_eq!(error_of("wamp.error.network_failure"), WampError::NetworkFailure);
+        assert_eq!(error_of("com.example.unknown"), WampError::NetworkFailure);
+    }
 }
