@@ -418,8 +418,8 @@ async fn remove_callee_revokes_a_member_on_another_node() {
     proxy.cut();
     let request = admin.request_id();
     let payload = Payload::Values(vec![Value::UInt(registration), Value::UInt(far.session_id())], None);
-    let procedure = "wamp.registration.remove_callee".to_owned();
-    admin.send(&Message::Call { request, options: Dict::new(), procedure, payload }).await.unwrap();
+    let meta = "wamp.registration.remove_callee".to_owned();
+    admin.send(&Message::Call { request, options: Dict::new(), procedure: meta, payload }).await.unwrap();
     // NATS answers at once that nobody listens, unless the request beat nats-server to seeing
     // n2's connection closed: then n1 waits until n2 is taken for lost (its member leaving
     // every view: on_unregister).
@@ -435,6 +435,15 @@ async fn remove_callee_revokes_a_member_on_another_node() {
     let Message::Error { payload, .. } = &reply else { unreachable!() };
     let why = first_arg(payload);
     assert!(why.contains("did not answer") || why.contains("was lost"), "{why}");
+
+    // A member of the asking node itself: revoked there, answered once the record is written.
+    let mut reply = remove_callee(&mut admin, registration, near.session_id(), "com.example.local").await;
+    while matches!(reply, Message::Event { .. }) {
+        reply = recv(&mut admin).await;
+    }
+    assert!(matches!(reply, Message::Result { .. }), "{reply:?}");
+    assert!(!members(&n1, REALM, procedure).contains(&near.session_id()));
+    assert_revoked(recv(&mut near).await, registration, |r| r == "com.example.local");
 }
 
 const AUTH: &str = "auth";
