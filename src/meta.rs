@@ -91,7 +91,7 @@ pub async fn call(
             let (registration, _) = registration_arg(realm, &args)?;
             let callee = id_arg(&args, 1, "callee")?;
             let reason = kwargs.get("reason").and_then(Value::as_str).unwrap_or("wamp.error.removed").to_owned();
-            revoke(realm, registration.id, callee, &reason)?;
+            revoke(realm, registration.id, callee, &reason).await?;
             tracing::info!(
                 registration = registration.id,
                 callee,
@@ -335,7 +335,9 @@ pub fn queue_full(broker: &crate::broker::Broker, full: &crate::dealer::call::Qu
 /// registration of a client that reconnected) is revoked, so the REGISTER takes its place.
 /// Anonymous sessions never replace one (their authids prove nothing), nor does anyone replace
 /// another principal's registration: then the REGISTER fails as it would without the option.
-pub fn force_reregister(realm: &Realm, session: &SessionHandle, procedure: &str, options: &Dict) {
+/// On a cluster node the old session may be on any node: it is revoked there, and this returns
+/// once this node's view no longer shows it.
+pub async fn force_reregister(realm: &Realm, session: &SessionHandle, procedure: &str, options: &Dict) {
     if options.get("force_reregister").and_then(Value::as_bool) != Some(true) {
         return;
     }
@@ -350,7 +352,17 @@ pub fn force_reregister(realm: &Realm, session: &SessionHandle, procedure: &str,
         return;
     }
     for old in registration.members() {
-        if old.session.id != session.id && old.session.identity().is_some_and(named) {
+        let id = old.session.id;
+        // A member on another node is a stand-in here: its principal is in the cluster's record
+        // of its session.
+        let remote = !realm.sessions.contains_key(&id) && realm.dealer.is_clustered();
+        let same_principal = match &realm.cluster_sessions {
+            Some(cluster) if remote => cluster
+                .get(id)
+                .is_some_and(|r| r.realm == realm.name && r.authmethod != "anonymous" && r.authid == identity.authid),
+            _ => !remote && old.session.identity().is_some_and(named),
+        };
+        if id != session.id && same_principal {
             tracing::info!(
                 registration = registration.id,
                 procedure,
@@ -360,16 +372,46 @@ pub fn force_reregister(realm: &Realm, session: &SessionHandle, procedure: &str,
                 "registration replaced (force_reregister)"
             );
             let reason = "replaced by a registration of the same authid (force_reregister)";
-            let _ = revoke(realm, registration.id, old.session.id, reason);
+            if let Err(refusal) = revoke(realm, registration.id, id, reason).await {
+                tracing::warn!(registration = registration.id, replaced = id, %refusal, "force_reregister could not revoke");
+            }
         }
     }
 }
 
 /// Removes `callee` from `registration` on the router's initiative. A callee that announced
-/// `registration_revocation` is told with `UNREGISTERED [0, {registration, reason}]`.
-fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
+/// `registration_revocation` is told with `UNREGISTERED [0, {registration, reason}]`. On a cluster
+/// node the callee may be on any node; this returns once the cluster's record (and this node's
+/// view) no longer holds it.
+async fn revoke(realm: &Realm, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
+    if !realm.sessions.contains_key(&callee) {
+        if let Some(cluster) = &realm.cluster_sessions {
+            if cluster.get(callee).is_some_and(|r| r.realm == realm.name) {
+                return realm.dealer.revoke_elsewhere(registration, callee, reason).await;
+            }
+        }
+    }
+    revoke_here(realm, registration, callee, reason, None).await
+}
+
+/// Revokes the membership of `callee`, a session of this node (asked by the node `by`, for the
+/// log, when another node asked; see [`revoke`]).
+pub async fn revoke_here(
+    realm: &Realm,
+    registration: u64,
+    callee: u64,
+    reason: &str,
+    by: Option<&str>,
+) -> Result<(), Refusal> {
     let session = realm.sessions.get(&callee).map(|s| s.clone()).ok_or_else(|| no_such_session(callee))?;
-    let deleted = realm.dealer.unregister(callee, registration)?;
+    let deleted = if realm.dealer.is_clustered() {
+        realm.dealer.unregister_clustered(callee, registration).await?
+    } else {
+        realm.dealer.unregister(callee, registration)?
+    };
+    if let Some(by) = by {
+        tracing::info!(registration, callee, reason, by, "callee removed at another node's request");
+    }
     if session.identity().is_some_and(|i| i.features.registration_revocation) {
         let revoked = Outbound::Unregistered { request: 0, registration, reason: Some(reason.to_owned()) };
         let _ = session.push(revoked);

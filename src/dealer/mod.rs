@@ -310,6 +310,19 @@ impl Dealer {
         }
     }
 
+    /// Revokes the membership of `callee`, a session on another cluster node, in `registration`
+    /// (see [`cluster::Link::revoke_elsewhere`]); `wamp.error.no_such_registration` when it is
+    /// no member of it here.
+    pub async fn revoke_elsewhere(&self, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
+        match self.cluster.get() {
+            Some(link) => link.revoke_elsewhere(registration, callee, reason).await,
+            None => Err(Refusal::new(
+                WampError::NoSuchRegistration,
+                format!("session {callee} is not registered under registration {registration}"),
+            )),
+        }
+    }
+
     /// Checks a REGISTER and applies the realm's procedure config to it.
     pub(crate) fn plan_register(&self, procedure: &str, options: &Dict) -> Result<RegisterPlan, Refusal> {
         let policy = MatchPolicy::from_option(options.get("match"))

@@ -319,7 +319,7 @@ impl Session {
                     self.refuse(MessageType::Register, request, refusal);
                     return Flow::Continue;
                 }
-                meta::force_reregister(&realm, &self.handle, &procedure, &options);
+                meta::force_reregister(&realm, &self.handle, &procedure, &options).await;
                 let registered = if dealer.is_clustered() {
                     dealer.register_clustered(&self.handle, &procedure, &options).await
                 } else {

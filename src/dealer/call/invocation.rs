@@ -252,6 +252,12 @@ impl InvocationTable {
         self.pending.lock().calls.contains_key(&id)
     }
 
+    /// The INVOCATION ids up to `bound` still waiting for their answer (a cluster node asks the
+    /// callee's node whether it still holds these calls).
+    pub fn ids_up_to(&self, bound: u64) -> Vec<u64> {
+        self.pending.lock().calls.keys().copied().filter(|id| *id <= bound).collect()
+    }
+
     /// Where a progressive result for INVOCATION `id` goes, if the caller accepts one.
     pub(super) fn progress_target(&self, id: u64) -> Option<(Arc<SessionHandle>, u64, u64)> {
         let pending = self.pending.lock();

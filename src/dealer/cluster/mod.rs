@@ -1047,6 +1047,49 @@ impl Link {
         Ok(deleted)
     }
 
+    /// Revokes the membership of `callee`, a member on another node, in `registration`: that
+    /// node revokes it as it revokes its own (UNREGISTERED with `reason`, its record written),
+    /// and this returns once this node's view no longer shows the member.
+    pub(crate) async fn revoke_elsewhere(&self, registration: u64, callee: u64, reason: &str) -> Result<(), Refusal> {
+        let replica = &self.replica;
+        let router = replica.router.upgrade().ok_or_else(|| Refusal::new(WampError::Canceled, "shutting down"))?;
+        let realm = router.realms.get(&*self.realm).ok_or_else(|| Refusal::new(WampError::Canceled, "no realm"))?;
+        let holds = || realm.dealer.get(registration).is_some_and(|(r, _)| r.has_member(callee));
+        let node = replica.remote.node_of(callee).filter(|_| holds()).ok_or_else(|| {
+            Refusal::new(
+                WampError::NoSuchRegistration,
+                format!("session {callee} is not registered under registration {registration}"),
+            )
+        })?;
+        // The other node writes the record (bounded by a registry timeout) and waits for its own
+        // view (another one); a node lost meanwhile will not answer.
+        let wait = self.replica.kv_timeout() * 2 + Duration::from_millis(replica.cluster.config().heartbeat_ms);
+        let mut events = replica.cluster.node_events();
+        let lost = async {
+            while replica.cluster.is_live(&node) {
+                match events.recv().await {
+                    Ok(NodeEvent::Lost(gone)) if gone == node => break,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                    _ => {}
+                }
+            }
+        };
+        tokio::select! {
+            revoked = replica.remote.revoke(&node, &self.realm, registration, callee, reason, wait) => revoked?,
+            () = lost => {
+                return Err(Refusal::new(
+                    WampError::NetworkFailure,
+                    format!("the callee's router node {node} was lost; the cluster removes its members"),
+                ))
+            }
+        }
+        let mut applied = replica.applied.subscribe();
+        if tokio::time::timeout(replica.kv_timeout(), applied.wait_for(|_| !holds())).await.is_err() {
+            tracing::warn!(registration, callee, "a revocation on another node is not in this node's view yet");
+        }
+        Ok(())
+    }
+
     /// A member left this node's view without waiting for the registry (see
     /// [`Replica::forget`]).
     pub(crate) fn forget(&self, session: u64, registration: &Registration, policy: MatchPolicy) {

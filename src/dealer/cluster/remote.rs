@@ -21,10 +21,34 @@
 //! tag byte naming a serializer and the WAMP message in it, in the serializer of the payload it
 //! carries, so arguments pass through as the caller's bytes and are transcoded, once, only for
 //! a callee of another serializer.
+//!
+//! # Liveness of calls between nodes
+//! Core NATS delivers at most once: an INV or its final RES/ERR can be lost (a slow consumer
+//! dropped, a NATS server lost mid-flight) while both nodes stay connected, and a callee's node
+//! can drop the stand-in caller of an origin it took for lost. So every heartbeat the origin sends
+//! each callee node one PRB (probe) listing the `(callee session, seq)` of its calls to that node
+//! forwarded before the previous tick; the callee node answers, to `….n.<origin>.p`, only with
+//! those it does not hold (never got, or already answered), and the origin ends each of these
+//! with `wamp.error.canceled` through the stand-in's invocation table (so never a second answer).
+//! Only a positive "not held" cancels: a lost probe or a lost reply delays the verdict by one
+//! heartbeat, never cancels a live call, and nothing is sent at all while no forwarded call is a
+//! heartbeat old; the callee node keeps no timer. Orderings that make "not held" safe:
+//! - a PRB goes to the same subject, on the same connection, after the INVs it names (only seqs
+//!   whose INV was handed to the client are probed), so the callee node's inbox has seen each INV
+//!   before the PRB;
+//! - the callee node forgets a call only after its final answer was handed to the client, and
+//!   answers the PRB after that, to the origin's same inbox subscription: the origin applies the
+//!   answer first and then finds nothing to cancel.
+//!
+//! # Revocations
+//! `wamp.registration.remove_callee` and `force_reregister` for a member on another node send
+//! that node an RMV request (to its `….i`); it revokes the member as it would for a local caller
+//! (UNREGISTERED with the reason, the record written) and answers once its write is applied.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_nats::{HeaderMap, StatusCode, Subject};
 use bytes::Bytes;
@@ -37,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use super::Replica;
 use crate::cluster::{Cluster, ClusterError, NodeId};
 use crate::dealer::call::{self, CallOptions, CancelMode, Chunk, Invocation, Opened, Outcome};
-use crate::error::WampError;
+use crate::error::{Refusal, WampError};
 use crate::router::RouterShared;
 use crate::session::outbox::OutboxLimits;
 use crate::session::{CalleeFeatures, Identity, Outbound, SessionHandle};
@@ -47,6 +71,9 @@ const KIND: &str = "Rh-K";
 const ORIGIN: &str = "Rh-O";
 const TARGET: &str = "Rh-S";
 const REALM: &str = "Rh-R";
+
+/// The most calls one PRB names (64 KiB).
+const PROBE_PAIRS: usize = 4096;
 
 /// The calls of this node to members on other nodes, and of other nodes to members here.
 pub(super) struct Remote(Arc<Inner>);
@@ -75,6 +102,9 @@ struct Inner {
 struct Proxy {
     node: NodeId,
     handle: Arc<SessionHandle>,
+    /// The last seq whose INV its forwarding task handed to the client (seqs of one stand-in
+    /// go out in increasing order).
+    published: Arc<AtomicU64>,
 }
 
 struct Caller {
@@ -170,11 +200,13 @@ impl Remote {
             authprovider: "cluster",
             features,
         });
-        if let Some(old) = callees.insert(session, Proxy { node: node.clone(), handle: handle.clone() }) {
+        let published = Arc::new(AtomicU64::new(0));
+        let proxy = Proxy { node: node.clone(), handle: handle.clone(), published: published.clone() };
+        if let Some(old) = callees.insert(session, proxy) {
             old.handle.kill();
         }
         let subject = format!("{}.i", inner.cluster.node_subject(&node.name));
-        tokio::spawn(forward(inner.clone(), handle.clone(), subject, Arc::from(realm), queue));
+        tokio::spawn(forward(inner.clone(), handle.clone(), published, subject, Arc::from(realm), queue));
         handle
     }
 
@@ -194,6 +226,61 @@ impl Remote {
         if let Some(caller) = inner.callers.lock().remove(node) {
             call::caller_gone(&caller.handle);
             caller.handle.kill();
+        }
+    }
+
+    /// The node of `session`, a member on another node.
+    pub(super) fn node_of(&self, session: u64) -> Option<NodeId> {
+        self.0.callees.lock().get(&session).map(|p| p.node.clone())
+    }
+
+    /// Asks `node` to revoke its member `callee` of `registration` with `reason`; returns once
+    /// that node's record no longer holds the member, with its refusal, or with
+    /// `wamp.error.network_failure` when the node does not answer in `wait`.
+    pub(super) async fn revoke(
+        &self,
+        node: &NodeId,
+        realm: &str,
+        registration: u64,
+        callee: u64,
+        reason: &str,
+        wait: Duration,
+    ) -> Result<(), Refusal> {
+        let inner = &self.0;
+        let details = Dict::new()
+            .with("realm", realm)
+            .with("registration", registration)
+            .with("callee", callee)
+            .with("reason", reason);
+        let body = encode(&Message::Event { subscription: 0, publication: 0, details, payload: Payload::Empty })
+            .map_err(|e| Refusal::new(WampError::InvalidArgument, e.to_string()))?;
+        let mut headers = headers("RMV");
+        headers.insert(ORIGIN, inner.origin.as_str());
+        headers.insert(REALM, realm);
+        let subject = format!("{}.i", inner.cluster.node_subject(&node.name));
+        let request = async_nats::Request::new().headers(headers).payload(body).timeout(Some(wait));
+        let answer = inner.client.send_request(subject, request).await.map_err(|error| {
+            let outcome = match error.kind() {
+                async_nats::client::RequestErrorKind::NoResponders => "it is gone; nothing was changed",
+                _ => "the callee may or may not have been removed",
+            };
+            Refusal::new(
+                WampError::NetworkFailure,
+                format!("the callee's router node {node} did not answer ({error}): {outcome}"),
+            )
+        })?;
+        if answer.payload.is_empty() {
+            return Ok(());
+        }
+        match decode(&answer.payload) {
+            Some(Message::Error { error, payload, .. }) => {
+                let message = payload
+                    .to_values()
+                    .ok()
+                    .and_then(|(args, _)| args.first().and_then(Value::as_str).map(str::to_owned));
+                Err(Refusal::new(error_of(&error), message.unwrap_or(error)))
+            }
+            _ => Err(Refusal::new(WampError::NetworkFailure, "unreadable answer from the callee's router node")),
         }
     }
 
@@ -226,7 +313,28 @@ pub(super) async fn start_inbox(replica: &Arc<Replica>) -> Result<(), ClusterErr
             inner.received(message);
         }
     });
+    tokio::spawn(probe(replica.remote.0.clone()));
     Ok(())
+}
+
+/// Every heartbeat, asks the nodes serving this node's calls about the calls forwarded to them
+/// before the previous tick (see the module doc).
+async fn probe(inner: Arc<Inner>) {
+    let period = Duration::from_millis(inner.cluster.config().heartbeat_ms.max(1));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last seq handed out at the previous tick: calls up to it are at least a period old.
+    let mut bound = 0;
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let older = std::mem::replace(&mut bound, inner.seq.load(Ordering::Relaxed));
+        if older > 0 && *inner.connected.borrow() {
+            inner.send_probes(older).await;
+        }
+    }
 }
 
 /// The envelope body: a tag naming the serializer, then the message in it. The serializer is the
@@ -275,6 +383,7 @@ fn run_or_spawn(future: impl std::future::Future<Output = ()> + Send + 'static) 
 async fn forward(
     inner: Arc<Inner>,
     proxy: Arc<SessionHandle>,
+    published: Arc<AtomicU64>,
     subject: String,
     realm: Arc<str>,
     mut queue: UnboundedReceiver<Outbound>,
@@ -290,7 +399,7 @@ async fn forward(
         };
         proxy.outbox().taken(item.size());
         match item {
-            Outbound::Invocation(call) => inner.send_invocation(&proxy, &subject, &realm, call).await,
+            Outbound::Invocation(call) => inner.send_invocation(&proxy, &published, &subject, &realm, call).await,
             Outbound::InvocationChunk(delivery) if proxy.invocations.contains(delivery.invocation) => {
                 let delivery = *delivery;
                 inner.send_chunk(&proxy, &subject, delivery.invocation, delivery.registration, delivery.chunk).await;
@@ -333,20 +442,14 @@ async fn replies(inner: Arc<Inner>, caller: Arc<Caller>, mut queue: UnboundedRec
             Message::Error { request, .. } => (*request, true, "ERR"),
             _ => continue,
         };
-        let subject = {
-            let mut replies = caller.replies.lock();
-            if last {
-                replies.remove(&request)
-            } else {
-                replies.get(&request).cloned()
-            }
-        };
-        let Some(subject) = subject else { continue };
+        // A final answer is forgotten only once handed to the client: a probe that finds the
+        // call gone is answered after it (see the module doc).
+        let Some(subject) = caller.replies.lock().get(&request).cloned() else { continue };
         let (body, kind) = match encode(&message) {
             Ok(body) => (body, kind),
             Err(error) => {
                 let reason = format!("the answer cannot be carried to the caller's router node: {error}");
-                let refusal = crate::error::Refusal::new(WampError::InvalidArgument, reason);
+                let refusal = Refusal::new(WampError::InvalidArgument, reason);
                 match encode(&refusal.to_message(crate::wire::MessageType::Call, request)) {
                     Ok(body) => (body, "ERR"),
                     Err(_) => continue,
@@ -354,11 +457,21 @@ async fn replies(inner: Arc<Inner>, caller: Arc<Caller>, mut queue: UnboundedRec
             }
         };
         let _ = inner.client.publish_with_headers(subject, headers(kind), body).await;
+        if last {
+            caller.replies.lock().remove(&request);
+        }
     }
 }
 
 impl Inner {
-    async fn send_invocation(&self, proxy: &Arc<SessionHandle>, subject: &str, realm: &str, mut call: Box<Invocation>) {
+    async fn send_invocation(
+        &self,
+        proxy: &Arc<SessionHandle>,
+        published: &AtomicU64,
+        subject: &str,
+        realm: &str,
+        mut call: Box<Invocation>,
+    ) {
         // The member may have left after the call was routed here: another member takes it.
         if !call.registration.has_member(proxy.id) {
             return call::reroute(call);
@@ -405,6 +518,7 @@ impl Inner {
             }
             return;
         }
+        published.store(seq, Ordering::Release);
         for chunk in chunks {
             self.send_chunk(proxy, subject, seq, registration, chunk).await;
         }
@@ -439,7 +553,81 @@ impl Inner {
             }
         } else if tail == "i" {
             self.inbound(message);
+        } else if tail == "p" {
+            self.not_held(&message);
         }
+    }
+
+    /// Sends each callee node one PRB with the calls forwarded to it up to `bound` that still
+    /// wait for their answer.
+    async fn send_probes(&self, bound: u64) {
+        let proxies: Vec<(NodeId, Arc<SessionHandle>, u64)> = self
+            .callees
+            .lock()
+            .values()
+            .filter(|p| !p.handle.invocations.is_empty())
+            .map(|p| (p.node.clone(), p.handle.clone(), p.published.load(Ordering::Acquire).min(bound)))
+            .collect();
+        let mut probes: HashMap<NodeId, Vec<u8>> = HashMap::new();
+        for (node, proxy, limit) in proxies {
+            for seq in proxy.invocations.ids_up_to(limit) {
+                let body = probes.entry(node.clone()).or_default();
+                body.extend_from_slice(&proxy.id.to_be_bytes());
+                body.extend_from_slice(&seq.to_be_bytes());
+            }
+        }
+        let reply = format!("{}.p", self.inbox);
+        for (node, body) in probes {
+            let subject = format!("{}.i", self.cluster.node_subject(&node.name));
+            // Parts well under NATS's payload limit, however many calls are in flight.
+            for part in body.chunks(PROBE_PAIRS * 16) {
+                let mut headers = headers("PRB");
+                headers.insert(ORIGIN, self.origin.as_str());
+                let body = Bytes::copy_from_slice(part);
+                let published =
+                    self.client.publish_with_reply_and_headers(subject.clone(), reply.clone(), headers, body);
+                if let Err(error) = published.await {
+                    tracing::debug!(%node, %error, "liveness probe not sent");
+                }
+            }
+        }
+    }
+
+    /// The answer to a PRB: the `(session, seq)` pairs the callee's node does not hold. Those
+    /// still waiting here end with `wamp.error.canceled`; those answered meanwhile are gone.
+    fn not_held(&self, message: &async_nats::Message) {
+        // No responders: the callee node's inbox is gone; its lease decides about its calls.
+        if message.status.is_some() {
+            return;
+        }
+        for (session, seq) in pairs(&message.payload) {
+            let Some(proxy) = self.callees.lock().get(&session).map(|p| p.handle.clone()) else { continue };
+            if let Some(call) = proxy.invocations.remove(seq) {
+                tracing::warn!(session, seq, "a call to another node was lost there (or its answer was); canceled");
+                call.fail(WampError::Canceled, "the callee's router node lost the call or its answer");
+            }
+        }
+    }
+
+    /// A PRB from `origin`: answers with the calls it names that this node does not hold.
+    fn probed(&self, origin: &NodeId, message: &async_nats::Message) {
+        let Some(reply) = message.reply.clone() else { return };
+        let caller = self.callers.lock().get(origin).cloned();
+        let mut unknown = Vec::new();
+        {
+            let replies = caller.as_ref().map(|c| c.replies.lock());
+            for (session, seq) in pairs(&message.payload) {
+                if !replies.as_ref().is_some_and(|r| r.contains_key(&seq)) {
+                    unknown.extend_from_slice(&session.to_be_bytes());
+                    unknown.extend_from_slice(&seq.to_be_bytes());
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return;
+        }
+        let client = self.client.clone();
+        tokio::spawn(async move { client.publish(reply, unknown.into()).await });
     }
 
     /// An answer (or NACK, or no-responders) for the forwarded call `seq` to `session`.
@@ -486,6 +674,9 @@ impl Inner {
     /// INV, CHK or INT from another node.
     fn inbound(self: &Arc<Self>, message: async_nats::Message) {
         let Some(origin) = header(&message, ORIGIN).and_then(parse_node) else { return };
+        if header(&message, KIND) == Some("PRB") {
+            return self.probed(&origin, &message);
+        }
         let Some(decoded) = decode(&message.payload) else { return };
         match (header(&message, KIND), decoded) {
             (Some("INV"), Message::Invocation { request, registration, details, payload }) => {
@@ -502,6 +693,30 @@ impl Inner {
                 let Some(caller) = self.callers.lock().get(&origin).cloned() else { return };
                 let chunk = Chunk { progress: flag(&details, "progress"), payload };
                 caller.chunk(request, chunk, self.max_buffered);
+            }
+            (Some("RMV"), Message::Event { details, .. }) => {
+                let (Some(reply), Some(router)) = (message.reply.clone(), self.router.upgrade()) else { return };
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    let realm = details.get("realm").and_then(Value::as_str).and_then(|r| router.realms.get(r));
+                    let registration = details.get("registration").and_then(Value::as_u64);
+                    let callee = details.get("callee").and_then(Value::as_u64);
+                    let reason = details.get("reason").and_then(Value::as_str).unwrap_or("wamp.error.removed");
+                    let outcome = match (realm, registration, callee) {
+                        (Some(realm), Some(registration), Some(callee)) => {
+                            let by = origin.to_string();
+                            crate::meta::revoke_here(realm, registration, callee, reason, Some(&by)).await
+                        }
+                        _ => Err(Refusal::new(WampError::InvalidArgument, "malformed revocation")),
+                    };
+                    let body = match outcome {
+                        Ok(()) => Bytes::new(),
+                        Err(refusal) => {
+                            encode(&refusal.to_message(crate::wire::MessageType::Call, 0)).unwrap_or_default()
+                        }
+                    };
+                    let _ = client.publish(reply, body).await;
+                });
             }
             (Some("INT"), Message::Interrupt { request, options }) => {
                 let Some(caller) = self.callers.lock().get(&origin).cloned() else { return };
@@ -573,7 +788,55 @@ impl Inner {
     }
 }
 
+/// The `(session, seq)` pairs of a PRB or its answer: 16 bytes each, big-endian.
+fn pairs(body: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    body.chunks_exact(16).map(|pair| {
+        let (session, seq) = pair.split_at(8);
+        (
+            u64::from_be_bytes(session.try_into().unwrap_or_default()),
+            u64::from_be_bytes(seq.try_into().unwrap_or_default()),
+        )
+    })
+}
+
+/// The refusals another node's revocation can answer with, by URI.
+fn error_of(uri: &str) -> WampError {
+    [
+        WampError::NoSuchSession,
+        WampError::NoSuchRegistration,
+        WampError::InvalidArgument,
+        WampError::Canceled,
+        WampError::NetworkFailure,
+    ]
+    .into_iter()
+    .find(|e| e.uri() == uri)
+    .unwrap_or(WampError::NetworkFailure)
+}
+
 fn parse_node(text: &str) -> Option<NodeId> {
     let (name, incarnation) = text.rsplit_once('/')?;
     Some(NodeId::new(name, incarnation.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_bodies_are_pairs_of_session_and_seq() {
+        let mut body = Vec::new();
+        for (session, seq) in [(7u64, 1u64), (u64::MAX, 2)] {
+            body.extend_from_slice(&session.to_be_bytes());
+            body.extend_from_slice(&seq.to_be_bytes());
+        }
+        body.push(0); // a torn tail is ignored
+        assert_eq!(pairs(&body).collect::<Vec<_>>(), vec![(7, 1), (u64::MAX, 2)]);
+    }
+
+    #[test]
+    fn refusals_of_another_node_keep_their_uri() {
+        assert_eq!(error_of("wamp.error.no_such_registration"), WampError::NoSuchRegistration);
+        assert_eq!(error_of("wamp.error.network_failure"), WampError::NetworkFailure);
+        assert_eq!(error_of("com.example.unknown"), WampError::NetworkFailure);
+    }
 }
