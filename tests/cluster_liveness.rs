@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use common::nats::{cluster_router, NatsServer, TcpProxy, HEARTBEAT_MS};
 use common::{assert_error, first_arg, unexpected, REALM};
-use roundhouse::auth::ticket;
 use roundhouse::client::Client;
 use roundhouse::wire::{Dict, Message, MessageType, Payload, Serializer, Value};
-use roundhouse::{RealmConfig, RouterHandle};
+use roundhouse::RouterHandle;
 use tokio::time::{timeout, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -448,36 +447,6 @@ async fn remove_callee_revokes_a_member_on_another_node() {
 
 const AUTH: &str = "auth";
 
-fn auth_realm() -> RealmConfig {
-    let joe = ticket::pbkdf2_phc(b"joe-ticket", 1000).unwrap();
-    let ann = ticket::pbkdf2_phc(b"ann-ticket", 1000).unwrap();
-    let text = format!(
-        r#"
-name = "{AUTH}"
-anonymous = true
-
-[[principal]]
-authid = "joe"
-role = "user"
-ticket = "{joe}"
-
-[[principal]]
-authid = "ann"
-role = "user"
-ticket = "{ann}"
-
-[[role]]
-name = "user"
-permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
-
-[[role]]
-name = "anonymous"
-permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
-"#
-    );
-    toml::from_str(&text).expect("the test realm parses")
-}
-
 /// A session of `authid` (ticket `<authid>-ticket`) in the auth realm, announcing
 /// `registration_revocation`, and its session id.
 async fn principal(router: &RouterHandle, authid: &str) -> (Client, u64) {
@@ -507,7 +476,7 @@ async fn force_reregister_takes_over_a_registration_held_on_another_node() {
     let cluster = cluster_name();
     let mut routers = Vec::new();
     for name in ["n1", "n2"] {
-        routers.push(cluster_router(&nats.url(), &cluster, name, |c| c.realms.push(auth_realm())).await);
+        routers.push(cluster_router(&nats.url(), &cluster, name, |c| c.realms.push(common::ticket_realm(AUTH))).await);
     }
     let (n1, n2) = (&routers[0], &routers[1]);
     const P: &str = "com.app.service";

@@ -5,46 +5,15 @@
 mod common;
 
 use common::*;
-use roundhouse::auth::ticket;
 use roundhouse::client::Client;
 use roundhouse::wire::{Dict, Message, MessageType, Serializer, Value};
-use roundhouse::{RealmConfig, RouterHandle};
+use roundhouse::RouterHandle;
 
 const AUTH: &str = "auth";
 const P: &str = "com.app.service";
 
-fn auth_realm() -> RealmConfig {
-    let joe = ticket::pbkdf2_phc(b"joe-ticket", 1000).unwrap();
-    let ann = ticket::pbkdf2_phc(b"ann-ticket", 1000).unwrap();
-    let text = format!(
-        r#"
-name = "{AUTH}"
-anonymous = true
-
-[[principal]]
-authid = "joe"
-role = "user"
-ticket = "{joe}"
-
-[[principal]]
-authid = "ann"
-role = "user"
-ticket = "{ann}"
-
-[[role]]
-name = "user"
-permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
-
-[[role]]
-name = "anonymous"
-permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
-"#
-    );
-    toml::from_str(&text).expect("the test realm parses")
-}
-
 async fn auth_router() -> RouterHandle {
-    router_with(|c| c.realms.push(auth_realm())).await
+    router_with(|c| c.realms.push(common::ticket_realm(AUTH))).await
 }
 
 /// A session of `authid` (ticket `<authid>-ticket`), or anonymous, announcing

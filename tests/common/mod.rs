@@ -281,3 +281,37 @@ pub fn assert_nothing_after_unregistered(callee: &Callee) {
 
 /// Every serializer, for tests that run over each.
 pub const SERIALIZERS: [Serializer; 3] = [Serializer::Json, Serializer::MsgPack, Serializer::Cbor];
+
+/// A realm named `name` with two ticket principals, "joe" (ticket "joe-ticket") and "ann"
+/// ("ann-ticket"), in the role "user", and anonymous sessions: both may call and register under
+/// `com.app.`.
+pub fn ticket_realm(name: &str) -> RealmConfig {
+    use roundhouse::auth::ticket;
+    let joe = ticket::pbkdf2_phc(b"joe-ticket", 1000).unwrap();
+    let ann = ticket::pbkdf2_phc(b"ann-ticket", 1000).unwrap();
+    let text = format!(
+        r#"
+name = "{name}"
+anonymous = true
+
+[[principal]]
+authid = "joe"
+role = "user"
+ticket = "{joe}"
+
+[[principal]]
+authid = "ann"
+role = "user"
+ticket = "{ann}"
+
+[[role]]
+name = "user"
+permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
+
+[[role]]
+name = "anonymous"
+permissions = [{{ uri = "com.app.", match = "prefix", allow = ["call", "register"] }}]
+"#
+    );
+    toml::from_str(&text).expect("the test realm parses")
+}
