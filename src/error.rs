@@ -98,6 +98,43 @@ impl WampError {
     }
 }
 
+impl WampError {
+    /// Every variant, in declaration order.
+    const ALL: [WampError; 26] = [
+        WampError::ProtocolViolation,
+        WampError::NoSuchRealm,
+        WampError::NoMatchingAuthMethod,
+        WampError::NoSuchPrincipal,
+        WampError::AuthenticationDenied,
+        WampError::AuthenticationFailed,
+        WampError::InvalidUri,
+        WampError::InvalidArgument,
+        WampError::NoSuchProcedure,
+        WampError::ProcedureAlreadyExists,
+        WampError::ProcedureExistsWithDifferentInvocationPolicy,
+        WampError::NoSuchRegistration,
+        WampError::NoSuchSubscription,
+        WampError::NoSuchSession,
+        WampError::Canceled,
+        WampError::Timeout,
+        WampError::Unavailable,
+        WampError::NoAvailableCallee,
+        WampError::OptionDisallowedDiscloseMe,
+        WampError::NotAuthorized,
+        WampError::FeatureNotSupported,
+        WampError::PayloadSizeExceeded,
+        WampError::NetworkFailure,
+        WampError::SystemShutdown,
+        WampError::CloseRealm,
+        WampError::GoodbyeAndOut,
+    ];
+
+    /// The variant whose URI is `uri` (what another cluster node answered, for instance).
+    pub fn from_uri(uri: &str) -> Option<WampError> {
+        Self::ALL.into_iter().find(|e| e.uri() == uri)
+    }
+}
+
 impl fmt::Display for WampError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.uri())
@@ -124,5 +161,34 @@ impl Refusal {
     /// The ERROR answering request `request` of type `request_type`, the reason as its argument.
     pub fn to_message(self, request_type: MessageType, request: u64) -> Message {
         Message::error(request_type, request, self.error.uri(), Payload::args(vec![Value::from(self.message)]))
+    }
+
+    /// The refusal an ERROR made by [`Refusal::to_message`] carries, back from another cluster
+    /// node; `None` for any other message, or an error URI this router does not send.
+    pub fn from_message(message: &Message) -> Option<Refusal> {
+        let Message::Error { error, payload, .. } = message else { return None };
+        let reason =
+            payload.to_values().ok().and_then(|(args, _)| args.first().and_then(Value::as_str).map(str::to_owned));
+        Some(Refusal::new(WampError::from_uri(error)?, reason.unwrap_or_else(|| error.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_uri_maps_back_to_its_variant() {
+        for error in WampError::ALL {
+            assert_eq!(WampError::from_uri(error.uri()), Some(error));
+        }
+        assert_eq!(WampError::from_uri("com.example.error"), None);
+    }
+
+    #[test]
+    fn a_refusal_survives_its_error_message() {
+        let refusal = Refusal::new(WampError::NoSuchSubscription, "session holds no subscription 7");
+        let message = refusal.clone().to_message(MessageType::Call, 3);
+        assert_eq!(Refusal::from_message(&message), Some(refusal));
     }
 }

@@ -105,7 +105,17 @@ pub async fn call(
         "wamp.subscription.remove_subscriber" => {
             let subscription = id_arg(&args, 0, "subscription")?;
             let subscriber = id_arg(&args, 1, "subscriber")?;
-            realm.broker.unsubscribe(subscriber, subscription)?;
+            // A session of another cluster node: that node removes it (the id is of its broker).
+            let elsewhere = match &realm.cluster_sessions {
+                Some(cluster) if !realm.sessions.contains_key(&subscriber) => {
+                    cluster.get(subscriber).filter(|r| r.realm == realm.name && !cluster.is_local(r))
+                }
+                _ => None,
+            };
+            match (&realm.cluster_sessions, elsewhere) {
+                (Some(cluster), Some(record)) => cluster.unsubscribe_remote(subscriber, &record, subscription).await?,
+                _ => realm.broker.unsubscribe(subscriber, subscription)?,
+            }
             tracing::info!(
                 subscription,
                 subscriber,

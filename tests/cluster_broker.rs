@@ -293,6 +293,44 @@ async fn session_meta_sees_the_whole_cluster() {
     wait_for_sessions(&mut asker, &all[..1]).await;
 }
 
+/// `wamp.subscription.remove_subscriber` for a subscriber on another node: that node removes it
+/// (by the subscription id the subscriber was given there), the events stop, and the node's
+/// refusals come back as they are.
+#[tokio::test]
+async fn a_subscriber_on_another_node_is_removed_there() {
+    let Some(nats) = NatsServer::start() else { return };
+    let routers = nodes(&nats, &["a", "b"]).await;
+    let mut admin = join(&routers[0], Serializer::Json).await;
+    let mut subscriber = join(&routers[1], Serializer::MsgPack).await;
+    let subscription = subscribe(&mut subscriber, "com.example.removed", None).await;
+    let kept = subscribe(&mut subscriber, "com.example.kept", None).await;
+    let both = [admin.session_id(), subscriber.session_id()];
+    wait_for_sessions(&mut admin, &both).await;
+    publish(&mut admin, "com.example.removed", Dict::new(), vec![Value::UInt(1)]).await;
+    assert_eq!(event(&mut subscriber).await.0, subscription);
+
+    let remove = |subscription: u64| vec![Value::UInt(subscription), Value::UInt(both[1])];
+    assert_eq!(meta(&mut admin, "wamp.subscription.remove_subscriber", remove(subscription)).await, Value::Null);
+    publish(&mut admin, "com.example.removed", Dict::new(), vec![Value::UInt(2)]).await;
+    publish(&mut admin, "com.example.kept", Dict::new(), vec![Value::UInt(3)]).await;
+    let (arrived, _, _, value) = event(&mut subscriber).await;
+    assert_eq!((arrived, value), (kept, Value::UInt(3)), "only the subscription kept delivers");
+    // Asked again, the subscriber's node answers that it holds no such subscription any more.
+    let again = tokio::time::timeout(WAIT, admin.call("wamp.subscription.remove_subscriber", remove(subscription)))
+        .await
+        .expect("answered");
+    match again {
+        Err(ClientError::Unexpected(reply)) => match *reply {
+            Message::Error { error, .. } => assert_eq!(error, "wamp.error.no_such_subscription"),
+            other => panic!("expected ERROR, got {other:?}"),
+        },
+        other => panic!("expected wamp.error.no_such_subscription, got {other:?}"),
+    }
+    expect_nothing(&mut subscriber, Duration::from_millis(200)).await;
+    say_goodbye(subscriber).await;
+    say_goodbye(admin).await;
+}
+
 /// The session ids of the `on_join` (true) and `on_leave` (false) events a client received
 /// within `within`.
 async fn meta_events(client: &mut Client, joins: u64, leaves: u64, within: Duration) -> Vec<(bool, u64)> {

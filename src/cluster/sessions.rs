@@ -21,6 +21,10 @@
 //!   writes its sessions' records again, or, with `on_isolation = "fence"`, closes them.
 //! - **Kill** across nodes: `wamp.session.kill*` for a session of another node is sent to that
 //!   node (`<node subject>.sk`), which closes it as it would its own.
+//! - **Removing a subscriber** across nodes: `wamp.subscription.remove_subscriber` for a session
+//!   of another node is a request to that node (`<node subject>.su`), which removes it as it
+//!   would its own and answers with the outcome. Subscription ids are each node's own: the one
+//!   named is the one the subscriber was given.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -37,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, ClusterError, NodeEvent, NodeId};
+use crate::error::{Refusal, WampError};
 use crate::realm::Realm;
 use crate::session::SessionHandle;
 use crate::wire::{Dict, Message, Payload, Serializer, Value};
@@ -203,16 +208,27 @@ impl Sessions {
         };
         tokio::spawn(watch(self.clone(), first, shutdown.clone()));
         tokio::spawn(node_events(self.clone(), self.cluster.node_events(), shutdown.clone()));
-        match self.cluster.client().subscribe(self.kill_subject(&self.cluster.node().name)).await {
+        let me = &self.cluster.node().name;
+        match self.cluster.client().subscribe(self.kill_subject(me)).await {
             Ok(inbox) => {
-                tokio::spawn(kill_inbox(self.clone(), inbox, shutdown));
+                tokio::spawn(serve(self.clone(), inbox, shutdown.clone(), kill));
             }
             Err(error) => tracing::warn!(%error, "sessions of this node cannot be killed from other nodes"),
+        }
+        match self.cluster.client().subscribe(self.unsubscribe_subject(me)).await {
+            Ok(inbox) => {
+                tokio::spawn(serve(self.clone(), inbox, shutdown, unsubscribe));
+            }
+            Err(error) => tracing::warn!(%error, "subscribers of this node cannot be removed from other nodes"),
         }
     }
 
     fn kill_subject(&self, node: &str) -> String {
         format!("{}.sk", self.cluster.node_subject(node))
+    }
+
+    fn unsubscribe_subject(&self, node: &str) -> String {
+        format!("{}.su", self.cluster.node_subject(node))
     }
 
     fn realm(&self, name: &str) -> Option<Arc<Realm>> {
@@ -304,13 +320,33 @@ impl Sessions {
         if let Some(message) = message {
             request.insert("message", message);
         }
-        let event = Message::Event { subscription: 1, publication: 1, details: request, payload: Payload::Empty };
-        let mut out = Vec::new();
-        if Serializer::MsgPack.try_encode(&event, &mut out).is_ok() {
-            if let Err(error) = self.cluster.client().publish(self.kill_subject(&record.node), out.into()).await {
+        if let Some(body) = encode(request) {
+            if let Err(error) = self.cluster.client().publish(self.kill_subject(&record.node), body).await {
                 tracing::warn!(session = id, %error, "kill not sent to the session's node");
             }
         }
+    }
+
+    /// Asks the node of the (remote) session `id` to remove it from its subscription
+    /// `subscription` (an id of that node), and returns what that node answered;
+    /// `wamp.error.network_failure` when it does not answer within the registry timeout.
+    pub async fn unsubscribe_remote(&self, id: u64, record: &Record, subscription: u64) -> Result<(), Refusal> {
+        let request =
+            Dict::new().with("session", id).with("realm", record.realm.as_str()).with("subscription", subscription);
+        let body = encode(request).ok_or_else(|| Refusal::new(WampError::InvalidArgument, "unencodable request"))?;
+        let request = async_nats::Request::new().payload(body).timeout(Some(self.cluster.config().kv_timeout()));
+        let subject = self.unsubscribe_subject(&record.node);
+        let answer = self.cluster.client().send_request(subject, request).await.map_err(|error| {
+            Refusal::new(
+                WampError::NetworkFailure,
+                format!("the subscriber's router node {} did not answer ({error})", record.node),
+            )
+        })?;
+        if answer.payload.is_empty() {
+            return Ok(());
+        }
+        let refusal = Serializer::MsgPack.decode(answer.payload).ok().as_ref().and_then(Refusal::from_message);
+        Err(refusal.unwrap_or_else(|| Refusal::new(WampError::NetworkFailure, "unreadable answer from another node")))
     }
 
     /// Reaps a lost node's sessions: publishes their testaments, then deletes their records.
@@ -574,8 +610,23 @@ async fn node_events(
     }
 }
 
-/// Closes local sessions other nodes were asked to kill.
-async fn kill_inbox(sessions: Arc<Sessions>, mut inbox: async_nats::Subscriber, shutdown: CancellationToken) {
+/// A request between nodes about one session: its details, in an EVENT in MessagePack.
+fn encode(details: Dict) -> Option<Bytes> {
+    let event = Message::Event { subscription: 1, publication: 1, details, payload: Payload::Empty };
+    let mut out = Vec::new();
+    Serializer::MsgPack.try_encode(&event, &mut out).ok()?;
+    Some(out.into())
+}
+
+/// Serves the requests other nodes send about this node's sessions on `inbox` with `handle`,
+/// given the request's details, the realm and the local session it names; a request that names
+/// no session of this node is ignored (a request expecting an answer then times out there).
+async fn serve(
+    sessions: Arc<Sessions>,
+    mut inbox: async_nats::Subscriber,
+    shutdown: CancellationToken,
+    handle: fn(&async_nats::Client, async_nats::Message, &Dict, &Realm, Arc<SessionHandle>),
+) {
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -584,15 +635,62 @@ async fn kill_inbox(sessions: Arc<Sessions>, mut inbox: async_nats::Subscriber, 
                 None => return,
             },
         };
-        let Ok(Message::Event { details, .. }) = Serializer::MsgPack.decode(message.payload) else { continue };
+        let Ok(Message::Event { details, .. }) = Serializer::MsgPack.decode(message.payload.clone()) else { continue };
         let (Some(id), Some(realm)) =
             (details.get("session").and_then(Value::as_u64), details.get("realm").and_then(Value::as_str))
         else {
             continue;
         };
         let Some(realm) = sessions.realm(realm) else { continue };
-        let Some(session) = realm.sessions.get(&id).map(|s| s.clone()) else { continue };
-        let reason = details.get("reason").and_then(Value::as_str).unwrap_or("wamp.close.killed");
-        crate::meta::kill_for(&session, reason, details.get("message").and_then(Value::as_str), "another node");
+        let Some(session) = realm.sessions.get(&id).map(|s| s.clone()) else {
+            if let Some(reply) = message.reply {
+                let refusal = Refusal::new(WampError::NoSuchSession, format!("no session {id} on this node"));
+                answer(sessions.cluster.client(), reply, Err(refusal));
+            }
+            continue;
+        };
+        handle(sessions.cluster.client(), message, &details, &realm, session);
     }
+}
+
+/// Closes a local session another node was asked to kill.
+fn kill(_: &async_nats::Client, _: async_nats::Message, details: &Dict, _: &Realm, session: Arc<SessionHandle>) {
+    let reason = details.get("reason").and_then(Value::as_str).unwrap_or("wamp.close.killed");
+    crate::meta::kill_for(&session, reason, details.get("message").and_then(Value::as_str), "another node");
+}
+
+/// Removes a local session from one of its subscriptions, as another node was asked to.
+fn unsubscribe(
+    client: &async_nats::Client,
+    message: async_nats::Message,
+    details: &Dict,
+    realm: &Realm,
+    session: Arc<SessionHandle>,
+) {
+    let Some(reply) = message.reply else { return };
+    let outcome = match details.get("subscription").and_then(Value::as_u64) {
+        Some(subscription) => realm.broker.unsubscribe(session.id, subscription),
+        None => Err(Refusal::new(WampError::InvalidArgument, "no subscription named")),
+    };
+    if outcome.is_ok() {
+        tracing::info!(session = session.id, "subscriber removed at another node's request");
+    }
+    answer(client, reply, outcome);
+}
+
+/// Answers a request of another node: empty for done, else the refusal as an ERROR.
+fn answer(client: &async_nats::Client, reply: async_nats::Subject, outcome: Result<(), Refusal>) {
+    let body = match outcome {
+        Ok(()) => Bytes::new(),
+        Err(refusal) => {
+            let mut out = Vec::new();
+            let message = refusal.to_message(crate::wire::MessageType::Call, 0);
+            if Serializer::MsgPack.try_encode(&message, &mut out).is_err() {
+                return;
+            }
+            out.into()
+        }
+    };
+    let client = client.clone();
+    tokio::spawn(async move { client.publish(reply, body).await });
 }
