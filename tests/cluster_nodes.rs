@@ -201,8 +201,9 @@ async fn a_three_server_nats_keeps_the_cluster_with_one_server_down_and_stops_wr
             cluster.kv_timeout_ms = 12_000;
         })
     };
-    let a = node("a", 0).await;
-    let b = node("b", 1).await;
+    // Started at once: one creates the buckets, the other finds them before their streams have
+    // a leader, and waits for one rather than failing to start.
+    let (a, b) = tokio::join!(node("a", 0), node("b", 1));
     let (a_cluster, b_cluster) = (cluster_of(&a), cluster_of(&b));
     let mut events = a_cluster.node_events();
     let someone = NodeId::new("gone", 1);

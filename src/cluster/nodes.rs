@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
@@ -129,8 +130,11 @@ pub(super) async fn start(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
     let me = cluster.node.clone();
     let value = bytes::Bytes::from(me.incarnation.to_string());
     let key = lease_key(&me.name);
-    let mut revision =
-        bucket.put(&key, value.clone()).await.map_err(|e| ClusterError::jetstream("taking this node's lease", e))?;
+    // A replicated bucket another node just created takes writes once its stream has a leader.
+    let mut revision = super::retry_transient(cluster.config.kv_timeout(), Duration::from_millis(100), || async {
+        bucket.put(&key, value.clone()).await.map_err(|e| ClusterError::jetstream("taking this node's lease", e))
+    })
+    .await?;
     let mut watch =
         super::retry_transient(cluster.config.kv_timeout(), cluster.config.heartbeat(), || replay(cluster)).await?;
 

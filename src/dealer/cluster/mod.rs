@@ -220,14 +220,18 @@ impl Replica {
         });
         // Subscribed before anything is registered: a call forwarded here finds the inbox.
         remote::start_inbox(&replica).await?;
-        let last = replica
-            .kv
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| ClusterError::jetstream("reading the registry bucket", e))?
-            .state
-            .last_sequence;
+        // A replicated bucket another node just created answers once its stream has a leader.
+        let info =
+            crate::cluster::retry_transient(cluster.config().kv_timeout(), Duration::from_millis(100), || async {
+                replica
+                    .kv
+                    .stream
+                    .get_info()
+                    .await
+                    .map_err(|e| ClusterError::jetstream("reading the registry bucket", e))
+            })
+            .await?;
+        let last = info.state.last_sequence;
         let events = cluster.node_events();
         tokio::spawn(watch_registry(Arc::downgrade(&replica)));
         let mut applied = replica.applied.subscribe();
