@@ -142,6 +142,50 @@ async fn a_call_its_callee_node_forgot_ends_once_with_canceled() {
     assert_eq!((got, first_arg(&payload)), (request, "ok".to_owned()));
 }
 
+/// A callee node that crashes with calls in flight: NATS finds nobody at its inbox for two probe
+/// rounds in a row, and its calls end with `wamp.error.canceled` then, long before its lease
+/// (ten seconds here) ends and its member leaves the list.
+#[tokio::test]
+async fn calls_held_by_a_crashed_node_end_at_the_probes_not_at_its_lease() {
+    let Some(nats) = NatsServer::start() else { return };
+    let cluster = cluster_name();
+    // The node bucket's entries live as long as the lease of the node that made it: n1's.
+    let n1 = &cluster_router(&nats.url(), &cluster, "n1", |config| {
+        config.cluster.as_mut().unwrap().lease_ms = 10_000;
+    })
+    .await;
+    let mut process = common::nats::NodeProcess::start_with(&nats.url(), &cluster, "crashing", |section| {
+        section.lease_ms = 10_000;
+    });
+    let mut callee = Client::join(&process.url, REALM, Serializer::Json).await.expect("joins the crashing node");
+    callee.register("com.example.held", Dict::new()).await.expect("registers");
+    let member = callee.session_id();
+    wait_members(n1, "com.example.held", &[member]).await;
+    let mut caller = join(n1, &[]).await;
+    for request in 1..=3 {
+        caller.send(&call(request, "com.example.held", vec![])).await.unwrap();
+        assert!(matches!(recv(&mut callee).await, Message::Invocation { .. }), "the call reaches the callee");
+    }
+    // Older than a probe round, so the probes ask about them.
+    tokio::time::sleep(HEARTBEAT * 2).await;
+    process.kill();
+    let killed = Instant::now();
+    let mut ended = Vec::new();
+    for _ in 0..3 {
+        let reply = recv(&mut caller).await;
+        assert_error(&reply, MessageType::Call, "wamp.error.canceled");
+        let Message::Error { request, .. } = reply else { unreachable!() };
+        ended.push(request);
+    }
+    let took = killed.elapsed();
+    ended.sort_unstable();
+    assert_eq!(ended, [1, 2, 3]);
+    assert!(took < HEARTBEAT * 8, "ended {took:?} after the crash");
+    assert_eq!(members(n1, REALM, "com.example.held"), [member], "the lease has not ended yet");
+    assert_quiet(&mut caller, HEARTBEAT * 2).await;
+    drop(callee);
+}
+
 /// The body sizes of the liveness probes `inbox` receives within `window`.
 async fn probes(window: Duration, inbox: &mut async_nats::Subscriber) -> Vec<usize> {
     let until = Instant::now() + window;

@@ -84,6 +84,16 @@ impl Cluster {
             Some(config.lease().max(Duration::from_secs(1))),
         )
         .await?;
+        // Leases expire at the bucket's age limit, set by the node that made the bucket.
+        let lease = node_bucket.stream.cached_info().config.max_age;
+        if lease != config.lease() {
+            tracing::warn!(
+                cluster_lease_ms = lease.as_millis() as u64,
+                lease_ms = config.lease_ms,
+                "the cluster's leases last as long as the node that made its node bucket asked, not this node's \
+                 lease_ms; give every node the same lease_ms"
+            );
+        }
         let nodes = nodes::NodeTable::default();
         let cluster =
             Arc::new(Cluster { config: config.clone(), client, jetstream, node, nodes, node_bucket, connected, stop });

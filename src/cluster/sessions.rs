@@ -619,8 +619,9 @@ fn encode(details: Dict) -> Option<Bytes> {
 }
 
 /// Serves the requests other nodes send about this node's sessions on `inbox` with `handle`,
-/// given the request's details, the realm and the local session it names; a request that names
-/// no session of this node is ignored (a request expecting an answer then times out there).
+/// given the request's details, the realm and the local session it names. A request naming no
+/// session of this node is answered `wamp.error.no_such_session` if it expects an answer (a kill
+/// does not); one that cannot be read is dropped.
 async fn serve(
     sessions: Arc<Sessions>,
     mut inbox: async_nats::Subscriber,

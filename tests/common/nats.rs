@@ -220,7 +220,18 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts the binary with a config file holding `[cluster]` and the test realms.
     pub fn start(nats_url: &str, cluster: &str, node: &str) -> NodeProcess {
-        let section = cluster_config(nats_url, cluster, node);
+        Self::start_with(nats_url, cluster, node, |_| {})
+    }
+
+    /// [`NodeProcess::start`], with `adjust` applied to the `[cluster]` section first.
+    pub fn start_with(
+        nats_url: &str,
+        cluster: &str,
+        node: &str,
+        adjust: impl FnOnce(&mut ClusterConfig),
+    ) -> NodeProcess {
+        let mut section = cluster_config(nats_url, cluster, node);
+        adjust(&mut section);
         let config = RouterConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             realms: vec![roundhouse::RealmConfig::named(super::REALM)],

@@ -27,7 +27,8 @@
 //! dropped, a NATS server lost mid-flight) while both nodes stay connected, and a callee's node
 //! can drop the stand-in caller of an origin it took for lost. So every heartbeat the origin sends
 //! each callee node one PRB (probe) listing the `(callee session, seq)` of its calls to that node
-//! forwarded before the previous tick; the callee node answers, to `….n.<origin>.p`, only with
+//! forwarded before the previous tick; the callee node answers, to `….n.<origin>.p.<callee
+//! node>`, only with
 //! those it does not hold (never got, or already answered), and the origin ends each of these
 //! with `wamp.error.canceled` through the stand-in's invocation table (so never a second answer).
 //! Only a positive "not held" cancels: a lost probe or a lost reply delays the verdict by one
@@ -39,6 +40,11 @@
 //! - the callee node forgets a call only after its final answer was handed to the client, and
 //!   answers the PRB after that, to the origin's same inbox subscription: the origin applies the
 //!   answer first and then finds nothing to cancel.
+//!
+//! A probe NATS finds nobody to deliver to (no responders) says the callee node's inbox is gone.
+//! Twice in a row, a heartbeat apart, and the node crashed or is cut off: the calls it held end
+//! with `wamp.error.canceled` then, not when its lease ends. Once is not enough: a node moving to
+//! another server of a NATS cluster is away for a moment.
 //!
 //! # Revocations
 //! `wamp.registration.remove_callee` and `force_reregister` for a member on another node send
@@ -88,6 +94,13 @@ struct Inner {
     origin: String,
     /// Numbers this node's forwarded calls (the INVOCATION id of the stand-in callee).
     seq: AtomicU64,
+    /// Probe rounds so far (see [`probe`]).
+    round: AtomicU64,
+    /// The calls the latest probe round asked about: forwarded with a seq up to this.
+    probed: AtomicU64,
+    /// The round in which each node's inbox was last found gone (no responders to a probe), by
+    /// node name: gone in two rounds in a row, the node is taken for dead for the calls it held.
+    absent: Mutex<HashMap<Arc<str>, u64>>,
     /// Stand-ins of members on other nodes, by session id.
     callees: Mutex<HashMap<u64, Proxy>>,
     /// Stand-in callers of the calls other nodes forward here, by origin node.
@@ -157,6 +170,9 @@ impl Remote {
             inbox: cluster.node_subject(&node.name),
             origin: node.to_string(),
             seq: AtomicU64::new(0),
+            round: AtomicU64::new(0),
+            probed: AtomicU64::new(0),
+            absent: Mutex::default(),
             callees: Mutex::default(),
             callers: Mutex::default(),
             limits: OutboxLimits {
@@ -227,6 +243,7 @@ impl Remote {
             call::caller_gone(&caller.handle);
             caller.handle.kill();
         }
+        inner.absent.lock().remove(&node.name);
     }
 
     /// The node of `session`, a member on another node.
@@ -325,6 +342,8 @@ async fn probe(inner: Arc<Inner>) {
             _ = ticks.tick() => {}
         }
         let older = std::mem::replace(&mut bound, inner.seq.load(Ordering::Relaxed));
+        inner.round.fetch_add(1, Ordering::Relaxed);
+        inner.probed.store(older, Ordering::Relaxed);
         if older > 0 && *inner.connected.borrow() {
             inner.send_probes(older).await;
         }
@@ -547,8 +566,8 @@ impl Inner {
             }
         } else if tail == "i" {
             self.inbound(message);
-        } else if tail == "p" {
-            self.not_held(&message);
+        } else if let Some(node) = tail.strip_prefix("p.") {
+            self.not_held(node, &message);
         }
     }
 
@@ -570,9 +589,9 @@ impl Inner {
                 body.extend_from_slice(&seq.to_be_bytes());
             }
         }
-        let reply = format!("{}.p", self.inbox);
         for (node, body) in probes {
             let subject = format!("{}.i", self.cluster.node_subject(&node.name));
+            let reply = format!("{}.p.{}", self.inbox, node.name);
             // Parts well under NATS's payload limit, however many calls are in flight.
             for part in body.chunks(PROBE_PAIRS * 16) {
                 let mut headers = headers("PRB");
@@ -587,10 +606,23 @@ impl Inner {
         }
     }
 
-    /// The answer to a PRB: the `(session, seq)` pairs the callee's node does not hold. Those
-    /// still waiting here end with `wamp.error.canceled`; those answered meanwhile are gone.
-    fn not_held(&self, message: &async_nats::Message) {
-        // No responders: the callee node's inbox is gone; its lease decides about its calls.
+    /// The answer to a PRB sent to the node named `node`: the `(session, seq)` pairs it does not
+    /// hold. Those still waiting here end with `wamp.error.canceled`; those answered meanwhile
+    /// are gone.
+    ///
+    /// No responders means nobody listens at that node's inbox. Once is not enough to give up on
+    /// its calls: a node moving to another NATS server is away for a moment and answers after.
+    /// Gone in two probe rounds in a row, a heartbeat apart, the node crashed or is cut off: the
+    /// calls it held end now rather than when its lease ends (15 s with replicated buckets).
+    fn not_held(&self, node: &str, message: &async_nats::Message) {
+        if message.status == Some(StatusCode::NO_RESPONDERS) {
+            let round = self.round.load(Ordering::Relaxed);
+            let gone_before = self.absent.lock().insert(node.into(), round).is_some_and(|r| r + 1 == round);
+            if gone_before {
+                self.fail_probed(node);
+            }
+            return;
+        }
         if message.status.is_some() {
             return;
         }
@@ -600,6 +632,27 @@ impl Inner {
                 tracing::warn!(session, seq, "a call to another node was lost there (or its answer was); canceled");
                 call.fail(WampError::Canceled, "the callee's router node lost the call or its answer");
             }
+        }
+    }
+
+    /// Ends with `wamp.error.canceled` the calls forwarded to the node named `node` that the
+    /// latest probe round asked about (newer ones learn for themselves: NATS answers their INV
+    /// with no responders and they are routed again).
+    fn fail_probed(&self, node: &str) {
+        let bound = self.probed.load(Ordering::Relaxed);
+        let proxies: Vec<Arc<SessionHandle>> =
+            self.callees.lock().values().filter(|p| &*p.node.name == node).map(|p| p.handle.clone()).collect();
+        let mut failed = 0;
+        for proxy in proxies {
+            for seq in proxy.invocations.ids_up_to(bound) {
+                if let Some(call) = proxy.invocations.remove(seq) {
+                    call.fail(WampError::Canceled, "the callee's router node is gone (nobody listens there)");
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(node, calls = failed, "a node's inbox is gone; its calls in flight are canceled");
         }
     }
 
