@@ -27,10 +27,10 @@
 //! dropped, a NATS server lost mid-flight) while both nodes stay connected, and a callee's node
 //! can drop the stand-in caller of an origin it took for lost. So every heartbeat the origin sends
 //! each callee node one PRB (probe) listing the `(callee session, seq)` of its calls to that node
-//! forwarded before the previous tick; the callee node answers, to `….n.<origin>.p.<callee
-//! node>`, only with
-//! those it does not hold (never got, or already answered), and the origin ends each of these
-//! with `wamp.error.canceled` through the stand-in's invocation table (so never a second answer).
+//! forwarded before the previous tick; the callee node answers, to `….n.<origin>.p.<callee>`,
+//! only with those it does not hold (never got, or already answered), and the origin ends each
+//! of these with `wamp.error.canceled` through the stand-in's invocation table (so never a second
+//! answer).
 //! Only a positive "not held" cancels: a lost probe or a lost reply delays the verdict by one
 //! heartbeat, never cancels a live call, and nothing is sent at all while no forwarded call is a
 //! heartbeat old; the callee node keeps no timer. Orderings that make "not held" safe:
