@@ -319,9 +319,13 @@ impl Session {
                     self.refuse(MessageType::Register, request, refusal);
                     return Flow::Continue;
                 }
-                meta::force_reregister(&realm, &self.handle, &procedure, &options).await;
+                // Rare and cluster-only futures are boxed: whatever a future awaited here holds is
+                // part of every session's task, idle ones included, for the session's whole life.
+                if options.get("force_reregister").is_some() {
+                    Box::pin(meta::force_reregister(&realm, &self.handle, &procedure, &options)).await;
+                }
                 let registered = if dealer.is_clustered() {
-                    dealer.register_clustered(&self.handle, &procedure, &options).await
+                    Box::pin(dealer.register_clustered(&self.handle, &procedure, &options)).await
                 } else {
                     dealer.register(&self.handle, &procedure, &options)
                 };
@@ -336,7 +340,7 @@ impl Session {
                 }
             }
             Message::Unregister { request, registration } => match if dealer.is_clustered() {
-                dealer.unregister_clustered(self.handle.id, registration).await
+                Box::pin(dealer.unregister_clustered(self.handle.id, registration)).await
             } else {
                 dealer.unregister(self.handle.id, registration)
             } {
@@ -384,9 +388,9 @@ impl Session {
                                 // The policy was read by `subscribe` already; it cannot fail here.
                                 let policy = uri::MatchPolicy::from_option(options.get("match"))
                                     .unwrap_or(uri::MatchPolicy::Exact);
-                                events.listen(&realm.broker, subscription, policy, &topic).await;
+                                Box::pin(events.listen(&realm.broker, subscription, policy, &topic)).await;
                             } else {
-                                events.ready(subscription).await;
+                                Box::pin(events.ready(subscription)).await;
                             }
                         }
                         self.handle.send(Message::Subscribed { request, subscription });
@@ -413,7 +417,7 @@ impl Session {
                 };
                 let published = match published {
                     Ok((publication, Some(outgoing))) => {
-                        outgoing.send().await;
+                        Box::pin(outgoing.send()).await;
                         Ok(publication)
                     }
                     Ok((publication, None)) => Ok(publication),
