@@ -106,13 +106,9 @@ pub async fn call(
             let subscription = id_arg(&args, 0, "subscription")?;
             let subscriber = id_arg(&args, 1, "subscriber")?;
             // A session of another cluster node: that node removes it (the id is of its broker).
-            let elsewhere = match &realm.cluster_sessions {
-                Some(cluster) if !realm.sessions.contains_key(&subscriber) => {
-                    cluster.get(subscriber).filter(|r| r.realm == realm.name && !cluster.is_local(r))
-                }
-                _ => None,
-            };
-            match (&realm.cluster_sessions, elsewhere) {
+            let elsewhere = realm.cluster_sessions.as_ref().filter(|_| !realm.sessions.contains_key(&subscriber));
+            let record = elsewhere.and_then(|c| c.get(subscriber).filter(|r| r.realm == realm.name && !c.is_local(r)));
+            match (elsewhere, record) {
                 (Some(cluster), Some(record)) => cluster.unsubscribe_remote(subscriber, &record, subscription).await?,
                 _ => realm.broker.unsubscribe(subscriber, subscription)?,
             }

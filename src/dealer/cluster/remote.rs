@@ -583,8 +583,8 @@ impl Inner {
             .collect();
         let mut probes: HashMap<NodeId, Vec<u8>> = HashMap::new();
         for (node, proxy, limit) in proxies {
+            let body = probes.entry(node).or_default();
             for seq in proxy.invocations.ids_up_to(limit) {
-                let body = probes.entry(node.clone()).or_default();
                 body.extend_from_slice(&proxy.id.to_be_bytes());
                 body.extend_from_slice(&seq.to_be_bytes());
             }
@@ -679,17 +679,17 @@ impl Inner {
 
     /// An answer (or NACK, or no-responders) for the forwarded call `seq` to `session`.
     fn answer(&self, session: u64, seq: u64, message: &async_nats::Message) {
-        let Some((proxy, node)) = self.callees.lock().get(&session).map(|p| (p.handle.clone(), p.node.clone())) else {
-            return;
-        };
+        let Some(proxy) = self.callees.lock().get(&session).map(|p| p.handle.clone()) else { return };
         if message.status == Some(StatusCode::NO_RESPONDERS) {
             // Nobody listens at that node's inbox any more (it crashed or left, its lease not yet
             // ended): NATS delivered the INV to no one, so the call is routed again, away from
             // every member on that node, as a hot standby expects; never answered twice.
             if let Some(mut call) = proxy.invocations.remove(seq) {
-                let gone =
-                    self.callees.lock().iter().filter(|(_, p)| p.node == node).map(|(id, _)| *id).collect::<Vec<_>>();
-                call.unavailable.extend(gone);
+                let callees = self.callees.lock();
+                if let Some(node) = callees.get(&session).map(|p| &p.node) {
+                    call.unavailable.extend(callees.iter().filter(|(_, p)| p.node == *node).map(|(id, _)| *id));
+                }
+                drop(callees);
                 call::reroute(call);
             }
             return;
